@@ -1,0 +1,211 @@
+//! The `ferrio` command line: `serve` (the default), `config`, `version`, `image import`.
+
+use crate::config::Config;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ferrio",
+    version,
+    about = "A Kubernetes CRI v1 container runtime in one binary"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct GlobalOpts {
+    /// Config file (its drop-ins: <dir>/<name>.d/*.toml) [default: /etc/ferrio/ferrio.toml]
+    #[arg(long, global = true, value_name = "FILE", env = "FERRIO_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Persistent state directory (images, records)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Runtime state directory (sockets, bundles)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub run_root: Option<PathBuf>,
+    /// The CRI unix socket
+    #[arg(long, global = true, value_name = "SOCKET")]
+    pub listen: Option<PathBuf>,
+    /// A containers-registries.conf(5) v2 file
+    #[arg(long, global = true, value_name = "FILE")]
+    pub registries_conf: Option<PathBuf>,
+    /// Log level or tracing filter (error, warn, info, debug, trace)
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon (the default)
+    Serve,
+    /// Print the full commented default configuration
+    Config,
+    /// Print version information
+    Version,
+    /// Manage images
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Load OCI-archive or docker-save tarballs, through the running daemon or, when none runs,
+    /// straight into the store
+    Import {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+impl GlobalOpts {
+    /// The config file and drop-ins, with the flags applied on top.
+    pub fn load_config(&self) -> Result<Config> {
+        let mut cfg = Config::load(self.config.as_deref())?;
+        if let Some(v) = &self.root {
+            cfg.root = absolute(v)?;
+        }
+        if let Some(v) = &self.run_root {
+            cfg.run_root = absolute(v)?;
+        }
+        if let Some(v) = &self.listen {
+            cfg.api.listen = absolute(v)?;
+        }
+        if let Some(v) = &self.registries_conf {
+            cfg.image.registries_conf = absolute(v)?;
+        }
+        if let Some(v) = &self.log_level {
+            cfg.log_level = v.clone();
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
+}
+
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferrio: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let cfg = cli.global.load_config()?;
+            crate::telemetry::init(&cfg.log_level);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("ferrio")
+                .build()?;
+            rt.block_on(crate::server::serve(cfg))?;
+            Ok(())
+        }
+        Command::Config => {
+            print!("{}", crate::config::default_toml());
+            Ok(())
+        }
+        Command::Version => {
+            println!("ferrio {}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "CRI API: {} (k8s.io/cri-api v0.37.0-beta.0)",
+                crate::cri::runtime::CRI_VERSION
+            );
+            Ok(())
+        }
+        Command::Image(ImageCommand::Import { files }) => {
+            let cfg = cli.global.load_config()?;
+            crate::telemetry::init(&format!("warn,ferrio={}", "info"));
+            import(&cfg, &files)
+        }
+    }
+}
+
+/// Connects a gRPC channel to a unix socket.
+pub async fn connect(socket: &Path) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let path = socket.to_path_buf();
+    tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+            let path = path.clone();
+            async move {
+                let s = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+            }
+        }))
+        .await
+}
+
+fn import(cfg: &Config, files: &[PathBuf]) -> Result<()> {
+    let mut paths = Vec::new();
+    for f in files {
+        paths.push(std::fs::canonicalize(f).with_context(|| format!("{}", f.display()))?);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let socket = cfg.socket_path();
+    let lines: Vec<(String, String, Vec<String>)> = match rt.block_on(connect(&socket)) {
+        Ok(ch) => {
+            let mut client = crate::cri::admin_api::admin_client::AdminClient::new(ch);
+            let req = crate::cri::admin_api::ImportImagesRequest {
+                paths: paths
+                    .iter()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect(),
+            };
+            let resp = rt.block_on(client.import_images(req)).map_err(|s| {
+                anyhow::anyhow!("the daemon on {}: {}", socket.display(), s.message())
+            })?;
+            resp.into_inner()
+                .images
+                .into_iter()
+                .map(|i| (i.path, i.id, i.repo_tags))
+                .collect()
+        }
+        Err(_) => {
+            // No daemon: write the store directly, holding the root lock it would hold.
+            std::fs::create_dir_all(&cfg.root)?;
+            let Some(_lock) = crate::sys::FileLock::try_lock(&cfg.root.join("ferrio.lock"))? else {
+                bail!(
+                    "a ferrio daemon holds {} but does not answer on {}",
+                    cfg.root.display(),
+                    socket.display()
+                );
+            };
+            let store = crate::image::Store::open(&cfg.image_dir())?;
+            crate::image::import_paths(&store, &paths)?
+                .into_iter()
+                .flat_map(|i| {
+                    let p = i.path.to_string_lossy().into_owned();
+                    i.images
+                        .into_iter()
+                        .map(move |r| (p.clone(), r.id, r.repo_tags))
+                })
+                .collect()
+        }
+    };
+    for (path, id, tags) in lines {
+        println!(
+            "{id}\t{}\t{path}",
+            if tags.is_empty() {
+                "<untagged>".to_string()
+            } else {
+                tags.join(",")
+            }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,345 @@
+//! ferrio's configuration: `/etc/ferrio/ferrio.toml` plus drop-ins in `/etc/ferrio/ferrio.d/*.toml`.
+//!
+//! Every option has a default, all of them in the one [`Default`] impl below; unknown keys are
+//! rejected with the key and the file named. Drop-ins are applied in name order; a table in a
+//! drop-in is merged key by key into the tables before it.
+
+mod template;
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub use template::default_toml;
+
+/// The default main config file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/ferrio/ferrio.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Persistent state: images, container and pod records.
+    pub root: PathBuf,
+    /// Runtime state: sockets, bundles, pinned namespaces (tmpfs).
+    pub run_root: PathBuf,
+    /// error, warn, info, debug, trace, or a tracing filter such as `ferrio=debug,info`.
+    pub log_level: String,
+    pub api: ApiConfig,
+    pub runtime: RuntimeConfig,
+    pub image: ImageConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// The CRI socket; empty means `<run_root>/ferrio.sock`.
+    pub listen: PathBuf,
+    pub grpc_max_recv_msg_size: usize,
+    pub grpc_max_send_msg_size: usize,
+    /// Seconds that in-flight RPCs get to finish on SIGTERM/SIGINT before they are cancelled.
+    pub shutdown_timeout: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// The cgroup driver reported to kubelet in RuntimeConfig.
+    pub cgroup_driver: CgroupDriver,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageConfig {
+    /// A containers-registries.conf(5) v2 file: prefixes, locations, mirrors, insecure, blocked.
+    /// A missing file means no rules.
+    pub registries_conf: PathBuf,
+    /// An auth file in the `{"auths": {...}}` format; empty means none.
+    pub global_auth_file: PathBuf,
+    /// Registries (host[:port]) reached over plain HTTP, in addition to those marked insecure in
+    /// registries.conf.
+    pub insecure_registries: Vec<String>,
+    /// Layers downloaded at once, across all pulls.
+    pub max_concurrent_downloads: usize,
+    /// Seconds a pull may go without receiving a byte before it is aborted; 0 disables.
+    pub pull_progress_timeout: u64,
+    /// Archives (OCI archive or docker-save tarballs) imported once at start; empty means
+    /// `<root>/import`.
+    pub import_dir: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: PathBuf::from("/var/lib/ferrio"),
+            run_root: PathBuf::from("/run/ferrio"),
+            log_level: "info".into(),
+            api: ApiConfig {
+                listen: PathBuf::new(),
+                grpc_max_recv_msg_size: 80 * 1024 * 1024,
+                grpc_max_send_msg_size: 80 * 1024 * 1024,
+                shutdown_timeout: 10,
+            },
+            runtime: RuntimeConfig {
+                cgroup_driver: CgroupDriver::Cgroupfs,
+            },
+            image: ImageConfig {
+                registries_conf: PathBuf::from("/etc/containers/registries.conf"),
+                global_auth_file: PathBuf::new(),
+                insecure_registries: Vec::new(),
+                max_concurrent_downloads: 3,
+                pull_progress_timeout: 60,
+                import_dir: PathBuf::new(),
+            },
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Config::default().api
+    }
+}
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Config::default().runtime
+    }
+}
+impl Default for ImageConfig {
+    fn default() -> Self {
+        Config::default().image
+    }
+}
+
+impl Config {
+    /// Loads the main file and its drop-in directory (`<dir>/<stem>.d/*.toml`).
+    /// With `path == None` the default file is used and may be absent; an explicit path must exist.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (main, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        let mut files = Vec::new();
+        if main.exists() || required {
+            files.push(main.clone());
+        }
+        let dropin = dropin_dir(&main);
+        if let Ok(rd) = std::fs::read_dir(&dropin) {
+            let mut extra: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            extra.sort();
+            files.extend(extra);
+        }
+        let mut merged = toml::Table::new();
+        for f in &files {
+            let text = std::fs::read_to_string(f).map_err(|source| ConfigError::Read {
+                path: f.clone(),
+                source,
+            })?;
+            let table = parse_file(f, &text)?;
+            merge(&mut merged, table);
+        }
+        let cfg: Config =
+            Config::deserialize(toml::Value::Table(merged)).map_err(|e| ConfigError::Parse {
+                path: main.clone(),
+                message: e.to_string(),
+            })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses one TOML document (used by tests and `load`).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let table = parse_file(Path::new("<string>"), text)?;
+        let cfg =
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+                path: PathBuf::from("<string>"),
+                message: e.to_string(),
+            })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.image.max_concurrent_downloads == 0 {
+            return Err(ConfigError::Invalid(
+                "image.max_concurrent_downloads must be at least 1".into(),
+            ));
+        }
+        if !self.root.is_absolute() || !self.run_root.is_absolute() {
+            return Err(ConfigError::Invalid(
+                "root and run_root must be absolute paths".into(),
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "log_level {:?} is not a level or a tracing filter",
+                self.log_level
+            )));
+        }
+        Ok(())
+    }
+
+    /// The CRI socket path.
+    pub fn socket_path(&self) -> PathBuf {
+        if self.api.listen.as_os_str().is_empty() {
+            self.run_root.join("ferrio.sock")
+        } else {
+            self.api.listen.clone()
+        }
+    }
+
+    /// The directory whose archives are imported once at start.
+    pub fn import_dir(&self) -> PathBuf {
+        if self.image.import_dir.as_os_str().is_empty() {
+            self.root.join("import")
+        } else {
+            self.image.import_dir.clone()
+        }
+    }
+
+    /// The image store directory.
+    pub fn image_dir(&self) -> PathBuf {
+        self.root.join("images")
+    }
+}
+
+fn dropin_dir(main: &Path) -> PathBuf {
+    let stem = main
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "ferrio".into());
+    main.parent()
+        .unwrap_or(Path::new("/"))
+        .join(format!("{stem}.d"))
+}
+
+/// Parses one file and checks it on its own, so an unknown key or a wrong type is reported with
+/// the file (and line) it is in.
+fn parse_file(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
+    let parse_err = |message: String| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message,
+    };
+    let table: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
+    toml::from_str::<Config>(text).map_err(|e| parse_err(e.to_string()))?;
+    Ok(table)
+}
+
+fn merge(into: &mut toml::Table, from: toml::Table) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commented_default_parses_to_the_default() {
+        let cfg = Config::from_toml(&default_toml()).unwrap();
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[image]\nmax_concurent_downloads = 4\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("max_concurent_downloads"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_is_reported() {
+        let err = Config::from_toml("[image]\npull_progress_timeout = \"soon\"\n").unwrap_err();
+        assert!(err.to_string().contains("pull_progress_timeout"), "{err}");
+    }
+
+    #[test]
+    fn empty_file_gives_defaults_and_derived_paths() {
+        let cfg = Config::from_toml("").unwrap();
+        assert_eq!(cfg.socket_path(), PathBuf::from("/run/ferrio/ferrio.sock"));
+        assert_eq!(cfg.import_dir(), PathBuf::from("/var/lib/ferrio/import"));
+    }
+
+    #[test]
+    fn zero_downloads_rejected() {
+        assert!(Config::from_toml("[image]\nmax_concurrent_downloads = 0\n").is_err());
+    }
+
+    #[test]
+    fn dropins_merge_key_by_key_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("ferrio.toml");
+        std::fs::write(
+            &main,
+            "log_level = \"debug\"\n[image]\npull_progress_timeout = 5\n",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("ferrio.d")).unwrap();
+        std::fs::write(
+            dir.path().join("ferrio.d/20-b.toml"),
+            "[image]\nmax_concurrent_downloads = 7\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("ferrio.d/10-a.toml"),
+            "[image]\nmax_concurrent_downloads = 2\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("ferrio.d/ignored.txt"), "garbage").unwrap();
+        let cfg = Config::load(Some(&main)).unwrap();
+        assert_eq!(cfg.log_level, "debug");
+        assert_eq!(cfg.image.pull_progress_timeout, 5);
+        assert_eq!(cfg.image.max_concurrent_downloads, 7);
+    }
+
+    #[test]
+    fn dropin_with_unknown_key_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("ferrio.toml");
+        std::fs::write(&main, "").unwrap();
+        std::fs::create_dir(dir.path().join("ferrio.d")).unwrap();
+        std::fs::write(
+            dir.path().join("ferrio.d/x.toml"),
+            "[api]\nlisten_addr = \"/x\"\n",
+        )
+        .unwrap();
+        let msg = Config::load(Some(&main)).unwrap_err().to_string();
+        assert!(
+            msg.contains("x.toml") && msg.contains("listen_addr"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn explicit_missing_file_is_an_error() {
+        assert!(Config::load(Some(Path::new("/nonexistent/ferrio.toml"))).is_err());
+    }
+}

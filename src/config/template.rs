@@ -1,0 +1,80 @@
+//! The commented default configuration that `ferrio config` prints. Values come from
+//! `Config::default()`, so the text can never disagree with the code; a unit test parses it back.
+
+use super::{CgroupDriver, Config};
+
+fn s(v: &std::path::Path) -> String {
+    toml_str(&v.to_string_lossy())
+}
+
+fn toml_str(v: &str) -> String {
+    toml::Value::String(v.to_string()).to_string()
+}
+
+pub fn default_toml() -> String {
+    let c = Config::default();
+    let driver = match c.runtime.cgroup_driver {
+        CgroupDriver::Cgroupfs => "cgroupfs",
+        CgroupDriver::Systemd => "systemd",
+    };
+    let insecure: Vec<String> = c
+        .image
+        .insecure_registries
+        .iter()
+        .map(|r| toml_str(r))
+        .collect();
+    format!(
+        r#"# ferrio configuration: /etc/ferrio/ferrio.toml, then /etc/ferrio/ferrio.d/*.toml in name order.
+# Every key below shows its default. Unknown keys are an error.
+
+# Persistent state: the image store and pod/container records.
+root = {root}
+# Runtime state: the socket, bundles and pinned namespaces (usually a tmpfs).
+run_root = {run_root}
+# error, warn, info, debug, trace, or a tracing filter such as "ferrio=debug,info".
+log_level = {log_level}
+
+[api]
+# The CRI gRPC unix socket (mode 0660). Empty: <run_root>/ferrio.sock.
+listen = {listen}
+# Largest gRPC message received and sent, in bytes.
+grpc_max_recv_msg_size = {recv}
+grpc_max_send_msg_size = {send}
+# Seconds in-flight RPCs get to finish on SIGTERM/SIGINT before they are cancelled.
+shutdown_timeout = {shutdown}
+
+[runtime]
+# The cgroup driver reported to kubelet: "cgroupfs" or "systemd".
+cgroup_driver = "{driver}"
+
+[image]
+# A containers-registries.conf(5) v2 file ([[registry]] prefix/location/insecure/blocked and
+# [[registry.mirror]] entries). A missing file means no rules.
+registries_conf = {regconf}
+# An auth file in the {{"auths": {{...}}}} format. Empty: none.
+global_auth_file = {authfile}
+# Registries (host[:port]) reached over plain HTTP, besides those marked insecure in registries.conf.
+insecure_registries = [{insecure}]
+# Layers downloaded at once, across all pulls.
+max_concurrent_downloads = {downloads}
+# Seconds a pull may receive nothing before it is aborted. 0 disables.
+pull_progress_timeout = {stall}
+# OCI-archive and docker-save tarballs in this directory are imported once, at start.
+# Empty: <root>/import.
+import_dir = {import_dir}
+"#,
+        root = s(&c.root),
+        run_root = s(&c.run_root),
+        log_level = toml_str(&c.log_level),
+        listen = s(&c.api.listen),
+        recv = c.api.grpc_max_recv_msg_size,
+        send = c.api.grpc_max_send_msg_size,
+        shutdown = c.api.shutdown_timeout,
+        regconf = s(&c.image.registries_conf),
+        authfile = s(&c.image.global_auth_file),
+        insecure = insecure.join(", "),
+        downloads = c.image.max_concurrent_downloads,
+        stall = c.image.pull_progress_timeout,
+        import_dir = s(&c.image.import_dir),
+    )
+}

@@ -1,0 +1,333 @@
+//! Importing images from tarballs, for nodes without a registry: OCI archives (an OCI image
+//! layout in a tar: `oci-layout`, `index.json`, `blobs/`) and `docker save` archives
+//! (`manifest.json` with `Config`, `RepoTags` and `Layers`). Either may be gzip- or
+//! zstd-compressed. Digests are checked exactly as for a pull.
+
+use super::manifest::{self, Descriptor, Parsed, RecordParts};
+use super::store::{ImageRecord, LayerRecord, Store};
+use super::unpack::{self, sha256_digest, unpack_layer, Compression, LayerExpect};
+use super::{reference, ImageError};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The annotation containerd and nerdctl write with the full image name.
+const CONTAINERD_NAME: &str = "io.containerd.image.name";
+const OCI_REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// Imports every image in the archive at `path` (blocking). Returns the stored records.
+pub fn import(store: &Arc<Store>, path: &Path) -> Result<Vec<ImageRecord>, ImageError> {
+    let what = path.display().to_string();
+    let file = File::open(path).map_err(|e| ImageError::io(format!("opening {what}"), e))?;
+    let tmp = store.temp_dir("import-")?;
+    {
+        let (reader, _) =
+            unpack::decompressor(file).map_err(|e| ImageError::Corrupt(format!("{what}: {e}")))?;
+        let mut ar = tar::Archive::new(reader);
+        ar.set_preserve_permissions(false);
+        ar.set_preserve_ownerships(false);
+        ar.unpack(tmp.path())
+            .map_err(|e| ImageError::Corrupt(format!("{what}: not a readable tar archive: {e}")))?;
+    }
+    let root = tmp.path();
+    if root.join("index.json").is_file() {
+        import_oci(store, root, &what)
+    } else if root.join("manifest.json").is_file() {
+        import_docker(store, root, &what)
+    } else {
+        Err(ImageError::InvalidArgument(format!(
+            "{what}: neither an OCI archive (index.json) nor a docker-save archive (manifest.json)"
+        )))
+    }
+}
+
+fn read_file(root: &Path, rel: &str, what: &str) -> Result<Vec<u8>, ImageError> {
+    let p = safe_join(root, rel, what)?;
+    std::fs::read(&p).map_err(|e| ImageError::Corrupt(format!("{what}: reading {rel}: {e}")))
+}
+
+fn safe_join(root: &Path, rel: &str, what: &str) -> Result<PathBuf, ImageError> {
+    let p = Path::new(rel);
+    if p.components().any(|c| {
+        !matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
+    }) {
+        return Err(ImageError::Corrupt(format!(
+            "{what}: path {rel:?} leaves the archive"
+        )));
+    }
+    Ok(root.join(p))
+}
+
+fn blob_rel(digest: &str, what: &str) -> Result<String, ImageError> {
+    reference::check_digest(digest).map_err(|e| ImageError::Corrupt(format!("{what}: {e}")))?;
+    Ok(format!("blobs/sha256/{}", &digest[7..]))
+}
+
+#[derive(Deserialize)]
+struct OciIndex {
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+}
+
+fn import_oci(store: &Arc<Store>, root: &Path, what: &str) -> Result<Vec<ImageRecord>, ImageError> {
+    let index: OciIndex = serde_json::from_slice(&read_file(root, "index.json", what)?)
+        .map_err(|e| ImageError::Corrupt(format!("{what}: index.json: {e}")))?;
+    if index.manifests.is_empty() {
+        return Err(ImageError::InvalidArgument(format!(
+            "{what}: index.json lists no image"
+        )));
+    }
+    let mut out = Vec::new();
+    for top in &index.manifests {
+        let name = image_name(top);
+        let top_bytes = read_file(root, &blob_rel(&top.digest, what)?, what)?;
+        check(what, &top_bytes, &top.digest)?;
+        let (manifest_bytes, manifest_digest, index_blob) = match manifest::parse(what, &top_bytes)?
+        {
+            Parsed::Manifest(_) => (top_bytes, top.digest.clone(), None),
+            Parsed::Index(entries) => {
+                let Some(e) = manifest::select_platform(&entries) else {
+                    tracing::warn!(archive = %what, digest = %top.digest, "no manifest for this platform in the archive's index; skipped");
+                    continue;
+                };
+                let b = read_file(root, &blob_rel(&e.digest, what)?, what)?;
+                check(what, &b, &e.digest)?;
+                (b, e.digest.clone(), Some((top_bytes, top.digest.clone())))
+            }
+        };
+        let Parsed::Manifest(m) = manifest::parse(what, &manifest_bytes)? else {
+            return Err(ImageError::Corrupt(format!("{what}: nested index")));
+        };
+        let config_bytes = read_file(root, &blob_rel(&m.config.digest, what)?, what)?;
+        check(what, &config_bytes, &m.config.digest)?;
+        let config = manifest::parse_config(what, &config_bytes)?;
+        let plan = manifest::plan_layers(what, &m, &config)?;
+        let _lease = store.lease(
+            plan.iter()
+                .map(|p| p.2.clone())
+                .chain([manifest_digest.clone(), m.config.digest.clone()]),
+        );
+        let mut layers = Vec::new();
+        for (desc, diff_id, chain) in &plan {
+            let src = safe_join(root, &blob_rel(&desc.digest, what)?, what)?;
+            let expect = LayerExpect {
+                what: format!("{what}: layer {}", desc.digest),
+                digest: Some(desc.digest.clone()),
+                size: Some(desc.size),
+                diff_id: Some(diff_id.clone()),
+            };
+            layers.push(store_layer(store, &src, expect, chain, &desc.media_type)?);
+        }
+        let repo_tags: Vec<String> = name
+            .as_ref()
+            .and_then(reference::tagged)
+            .into_iter()
+            .collect();
+        let top_digest = index_blob
+            .as_ref()
+            .map(|(_, d)| d.clone())
+            .unwrap_or_else(|| manifest_digest.clone());
+        let repo_digests = name
+            .as_ref()
+            .map(|r| reference::digested(r, &top_digest))
+            .into_iter()
+            .collect();
+        if let Some((b, d)) = &index_blob {
+            store.put_blob(d, b)?;
+        }
+        store.put_blob(&manifest_digest, &manifest_bytes)?;
+        store.put_blob(&m.config.digest, &config_bytes)?;
+        let rec = store.commit_image(manifest::build_record(RecordParts {
+            config_digest: m.config.digest.clone(),
+            config_size: config_bytes.len() as u64,
+            config,
+            manifest_digest,
+            index_digest: index_blob.map(|(_, d)| d),
+            layers,
+            repo_tags,
+            repo_digests,
+        }))?;
+        out.push(rec);
+    }
+    Ok(out)
+}
+
+/// The image's name from the index annotations: containerd's full name, or an OCI ref name that
+/// is a full reference (a bare tag names no repository, so such an image stays untagged).
+fn image_name(d: &Descriptor) -> Option<oci_client::Reference> {
+    if let Some(n) = d.annotations.get(CONTAINERD_NAME) {
+        if let Ok(r) = reference::parse(n) {
+            return Some(r);
+        }
+    }
+    let n = d.annotations.get(OCI_REF_NAME)?;
+    if n.contains('/') {
+        return reference::parse(n).ok();
+    }
+    None
+}
+
+fn check(what: &str, data: &[u8], digest: &str) -> Result<(), ImageError> {
+    let actual = sha256_digest(data);
+    if actual != digest {
+        return Err(ImageError::DigestMismatch {
+            what: format!("{what}: blob"),
+            expected: digest.into(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+fn store_layer(
+    store: &Arc<Store>,
+    src: &Path,
+    expect: LayerExpect,
+    chain: &str,
+    media_type: &str,
+) -> Result<LayerRecord, ImageError> {
+    if store.layer_exists(chain) {
+        if let Ok(l) = crate::state::read_json::<LayerRecord>(
+            &store.layer_diff_path(chain).with_file_name("layer.json"),
+        ) {
+            return Ok(LayerRecord {
+                media_type: media_type.to_string(),
+                ..l
+            });
+        }
+    }
+    let f = File::open(src).map_err(|e| ImageError::Corrupt(format!("{}: {e}", expect.what)))?;
+    let tmp = store.temp_dir("layer-")?;
+    let diff = tmp.path().join("diff");
+    std::fs::create_dir(&diff).map_err(|e| ImageError::io("creating layer directory", e))?;
+    let u = unpack_layer(f, &expect, &diff)?;
+    let media_type = if media_type.is_empty() {
+        match u.compression {
+            Compression::Gzip => manifest::DOCKER_LAYER_GZIP,
+            _ => manifest::DOCKER_LAYER_TAR,
+        }
+    } else {
+        media_type
+    };
+    let rec = LayerRecord {
+        chain_id: chain.to_string(),
+        diff_id: u.diff_id,
+        digest: u.digest,
+        size: u.size,
+        media_type: media_type.to_string(),
+        unpacked_size: u.unpacked_size,
+    };
+    store.commit_layer(tmp, &rec)?;
+    Ok(rec)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SynthDescriptor {
+    media_type: String,
+    size: u64,
+    digest: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SynthManifest {
+    schema_version: u32,
+    media_type: &'static str,
+    config: SynthDescriptor,
+    layers: Vec<SynthDescriptor>,
+}
+
+fn import_docker(
+    store: &Arc<Store>,
+    root: &Path,
+    what: &str,
+) -> Result<Vec<ImageRecord>, ImageError> {
+    let entries: Vec<DockerEntry> =
+        serde_json::from_slice(&read_file(root, "manifest.json", what)?)
+            .map_err(|e| ImageError::Corrupt(format!("{what}: manifest.json: {e}")))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let config_bytes = read_file(root, &entry.config, what)?;
+        let config_digest = sha256_digest(&config_bytes);
+        let config = manifest::parse_config(what, &config_bytes)?;
+        if config.rootfs.diff_ids.len() != entry.layers.len() {
+            return Err(ImageError::Corrupt(format!(
+                "{what}: {} layers but the config lists {} diff IDs",
+                entry.layers.len(),
+                config.rootfs.diff_ids.len()
+            )));
+        }
+        let chains = super::store::chain_ids(&config.rootfs.diff_ids);
+        let _lease = store.lease(chains.iter().cloned());
+        let mut layers = Vec::new();
+        for ((rel, diff_id), chain) in entry
+            .layers
+            .iter()
+            .zip(&config.rootfs.diff_ids)
+            .zip(&chains)
+        {
+            let src = safe_join(root, rel, what)?;
+            let expect = LayerExpect {
+                what: format!("{what}: layer {rel}"),
+                diff_id: Some(diff_id.clone()),
+                ..Default::default()
+            };
+            layers.push(store_layer(store, &src, expect, chain, "")?);
+        }
+        // docker save carries no manifest: write the one a registry would have served.
+        let synth = SynthManifest {
+            schema_version: 2,
+            media_type: manifest::DOCKER_MANIFEST,
+            config: SynthDescriptor {
+                media_type: manifest::DOCKER_CONFIG.into(),
+                size: config_bytes.len() as u64,
+                digest: config_digest.clone(),
+            },
+            layers: layers
+                .iter()
+                .map(|l| SynthDescriptor {
+                    media_type: l.media_type.clone(),
+                    size: l.size,
+                    digest: l.digest.clone(),
+                })
+                .collect(),
+        };
+        let manifest_bytes =
+            serde_json::to_vec(&synth).map_err(|e| ImageError::Internal(e.to_string()))?;
+        let manifest_digest = sha256_digest(&manifest_bytes);
+        let mut repo_tags = Vec::new();
+        for t in entry.repo_tags.unwrap_or_default() {
+            let r = reference::parse(&t)
+                .map_err(|e| ImageError::Corrupt(format!("{what}: RepoTags: {e}")))?;
+            repo_tags.extend(reference::tagged(&r));
+        }
+        store.put_blob(&manifest_digest, &manifest_bytes)?;
+        store.put_blob(&config_digest, &config_bytes)?;
+        let rec = store.commit_image(manifest::build_record(RecordParts {
+            config_digest,
+            config_size: config_bytes.len() as u64,
+            config,
+            manifest_digest,
+            index_digest: None,
+            layers,
+            repo_tags,
+            repo_digests: vec![],
+        }))?;
+        out.push(rec);
+    }
+    Ok(out)
+}

@@ -1,0 +1,296 @@
+//! The image service: pull, store, list, resolve, remove and import OCI images.
+//!
+//! `reference` normalises names, `registries` and `auth` decide where and as whom to pull,
+//! `pull` talks to registries, `unpack` turns layer tars into overlayfs lower dirs, `store`
+//! keeps it all on disk, `archive` imports tarballs. This file ties them together and
+//! coalesces concurrent pulls of one image.
+
+pub mod archive;
+pub mod auth;
+mod error;
+pub mod manifest;
+pub mod pull;
+pub mod reference;
+pub mod registries;
+pub mod store;
+pub mod unpack;
+
+pub use error::ImageError;
+pub use store::{ImageRecord, LayerRecord, Store};
+
+use crate::config::Config;
+use auth::{AuthFile, Credentials};
+use futures::future::{BoxFuture, FutureExt, Shared, WeakShared};
+use pull::Puller;
+use registries::RegistriesConf;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+type PullFuture = Shared<BoxFuture<'static, Result<ImageRecord, ImageError>>>;
+
+pub struct Images {
+    store: Arc<Store>,
+    puller: Arc<Puller>,
+    /// Pulls in flight by normalised reference. Weak: when every caller has gone (deadline,
+    /// cancellation), the pull itself is dropped and cancelled.
+    inflight:
+        Mutex<HashMap<String, WeakShared<BoxFuture<'static, Result<ImageRecord, ImageError>>>>>,
+    import_dir: PathBuf,
+}
+
+/// Used bytes and inodes of the image store.
+#[derive(Debug, Clone)]
+pub struct FsUsage {
+    pub mountpoint: PathBuf,
+    pub used_bytes: u64,
+    pub inodes_used: u64,
+    pub timestamp_ns: i64,
+}
+
+/// What one archive import produced.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub path: PathBuf,
+    pub images: Vec<ImageRecord>,
+}
+
+/// The uid (numeric user) or user name (otherwise) of an image config's `User`.
+pub fn image_user(user: &str) -> (Option<i64>, String) {
+    let u = user.split(':').next().unwrap_or("");
+    if u.is_empty() {
+        return (None, String::new());
+    }
+    match u.parse::<i64>() {
+        Ok(uid) => (Some(uid), String::new()),
+        Err(_) => (None, u.to_string()),
+    }
+}
+
+impl Images {
+    /// Opens the store and reads registries.conf and the auth file (blocking).
+    pub fn open(cfg: &Config) -> Result<Arc<Images>, ImageError> {
+        let store = Store::open(&cfg.image_dir())?;
+        let registries = RegistriesConf::load(&cfg.image.registries_conf)?;
+        let auth_file = if cfg.image.global_auth_file.as_os_str().is_empty() {
+            None
+        } else {
+            Some(AuthFile::load(&cfg.image.global_auth_file)?)
+        };
+        let stall = (cfg.image.pull_progress_timeout > 0)
+            .then(|| Duration::from_secs(cfg.image.pull_progress_timeout));
+        let puller = Puller {
+            registries,
+            auth_file,
+            insecure: cfg.image.insecure_registries.clone(),
+            stall,
+            downloads: Arc::new(tokio::sync::Semaphore::new(
+                cfg.image.max_concurrent_downloads,
+            )),
+        };
+        Ok(Arc::new(Images {
+            store,
+            puller: Arc::new(puller),
+            inflight: Mutex::new(HashMap::new()),
+            import_dir: cfg.import_dir(),
+        }))
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Pulls an image. Concurrent pulls of the same reference share one download.
+    pub async fn pull(
+        &self,
+        image: &str,
+        creds: Option<Credentials>,
+    ) -> Result<ImageRecord, ImageError> {
+        let r = reference::parse(image)?;
+        let key = r.whole();
+        let fut: PullFuture = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            match inflight.get(&key).and_then(|w| w.upgrade()) {
+                Some(f) => {
+                    tracing::info!(image = %key, "joining a pull already in progress");
+                    f
+                }
+                None => {
+                    let store = self.store.clone();
+                    let puller = self.puller.clone();
+                    let f = async move { puller.pull(&store, &r, creds).await }
+                        .boxed()
+                        .shared();
+                    if let Some(w) = f.downgrade() {
+                        inflight.insert(key.clone(), w);
+                    }
+                    f
+                }
+            }
+        };
+        let result = fut.await;
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if inflight
+            .get(&key)
+            .is_some_and(|w| w.upgrade().is_none_or(|f| f.peek().is_some()))
+        {
+            inflight.remove(&key);
+        }
+        result
+    }
+
+    /// All images, or the one that `filter` resolves to.
+    pub fn list(&self, filter: Option<&str>) -> Vec<ImageRecord> {
+        match filter.filter(|f| !f.is_empty()) {
+            Some(f) => self.store.resolve(f).into_iter().collect(),
+            None => self.store.list(),
+        }
+    }
+
+    /// The image a tag, digest reference, ID or unique ID prefix names.
+    pub fn status(&self, s: &str) -> Option<ImageRecord> {
+        self.store.resolve(s)
+    }
+
+    /// The image config as JSON, for verbose status.
+    pub fn config_json(&self, rec: &ImageRecord) -> Result<serde_json::Value, ImageError> {
+        let data = self.store.blob(&rec.id)?;
+        serde_json::from_slice(&data)
+            .map_err(|e| ImageError::Corrupt(format!("config of {}: {e}", rec.id)))
+    }
+
+    /// Removes an image and all its tags; `None` when it did not exist.
+    pub async fn remove(&self, s: &str) -> Result<Option<String>, ImageError> {
+        let store = self.store.clone();
+        let s = s.to_string();
+        tokio::task::spawn_blocking(move || store.remove(&s))
+            .await
+            .map_err(|e| ImageError::Internal(e.to_string()))?
+    }
+
+    pub async fn usage(&self) -> Result<FsUsage, ImageError> {
+        let store = self.store.clone();
+        let (used_bytes, inodes_used) = tokio::task::spawn_blocking(move || store.usage())
+            .await
+            .map_err(|e| ImageError::Internal(e.to_string()))??;
+        Ok(FsUsage {
+            mountpoint: self.store.dir().to_path_buf(),
+            used_bytes,
+            inodes_used,
+            timestamp_ns: now_ns(),
+        })
+    }
+
+    /// Imports archives (paths on this host), one after the other.
+    pub async fn import(&self, paths: Vec<PathBuf>) -> Result<Vec<Imported>, ImageError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || import_paths(&store, &paths))
+            .await
+            .map_err(|e| ImageError::Internal(e.to_string()))?
+    }
+
+    /// Imports each archive of the import dir that was not imported before (blocking).
+    /// A file is known by name, size and modification time; failures are logged and retried at
+    /// the next start.
+    pub fn import_dir_once(&self) -> Result<Vec<Imported>, ImageError> {
+        import_dir_once(&self.store, &self.import_dir)
+    }
+}
+
+pub fn import_paths(store: &Arc<Store>, paths: &[PathBuf]) -> Result<Vec<Imported>, ImageError> {
+    let mut out = Vec::new();
+    for p in paths {
+        let images = archive::import(store, p)?;
+        for i in &images {
+            tracing::info!(archive = %p.display(), id = %i.id, tags = ?i.repo_tags, "image imported");
+        }
+        out.push(Imported {
+            path: p.clone(),
+            images,
+        });
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+struct ImportedFile {
+    size: u64,
+    mtime_ns: i128,
+}
+
+pub fn import_dir_once(store: &Arc<Store>, dir: &Path) -> Result<Vec<Imported>, ImageError> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Ok(vec![]);
+    };
+    let book = store.dir().join("imported.json");
+    let mut done: HashMap<String, ImportedFile> =
+        crate::state::read_json(&book).unwrap_or_default();
+    let mut files: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for p in files {
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
+        let mtime_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
+        let seen = ImportedFile {
+            size: meta.len(),
+            mtime_ns,
+        };
+        let key = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if done.get(&key) == Some(&seen) {
+            continue;
+        }
+        match archive::import(store, &p) {
+            Ok(images) => {
+                for i in &images {
+                    tracing::info!(archive = %p.display(), id = %i.id, tags = ?i.repo_tags, "image imported from the import dir");
+                }
+                done.insert(key, seen);
+                crate::state::write_json(&book, &done)
+                    .map_err(|e| ImageError::io("writing imported.json", e))?;
+                out.push(Imported { path: p, images });
+            }
+            Err(e) => {
+                tracing::error!(archive = %p.display(), error = %e, "import failed; will retry at next start")
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn image_user_is_split_into_uid_or_name() {
+        assert_eq!(super::image_user("1002"), (Some(1002), String::new()));
+        assert_eq!(super::image_user("1002:1002"), (Some(1002), String::new()));
+        assert_eq!(super::image_user("www-data"), (None, "www-data".into()));
+        assert_eq!(
+            super::image_user("www-data:www-data"),
+            (None, "www-data".into())
+        );
+        assert_eq!(super::image_user(""), (None, String::new()));
+    }
+}

@@ -1,0 +1,561 @@
+//! Pulling from registries with oci-client: endpoints from registries.conf (mirrors first),
+//! credentials from the request or the auth file, the platform chosen from an index, every
+//! document and blob checked against its digest and size, layers downloaded in parallel (bounded
+//! across all pulls) and unpacked while they download, a stall timeout on every read.
+
+use super::auth::{AuthFile, Credentials};
+use super::manifest::{self, Descriptor, Parsed, RecordParts};
+use super::registries::{Endpoint, RegistriesConf};
+use super::store::{ImageRecord, LayerRecord, Store};
+use super::unpack::{error_chain, sha256_digest, unpack_layer, LayerExpect};
+use super::{reference, ImageError};
+use bytes::Bytes;
+use futures::StreamExt;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// How often a long layer download logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+pub struct Puller {
+    pub registries: RegistriesConf,
+    pub auth_file: Option<AuthFile>,
+    pub insecure: Vec<String>,
+    /// No byte for this long aborts the pull; `None` disables.
+    pub stall: Option<Duration>,
+    /// Layer downloads in flight, across all pulls.
+    pub downloads: Arc<Semaphore>,
+}
+
+/// One endpoint that answered, with what is needed to fetch the rest from it.
+struct Source {
+    client: Client,
+    reference: Reference,
+    location: String,
+}
+
+impl Puller {
+    /// Pulls `r` into `store` and returns the stored record.
+    pub async fn pull(
+        &self,
+        store: &Arc<Store>,
+        r: &Reference,
+        creds: Option<Credentials>,
+    ) -> Result<ImageRecord, ImageError> {
+        let name = r.whole();
+        let started = Instant::now();
+        let endpoints = self.registries.endpoints(r, &self.insecure)?;
+        let mut failures: Vec<(String, ImageError)> = Vec::new();
+        let mut found = None;
+        for ep in &endpoints {
+            let auth = self.auth_for(ep, &creds)?;
+            let client = client_for(ep, self.stall);
+            let location = ep.reference.whole();
+            tracing::debug!(image = %name, endpoint = %location, mirror = ep.mirror, "fetching manifest");
+            match self.fetch_top(&client, &ep.reference, &auth, &name).await {
+                Ok(m) => {
+                    client_auth_store(&client, &ep.reference, &auth).await;
+                    found = Some((
+                        Source {
+                            client,
+                            reference: ep.reference.clone(),
+                            location,
+                        },
+                        m,
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    tracing::info!(image = %name, endpoint = %location, error = %e, "endpoint failed");
+                    failures.push((location, e));
+                }
+            }
+        }
+        let Some((src, (top_bytes, top_digest))) = found else {
+            return Err(combine_failures(&name, failures));
+        };
+
+        // An index: choose this host's platform and fetch its manifest.
+        let (manifest_bytes, manifest_digest, index) = match manifest::parse(&name, &top_bytes)? {
+            Parsed::Manifest(_) => (top_bytes.clone(), top_digest.clone(), None),
+            Parsed::Index(entries) => {
+                let entry =
+                    manifest::select_platform(&entries).ok_or_else(|| ImageError::NotFound {
+                        reference: name.clone(),
+                        detail: format!(
+                            "no manifest for linux/{} in the image index",
+                            manifest::host_platform().0
+                        ),
+                    })?;
+                let pinned = src.reference.clone_with_digest(entry.digest.clone());
+                let bytes = self
+                    .within(
+                        &name,
+                        src.client.pull_manifest_raw(
+                            &pinned,
+                            &RegistryAuth::Anonymous,
+                            manifest::ACCEPTED,
+                        ),
+                    )
+                    .await?
+                    .map_err(|e| map_oci(&name, &src.location, e))?
+                    .0;
+                verify_document(
+                    &format!("manifest {}", entry.digest),
+                    &bytes,
+                    &entry.digest,
+                    Some(entry.size),
+                )?;
+                (
+                    bytes,
+                    entry.digest.clone(),
+                    Some((top_bytes.clone(), top_digest.clone())),
+                )
+            }
+        };
+        let Parsed::Manifest(m) = manifest::parse(&name, &manifest_bytes)? else {
+            return Err(ImageError::Corrupt(format!(
+                "{name}: an index points to another index"
+            )));
+        };
+
+        let _doc_lease = store.lease(
+            [manifest_digest.clone(), m.config.digest.clone()]
+                .into_iter()
+                .chain(index.as_ref().map(|(_, d)| d.clone())),
+        );
+        let config_bytes = self.fetch_document(&src, &m.config, &name).await?;
+        let config = manifest::parse_config(&name, &config_bytes)?;
+        let plan = manifest::plan_layers(&name, &m, &config)?;
+        let _layer_lease = store.lease(plan.iter().map(|(_, _, chain)| chain.clone()));
+
+        let total: u64 = plan.iter().map(|(d, _, _)| d.size).sum();
+        let layers =
+            futures::future::try_join_all(plan.iter().map(|(desc, diff_id, chain)| {
+                self.layer(store, &src, desc, diff_id, chain, &name)
+            }))
+            .await?;
+
+        if let Some((bytes, digest)) = &index {
+            store.put_blob(digest, bytes)?;
+        }
+        store.put_blob(&manifest_digest, &manifest_bytes)?;
+        store.put_blob(&m.config.digest, &config_bytes)?;
+        let rec = manifest::build_record(RecordParts {
+            config_digest: m.config.digest.clone(),
+            config_size: config_bytes.len() as u64,
+            config,
+            manifest_digest,
+            index_digest: index.map(|(_, d)| d),
+            layers,
+            repo_tags: reference::tagged(r).into_iter().collect(),
+            repo_digests: vec![reference::digested(r, &top_digest)],
+        });
+        let rec = store.commit_image(rec)?;
+        tracing::info!(
+            image = %name, id = %rec.id, from = %src.location, bytes = total,
+            elapsed_ms = started.elapsed().as_millis() as u64, "image pulled"
+        );
+        Ok(rec)
+    }
+
+    fn auth_for(
+        &self,
+        ep: &Endpoint,
+        creds: &Option<Credentials>,
+    ) -> Result<RegistryAuth, ImageError> {
+        let c = creds.clone().or_else(|| {
+            self.auth_file
+                .as_ref()
+                .and_then(|f| f.lookup(ep.reference.registry(), ep.reference.repository()))
+        });
+        Ok(match c {
+            None => RegistryAuth::Anonymous,
+            Some(Credentials::Basic { username, password }) => {
+                RegistryAuth::Basic(username, password)
+            }
+            Some(Credentials::Bearer(t)) => RegistryAuth::Bearer(t),
+            Some(Credentials::IdentityToken(_)) => {
+                return Err(ImageError::Unimplemented(
+                    "identity_token (OAuth2 refresh token) credentials are not supported yet; \
+                     use username/password, auth or registry_token"
+                        .into(),
+                ))
+            }
+        })
+    }
+
+    async fn within<T>(
+        &self,
+        name: &str,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, ImageError> {
+        match self.stall {
+            Some(d) => tokio::time::timeout(d, fut)
+                .await
+                .map_err(|_| ImageError::Stalled {
+                    reference: name.to_string(),
+                    secs: d.as_secs(),
+                }),
+            None => Ok(fut.await),
+        }
+    }
+
+    /// The top-level manifest or index, checked against the reference's digest when it has one.
+    async fn fetch_top(
+        &self,
+        client: &Client,
+        r: &Reference,
+        auth: &RegistryAuth,
+        name: &str,
+    ) -> Result<(Bytes, String), ImageError> {
+        let (bytes, _) = self
+            .within(name, client.pull_manifest_raw(r, auth, manifest::ACCEPTED))
+            .await?
+            .map_err(|e| map_oci(name, &r.whole(), e))?;
+        if bytes.len() as u64 > manifest::MAX_DOCUMENT {
+            return Err(ImageError::Corrupt(format!(
+                "{name}: manifest larger than {} bytes",
+                manifest::MAX_DOCUMENT
+            )));
+        }
+        let digest = sha256_digest(&bytes);
+        if let Some(want) = r.digest() {
+            if want != digest {
+                return Err(ImageError::DigestMismatch {
+                    what: format!("manifest of {name}"),
+                    expected: want.into(),
+                    actual: digest,
+                });
+            }
+        }
+        Ok((bytes, digest))
+    }
+
+    /// A small blob (the config), read whole and checked.
+    async fn fetch_document(
+        &self,
+        src: &Source,
+        desc: &Descriptor,
+        name: &str,
+    ) -> Result<Vec<u8>, ImageError> {
+        if desc.size > manifest::MAX_DOCUMENT {
+            return Err(ImageError::Corrupt(format!(
+                "{name}: config of {} bytes is too large",
+                desc.size
+            )));
+        }
+        let od = oci_descriptor(desc);
+        let mut stream = self
+            .within(name, src.client.pull_blob_stream(&src.reference, &od))
+            .await?
+            .map_err(|e| map_oci(name, &src.location, e))?;
+        let mut data = Vec::with_capacity(desc.size as usize);
+        while let Some(chunk) = self.within(name, stream.next()).await? {
+            let chunk = chunk.map_err(|e| read_error(name, &desc.digest, e))?;
+            data.extend_from_slice(&chunk);
+            if data.len() as u64 > desc.size {
+                break;
+            }
+        }
+        verify_document(
+            &format!("config {}", desc.digest),
+            &data,
+            &desc.digest,
+            Some(desc.size),
+        )?;
+        Ok(data)
+    }
+
+    /// One layer: reused when its chain ID is stored, otherwise downloaded and unpacked at once.
+    async fn layer(
+        &self,
+        store: &Arc<Store>,
+        src: &Source,
+        desc: &Descriptor,
+        diff_id: &str,
+        chain: &str,
+        name: &str,
+    ) -> Result<LayerRecord, ImageError> {
+        let record = |digest: String, size: u64, unpacked_size: u64| LayerRecord {
+            chain_id: chain.to_string(),
+            diff_id: diff_id.to_string(),
+            digest,
+            size,
+            media_type: desc.media_type.clone(),
+            unpacked_size,
+        };
+        if store.layer_exists(chain) {
+            tracing::debug!(image = %name, layer = %desc.digest, "layer already stored, reused");
+            return Ok(record(
+                desc.digest.clone(),
+                desc.size,
+                layer_unpacked_size(store, chain).unwrap_or(0),
+            ));
+        }
+        let _permit = self
+            .downloads
+            .acquire()
+            .await
+            .map_err(|_| ImageError::Internal("download limiter closed".into()))?;
+        let od = oci_descriptor(desc);
+        let mut stream = self
+            .within(name, src.client.pull_blob_stream(&src.reference, &od))
+            .await?
+            .map_err(|e| map_oci(name, &src.location, e))?;
+
+        let tmp = store.temp_dir("layer-")?;
+        let expect = LayerExpect {
+            what: format!("layer {} of {name}", desc.digest),
+            digest: Some(desc.digest.clone()),
+            size: Some(desc.size),
+            diff_id: Some(diff_id.to_string()),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
+        // The unpacker owns the temporary directory: if anything fails, or this pull is
+        // cancelled, it is removed once the unpacker has stopped writing into it.
+        let unpacker = tokio::task::spawn_blocking(move || {
+            let diff = tmp.path().join("diff");
+            std::fs::create_dir(&diff)
+                .map_err(|e| ImageError::io("creating layer directory", e))?;
+            let u = unpack_layer(
+                ChannelReader {
+                    rx,
+                    cur: Bytes::new(),
+                },
+                &expect,
+                &diff,
+            )?;
+            Ok::<_, ImageError>((tmp, u))
+        });
+
+        let mut received: u64 = 0;
+        let mut last_log = Instant::now();
+        let mut failed = None;
+        loop {
+            let next = match self.within(name, stream.next()).await {
+                Ok(n) => n,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
+            let Some(chunk) = next else { break };
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    failed = Some(read_error(name, &desc.digest, e));
+                    break;
+                }
+            };
+            received += chunk.len() as u64;
+            if received > desc.size {
+                failed = Some(ImageError::SizeMismatch {
+                    what: format!("layer {} of {name}", desc.digest),
+                    expected: desc.size,
+                    actual: received,
+                });
+                break;
+            }
+            if last_log.elapsed() >= PROGRESS_EVERY {
+                last_log = Instant::now();
+                tracing::info!(image = %name, layer = %desc.digest, received, total = desc.size, "pull progress");
+            }
+            if tx.send(chunk).await.is_err() {
+                break; // the unpacker stopped; its error says why
+            }
+        }
+        drop(tx);
+        let unpacked = unpacker
+            .await
+            .map_err(|e| ImageError::Internal(format!("layer unpacker: {e}")))?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let (tmp, u) = unpacked?;
+        let rec = record(u.digest, u.size, u.unpacked_size);
+        store.commit_layer(tmp, &rec)?;
+        Ok(rec)
+    }
+}
+
+fn layer_unpacked_size(store: &Store, chain: &str) -> Option<u64> {
+    let p = store.layer_diff_path(chain).with_file_name("layer.json");
+    crate::state::read_json::<LayerRecord>(&p)
+        .ok()
+        .map(|l| l.unpacked_size)
+}
+
+/// Lets later blob requests reuse the credentials the manifest request used.
+async fn client_auth_store(client: &Client, r: &Reference, auth: &RegistryAuth) {
+    client
+        .store_auth_if_needed(r.resolve_registry(), auth)
+        .await;
+}
+
+fn client_for(ep: &Endpoint, stall: Option<Duration>) -> Client {
+    let protocol = if ep.insecure {
+        let r = &ep.reference;
+        ClientProtocol::HttpsExcept(vec![
+            r.registry().to_string(),
+            r.resolve_registry().to_string(),
+        ])
+    } else {
+        ClientProtocol::Https
+    };
+    Client::new(ClientConfig {
+        protocol,
+        platform_resolver: None,
+        read_timeout: stall,
+        connect_timeout: Some(Duration::from_secs(30)),
+        user_agent: concat!("ferrio/", env!("CARGO_PKG_VERSION")),
+        ..Default::default()
+    })
+}
+
+fn oci_descriptor(d: &Descriptor) -> OciDescriptor {
+    OciDescriptor {
+        media_type: d.media_type.clone(),
+        digest: d.digest.clone(),
+        size: d.size as i64,
+        ..Default::default()
+    }
+}
+
+fn verify_document(
+    what: &str,
+    data: &[u8],
+    digest: &str,
+    size: Option<u64>,
+) -> Result<(), ImageError> {
+    if let Some(s) = size {
+        if data.len() as u64 != s {
+            return Err(ImageError::SizeMismatch {
+                what: what.into(),
+                expected: s,
+                actual: data.len() as u64,
+            });
+        }
+    }
+    let actual = sha256_digest(data);
+    if actual != digest {
+        return Err(ImageError::DigestMismatch {
+            what: what.into(),
+            expected: digest.into(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+fn read_error(name: &str, digest: &str, e: std::io::Error) -> ImageError {
+    // oci-client checks digests while streaming and reports a mismatch as an I/O error.
+    let text = error_chain(&e);
+    if text.contains("Expected") || text.to_lowercase().contains("digest") {
+        return ImageError::Corrupt(format!("blob {digest} of {name}: {text}"));
+    }
+    ImageError::Registry {
+        reference: name.into(),
+        detail: format!("reading blob {digest}: {text}"),
+    }
+}
+
+/// Turns an oci-client error into an image error of the right kind.
+fn map_oci(name: &str, endpoint: &str, e: OciDistributionError) -> ImageError {
+    let reference = name.to_string();
+    let detail = format!("{endpoint}: {}", error_chain(&e));
+    match &e {
+        OciDistributionError::ImageManifestNotFoundError(_) => {
+            ImageError::NotFound { reference, detail }
+        }
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => {
+            ImageError::Unauthenticated { reference, detail }
+        }
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
+            if codes
+                .iter()
+                .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
+            {
+                ImageError::Unauthenticated { reference, detail }
+            } else if codes.iter().any(|c| {
+                matches!(
+                    c,
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::BlobUnknown
+                        | OciErrorCode::NotFound
+                )
+            }) {
+                ImageError::NotFound { reference, detail }
+            } else {
+                ImageError::Registry { reference, detail }
+            }
+        }
+        OciDistributionError::ServerError { code, .. } => match code {
+            401 | 403 => ImageError::Unauthenticated { reference, detail },
+            404 => ImageError::NotFound { reference, detail },
+            _ => ImageError::Registry { reference, detail },
+        },
+        OciDistributionError::DigestError(_) => ImageError::Corrupt(detail),
+        _ => ImageError::Registry { reference, detail },
+    }
+}
+
+/// When every endpoint failed: the registry's own answer decides the kind (a mirror that lacks
+/// the image says little); the message lists every endpoint.
+fn combine_failures(name: &str, mut failures: Vec<(String, ImageError)>) -> ImageError {
+    let Some((_, last)) = failures.pop() else {
+        return ImageError::Internal(format!("{name}: no endpoint to pull from"));
+    };
+    if failures.is_empty() {
+        return last;
+    }
+    let mirrors: Vec<String> = failures
+        .iter()
+        .map(|(ep, e)| format!("mirror {ep}: {e}"))
+        .collect();
+    let suffix = format!(" (also tried: {})", mirrors.join("; "));
+    match last {
+        ImageError::NotFound { reference, detail } => ImageError::NotFound {
+            reference,
+            detail: detail + &suffix,
+        },
+        ImageError::Unauthenticated { reference, detail } => ImageError::Unauthenticated {
+            reference,
+            detail: detail + &suffix,
+        },
+        ImageError::Registry { reference, detail } => ImageError::Registry {
+            reference,
+            detail: detail + &suffix,
+        },
+        other => other,
+    }
+}
+
+/// A blocking reader over the chunks the download task sends; EOF when the sender is dropped.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    cur: Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.cur = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur.split_to(n));
+        Ok(n)
+    }
+}

@@ -1,0 +1,15 @@
+//! ferrio: a Kubernetes CRI v1 runtime in one binary. See ARCHITECTURE.md for the map.
+//!
+//! Layers (arrows point to what a layer may use):
+//! `cli` → `server` → `cri` (proto ⇄ domain) → `image` … → `state`, `sys`.
+//! Only `cri` sees tonic and prost types; only `sys` may hold `unsafe`.
+
+pub mod cli;
+pub mod config;
+pub mod cri;
+pub mod error;
+pub mod image;
+pub mod server;
+pub mod state;
+pub mod sys;
+pub mod telemetry;

@@ -1,0 +1,62 @@
+//! The OS layer: the only module that may hold `unsafe` code (none is needed yet), and the home of
+//! small system calls the domain uses.
+
+use std::io;
+use std::path::Path;
+
+/// Creates an overlayfs whiteout (a 0/0 character device) at `path`.
+pub fn make_whiteout(path: &Path) -> io::Result<()> {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    mknod(path, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).map_err(io::Error::from)
+}
+
+/// An exclusive advisory lock on a file, held until dropped.
+pub struct FileLock {
+    _file: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl FileLock {
+    /// Takes the lock without waiting; `Ok(None)` when another process holds it.
+    pub fn try_lock(path: &Path) -> io::Result<Option<FileLock>> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(l) => Ok(Some(FileLock { _file: l })),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(io::Error::from(e)),
+        }
+    }
+}
+
+/// Bytes and inodes used below `dir` (allocated blocks, as `du` counts them); files are counted
+/// once per inode.
+pub fn disk_usage(dir: &Path) -> io::Result<(u64, u64)> {
+    use std::collections::HashSet;
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = HashSet::new();
+    let mut bytes = 0u64;
+    let mut inodes = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let rd = match std::fs::read_dir(&d) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for e in rd {
+            let Ok(e) = e else { continue };
+            let Ok(m) = e.metadata() else { continue };
+            if seen.insert((m.dev(), m.ino())) {
+                bytes += m.blocks() * 512;
+                inodes += 1;
+            }
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    Ok((bytes, inodes))
+}
