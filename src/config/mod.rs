@@ -75,8 +75,8 @@ pub struct ImageConfig {
     pub registries_conf: PathBuf,
     /// An auth file in the `{"auths": {...}}` format; empty means none.
     pub global_auth_file: PathBuf,
-    /// Registries (host[:port]) reached over plain HTTP, in addition to those marked insecure in
-    /// registries.conf.
+    /// Registries (host[:port]; a host without a port means all its ports) reached over plain
+    /// HTTP, in addition to those marked insecure in registries.conf.
     pub insecure_registries: Vec<String>,
     /// Layers downloaded at once, across all pulls.
     pub max_concurrent_downloads: usize,

@@ -53,7 +53,8 @@ cgroup_driver = "{driver}"
 registries_conf = {regconf}
 # An auth file in the {{"auths": {{...}}}} format. Empty: none.
 global_auth_file = {authfile}
-# Registries (host[:port]) reached over plain HTTP, besides those marked insecure in registries.conf.
+# Registries reached over plain HTTP, besides those marked insecure in registries.conf:
+# "host:port", or "host" for every port of that host.
 insecure_registries = [{insecure}]
 # Layers downloaded at once, across all pulls.
 max_concurrent_downloads = {downloads}

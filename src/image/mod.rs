@@ -29,15 +29,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-type PullFuture = Shared<BoxFuture<'static, Result<ImageRecord, ImageError>>>;
+type PullResult = BoxFuture<'static, Result<ImageRecord, ImageError>>;
+type PullFuture = Shared<PullResult>;
 
 pub struct Images {
     store: Arc<Store>,
     puller: Arc<Puller>,
     /// Pulls in flight by normalised reference. Weak: when every caller has gone (deadline,
     /// cancellation), the pull itself is dropped and cancelled.
-    inflight:
-        Mutex<HashMap<String, WeakShared<BoxFuture<'static, Result<ImageRecord, ImageError>>>>>,
+    inflight: Mutex<HashMap<String, WeakShared<PullResult>>>,
     import_dir: PathBuf,
 }
 

@@ -107,7 +107,7 @@ impl RegistriesConf {
                 let host = r.registry();
                 let host_no_port = host.split(':').next().unwrap_or(host);
                 (host_no_port.ends_with(&format!(".{suffix}")))
-                    .then(|| (host.len(), e.prefix.len()))
+                    .then_some((host.len(), e.prefix.len()))
             } else if name.starts_with(&e.prefix)
                 && matches!(
                     name.as_bytes().get(e.prefix.len()),
@@ -136,7 +136,12 @@ impl RegistriesConf {
         insecure: &[String],
     ) -> Result<Vec<Endpoint>, ImageError> {
         let is_insecure = |reference: &Reference, flag: bool| {
-            flag || insecure.iter().any(|h| h == reference.registry())
+            let reg = reference.registry();
+            let host = reg.rsplit_once(':').map_or(reg, |(h, _)| h);
+            // An entry without a port covers every port of its host.
+            flag || insecure
+                .iter()
+                .any(|h| h == reg || (!h.contains(':') && h == host))
         };
         let Some((entry, matched)) = self.lookup(r) else {
             return Ok(vec![Endpoint {
@@ -337,6 +342,8 @@ pull-from-mirror = "tag-only"
         let r = reference::parse("127.0.0.1:5000/a:1").unwrap();
         let e = c.endpoints(&r, &["127.0.0.1:5000".into()]).unwrap();
         assert!(e[0].insecure);
+        assert!(c.endpoints(&r, &["127.0.0.1".into()]).unwrap()[0].insecure);
+        assert!(!c.endpoints(&r, &["127.0.0.1:5001".into()]).unwrap()[0].insecure);
     }
 
     #[test]

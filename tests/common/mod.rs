@@ -1,0 +1,495 @@
+//! End-to-end harness: a real ferrio daemon per test (temp root, run root and socket), real
+//! registries (Debian's docker-registry on 127.0.0.1, started by hack/registry.sh), real images
+//! (hack/build-test-images.sh). Nothing is mocked.
+#![allow(dead_code)]
+
+use ferrio::cri::api::image_service_client::ImageServiceClient;
+use ferrio::cri::api::runtime_service_client::RuntimeServiceClient;
+use ferrio::cri::api::{self};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn images_dir() -> PathBuf {
+    std::env::var_os("FERRIO_TEST_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".test-images"))
+}
+
+/// Builds the test images once (the script locks and skips when they exist).
+pub fn test_images() -> PathBuf {
+    static DONE: OnceLock<PathBuf> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let dir = images_dir();
+        run(Command::new(repo_root().join("hack/build-test-images.sh")).arg(&dir));
+        dir
+    })
+    .clone()
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A registry on 127.0.0.1; it stops with the test process (or when dropped).
+pub struct Registry {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start(htpasswd: Option<&str>) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut cmd = Command::new(repo_root().join("hack/registry.sh"));
+        cmd.arg("start")
+            .arg(dir.path())
+            .arg(port.to_string())
+            .args(["--watch", &std::process::id().to_string()]);
+        if let Some(h) = htpasswd {
+            cmd.args(["--htpasswd", h]);
+        }
+        run(&mut cmd);
+        Registry { port, dir }
+    }
+
+    /// Starts a registry with the standard test images pushed.
+    pub fn with_images(htpasswd: Option<&str>) -> Registry {
+        let images = test_images();
+        let r = Registry::start(htpasswd);
+        let mut cmd = Command::new(repo_root().join("hack/registry.sh"));
+        cmd.arg("push")
+            .arg(r.port.to_string())
+            .arg("--images")
+            .arg(images);
+        if let Some(h) = htpasswd {
+            cmd.args(["--creds", h]);
+        }
+        run(&mut cmd);
+        r
+    }
+
+    /// The registry shared by the tests of one test binary (read-only use).
+    pub fn shared() -> &'static Registry {
+        static R: OnceLock<Registry> = OnceLock::new();
+        R.get_or_init(|| Registry::with_images(None))
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:<port>/<name>`
+    pub fn image(&self, name: &str) -> String {
+        format!("{}/{}", self.addr(), name)
+    }
+
+    /// The registry's storage path of a blob.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.dir.path().join(format!(
+            "storage/docker/registry/v2/blobs/sha256/{}/{}/data",
+            &hex[..2],
+            hex
+        ))
+    }
+
+    /// Fetches a manifest from the registry (plain HTTP) with curl.
+    pub fn manifest(&self, repo: &str, reference: &str) -> serde_json::Value {
+        let out = run(Command::new("curl").args([
+            "-sf",
+            "-H",
+            "Accept: application/vnd.oci.image.manifest.v1+json",
+            &format!("http://{}/v2/{repo}/manifests/{reference}", self.addr()),
+        ]));
+        serde_json::from_str(&out).unwrap()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("hack/registry.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[derive(Default, Clone)]
+pub struct DaemonOpts {
+    /// Extra TOML appended to the generated config.
+    pub extra_config: String,
+    /// registries.conf content.
+    pub registries_conf: Option<String>,
+    /// Reuse this root (restart tests).
+    pub root: Option<PathBuf>,
+}
+
+/// A running ferrio daemon on its own temp root and socket. Stopped (SIGTERM) when dropped.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub dir: Arc<tempfile::TempDir>,
+    pub root: PathBuf,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(opts: DaemonOpts) -> Daemon {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        Self::start_in(dir, opts)
+    }
+
+    pub fn start_in(dir: Arc<tempfile::TempDir>, opts: DaemonOpts) -> Daemon {
+        let root = opts.root.clone().unwrap_or_else(|| dir.path().join("root"));
+        let run_root = dir.path().join("run");
+        let socket = run_root.join("ferrio.sock");
+        let regconf = dir.path().join("registries.conf");
+        std::fs::write(&regconf, opts.registries_conf.clone().unwrap_or_default()).unwrap();
+        let config = dir.path().join("ferrio.toml");
+        std::fs::write(
+            &config,
+            format!(
+                // Tests reach every registry on 127.0.0.1 over plain HTTP.
+                "[image]\ninsecure_registries = [\"127.0.0.1\"]\n{}\n",
+                opts.extra_config
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join(format!(
+            "daemon-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let child = Command::new(env!("CARGO_BIN_EXE_ferrio"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--root")
+            .arg(&root)
+            .arg("--run-root")
+            .arg(&run_root)
+            .arg("--listen")
+            .arg(&socket)
+            .arg("--registries-conf")
+            .arg(&regconf)
+            .args(["--log-level", "ferrio=debug,info"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut d = Daemon {
+            child: Some(child),
+            dir,
+            root,
+            socket,
+            config,
+            log,
+        };
+        d.wait_ready();
+        d
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("ferrio exited with {st} during start: {}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "ferrio did not listen on {} in 30 s: {}",
+            self.socket.display(),
+            self.log_text()
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        ferrio::cli::connect(&self.socket).await.unwrap()
+    }
+
+    pub async fn images(&self) -> ImageServiceClient<Channel> {
+        ImageServiceClient::new(self.channel().await)
+    }
+
+    pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
+        RuntimeServiceClient::new(self.channel().await)
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("daemon already stopped");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("ferrio did not stop on SIGTERM within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        let mut c = self.child.take().expect("daemon already stopped");
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
+    /// Starts a new daemon on the same directories.
+    pub fn restart(&self, opts: DaemonOpts) -> Daemon {
+        Daemon::start_in(
+            self.dir.clone(),
+            DaemonOpts {
+                root: Some(self.root.clone()),
+                ..opts
+            },
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let st = self.stop();
+            assert!(
+                st.success() || std::thread::panicking(),
+                "ferrio exited with {st}: {}",
+                self.log_text()
+            );
+        }
+    }
+}
+
+pub async fn pull(
+    c: &mut ImageServiceClient<Channel>,
+    image: &str,
+) -> Result<String, tonic::Status> {
+    pull_auth(c, image, None).await
+}
+
+pub async fn pull_auth(
+    c: &mut ImageServiceClient<Channel>,
+    image: &str,
+    auth: Option<api::AuthConfig>,
+) -> Result<String, tonic::Status> {
+    let r = c
+        .pull_image(api::PullImageRequest {
+            image: Some(spec(image)),
+            auth,
+            sandbox_config: None,
+        })
+        .await?;
+    Ok(r.into_inner().image_ref)
+}
+
+pub fn spec(image: &str) -> api::ImageSpec {
+    api::ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
+    }
+}
+
+pub async fn status(c: &mut ImageServiceClient<Channel>, image: &str) -> Option<api::Image> {
+    c.image_status(api::ImageStatusRequest {
+        image: Some(spec(image)),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .image
+}
+
+pub async fn list(c: &mut ImageServiceClient<Channel>) -> Vec<api::Image> {
+    c.list_images(api::ListImagesRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .images
+}
+
+/// Entries of a directory (none when it does not exist).
+pub fn entries(p: &Path) -> Vec<String> {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A TCP proxy in front of a registry that can slow down or pause the registry → client
+/// direction, and counts the bytes it forwarded.
+pub struct Proxy {
+    pub port: u16,
+    pub bytes: Arc<AtomicU64>,
+    pub paused: Arc<AtomicBool>,
+    /// Bytes per second toward the client; 0 = unlimited.
+    pub rate: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    pub fn start(target: u16) -> Proxy {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let bytes = Arc::new(AtomicU64::new(0));
+        let paused = Arc::new(AtomicBool::new(false));
+        let rate = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (b, p, r, s) = (bytes.clone(), paused.clone(), rate.clone(), stop.clone());
+        l.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || loop {
+            if s.load(Ordering::Relaxed) {
+                return;
+            }
+            match l.accept() {
+                Ok((client, _)) => {
+                    client.set_nonblocking(false).unwrap();
+                    let upstream = std::net::TcpStream::connect(("127.0.0.1", target)).unwrap();
+                    let (c2, u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                    std::thread::spawn(move || {
+                        let (mut c2, mut u2) = (c2, u2);
+                        let _ = std::io::copy(&mut c2, &mut u2);
+                        let _ = u2.shutdown(std::net::Shutdown::Write);
+                    });
+                    let (b, p, r, s) = (b.clone(), p.clone(), r.clone(), s.clone());
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let (mut up, mut client) = (upstream, client);
+                        let mut buf = [0u8; 4096];
+                        loop {
+                            while p.load(Ordering::Relaxed) && !s.load(Ordering::Relaxed) {
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            let n = match up.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if client.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                            b.fetch_add(n as u64, Ordering::Relaxed);
+                            let rate = r.load(Ordering::Relaxed);
+                            if rate > 0 {
+                                std::thread::sleep(Duration::from_secs_f64(n as f64 / rate as f64));
+                            }
+                        }
+                        let _ = client.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(_) => return,
+            }
+        });
+        Proxy {
+            port,
+            bytes,
+            paused,
+            rate,
+            stop,
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.paused.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Sends one unary gRPC call over a fresh HTTP/2 connection with the given extra headers, without
+/// tonic's client stack (which enforces `grpc-timeout` itself). Returns (grpc-status, message).
+pub async fn raw_grpc(
+    socket: &Path,
+    path: &str,
+    msg: &impl prost::Message,
+    headers: &[(&str, &str)],
+) -> (i32, String) {
+    let io = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(io).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = http::Request::post(format!("http://localhost{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut body = vec![0u8];
+    let encoded = msg.encode_to_vec();
+    body.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+    body.extend_from_slice(&encoded);
+    let (resp, mut send) = client.send_request(req.body(()).unwrap(), false).unwrap();
+    send.send_data(body.into(), true).unwrap();
+    let resp = resp.await.unwrap();
+    let (parts, mut recv) = resp.into_parts();
+    let pick = |h: &http::HeaderMap| {
+        h.get("grpc-status").map(|s| {
+            (
+                s.to_str().unwrap().parse::<i32>().unwrap(),
+                h.get("grpc-message")
+                    .map(|m| m.to_str().unwrap().to_string())
+                    .unwrap_or_default(),
+            )
+        })
+    };
+    if let Some(r) = pick(&parts.headers) {
+        return r;
+    }
+    while recv.data().await.is_some() {}
+    let trailers = recv.trailers().await.unwrap().unwrap_or_default();
+    pick(&trailers).unwrap_or((0, String::new()))
+}

@@ -1,0 +1,576 @@
+//! ImageService end to end: a real daemon, a real registry, real images.
+
+mod common;
+
+use common::*;
+use ferrio::cri::api;
+use std::time::Duration;
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_by_tag_digest_and_no_tag_and_resolve_every_ref_to_one_image() {
+    let reg = Registry::shared();
+    let d = Daemon::start(DaemonOpts::default());
+    let mut c = d.images().await;
+
+    let id = pull(&mut c, &reg.image("ferrio-test/busybox:1.35"))
+        .await
+        .unwrap();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+    // No tag means :latest; the same image gains the tag.
+    assert_eq!(
+        pull(&mut c, &reg.image("ferrio-test/busybox"))
+            .await
+            .unwrap(),
+        id
+    );
+    let img = status(&mut c, &reg.image("ferrio-test/busybox:1.35"))
+        .await
+        .expect("image by tag");
+    assert_eq!(img.id, id, "Image.id equals PullImageResponse.image_ref");
+    assert_eq!(
+        img.repo_tags,
+        vec![
+            reg.image("ferrio-test/busybox:1.35"),
+            reg.image("ferrio-test/busybox:latest")
+        ]
+    );
+    assert_eq!(img.repo_digests.len(), 1);
+    let by_digest = img.repo_digests[0].clone();
+    assert!(by_digest.starts_with(&reg.image("ferrio-test/busybox@sha256:")));
+    assert!(img.size > 1_000_000, "size {}", img.size);
+
+    // Pull by digest gives the same image.
+    assert_eq!(pull(&mut c, &by_digest).await.unwrap(), id);
+
+    // Every reference resolves to the identical image.
+    for r in [
+        reg.image("ferrio-test/busybox:1.35"),
+        reg.image("ferrio-test/busybox"),
+        by_digest.clone(),
+        id.clone(),
+        id[7..].to_string(),
+        id[7..19].to_string(),
+        id[..19].to_string(),
+    ] {
+        assert_eq!(
+            status(&mut c, &r).await.as_ref(),
+            Some(&img),
+            "ImageStatus({r})"
+        );
+        let listed = c
+            .list_images(api::ListImagesRequest {
+                filter: Some(api::ImageFilter {
+                    image: Some(spec(&r)),
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .images;
+        assert_eq!(listed, vec![img.clone()], "ListImages filter {r}");
+    }
+    assert_eq!(list(&mut c).await, vec![img.clone()]);
+
+    // An absent image is an empty response, not an error.
+    assert_eq!(
+        status(&mut c, &reg.image("ferrio-test/busybox:nope")).await,
+        None
+    );
+    assert_eq!(status(&mut c, "deadbeef").await, None);
+    // A missing tag on the registry is NotFound with the reference in the message.
+    let e = pull(&mut c, &reg.image("ferrio-test/busybox:nope"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(
+        e.message().contains("ferrio-test/busybox:nope"),
+        "{}",
+        e.message()
+    );
+    // A malformed reference is InvalidArgument.
+    let e = pull(&mut c, "Not A/Ref").await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let e = c
+        .pull_image(api::PullImageRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verbose_status_users_multiarch_and_streaming_list() {
+    let reg = Registry::shared();
+    let d = Daemon::start(DaemonOpts::default());
+    let mut c = d.images().await;
+    pull(&mut c, &reg.image("ferrio-test/busybox-uid"))
+        .await
+        .unwrap();
+    pull(&mut c, &reg.image("ferrio-test/busybox-user"))
+        .await
+        .unwrap();
+    let uid = status(&mut c, &reg.image("ferrio-test/busybox-uid"))
+        .await
+        .unwrap();
+    assert_eq!(uid.uid, Some(api::Int64Value { value: 1002 }));
+    assert_eq!(uid.username, "");
+    let user = status(&mut c, &reg.image("ferrio-test/busybox-user"))
+        .await
+        .unwrap();
+    assert_eq!(user.uid, None);
+    assert_eq!(user.username, "www-data");
+
+    // An index: this host's platform is chosen.
+    let id = pull(&mut c, &reg.image("ferrio-test/multiarch"))
+        .await
+        .unwrap();
+    let r = c
+        .image_status(api::ImageStatusRequest {
+            image: Some(spec(&id)),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
+    let host = ferrio::image::manifest::host_platform().0;
+    assert_eq!(info["imageSpec"]["architecture"], host);
+    assert!(info["indexDigest"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(
+        r.image.unwrap().repo_digests[0],
+        format!(
+            "{}@{}",
+            reg.image("ferrio-test/multiarch"),
+            info["indexDigest"].as_str().unwrap()
+        )
+    );
+
+    let mut s = c
+        .stream_images(api::StreamImagesRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut n = 0;
+    while let Some(m) = s.message().await.unwrap() {
+        n += m.images.len();
+    }
+    assert_eq!(n, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn multilayer_whiteouts_and_opaque_dirs_are_overlayfs_markers() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let reg = Registry::shared();
+    let d = Daemon::start(DaemonOpts::default());
+    let mut c = d.images().await;
+    let id = pull(&mut c, &reg.image("ferrio-test/multilayer"))
+        .await
+        .unwrap();
+    let r = c
+        .image_status(api::ImageStatusRequest {
+            image: Some(spec(&id)),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
+    let chains: Vec<String> = info["chainIDs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap()[7..].to_string())
+        .collect();
+    assert_eq!(chains.len(), 3);
+    let layer = |i: usize| d.root.join("images/layers").join(&chains[i]).join("diff");
+    assert!(layer(0).join("bin/busybox").is_file());
+    assert_eq!(
+        std::fs::read_to_string(layer(1).join("data/a")).unwrap(),
+        "a\n"
+    );
+    let wh = std::fs::symlink_metadata(layer(2).join("data/a")).unwrap();
+    assert!(
+        wh.file_type().is_char_device() && wh.rdev() == 0,
+        "whiteout for data/a"
+    );
+    assert!(!layer(2).join("data/.wh.a").exists());
+    assert_eq!(
+        xattr::get(layer(2).join("data/dir"), "trusted.overlay.opaque").unwrap(),
+        Some(b"y".to_vec())
+    );
+    assert!(layer(2).join("data/dir/z").is_file());
+
+    // Layers are shared: busybox's only layer is multilayer's first, so pulling it adds none.
+    let before = entries(&d.root.join("images/layers")).len();
+    pull(&mut c, &reg.image("ferrio-test/busybox"))
+        .await
+        .unwrap();
+    assert_eq!(entries(&d.root.join("images/layers")).len(), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remove_by_one_tag_removes_all_and_frees_unshared_data() {
+    let reg = Registry::shared();
+    let d = Daemon::start(DaemonOpts::default());
+    let mut c = d.images().await;
+    pull(&mut c, &reg.image("ferrio-test/busybox:1"))
+        .await
+        .unwrap();
+    pull(&mut c, &reg.image("ferrio-test/busybox:latest"))
+        .await
+        .unwrap();
+    let ml = pull(&mut c, &reg.image("ferrio-test/multilayer"))
+        .await
+        .unwrap();
+    let fs0 = c
+        .image_fs_info(api::ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let u = &fs0.image_filesystems[0];
+    assert_eq!(
+        u.fs_id.as_ref().unwrap().mountpoint,
+        d.root.join("images").to_string_lossy()
+    );
+    assert!(
+        u.used_bytes.unwrap().value > 2_000_000 && u.inodes_used.unwrap().value > 10,
+        "{u:?}"
+    );
+
+    c.remove_image(api::RemoveImageRequest {
+        image: Some(spec(&reg.image("ferrio-test/busybox:1"))),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        status(&mut c, &reg.image("ferrio-test/busybox:latest")).await,
+        None,
+        "every tag goes"
+    );
+    // The busybox layer is still used by multilayer.
+    assert_eq!(entries(&d.root.join("images/layers")).len(), 3);
+    // Removing again, or an image never seen, succeeds.
+    c.remove_image(api::RemoveImageRequest {
+        image: Some(spec(&reg.image("ferrio-test/busybox:1"))),
+    })
+    .await
+    .unwrap();
+    c.remove_image(api::RemoveImageRequest {
+        image: Some(spec("never-pulled:1")),
+    })
+    .await
+    .unwrap();
+    c.remove_image(api::RemoveImageRequest {
+        image: Some(spec(&ml)),
+    })
+    .await
+    .unwrap();
+    assert!(list(&mut c).await.is_empty());
+    assert_eq!(entries(&d.root.join("images/layers")), Vec::<String>::new());
+    assert_eq!(
+        entries(&d.root.join("images/blobs/sha256")),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        entries(&d.root.join("images/records")),
+        Vec::<String>::new()
+    );
+    let fs1 = c
+        .image_fs_info(api::ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(fs1.image_filesystems[0].used_bytes.unwrap().value < u.used_bytes.unwrap().value);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn short_names_through_mirrors_in_order_and_blocked_registries() {
+    let reg = Registry::shared();
+    let dead = free_port();
+    let conf = format!(
+        r#"
+[[registry]]
+prefix = "docker.io"
+location = "docker.io"
+[[registry.mirror]]
+location = "127.0.0.1:{dead}"
+insecure = true
+[[registry.mirror]]
+location = "{}"
+insecure = true
+
+[[registry]]
+location = "blocked.example.com"
+blocked = true
+"#,
+        reg.addr()
+    );
+    let d = Daemon::start(DaemonOpts {
+        registries_conf: Some(conf),
+        ..Default::default()
+    });
+    let mut c = d.images().await;
+    // `busybox:1.35` is docker.io/library/busybox:1.35: the dead mirror fails, the second serves.
+    let id = pull(&mut c, "busybox:1.35").await.unwrap();
+    let img = status(&mut c, "docker.io/library/busybox:1.35")
+        .await
+        .unwrap();
+    assert_eq!(img.id, id);
+    assert_eq!(
+        img.repo_tags,
+        vec!["docker.io/library/busybox:1.35".to_string()]
+    );
+    assert!(img.repo_digests[0].starts_with("docker.io/library/busybox@sha256:"));
+    assert_eq!(status(&mut c, "busybox:1.35").await.unwrap(), img);
+    let log = d.log_text();
+    assert!(
+        log.contains(&format!("127.0.0.1:{dead}")),
+        "the first mirror was tried: {log}"
+    );
+
+    let e = pull(&mut c, "blocked.example.com/a/b:1").await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("blocked"), "{}", e.message());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn basic_auth_from_the_request_and_from_an_auth_file() {
+    use base64::Engine;
+    let reg = Registry::with_images(Some("alice:s3cret"));
+    let image = reg.image("ferrio-test/busybox:1");
+
+    let d = Daemon::start(DaemonOpts::default());
+    let mut c = d.images().await;
+    let e = pull(&mut c, &image).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert!(e.message().contains(&image), "{}", e.message());
+    let wrong = api::AuthConfig {
+        username: "alice".into(),
+        password: "nope".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        pull_auth(&mut c, &image, Some(wrong))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+
+    let right = api::AuthConfig {
+        username: "alice".into(),
+        password: "s3cret".into(),
+        ..Default::default()
+    };
+    let id = pull_auth(&mut c, &image, Some(right)).await.unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+    let by_auth = api::AuthConfig {
+        auth: b64.clone(),
+        ..Default::default()
+    };
+    pull_auth(&mut c, &reg.image("ferrio-test/busybox-uid"), Some(by_auth))
+        .await
+        .expect("auth: base64(user:password)");
+    assert!(
+        !d.log_text().contains("s3cret"),
+        "the password must never be logged"
+    );
+    drop(c);
+    drop(d);
+
+    // The same through global_auth_file.
+    let dir = tempfile::tempdir().unwrap();
+    let authfile = dir.path().join("auth.json");
+    std::fs::write(
+        &authfile,
+        format!(r#"{{"auths":{{"{}":{{"auth":"{b64}"}}}}}}"#, reg.addr()),
+    )
+    .unwrap();
+    let d = Daemon::start(DaemonOpts {
+        extra_config: format!("global_auth_file = {:?}\n", authfile),
+        ..Default::default()
+    });
+    let mut c = d.images().await;
+    assert_eq!(pull(&mut c, &image).await.unwrap(), id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupted_blob_is_rejected_and_nothing_is_stored() {
+    let reg = Registry::with_images(None);
+    let m = reg.manifest("ferrio-test/busybox", "latest");
+    let layer = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    let p = reg.blob_path(&layer);
+    let mut data = std::fs::read(&p).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    std::fs::write(&p, &data).unwrap();
+
+    let d = Daemon::start(DaemonOpts::default());
+    let mut c = d.images().await;
+    let e = pull(&mut c, &reg.image("ferrio-test/busybox:latest"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::DataLoss, "{e:?}");
+    assert!(
+        e.message().contains(&layer[..19]) || e.message().contains("digest"),
+        "{}",
+        e.message()
+    );
+    assert!(list(&mut c).await.is_empty());
+    for sub in ["layers", "records", "tmp", "blobs/sha256"] {
+        assert_eq!(
+            entries(&d.root.join("images").join(sub)),
+            Vec::<String>::new(),
+            "images/{sub}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_1ms_deadline_fails_with_deadline_exceeded() {
+    let reg = Registry::shared();
+    let d = Daemon::start(DaemonOpts::default());
+    let mut c = d.images().await;
+    // The header a gRPC client sends for a 1 ms deadline, sent without tonic's client stack
+    // (which would enforce the deadline itself and report `Cancelled` locally).
+    let req = api::PullImageRequest {
+        image: Some(spec(&reg.image("ferrio-test/busybox-user"))),
+        ..Default::default()
+    };
+    let (code, msg) = raw_grpc(
+        &d.socket,
+        "/runtime.v1.ImageService/PullImage",
+        &req,
+        &[("grpc-timeout", "1m")],
+    )
+    .await;
+    assert_eq!(Code::from_i32(code), Code::DeadlineExceeded, "{msg}");
+    assert!(msg.contains("deadline"), "{msg}");
+    // Through tonic, the call fails too (on the client's side).
+    let mut req = tonic::Request::new(api::PullImageRequest {
+        image: Some(spec(&reg.image("ferrio-test/busybox-user"))),
+        ..Default::default()
+    });
+    req.set_timeout(Duration::from_millis(1));
+    assert!(c.pull_image(req).await.is_err());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        list(&mut c).await.is_empty(),
+        "a cancelled pull stores nothing"
+    );
+    assert_eq!(entries(&d.root.join("images/tmp")), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_pulls_of_one_image_share_one_download() {
+    let reg = Registry::shared();
+    let proxy = Proxy::start(reg.port);
+    proxy
+        .rate
+        .store(4 << 20, std::sync::atomic::Ordering::Relaxed);
+    let d = Daemon::start(DaemonOpts::default());
+    let image = format!("127.0.0.1:{}/ferrio-test/busybox:latest", proxy.port);
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let mut c = d.images().await;
+        let image = image.clone();
+        tasks.push(tokio::spawn(async move { pull(&mut c, &image).await }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap().unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1);
+    let layer_size = reg.manifest("ferrio-test/busybox", "latest")["layers"][0]["size"]
+        .as_u64()
+        .unwrap();
+    let sent = proxy.bytes.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        sent < 2 * layer_size,
+        "5 coalesced pulls moved {sent} bytes for a {layer_size}-byte layer"
+    );
+    assert!(d.log_text().contains("joining a pull already in progress"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_pull_is_aborted_after_pull_progress_timeout() {
+    let reg = Registry::shared();
+    let proxy = Proxy::start(reg.port);
+    let d = Daemon::start(DaemonOpts {
+        extra_config: "pull_progress_timeout = 2\n".into(),
+        ..Default::default()
+    });
+    let mut c = d.images().await;
+    proxy
+        .paused
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let e = pull(
+        &mut c,
+        &format!("127.0.0.1:{}/ferrio-test/busybox:1.35", proxy.port),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::Aborted, "{e:?}");
+    assert!(e.message().contains("no data received"), "{}", e.message());
+    assert!(started.elapsed() < Duration::from_secs(15));
+    proxy
+        .paused
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    assert!(list(&mut c).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_mid_pull_leaves_no_broken_image_and_restart_keeps_images() {
+    let reg = Registry::shared();
+    let mut d = Daemon::start(DaemonOpts::default());
+
+    // A slow pull, killed with SIGKILL in the middle of its first layer.
+    let proxy = Proxy::start(reg.port);
+    proxy
+        .rate
+        .store(100 << 10, std::sync::atomic::Ordering::Relaxed);
+    let slow = format!("127.0.0.1:{}/ferrio-test/multilayer:latest", proxy.port);
+    let mut c = d.images().await;
+    let s2 = slow.clone();
+    let pulling = tokio::spawn(async move { pull(&mut c, &s2).await });
+    let t0 = std::time::Instant::now();
+    while proxy.bytes.load(std::sync::atomic::Ordering::Relaxed) < 200_000 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the slow pull did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !entries(&d.root.join("images/tmp")).is_empty(),
+        "a layer is being unpacked"
+    );
+    d.kill9();
+    assert!(pulling.await.unwrap().is_err());
+
+    let mut d = d.restart(DaemonOpts::default());
+    let mut c = d.images().await;
+    assert!(
+        list(&mut c).await.is_empty(),
+        "no half-pulled image is visible"
+    );
+    for sub in ["tmp", "layers", "records", "blobs/sha256"] {
+        assert_eq!(
+            entries(&d.root.join("images").join(sub)),
+            Vec::<String>::new(),
+            "images/{sub} after the restart"
+        );
+    }
+    // The pull works after the crash, and its image survives a clean restart.
+    proxy.rate.store(0, std::sync::atomic::Ordering::Relaxed);
+    let id = pull(&mut c, &slow).await.unwrap();
+    drop(c);
+    assert!(d.stop().success());
+    assert!(!d.socket.exists(), "the socket is removed on a clean stop");
+    let d = d.restart(DaemonOpts::default());
+    let mut c = d.images().await;
+    assert_eq!(status(&mut c, &slow).await.unwrap().id, id);
+    assert_eq!(entries(&d.root.join("images/layers")).len(), 3);
+}
