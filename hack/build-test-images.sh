@@ -20,7 +20,11 @@ OUT=$(cd "$OUT" && pwd)
 # Parallel test processes may all ask for the images: build once.
 exec 9>"$OUT/.lock"
 flock 9
-if [ -z "${FORCE:-}" ] && [ -f "$OUT/.done" ]; then exit 0; fi
+if [ -n "${BIG:-}" ]; then
+  # For benchmarks only: busybox plus five 10 MiB layers of incompressible data (~52 MB).
+  [ -f "$OUT/big.tar" ] && exit 0
+  big=1
+elif [ -z "${FORCE:-}" ] && [ -f "$OUT/.done" ]; then exit 0; fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -100,6 +104,18 @@ finish() {
 }
 
 MT=application/vnd.oci.image.manifest.v1+json
+
+if [ -n "${big:-}" ]; then
+  specs=("$base:gzip")
+  for i in 1 2 3 4 5; do
+    mkdir -p "$work/big$i/data"
+    head -c $((10 << 20)) /dev/urandom > "$work/big$i/data/blob$i"
+    specs+=("$work/big$i:gzip")
+  done
+  read -r d s < <(image big "" "${specs[@]}")
+  finish big $MT "$d" "$s"
+  exit 0
+fi
 
 read -r d s < <(image busybox "" "$base:gzip")
 finish busybox $MT "$d" "$s"

@@ -55,6 +55,18 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
+    /// Pull an image through the running daemon's CRI ImageService
+    Pull {
+        reference: String,
+        /// Registry credentials as USER:PASSWORD
+        #[arg(long, value_name = "USER:PASSWORD")]
+        creds: Option<String>,
+    },
+    /// List the images of the running daemon
+    #[command(alias = "list")]
+    Ls,
+    /// Remove an image (all its tags) from the running daemon
+    Rm { reference: String },
     /// Load OCI-archive or docker-save tarballs, through the running daemon or, when none runs,
     /// straight into the store
     Import {
@@ -128,8 +140,13 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Image(ImageCommand::Import { files }) => {
             let cfg = cli.global.load_config()?;
-            crate::telemetry::init(&format!("warn,ferrio={}", "info"));
+            crate::telemetry::init("warn,ferrio=info");
             import(&cfg, &files)
+        }
+        Command::Image(cmd) => {
+            let cfg = cli.global.load_config()?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(image_client(&cfg, cmd))
         }
     }
 }
@@ -146,6 +163,56 @@ pub async fn connect(socket: &Path) -> Result<tonic::transport::Channel, tonic::
             }
         }))
         .await
+}
+
+/// `ferrio image pull|ls|rm`: a small CRI client, like `crictl pull|images|rmi`.
+async fn image_client(cfg: &Config, cmd: ImageCommand) -> Result<()> {
+    use crate::cri::api::{self, image_service_client::ImageServiceClient};
+    let socket = cfg.socket_path();
+    let ch = connect(&socket)
+        .await
+        .with_context(|| format!("connecting to the daemon on {}", socket.display()))?;
+    let mut c = ImageServiceClient::new(ch);
+    let spec = |image: String| Some(api::ImageSpec { image, ..Default::default() });
+    let status = |s: tonic::Status| anyhow::anyhow!("{:?}: {}", s.code(), s.message());
+    match cmd {
+        ImageCommand::Pull { reference, creds } => {
+            let auth = match creds {
+                None => None,
+                Some(c) => {
+                    let (u, p) = c.split_once(':').context("--creds must be USER:PASSWORD")?;
+                    Some(api::AuthConfig { username: u.into(), password: p.into(), ..Default::default() })
+                }
+            };
+            let t0 = std::time::Instant::now();
+            let r = c
+                .pull_image(api::PullImageRequest { image: spec(reference.clone()), auth, sandbox_config: None })
+                .await
+                .map_err(status)?;
+            println!("{}\t{}\t{:.1} ms", r.into_inner().image_ref, reference, t0.elapsed().as_secs_f64() * 1e3);
+        }
+        ImageCommand::Ls => {
+            let imgs = c.list_images(api::ListImagesRequest { filter: None }).await.map_err(status)?.into_inner().images;
+            println!("{:<60} {:<15} {:<13} {:>10}", "IMAGE", "TAG", "IMAGE ID", "SIZE");
+            for i in imgs {
+                let short = i.id.trim_start_matches("sha256:").chars().take(13).collect::<String>();
+                let size = format!("{:.1}MB", i.size as f64 / 1e6);
+                if i.repo_tags.is_empty() {
+                    println!("{:<60} {:<15} {short:<13} {size:>10}", "<none>", "<none>");
+                }
+                for t in &i.repo_tags {
+                    let (name, tag) = t.rsplit_once(':').unwrap_or((t, ""));
+                    println!("{name:<60} {tag:<15} {short:<13} {size:>10}");
+                }
+            }
+        }
+        ImageCommand::Rm { reference } => {
+            c.remove_image(api::RemoveImageRequest { image: spec(reference.clone()) }).await.map_err(status)?;
+            println!("removed {reference}");
+        }
+        ImageCommand::Import { .. } => unreachable!("handled by the caller"),
+    }
+    Ok(())
 }
 
 fn import(cfg: &Config, files: &[PathBuf]) -> Result<()> {

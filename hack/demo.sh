@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The main job, end to end on this machine: build ferrio, start a local registry with the test
+# images, start the daemon on a scratch root, pull an image over the CRI, import one from an
+# archive, list them. Until pods run (the runtime core is the next milestone), this is the demo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+hack/setup.sh
+cargo build --release --locked
+hack/build-test-images.sh >/dev/null
+
+work=$(mktemp -d /tmp/ferrio-demo.XXXXXX)
+port=$(hack/free-port.sh)
+hack/registry.sh start "$work/registry" "$port" --watch $$
+hack/registry.sh push "$port"
+cat > "$work/ferrio.toml" <<TOML
+[image]
+insecure_registries = ["127.0.0.1:$port"]
+TOML
+ferrio=(target/release/ferrio --config "$work/ferrio.toml" --root "$work/root" --run-root "$work/run")
+"${ferrio[@]}" serve 2> "$work/ferrio.log" &
+daemon=$!
+cleanup() { kill $daemon 2>/dev/null; wait $daemon 2>/dev/null; hack/registry.sh stop "$work/registry"; rm -rf "$work"; }
+trap cleanup EXIT
+for _ in $(seq 100); do [ -S "$work/run/ferrio.sock" ] && break; sleep 0.05; done
+
+echo "== ferrio version"; "${ferrio[@]}" version
+echo "== pull 127.0.0.1:$port/ferrio-test/busybox:1.35 over the CRI"
+"${ferrio[@]}" image pull "127.0.0.1:$port/ferrio-test/busybox:1.35"
+echo "== import a docker-save archive"
+"${ferrio[@]}" image import .test-images/busybox-docker.tar
+echo "== images"
+"${ferrio[@]}" image ls
+echo "== daemon log"
+sed 's/^/    /' "$work/ferrio.log"

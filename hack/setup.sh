@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what building, the demo and the tests need on a fresh Debian 12 machine (as root).
+# The Rust toolchain itself must already be there (rustup); everything else comes from Debian.
+set -euo pipefail
+pkgs=(
+  docker-registry   # the local OCI registry (distribution) for tests and the demo
+  skopeo            # pushes the test images into it
+  busybox-static    # the content of the test images
+  apache2-utils     # htpasswd, for the registry's basic-auth tests
+  curl zstd gzip tar ca-certificates
+  gcc pkg-config    # C parts of crates (zstd)
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
