@@ -145,7 +145,9 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Image(cmd) => {
             let cfg = cli.global.load_config()?;
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(image_client(&cfg, cmd))
         }
     }
@@ -173,7 +175,12 @@ async fn image_client(cfg: &Config, cmd: ImageCommand) -> Result<()> {
         .await
         .with_context(|| format!("connecting to the daemon on {}", socket.display()))?;
     let mut c = ImageServiceClient::new(ch);
-    let spec = |image: String| Some(api::ImageSpec { image, ..Default::default() });
+    let spec = |image: String| {
+        Some(api::ImageSpec {
+            image,
+            ..Default::default()
+        })
+    };
     let status = |s: tonic::Status| anyhow::anyhow!("{:?}: {}", s.code(), s.message());
     match cmd {
         ImageCommand::Pull { reference, creds } => {
@@ -181,21 +188,46 @@ async fn image_client(cfg: &Config, cmd: ImageCommand) -> Result<()> {
                 None => None,
                 Some(c) => {
                     let (u, p) = c.split_once(':').context("--creds must be USER:PASSWORD")?;
-                    Some(api::AuthConfig { username: u.into(), password: p.into(), ..Default::default() })
+                    Some(api::AuthConfig {
+                        username: u.into(),
+                        password: p.into(),
+                        ..Default::default()
+                    })
                 }
             };
             let t0 = std::time::Instant::now();
             let r = c
-                .pull_image(api::PullImageRequest { image: spec(reference.clone()), auth, sandbox_config: None })
+                .pull_image(api::PullImageRequest {
+                    image: spec(reference.clone()),
+                    auth,
+                    sandbox_config: None,
+                })
                 .await
                 .map_err(status)?;
-            println!("{}\t{}\t{:.1} ms", r.into_inner().image_ref, reference, t0.elapsed().as_secs_f64() * 1e3);
+            println!(
+                "{}\t{}\t{:.1} ms",
+                r.into_inner().image_ref,
+                reference,
+                t0.elapsed().as_secs_f64() * 1e3
+            );
         }
         ImageCommand::Ls => {
-            let imgs = c.list_images(api::ListImagesRequest { filter: None }).await.map_err(status)?.into_inner().images;
-            println!("{:<60} {:<15} {:<13} {:>10}", "IMAGE", "TAG", "IMAGE ID", "SIZE");
+            let imgs = c
+                .list_images(api::ListImagesRequest { filter: None })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .images;
+            println!(
+                "{:<60} {:<15} {:<13} {:>10}",
+                "IMAGE", "TAG", "IMAGE ID", "SIZE"
+            );
             for i in imgs {
-                let short = i.id.trim_start_matches("sha256:").chars().take(13).collect::<String>();
+                let short =
+                    i.id.trim_start_matches("sha256:")
+                        .chars()
+                        .take(13)
+                        .collect::<String>();
                 let size = format!("{:.1}MB", i.size as f64 / 1e6);
                 if i.repo_tags.is_empty() {
                     println!("{:<60} {:<15} {short:<13} {size:>10}", "<none>", "<none>");
@@ -207,7 +239,11 @@ async fn image_client(cfg: &Config, cmd: ImageCommand) -> Result<()> {
             }
         }
         ImageCommand::Rm { reference } => {
-            c.remove_image(api::RemoveImageRequest { image: spec(reference.clone()) }).await.map_err(status)?;
+            c.remove_image(api::RemoveImageRequest {
+                image: spec(reference.clone()),
+            })
+            .await
+            .map_err(status)?;
             println!("removed {reference}");
         }
         ImageCommand::Import { .. } => unreachable!("handled by the caller"),

@@ -54,7 +54,10 @@ impl Puller {
         let mut failures: Vec<(String, ImageError)> = Vec::new();
         let mut found = None;
         for ep in &endpoints {
-            let auth = self.auth_for(ep, &creds)?;
+            // The request's credentials are for the image's registry: a mirror elsewhere gets
+            // only what the auth file holds for it.
+            let own = ep.reference.registry() == r.registry();
+            let auth = self.auth_for(ep, if own { &creds } else { &None })?;
             let client = client_for(ep, self.stall);
             let location = ep.reference.whole();
             tracing::debug!(image = %name, endpoint = %location, mirror = ep.mirror, "fetching manifest");
@@ -135,29 +138,38 @@ impl Puller {
         let plan = manifest::plan_layers(&name, &m, &config)?;
         let _layer_lease = store.lease(plan.iter().map(|(_, _, chain)| chain.clone()));
 
-        let total: u64 = plan.iter().map(|(d, _, _)| d.size).sum();
+        let total: u64 = plan
+            .iter()
+            .fold(0u64, |a, (d, _, _)| a.saturating_add(d.size));
         let layers =
             futures::future::try_join_all(plan.iter().map(|(desc, diff_id, chain)| {
                 self.layer(store, &src, desc, diff_id, chain, &name)
             }))
             .await?;
 
-        if let Some((bytes, digest)) = &index {
-            store.put_blob(digest, bytes)?;
-        }
-        store.put_blob(&manifest_digest, &manifest_bytes)?;
-        store.put_blob(&m.config.digest, &config_bytes)?;
         let rec = manifest::build_record(RecordParts {
             config_digest: m.config.digest.clone(),
             config_size: config_bytes.len() as u64,
             config,
             manifest_digest,
-            index_digest: index.map(|(_, d)| d),
+            index_digest: index.as_ref().map(|(_, d)| d.clone()),
             layers,
             repo_tags: reference::tagged(r).into_iter().collect(),
             repo_digests: vec![reference::digested(r, &top_digest)],
         });
-        let rec = store.commit_image(rec)?;
+        // Disk writes and fsyncs: off the async workers.
+        let st = store.clone();
+        let config_digest = m.config.digest.clone();
+        let rec = tokio::task::spawn_blocking(move || {
+            if let Some((bytes, digest)) = &index {
+                st.put_blob(digest, bytes)?;
+            }
+            st.put_blob(&rec.manifest_digest, &manifest_bytes)?;
+            st.put_blob(&config_digest, &config_bytes)?;
+            st.commit_image(rec)
+        })
+        .await
+        .map_err(|e| ImageError::Internal(format!("committing the image: {e}")))??;
         tracing::info!(
             image = %name, id = %rec.id, from = %src.location, bytes = total,
             elapsed_ms = started.elapsed().as_millis() as u64, "image pulled"
@@ -380,7 +392,10 @@ impl Puller {
         }
         let (tmp, u) = unpacked?;
         let rec = record(u.digest, u.size, u.unpacked_size);
-        store.commit_layer(tmp, &rec)?;
+        let (st, r2) = (store.clone(), rec.clone());
+        tokio::task::spawn_blocking(move || st.commit_layer(tmp, &r2))
+            .await
+            .map_err(|e| ImageError::Internal(format!("committing a layer: {e}")))??;
         Ok(rec)
     }
 }

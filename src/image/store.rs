@@ -121,6 +121,16 @@ impl Store {
             };
             r.map_err(|e| io("removing", &p, e))?;
         }
+        // A layer directory without layer.json was never committed.
+        let ldir = dir.join("layers");
+        for e in fs::read_dir(&ldir)
+            .map_err(|e| io("reading", &ldir, e))?
+            .flatten()
+        {
+            if !e.path().join("layer.json").is_file() {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
         let mut records = BTreeMap::new();
         let rdir = dir.join("records");
         for e in fs::read_dir(&rdir)
@@ -163,7 +173,9 @@ impl Store {
                     let _ = fs::remove_file(store.record_path(&r));
                 }
             }
-            store.gc_locked(&st);
+            let trash = store.gc_locked(&st);
+            drop(st);
+            drop(trash);
         }
         Ok(store)
     }
@@ -235,10 +247,8 @@ impl Store {
         if self.layer_exists(&rec.chain_id) {
             return Ok(());
         }
-        if target.exists() {
-            // A directory without layer.json cannot come from a commit: it is debris.
-            let _ = fs::remove_dir_all(&target);
-        }
+        // rename(2) of a directory onto an existing non-empty one fails: whoever renamed first
+        // wins, and the loser's copy is removed with its TempDir.
         match fs::rename(tmp.path(), &target) {
             Ok(()) => {
                 let _ = tmp.keep();
@@ -278,6 +288,10 @@ impl Store {
     /// Stores an image record, merging tags and digests with an existing record of the same ID,
     /// and moves each of its tags away from any other image.
     pub fn commit_image(&self, mut rec: ImageRecord) -> Result<ImageRecord, ImageError> {
+        // Unpacked files are written without fsync; flush them all before the record that makes
+        // them visible, so a power loss cannot leave a visible image with truncated files.
+        crate::sys::sync_filesystem(&self.dir)
+            .map_err(|e| ImageError::io("syncing the image store", e))?;
         let mut st = self.lock();
         if let Some(old) = st.records.get(&rec.id) {
             for t in &old.repo_tags {
@@ -371,40 +385,42 @@ impl Store {
                 return Err(ImageError::io("removing image record", e));
             }
         }
-        self.gc_locked(&st);
+        let trash = self.gc_locked(&st);
+        drop(st);
+        drop(trash);
         Ok(Some(rec.id))
     }
 
-    /// Removes layers and blobs that no record references and no lease holds.
-    fn gc_locked(&self, st: &State) {
+    /// Removes layers and blobs that no record references and no lease holds. Under the lock
+    /// they are only renamed into tmp/ (cheap); the returned directory is deleted by its drop,
+    /// after the caller released the lock.
+    fn gc_locked(&self, st: &State) -> Option<tempfile::TempDir> {
+        let trash = self.temp_dir("gc-").ok()?;
         let mut keep: HashSet<String> = st.leases.keys().cloned().collect();
         for r in st.records.values() {
             keep.extend(r.blobs().cloned());
             keep.extend(r.layers.iter().map(|l| l.chain_id.clone()));
         }
-        let sweep = |dir: PathBuf, is_layer: bool| {
-            let Ok(rd) = fs::read_dir(&dir) else { return };
+        let mut n = 0;
+        for dir in [self.dir.join("layers"), self.dir.join("blobs/sha256")] {
+            let Ok(rd) = fs::read_dir(&dir) else { continue };
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if keep.contains(&format!("sha256:{name}")) {
+                // Dot files are atomic writes in flight.
+                if name.starts_with('.') || keep.contains(&format!("sha256:{name}")) {
                     continue;
                 }
+                n += 1;
                 let p = e.path();
-                let r = if is_layer {
-                    fs::remove_dir_all(&p)
-                } else {
-                    fs::remove_file(&p)
-                };
-                match r {
+                match fs::rename(&p, trash.path().join(n.to_string())) {
                     Ok(()) => tracing::debug!(path = %p.display(), "freed unused image data"),
                     Err(err) => {
                         tracing::warn!(path = %p.display(), error = %err, "could not free unused image data")
                     }
                 }
             }
-        };
-        sweep(self.dir.join("layers"), true);
-        sweep(self.dir.join("blobs/sha256"), false);
+        }
+        Some(trash)
     }
 
     /// Bytes and inodes the store uses.

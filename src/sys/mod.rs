@@ -60,3 +60,10 @@ pub fn disk_usage(dir: &Path) -> io::Result<(u64, u64)> {
     }
     Ok((bytes, inodes))
 }
+
+/// Flushes every dirty page of the filesystem holding `path` (syncfs(2)).
+pub fn sync_filesystem(path: &Path) -> io::Result<()> {
+    let f = std::fs::File::open(path)?;
+    use std::os::fd::AsRawFd;
+    nix::unistd::syncfs(f.as_raw_fd()).map_err(io::Error::from)
+}
