@@ -96,6 +96,13 @@ impl Puller {
                             manifest::host_platform().0
                         ),
                     })?;
+                if entry.size > manifest::MAX_DOCUMENT {
+                    return Err(ImageError::Corrupt(format!(
+                        "{name}: the index declares a manifest of {} bytes (limit {})",
+                        entry.size,
+                        manifest::MAX_DOCUMENT
+                    )));
+                }
                 let pinned = src.reference.clone_with_digest(entry.digest.clone());
                 let bytes = self
                     .within(
