@@ -3,7 +3,8 @@
 # 127.0.0.1, optionally with htpasswd basic auth, and the test images pushed with skopeo.
 #
 #   hack/registry.sh start DIR PORT [--htpasswd USER:PASS] [--watch PID]
-#       serve DIR/storage on 127.0.0.1:PORT; with --watch the registry stops when PID exits
+#       serve DIR/storage on 127.0.0.1:PORT; with --watch the registry stops and DIR is removed
+#       when PID exits
 #   hack/registry.sh push PORT [--creds USER:PASS] [--images DIR]
 #       push the test images (hack/build-test-images.sh builds them) as
 #       ferrio-test/{busybox:{latest,1.35,1},busybox-uid,busybox-user,multilayer,multiarch}:latest
@@ -52,9 +53,14 @@ YML
   rpid=$!
   echo $rpid > "$dir/registry.pid"
   if [ -n "$watch" ]; then
-    # Stop the registry when the watched process (a test binary) is gone.
+    # When the watched process (a test binary) is gone, stop the registry and remove DIR: a
+    # registry shared by a whole test binary is never dropped, so nothing else would.
     ( while kill -0 "$watch" 2>/dev/null && kill -0 $rpid 2>/dev/null; do sleep 0.5; done
-      kill $rpid 2>/dev/null || true ) >/dev/null 2>&1 &
+      kill $rpid 2>/dev/null || true
+      if ! kill -0 "$watch" 2>/dev/null; then
+        for _ in $(seq 20); do kill -0 $rpid 2>/dev/null || break; sleep 0.1; done
+        rm -rf "$dir"
+      fi ) >/dev/null 2>&1 &
   fi
   for _ in $(seq 100); do
     code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v2/" || true)
