@@ -138,13 +138,12 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Image(ImageCommand::Import { files }) => {
-            let cfg = cli.global.load_config()?;
-            crate::telemetry::init("warn,ferrio=info");
-            import(&cfg, &files)
-        }
         Command::Image(cmd) => {
             let cfg = cli.global.load_config()?;
+            if let ImageCommand::Import { files } = &cmd {
+                crate::telemetry::init("warn,ferrio=info");
+                return import(&cfg, files);
+            }
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -246,7 +245,9 @@ async fn image_client(cfg: &Config, cmd: ImageCommand) -> Result<()> {
             .map_err(status)?;
             println!("removed {reference}");
         }
-        ImageCommand::Import { .. } => unreachable!("handled by the caller"),
+        ImageCommand::Import { .. } => {
+            bail!("image import runs outside the client runtime; this is a bug")
+        }
     }
     Ok(())
 }
