@@ -20,3 +20,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
+for c in clippy fmt; do
+  cargo $c --version >/dev/null 2>&1 || { echo "cargo $c not found: add the Rust component (rustup component add ${c/fmt/rustfmt})" >&2; exit 1; }
+done
