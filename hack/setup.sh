@@ -9,6 +9,9 @@ pkgs=(
   apache2-utils     # htpasswd, for the registry's basic-auth tests
   curl zstd gzip tar ca-certificates
   gcc pkg-config    # C parts of crates (zstd)
+  libseccomp-dev    # libcontainer's seccomp support links libseccomp
+  runc crun         # the external OCI runtime handlers, tested beside the built-in one
+  iproute2 util-linux procps  # ip, mount/nsenter, ps: the end-to-end tests inspect what pods leave
 )
 missing=()
 for p in "${pkgs[@]}"; do
