@@ -4,12 +4,17 @@
 //! `cli` → `server` → `cri` (proto ⇄ domain) → `image` … → `state`, `sys`.
 //! Only `cri` sees tonic and prost types; only `sys` may hold `unsafe`.
 
+pub mod cgroups;
 pub mod cli;
 pub mod config;
 pub mod cri;
+pub mod engine;
 pub mod error;
 pub mod image;
+pub mod monitor;
+pub mod runtime;
 pub mod server;
+pub mod spec;
 pub mod state;
 pub mod sys;
 pub mod telemetry;

@@ -104,6 +104,12 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 }
 
 pub fn main() -> std::process::ExitCode {
+    // The re-exec'd helpers: plain single-threaded programs, dispatched before anything else
+    // (no clap, no tokio, no logging set-up) so they start fast and stay single-threaded.
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(code) = helper(&argv) {
+        return std::process::ExitCode::from(code.clamp(0, 255) as u8);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -111,6 +117,33 @@ pub fn main() -> std::process::ExitCode {
             eprintln!("ferrio: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs a hidden helper mode when argv names one.
+fn helper(argv: &[String]) -> Option<i32> {
+    let arg = |i: usize| argv.get(i).map(String::as_str).unwrap_or("");
+    match arg(1) {
+        "__monitor" => Some(crate::monitor::main(Path::new(arg(2)))),
+        "__exec" => Some(crate::monitor::exec::main()),
+        "__pin-ns" => Some(crate::monitor::pinns::main(arg(2))),
+        "__delete" => {
+            let handler: crate::runtime::Handler = match serde_json::from_str(arg(2)) {
+                Ok(h) => h,
+                Err(e) => {
+                    eprintln!("ferrio __delete: bad handler: {e}");
+                    return Some(2);
+                }
+            };
+            match handler.runtime().delete(arg(3), true) {
+                Ok(()) => Some(0),
+                Err(e) => {
+                    eprintln!("{e}");
+                    Some(1)
+                }
+            }
+        }
+        _ => None,
     }
 }
 

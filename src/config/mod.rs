@@ -65,6 +65,54 @@ pub struct ApiConfig {
 pub struct RuntimeConfig {
     /// The cgroup driver reported to kubelet in RuntimeConfig.
     pub cgroup_driver: CgroupDriver,
+    /// The handler used when RunPodSandbox names none.
+    pub default_runtime: String,
+    /// Runtime handlers by name (RunPodSandbox's `runtime_handler`).
+    pub runtimes: std::collections::BTreeMap<String, RuntimeHandler>,
+    /// The parent cgroup of pods whose request gives none.
+    pub default_cgroup_parent: String,
+    /// Size of a pod's /dev/shm tmpfs, in bytes.
+    pub shm_size: u64,
+    /// Host paths that a container mount may not create when they are missing (the path
+    /// itself or anything below it).
+    pub absent_mount_sources_to_reject: Vec<PathBuf>,
+}
+
+/// One runtime handler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeHandler {
+    /// "builtin": youki's libcontainer inside ferrio; "oci": an OCI runtime CLI (runc, crun).
+    pub runtime_type: String,
+    /// The OCI runtime binary (for "oci").
+    pub runtime_path: PathBuf,
+    /// The runtime's state directory; empty: `<run_root>/runtimes/<name>`.
+    pub runtime_root: PathBuf,
+}
+
+impl Default for RuntimeHandler {
+    fn default() -> Self {
+        RuntimeHandler {
+            runtime_type: "builtin".into(),
+            runtime_path: PathBuf::new(),
+            runtime_root: PathBuf::new(),
+        }
+    }
+}
+
+fn default_runtimes() -> std::collections::BTreeMap<String, RuntimeHandler> {
+    let oci = |p: &str| RuntimeHandler {
+        runtime_type: "oci".into(),
+        runtime_path: PathBuf::from(p),
+        runtime_root: PathBuf::new(),
+    };
+    [
+        ("ferrio".to_string(), RuntimeHandler::default()),
+        ("runc".to_string(), oci("/usr/sbin/runc")),
+        ("crun".to_string(), oci("/usr/bin/crun")),
+    ]
+    .into_iter()
+    .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,6 +149,15 @@ impl Default for Config {
             },
             runtime: RuntimeConfig {
                 cgroup_driver: CgroupDriver::Cgroupfs,
+                default_runtime: "ferrio".into(),
+                runtimes: default_runtimes(),
+                default_cgroup_parent: "/ferrio".into(),
+                shm_size: 64 * 1024 * 1024,
+                absent_mount_sources_to_reject: vec![
+                    PathBuf::from("/proc"),
+                    PathBuf::from("/sys"),
+                    PathBuf::from("/dev"),
+                ],
             },
             image: ImageConfig {
                 registries_conf: PathBuf::from("/etc/containers/registries.conf"),
@@ -165,6 +222,7 @@ impl Config {
                 path: main.clone(),
                 message: e.to_string(),
             })?;
+        let cfg = cfg.complete();
         cfg.validate()?;
         Ok(cfg)
     }
@@ -177,8 +235,27 @@ impl Config {
                 path: PathBuf::from("<string>"),
                 message: e.to_string(),
             })?;
+        let cfg = cfg.complete();
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Handlers from the config file are added to the built-in ones (ferrio, runc, crun).
+    fn complete(mut self) -> Config {
+        for (name, h) in default_runtimes() {
+            self.runtime.runtimes.entry(name).or_insert(h);
+        }
+        self
+    }
+
+    /// The state directory of a runtime handler.
+    pub fn runtime_root(&self, name: &str) -> Option<PathBuf> {
+        let h = self.runtime.runtimes.get(name)?;
+        Some(if h.runtime_root.as_os_str().is_empty() {
+            self.run_root.join("runtimes").join(name)
+        } else {
+            h.runtime_root.clone()
+        })
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -186,6 +263,32 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "image.max_concurrent_downloads must be at least 1".into(),
             ));
+        }
+        if !self
+            .runtime
+            .runtimes
+            .contains_key(&self.runtime.default_runtime)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "runtime.default_runtime {:?} is not one of runtime.runtimes",
+                self.runtime.default_runtime
+            )));
+        }
+        for (name, h) in &self.runtime.runtimes {
+            match h.runtime_type.as_str() {
+                "builtin" => {}
+                "oci" if h.runtime_path.is_absolute() => {}
+                "oci" => {
+                    return Err(ConfigError::Invalid(format!(
+                        "runtime.runtimes.{name}.runtime_path must be an absolute path"
+                    )))
+                }
+                t => {
+                    return Err(ConfigError::Invalid(format!(
+                        "runtime.runtimes.{name}.runtime_type {t:?} is not \"builtin\" or \"oci\""
+                    )))
+                }
+            }
         }
         if !self.root.is_absolute() || !self.run_root.is_absolute() {
             return Err(ConfigError::Invalid(

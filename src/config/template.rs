@@ -46,7 +46,20 @@ shutdown_timeout = {shutdown}
 [runtime]
 # The cgroup driver reported to kubelet: "cgroupfs" or "systemd".
 cgroup_driver = "{driver}"
+# The runtime handler for pods whose RunPodSandbox names none.
+default_runtime = {default_runtime}
+# The parent cgroup of pods whose request gives no cgroup_parent.
+default_cgroup_parent = {cgroup_parent}
+# Size of each pod's /dev/shm tmpfs, in bytes.
+shm_size = {shm_size}
+# Missing host paths of container mounts are created as directories, except at or below these.
+absent_mount_sources_to_reject = [{reject}]
 
+# Runtime handlers, selected by RunPodSandbox's runtime_handler.
+# runtime_type "builtin": youki's libcontainer inside ferrio (no external runtime).
+# runtime_type "oci": an OCI runtime CLI such as runc or crun, at runtime_path.
+# runtime_root: the runtime's state directory; empty: <run_root>/runtimes/<name>.
+{runtimes}
 [image]
 # A containers-registries.conf(5) v2 file ([[registry]] prefix/location/insecure/blocked and
 # [[registry.mirror]] entries). A missing file means no rules.
@@ -64,6 +77,28 @@ pull_progress_timeout = {stall}
 # Empty: <root>/import.
 import_dir = {import_dir}
 "#,
+        default_runtime = toml_str(&c.runtime.default_runtime),
+        cgroup_parent = toml_str(&c.runtime.default_cgroup_parent),
+        shm_size = c.runtime.shm_size,
+        reject = c
+            .runtime
+            .absent_mount_sources_to_reject
+            .iter()
+            .map(|p| s(p))
+            .collect::<Vec<_>>()
+            .join(", "),
+        runtimes = c
+            .runtime
+            .runtimes
+            .iter()
+            .map(|(name, h)| format!(
+                "[runtime.runtimes.{name}]\nruntime_type = {}\nruntime_path = {}\nruntime_root = {}\n",
+                toml_str(&h.runtime_type),
+                s(&h.runtime_path),
+                s(&h.runtime_root)
+            ))
+            .collect::<Vec<_>>()
+            .join("\n"),
         root = s(&c.root),
         run_root = s(&c.run_root),
         log_level = toml_str(&c.log_level),

@@ -2,6 +2,7 @@
 //! request, calls the domain, and converts the answer; `error` maps domain errors to gRPC codes.
 
 pub mod admin;
+pub mod convert;
 pub mod error;
 pub mod image;
 pub mod runtime;

@@ -1,22 +1,84 @@
-//! RuntimeService: Version, Status and RuntimeConfig. Every other RPC answers `Unimplemented`
-//! (the generated default) until the runtime core lands.
+//! RuntimeService: pods, containers, ExecSync, and the runtime's status. Each handler is thin:
+//! convert the request, call the engine, convert the answer. RPCs of later milestones
+//! (streaming, stats, events, metrics, checkpoint) answer `Unimplemented` (the generated
+//! defaults).
 
 use super::api::{self, runtime_service_server::RuntimeService};
+use super::convert;
 use crate::config::{CgroupDriver, Config};
+use crate::engine::{ContainerState, Engine, EngineError, PodState};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
+
+type BoxStream<T> =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
+const STREAM_CHUNK: usize = 100;
+
+impl From<EngineError> for Status {
+    fn from(e: EngineError) -> Status {
+        super::error::status(&e)
+    }
+}
+
+fn pod_filter(engine: &Engine, f: &Option<api::PodSandboxFilter>) -> Vec<api::PodSandbox> {
+    engine
+        .list_pods()
+        .into_iter()
+        .filter(|p| match f {
+            None => true,
+            Some(f) => {
+                (f.id.is_empty() || p.id.starts_with(&f.id))
+                    && f.state.as_ref().is_none_or(|s| {
+                        s.state
+                            == (match p.state {
+                                PodState::Ready => api::PodSandboxState::SandboxReady,
+                                PodState::NotReady => api::PodSandboxState::SandboxNotready,
+                            }) as i32
+                    })
+                    && convert::labels_match(&p.config.labels, &f.label_selector)
+            }
+        })
+        .map(|p| convert::pod_sandbox(&p))
+        .collect()
+}
+
+fn container_filter(engine: &Engine, f: &Option<api::ContainerFilter>) -> Vec<api::Container> {
+    engine
+        .list_containers()
+        .into_iter()
+        .filter(|c| match f {
+            None => true,
+            Some(f) => {
+                (f.id.is_empty() || c.id.starts_with(&f.id))
+                    && (f.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&f.pod_sandbox_id))
+                    && f.state.as_ref().is_none_or(|s| {
+                        s.state
+                            == (match c.state {
+                                ContainerState::Created => api::ContainerState::ContainerCreated,
+                                ContainerState::Running => api::ContainerState::ContainerRunning,
+                                ContainerState::Exited => api::ContainerState::ContainerExited,
+                                ContainerState::Creating => api::ContainerState::ContainerUnknown,
+                            }) as i32
+                    })
+                    && convert::labels_match(&c.config.labels, &f.label_selector)
+            }
+        })
+        .map(|c| convert::container(&c))
+        .collect()
+}
 
 pub const RUNTIME_NAME: &str = "ferrio";
 pub const CRI_VERSION: &str = "v1";
 
 pub struct Runtime {
     config: Arc<Config>,
+    engine: Arc<Engine>,
 }
 
 impl Runtime {
-    pub fn new(config: Arc<Config>) -> Self {
-        Runtime { config }
+    pub fn new(config: Arc<Config>, engine: Arc<Engine>) -> Self {
+        Runtime { config, engine }
     }
 }
 
@@ -58,10 +120,22 @@ impl RuntimeService for Runtime {
                 .map_err(|e| Status::internal(e.to_string()))?;
             info.insert("config".to_string(), cfg);
         }
+        let runtime_handlers = self
+            .engine
+            .handler_names()
+            .into_iter()
+            .map(|name| api::RuntimeHandler {
+                name,
+                features: Some(api::RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: false,
+                    user_namespaces: false,
+                }),
+            })
+            .collect();
         Ok(Response::new(api::StatusResponse {
             status: Some(api::RuntimeStatus { conditions }),
             info,
-            runtime_handlers: vec![],
+            runtime_handlers,
             features: None,
         }))
     }
@@ -79,5 +153,244 @@ impl RuntimeService for Runtime {
                 cgroup_driver: driver as i32,
             }),
         }))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        req: Request<api::RunPodSandboxRequest>,
+    ) -> Result<Response<api::RunPodSandboxResponse>, Status> {
+        let r = req.into_inner();
+        let cfg = r.config.ok_or_else(|| super::error::missing("config"))?;
+        let id = self
+            .engine
+            .run_pod(convert::pod_config(&cfg), &r.runtime_handler)
+            .await?;
+        Ok(Response::new(api::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        req: Request<api::StopPodSandboxRequest>,
+    ) -> Result<Response<api::StopPodSandboxResponse>, Status> {
+        self.engine.stop_pod(&req.get_ref().pod_sandbox_id).await?;
+        Ok(Response::new(api::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        req: Request<api::RemovePodSandboxRequest>,
+    ) -> Result<Response<api::RemovePodSandboxResponse>, Status> {
+        self.engine
+            .remove_pod(&req.get_ref().pod_sandbox_id)
+            .await?;
+        Ok(Response::new(api::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        req: Request<api::PodSandboxStatusRequest>,
+    ) -> Result<Response<api::PodSandboxStatusResponse>, Status> {
+        let r = req.get_ref();
+        let p = self.engine.pod_status(&r.pod_sandbox_id)?;
+        let mut info = HashMap::new();
+        if r.verbose {
+            let v = serde_json::json!({
+                "runtimeHandler": p.runtime_handler,
+                "cgroup": p.cgroup,
+                "paths": p.paths,
+                "pause": p.pause,
+                "config": p.config,
+            });
+            info.insert("info".to_string(), v.to_string());
+        }
+        let containers_statuses = self
+            .engine
+            .list_containers()
+            .into_iter()
+            .filter(|c| c.pod_id == p.id)
+            .map(|c| convert::container_status(&c))
+            .collect();
+        Ok(Response::new(api::PodSandboxStatusResponse {
+            status: Some(convert::pod_status(&p)),
+            info,
+            containers_statuses,
+            timestamp: crate::engine::now_ns(),
+        }))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        req: Request<api::ListPodSandboxRequest>,
+    ) -> Result<Response<api::ListPodSandboxResponse>, Status> {
+        Ok(Response::new(api::ListPodSandboxResponse {
+            items: pod_filter(&self.engine, &req.get_ref().filter),
+        }))
+    }
+
+    async fn stream_pod_sandboxes(
+        &self,
+        req: Request<api::StreamPodSandboxesRequest>,
+    ) -> Result<Response<BoxStream<api::StreamPodSandboxesResponse>>, Status> {
+        let all = pod_filter(&self.engine, &req.get_ref().filter);
+        let chunks: Vec<Result<api::StreamPodSandboxesResponse, Status>> = all
+            .chunks(STREAM_CHUNK)
+            .map(|c| {
+                Ok(api::StreamPodSandboxesResponse {
+                    pod_sandboxes: c.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
+    async fn create_container(
+        &self,
+        req: Request<api::CreateContainerRequest>,
+    ) -> Result<Response<api::CreateContainerResponse>, Status> {
+        let r = req.into_inner();
+        let cfg = r.config.ok_or_else(|| super::error::missing("config"))?;
+        let id = self
+            .engine
+            .create_container(&r.pod_sandbox_id, convert::container_config(&cfg))
+            .await?;
+        Ok(Response::new(api::CreateContainerResponse {
+            container_id: id,
+        }))
+    }
+
+    async fn start_container(
+        &self,
+        req: Request<api::StartContainerRequest>,
+    ) -> Result<Response<api::StartContainerResponse>, Status> {
+        self.engine
+            .start_container(&req.get_ref().container_id)
+            .await?;
+        Ok(Response::new(api::StartContainerResponse {}))
+    }
+
+    async fn stop_container(
+        &self,
+        req: Request<api::StopContainerRequest>,
+    ) -> Result<Response<api::StopContainerResponse>, Status> {
+        let r = req.get_ref();
+        self.engine
+            .stop_container(&r.container_id, r.timeout)
+            .await?;
+        Ok(Response::new(api::StopContainerResponse {}))
+    }
+
+    async fn remove_container(
+        &self,
+        req: Request<api::RemoveContainerRequest>,
+    ) -> Result<Response<api::RemoveContainerResponse>, Status> {
+        self.engine
+            .remove_container(&req.get_ref().container_id)
+            .await?;
+        Ok(Response::new(api::RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(
+        &self,
+        req: Request<api::ListContainersRequest>,
+    ) -> Result<Response<api::ListContainersResponse>, Status> {
+        Ok(Response::new(api::ListContainersResponse {
+            containers: container_filter(&self.engine, &req.get_ref().filter),
+        }))
+    }
+
+    async fn stream_containers(
+        &self,
+        req: Request<api::StreamContainersRequest>,
+    ) -> Result<Response<BoxStream<api::StreamContainersResponse>>, Status> {
+        let all = container_filter(&self.engine, &req.get_ref().filter);
+        let chunks: Vec<Result<api::StreamContainersResponse, Status>> = all
+            .chunks(STREAM_CHUNK)
+            .map(|c| {
+                Ok(api::StreamContainersResponse {
+                    containers: c.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
+    async fn container_status(
+        &self,
+        req: Request<api::ContainerStatusRequest>,
+    ) -> Result<Response<api::ContainerStatusResponse>, Status> {
+        let r = req.get_ref();
+        let c = self.engine.container_status(&r.container_id)?;
+        let mut info = HashMap::new();
+        if r.verbose {
+            let v = serde_json::json!({
+                "pid": c.pid,
+                "monitorPid": c.monitor_pid,
+                "runtimeHandler": c.handler,
+                "cgroup": c.cgroup,
+                "sandboxID": c.pod_id,
+                "config": c.config,
+            });
+            info.insert("info".to_string(), v.to_string());
+        }
+        Ok(Response::new(api::ContainerStatusResponse {
+            status: Some(convert::container_status(&c)),
+            info,
+        }))
+    }
+
+    async fn update_container_resources(
+        &self,
+        req: Request<api::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<api::UpdateContainerResourcesResponse>, Status> {
+        let r = req.get_ref();
+        let res = r
+            .linux
+            .as_ref()
+            .ok_or_else(|| super::error::missing("linux"))?;
+        self.engine
+            .update_resources(&r.container_id, &convert::resources(res))
+            .await?;
+        Ok(Response::new(api::UpdateContainerResourcesResponse {}))
+    }
+
+    async fn reopen_container_log(
+        &self,
+        req: Request<api::ReopenContainerLogRequest>,
+    ) -> Result<Response<api::ReopenContainerLogResponse>, Status> {
+        self.engine.reopen_log(&req.get_ref().container_id).await?;
+        Ok(Response::new(api::ReopenContainerLogResponse {}))
+    }
+
+    async fn exec_sync(
+        &self,
+        req: Request<api::ExecSyncRequest>,
+    ) -> Result<Response<api::ExecSyncResponse>, Status> {
+        let r = req.into_inner();
+        let (stdout, stderr, exit_code) = self
+            .engine
+            .exec_sync(&r.container_id, r.cmd, r.timeout)
+            .await?;
+        Ok(Response::new(api::ExecSyncResponse {
+            stdout,
+            stderr,
+            exit_code,
+        }))
+    }
+
+    async fn update_runtime_config(
+        &self,
+        req: Request<api::UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<api::UpdateRuntimeConfigResponse>, Status> {
+        let cidr = req
+            .get_ref()
+            .runtime_config
+            .as_ref()
+            .and_then(|c| c.network_config.as_ref())
+            .map(|n| n.pod_cidr.clone())
+            .unwrap_or_default();
+        tracing::info!(pod_cidr = %cidr, "UpdateRuntimeConfig (pod CIDR noted; CNI plugins own addressing)");
+        Ok(Response::new(api::UpdateRuntimeConfigResponse {}))
     }
 }

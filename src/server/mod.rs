@@ -85,12 +85,18 @@ pub async fn serve_until(
     };
 
     let cfg = Arc::new(cfg);
+    let engine = crate::engine::Engine::open(cfg.clone(), images.clone())
+        .await
+        .map_err(|e| ServerError::Io {
+            context: "restoring pods and containers".into(),
+            source: std::io::Error::other(e),
+        })?;
     let (recv, send) = (
         cfg.api.grpc_max_recv_msg_size,
         cfg.api.grpc_max_send_msg_size,
     );
     let routes = tonic::service::Routes::new(
-        RuntimeServiceServer::new(Runtime::new(cfg.clone()))
+        RuntimeServiceServer::new(Runtime::new(cfg.clone(), engine))
             .max_decoding_message_size(recv)
             .max_encoding_message_size(send),
     )

@@ -67,3 +67,7 @@ pub fn sync_filesystem(path: &Path) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     nix::unistd::syncfs(f.as_raw_fd()).map_err(io::Error::from)
 }
+
+pub mod mount;
+pub mod net;
+pub mod process;

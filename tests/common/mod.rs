@@ -493,3 +493,173 @@ pub async fn raw_grpc(
     let trailers = recv.trailers().await.unwrap().unwrap_or_default();
     pick(&trailers).unwrap_or((0, String::new()))
 }
+
+/// A pod config with a unique name and a log directory under `dir`.
+pub fn pod_config(name: &str, log_dir: &Path) -> api::PodSandboxConfig {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    api::PodSandboxConfig {
+        metadata: Some(api::PodSandboxMetadata {
+            name: format!("{name}-{n}"),
+            uid: format!("uid-{name}-{n}-{}", std::process::id()),
+            namespace: "test".into(),
+            attempt: 0,
+        }),
+        hostname: name.to_string(),
+        log_directory: log_dir.display().to_string(),
+        linux: Some(api::LinuxPodSandboxConfig {
+            security_context: Some(api::LinuxSandboxSecurityContext {
+                namespace_options: Some(api::NamespaceOption {
+                    pid: api::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A container config running `sh -c script` from `image`, logging to `<name>.log`.
+pub fn sh_container(name: &str, image: &str, script: &str) -> api::ContainerConfig {
+    api::ContainerConfig {
+        metadata: Some(api::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(spec(image)),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}.log"),
+        ..Default::default()
+    }
+}
+
+/// Polls ContainerStatus until the container has exited (or panics after `secs`).
+pub async fn wait_exited(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    secs: u64,
+) -> api::ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let st = rt
+            .container_status(api::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        if st.state == api::ContainerState::ContainerExited as i32 {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {id} did not exit in {secs} s: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A pod, created and ready, with a container runner around it.
+pub struct TestPod {
+    pub id: String,
+    pub logs: PathBuf,
+}
+
+pub async fn run_pod(
+    rt: &mut RuntimeServiceClient<Channel>,
+    cfg: api::PodSandboxConfig,
+    handler: &str,
+) -> TestPod {
+    let logs = PathBuf::from(&cfg.log_directory);
+    let id = rt
+        .run_pod_sandbox(api::RunPodSandboxRequest {
+            config: Some(cfg),
+            runtime_handler: handler.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    TestPod { id, logs }
+}
+
+pub async fn create_start(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod: &TestPod,
+    pod_cfg: &api::PodSandboxConfig,
+    c: api::ContainerConfig,
+) -> String {
+    let id = rt
+        .create_container(api::CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(c),
+            sandbox_config: Some(pod_cfg.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    rt.start_container(api::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    id
+}
+
+/// Mounts (from /proc/self/mountinfo) whose mount point contains `needle`.
+pub fn mounts_containing(needle: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Processes whose command line contains `needle`.
+pub fn processes_containing(needle: &str) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(needle) && pid != std::process::id() as i32 {
+            out.push((pid, cmd));
+        }
+    }
+    out
+}
+
+/// Cgroup directories (any hierarchy) whose path contains `needle`.
+pub fn cgroups_containing(needle: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                let p = e.path();
+                if p.to_string_lossy().contains(needle) {
+                    out.push(p.clone());
+                }
+                if p.components().count() < 12 {
+                    stack.push(p);
+                }
+            }
+        }
+    }
+    out
+}

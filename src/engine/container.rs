@@ -1,0 +1,943 @@
+//! Containers: CreateContainer (rootfs, spec, monitor), Start, Stop, Remove, Status, ExecSync,
+//! UpdateContainerResources, ReopenContainerLog.
+
+use super::{
+    blocking, new_id, now_ns, validate, ContainerRecord, ContainerState, Engine, EngineError,
+    PodState, Result,
+};
+use crate::error::Kind;
+use crate::monitor::exec::{ExecRequest, ExecResult};
+use crate::monitor::proto::{ExitInfo, MonitorConfig, Ready, Request, Response};
+use crate::runtime::{ExecProcess, Handler};
+use crate::spec::config::{ContainerConfig, ImageConfig, Mount, PodConfig, ResolvedDevice};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// ExecSync's cap on each of stdout and stderr (CVE-2022-1708).
+pub const EXEC_OUTPUT_CAP: usize = 16 * 1024 * 1024;
+
+pub fn container_name(pod: &PodConfig, c: &ContainerConfig) -> String {
+    format!(
+        "k8s_{}_{}_{}_{}_{}",
+        c.name, pod.name, pod.namespace, pod.uid, c.attempt
+    )
+}
+
+/// Signal number of a name such as `SIGTERM` or `TERM` (or a number).
+pub fn signal_number(s: &str) -> Option<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let up = s.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
+}
+
+fn validate_container(c: &ContainerConfig) -> Result<()> {
+    validate::name("metadata.name", &c.name, true)?;
+    if c.image.is_empty() {
+        return Err(EngineError::invalid("image.image is required"));
+    }
+    if !c.log_path.is_empty() {
+        validate::relative_inside("log_path", &c.log_path)?;
+    }
+    validate::bounded("command", c.command.len(), 4096)?;
+    validate::bounded("args", c.args.len(), 4096)?;
+    validate::bounded("envs", c.envs.len(), 4096)?;
+    validate::bounded("mounts", c.mounts.len(), 256)?;
+    validate::bounded("devices", c.devices.len(), 256)?;
+    validate::bounded("labels", c.labels.len(), 1024)?;
+    validate::bounded("annotations", c.annotations.len(), 1024)?;
+    let total: usize = c
+        .command
+        .iter()
+        .chain(&c.args)
+        .map(|s| s.len())
+        .sum::<usize>()
+        + c.envs.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    if total > 1 << 20 {
+        return Err(EngineError::invalid("command, args and envs exceed 1 MiB"));
+    }
+    for (k, _) in &c.envs {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return Err(EngineError::invalid(format!("envs key {k:?} is not valid")));
+        }
+    }
+    for s in c
+        .command
+        .iter()
+        .chain(&c.args)
+        .chain(c.envs.iter().map(|(_, v)| v))
+    {
+        if s.contains('\0') {
+            return Err(EngineError::invalid(
+                "command, args and envs must not contain NUL",
+            ));
+        }
+    }
+    for m in &c.mounts {
+        validate::absolute("mounts.container_path", &m.container_path)?;
+        validate::absolute("mounts.host_path", &m.host_path)?;
+    }
+    for d in &c.devices {
+        validate::absolute("devices.container_path", &d.container_path)?;
+        validate::absolute("devices.host_path", &d.host_path)?;
+        if !d.permissions.chars().all(|ch| "rwm".contains(ch)) {
+            return Err(EngineError::invalid(format!(
+                "devices.permissions {:?} is not a subset of \"rwm\"",
+                d.permissions
+            )));
+        }
+    }
+    if !c.working_dir.is_empty() {
+        validate::absolute("working_dir", &c.working_dir)?;
+    }
+    if !c.stop_signal.is_empty() && signal_number(&c.stop_signal).is_none() {
+        return Err(EngineError::invalid(format!(
+            "stop_signal {:?} is not a signal",
+            c.stop_signal
+        )));
+    }
+    if c.tty {
+        return Err(EngineError::new(Kind::Unimplemented, "tty containers arrive with the streaming server; this ferrio runs containers without a terminal"));
+    }
+    if let crate::spec::config::Profile::Localhost(p) = &c.security.seccomp {
+        validate::absolute("seccomp.localhost_ref", p)?;
+    }
+    Ok(())
+}
+
+/// Reads a file of the image's rootfs that must not be a symlink leading out of it.
+fn read_image_file(rootfs: &Path, rel: &str) -> Option<String> {
+    let mut p = rootfs.to_path_buf();
+    for comp in rel.split('/') {
+        p.push(comp);
+        if std::fs::symlink_metadata(&p).ok()?.file_type().is_symlink() {
+            return None;
+        }
+    }
+    let meta = std::fs::metadata(&p).ok()?;
+    if !meta.is_file() || meta.len() > 4 << 20 {
+        return None;
+    }
+    std::fs::read_to_string(&p).ok()
+}
+
+/// Resolves mount sources (a missing one is created as a directory unless it is under a
+/// rejected prefix; symlinks are followed) and devices.
+fn prepare_host(
+    c: &ContainerConfig,
+    reject: &[PathBuf],
+) -> Result<(Vec<PathBuf>, Vec<ResolvedDevice>)> {
+    let mut sources = Vec::new();
+    for m in &c.mounts {
+        let hp = Path::new(&m.host_path);
+        if std::fs::symlink_metadata(hp).is_err() {
+            if reject.iter().any(|r| hp.starts_with(r)) {
+                return Err(EngineError::invalid(format!(
+                    "mount host_path {} does not exist and may not be created",
+                    hp.display()
+                )));
+            }
+            std::fs::create_dir_all(hp).map_err(EngineError::io(format_args!(
+                "creating mount source {}",
+                hp.display()
+            )))?;
+        }
+        let real = std::fs::canonicalize(hp).map_err(EngineError::io(format_args!(
+            "resolving mount source {}",
+            hp.display()
+        )))?;
+        sources.push(real);
+    }
+    let mut devices = Vec::new();
+    for d in &c.devices {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let meta = std::fs::metadata(&d.host_path)
+            .map_err(|e| EngineError::not_found(format!("device {}: {e}", d.host_path)))?;
+        let kind = if meta.file_type().is_char_device() {
+            "c"
+        } else if meta.file_type().is_block_device() {
+            "b"
+        } else {
+            return Err(EngineError::invalid(format!(
+                "device {} is not a device node",
+                d.host_path
+            )));
+        };
+        let rdev = meta.rdev();
+        devices.push(ResolvedDevice {
+            container_path: d.container_path.clone(),
+            kind: kind.into(),
+            major: nix::sys::stat::major(rdev) as i64,
+            minor: nix::sys::stat::minor(rdev) as i64,
+            file_mode: meta.mode() & 0o777,
+            permissions: if d.permissions.is_empty() {
+                "rwm".into()
+            } else {
+                d.permissions.clone()
+            },
+        });
+    }
+    Ok((sources, devices))
+}
+
+fn reason_for(exit: &ExitInfo) -> &'static str {
+    if exit.oom_killed {
+        "OOMKilled"
+    } else if exit.exit_code == 0 {
+        "Completed"
+    } else {
+        "Error"
+    }
+}
+
+impl Engine {
+    fn handler(&self, name: &str) -> Result<Handler> {
+        let h = self.cfg().runtime.runtimes.get(name).ok_or_else(|| {
+            EngineError::invalid(format!("runtime handler {name:?} is not configured"))
+        })?;
+        let root = self.cfg().runtime_root(name).unwrap_or_default();
+        Ok(match h.runtime_type.as_str() {
+            "oci" => Handler::Oci {
+                path: h.runtime_path.clone(),
+                root,
+            },
+            _ => Handler::Builtin { root },
+        })
+    }
+
+    pub async fn create_container(
+        self: &Arc<Self>,
+        pod_s: &str,
+        config: ContainerConfig,
+    ) -> Result<String> {
+        validate_container(&config)?;
+        let pod_id = self
+            .resolve_pod(pod_s)?
+            .ok_or_else(|| EngineError::not_found(format!("pod sandbox {pod_s:?} not found")))?;
+        let pod = self.pod_status(&pod_id)?;
+        if pod.state != PodState::Ready {
+            return Err(EngineError::precondition(format!(
+                "pod sandbox {pod_id} is not ready"
+            )));
+        }
+        if !config.log_path.is_empty() && pod.config.log_directory.is_empty() {
+            return Err(EngineError::invalid(
+                "log_path is set but the pod has no log_directory",
+            ));
+        }
+        let image = self.images.status(&config.image).ok_or_else(|| {
+            EngineError::not_found(format!("image {:?} not found; pull it first", config.image))
+        })?;
+        let image_cfg = ImageConfig::from_json(&self.images.config_json(&image)?);
+        let handler = self.handler(&pod.runtime_handler)?;
+        let seccomp = self.seccomp_for(&config, &handler).await?;
+
+        let id = new_id();
+        let name = container_name(&pod.config, &config);
+        self.reserve(&name, &id)?;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let stop_signal = [config.stop_signal.as_str(), image_cfg.stop_signal.as_str()]
+            .into_iter()
+            .find(|s| !s.is_empty())
+            .and_then(signal_number)
+            .unwrap_or(libc::SIGTERM);
+        let log_path = if config.log_path.is_empty() {
+            PathBuf::new()
+        } else {
+            Path::new(&pod.config.log_directory).join(&config.log_path)
+        };
+        let mut rec = ContainerRecord {
+            id: id.clone(),
+            pod_id: pod_id.clone(),
+            config: config.clone(),
+            handler: pod.runtime_handler.clone(),
+            image: config.image.clone(),
+            image_id: image.id.clone(),
+            created_at_ns: now_ns(),
+            started_at_ns: 0,
+            finished_at_ns: 0,
+            state: ContainerState::Creating,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            log_path,
+            user: Default::default(),
+            pid: 0,
+            monitor_pid: 0,
+            stop_signal,
+            cgroup: format!("{}/ferrio-{id}", pod.cgroup.trim_end_matches('/')),
+            mounts: Vec::new(),
+        };
+        let result = async {
+            self.save_container(&rec)?;
+            self.build_container(&mut rec, &pod, &image, &image_cfg, &handler, seccomp)
+                .await
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                tracing::info!(container = %id, pod = %pod_id, name = %config.name, "container created");
+                Ok(id)
+            }
+            Err(e) => {
+                tracing::warn!(container = %id, error = %e, "CreateContainer failed; removing what it made");
+                self.cleanup_container_files(&rec).await;
+                self.forget_container(&id);
+                self.release(&name, &id);
+                self.drop_lock(&id);
+                Err(e)
+            }
+        }
+    }
+
+    async fn seccomp_for(
+        &self,
+        c: &ContainerConfig,
+        handler: &Handler,
+    ) -> Result<Option<serde_json::Value>> {
+        let _ = handler;
+        match &c.security.seccomp {
+            crate::spec::config::Profile::Unconfined => Ok(None),
+            p => crate::engine::container::resolve_seccomp(
+                p,
+                c,
+                matches!(handler, Handler::Builtin { .. }),
+            )
+            .map(Some),
+        }
+    }
+
+    async fn build_container(
+        &self,
+        rec: &mut ContainerRecord,
+        pod: &super::PodRecord,
+        image: &crate::image::store::ImageRecord,
+        image_cfg: &ImageConfig,
+        handler: &Handler,
+        seccomp: Option<serde_json::Value>,
+    ) -> Result<()> {
+        let run = self.ctr_run_dir(&rec.id);
+        let data = self.ctr_data_dir(&rec.id);
+        let bundle = run.join("bundle");
+        let rootfs = bundle.join("rootfs");
+        let layers: Vec<PathBuf> = image
+            .layers
+            .iter()
+            .rev()
+            .map(|l| self.images.store().layer_diff_path(&l.chain_id))
+            .collect();
+        let reject = self.cfg().runtime.absent_mount_sources_to_reject.clone();
+        let config = rec.config.clone();
+        let (passwd, group, sources, devices) = {
+            let (rootfs, data, run) = (rootfs.clone(), data.clone(), run.clone());
+            blocking(move || -> Result<_> {
+                for d in [
+                    run.as_path(),
+                    rootfs.as_path(),
+                    &data.join("upper"),
+                    &data.join("work"),
+                ] {
+                    std::fs::create_dir_all(d)
+                        .map_err(EngineError::io(format_args!("creating {}", d.display())))?;
+                }
+                let lower: Vec<&Path> = layers.iter().map(|p| p.as_path()).collect();
+                if lower.is_empty() {
+                    return Err(EngineError::invalid("the image has no layers"));
+                }
+                crate::sys::mount::mount_overlay(
+                    &lower,
+                    &data.join("upper"),
+                    &data.join("work"),
+                    &rootfs,
+                )
+                .map_err(|e| EngineError::internal(e.to_string()))?;
+                let passwd = read_image_file(&rootfs, "etc/passwd");
+                let group = read_image_file(&rootfs, "etc/group");
+                let (sources, devices) = prepare_host(&config, &reject)?;
+                Ok((passwd, group, sources, devices))
+            })
+            .await??
+        };
+        let generated = crate::spec::generate(&crate::spec::Input {
+            pod: &pod.config,
+            container: &rec.config,
+            image: image_cfg,
+            rootfs: rootfs.clone(),
+            pod_paths: &pod.paths,
+            mount_sources: sources.clone(),
+            devices,
+            cgroups_path: rec.cgroup.clone(),
+            passwd,
+            group,
+            min_oom_score_adj: self.min_oom_score_adj,
+            seccomp,
+        })?;
+        rec.user = generated.user.clone();
+        rec.mounts = rec
+            .config
+            .mounts
+            .iter()
+            .zip(&sources)
+            .map(|(m, s)| Mount {
+                host_path: s.display().to_string(),
+                ..m.clone()
+            })
+            .collect();
+        let spec_json = serde_json::to_vec_pretty(&generated.spec)
+            .map_err(|e| EngineError::internal(e.to_string()))?;
+        let mcfg = MonitorConfig {
+            id: rec.id.clone(),
+            bundle: bundle.clone(),
+            handler: handler.clone(),
+            log_path: rec.log_path.clone(),
+            socket: run.join("monitor.sock"),
+            exit_file: run.join("exit"),
+            cgroup: rec.cgroup.clone(),
+        };
+        {
+            let (bundle, run, mcfg) = (bundle.clone(), run.clone(), mcfg.clone());
+            blocking(move || -> Result<()> {
+                crate::state::write_atomic(&bundle.join("config.json"), &spec_json)
+                    .map_err(EngineError::io("writing config.json"))?;
+                crate::state::write_json(&run.join("monitor.json"), &mcfg)
+                    .map_err(EngineError::io("writing monitor.json"))
+            })
+            .await??;
+        }
+        let ready = spawn_monitor(&run).await?;
+        match ready {
+            Ready::Created { pid, monitor_pid } => {
+                rec.pid = pid;
+                rec.monitor_pid = monitor_pid;
+                rec.state = ContainerState::Created;
+                self.save_container(rec)
+            }
+            Ready::Failed { error } => Err(EngineError::internal(format!(
+                "creating the container: {error}"
+            ))),
+        }
+    }
+
+    /// Unmounts and removes what a container left on the host; the runtime's state is deleted
+    /// by a helper when no monitor did it.
+    pub(super) async fn cleanup_container_files(&self, rec: &ContainerRecord) {
+        let run = self.ctr_run_dir(&rec.id);
+        let data = self.ctr_data_dir(&rec.id);
+        let handler = self.handler(&rec.handler).ok();
+        let id = rec.id.clone();
+        let monitor_alive =
+            rec.monitor_pid > 0 && run.join("monitor.sock").exists() && !run.join("exit").exists();
+        if monitor_alive {
+            let sock = run.join("monitor.sock");
+            let _ = blocking(move || {
+                crate::monitor::call(
+                    &sock,
+                    &Request::Kill {
+                        signal: libc::SIGKILL,
+                        all: true,
+                    },
+                    Some(Duration::from_secs(5)),
+                )
+            })
+            .await;
+            let sock = run.join("monitor.sock");
+            let _ = blocking(move || {
+                crate::monitor::call(&sock, &Request::Wait, Some(Duration::from_secs(10)))
+            })
+            .await;
+        }
+        if !run.join("exit").exists() {
+            if let Some(h) = handler {
+                let _ = run_delete_helper(&h, &id).await;
+            }
+        }
+        let _ = blocking(move || {
+            for m in crate::sys::mount::mounts_under(&run) {
+                if let Err(e) = crate::sys::mount::unmount(&m) {
+                    tracing::warn!(error = %e, "unmounting container state");
+                }
+            }
+            for d in [&run, &data] {
+                if let Err(e) = std::fs::remove_dir_all(d) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(dir = %d.display(), error = %e, "removing container directory");
+                    }
+                }
+            }
+        })
+        .await;
+    }
+
+    fn sock(&self, id: &str) -> PathBuf {
+        self.ctr_run_dir(id).join("monitor.sock")
+    }
+
+    async fn monitor_call(
+        &self,
+        id: &str,
+        req: Request,
+        timeout: Option<Duration>,
+    ) -> Result<Response> {
+        let sock = self.sock(id);
+        let r = blocking(move || crate::monitor::call(&sock, &req, timeout)).await?;
+        r.map_err(|e| {
+            EngineError::new(
+                Kind::Unavailable,
+                format!("the monitor of container {id} did not answer: {e}"),
+            )
+        })
+    }
+
+    /// The record with its exit file applied, if the monitor has written one.
+    pub fn refreshed(&self, id: &str) -> Option<ContainerRecord> {
+        let mut rec = self.container(id)?;
+        if matches!(rec.state, ContainerState::Created | ContainerState::Running) {
+            if let Ok(exit) =
+                crate::state::read_json::<ExitInfo>(&self.ctr_run_dir(id).join("exit"))
+            {
+                self.apply_exit(&mut rec, &exit);
+                let _ = self.save_container(&rec);
+            }
+        }
+        Some(rec)
+    }
+
+    fn apply_exit(&self, rec: &mut ContainerRecord, exit: &ExitInfo) {
+        rec.state = ContainerState::Exited;
+        rec.exit_code = exit.exit_code;
+        rec.finished_at_ns = exit.finished_at_ns;
+        rec.reason = reason_for(exit).into();
+    }
+
+    /// After a restart: a live monitor keeps the container as it was; a written exit file ends
+    /// it; neither means the monitor died with it.
+    pub(super) fn refresh_after_restart(&self, id: &str) {
+        let Some(mut rec) = self.refreshed(id) else {
+            return;
+        };
+        if rec.state == ContainerState::Exited {
+            return;
+        }
+        let sock = self.sock(id);
+        match crate::monitor::call(&sock, &Request::State, Some(Duration::from_secs(2))) {
+            Ok(r) => {
+                if r.started && rec.state == ContainerState::Created {
+                    rec.state = ContainerState::Running;
+                    let _ = self.save_container(&rec);
+                }
+            }
+            Err(e) => {
+                // The exit file may have landed in between.
+                if self
+                    .refreshed(id)
+                    .is_some_and(|r| r.state == ContainerState::Exited)
+                {
+                    return;
+                }
+                tracing::warn!(container = %id, error = %e, "monitor is gone and left no exit file");
+                rec.state = ContainerState::Exited;
+                rec.exit_code = 255;
+                rec.finished_at_ns = now_ns();
+                rec.reason = "Error".into();
+                rec.message =
+                    "the container's monitor exited without recording the container's exit".into();
+                let _ = self.save_container(&rec);
+            }
+        }
+    }
+
+    pub async fn start_container(self: &Arc<Self>, s: &str) -> Result<()> {
+        let id = self.container_id(s)?;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let mut rec = self
+            .refreshed(&id)
+            .ok_or_else(|| EngineError::not_found(format!("container {s:?} not found")))?;
+        if rec.state != ContainerState::Created {
+            return Err(EngineError::precondition(format!(
+                "container {id} is {:?}, not created",
+                rec.state
+            )));
+        }
+        let r = self
+            .monitor_call(&id, Request::Start, Some(Duration::from_secs(30)))
+            .await?;
+        if let Some(e) = r.error {
+            return Err(EngineError::internal(format!(
+                "starting container {id}: {e}"
+            )));
+        }
+        rec = self.refreshed(&id).unwrap_or(rec);
+        if rec.state == ContainerState::Created {
+            rec.state = ContainerState::Running;
+        }
+        rec.started_at_ns = now_ns();
+        self.save_container(&rec)?;
+        tracing::info!(container = %id, "container started");
+        Ok(())
+    }
+
+    fn container_id(&self, s: &str) -> Result<String> {
+        self.resolve_container(s)?
+            .ok_or_else(|| EngineError::not_found(format!("container {s:?} not found")))
+    }
+
+    /// Waits for the monitor to report the exit, up to `timeout`; true when it has exited.
+    async fn wait_exit(&self, id: &str, timeout: Duration) -> bool {
+        let _ = self.monitor_call(id, Request::Wait, Some(timeout)).await;
+        self.refreshed(id)
+            .is_some_and(|r| r.state == ContainerState::Exited)
+            || !self.sock(id).exists()
+    }
+
+    pub async fn stop_container(self: &Arc<Self>, s: &str, timeout_s: i64) -> Result<()> {
+        let Some(id) = self.resolve_container(s)? else {
+            return Ok(());
+        };
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let Some(rec) = self.refreshed(&id) else {
+            return Ok(());
+        };
+        if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
+            return Ok(());
+        }
+        if !self.sock(&id).exists() {
+            self.refresh_after_restart(&id);
+            return Ok(());
+        }
+        if timeout_s > 0 && rec.state == ContainerState::Running {
+            let _ = self
+                .monitor_call(
+                    &id,
+                    Request::Kill {
+                        signal: rec.stop_signal,
+                        all: false,
+                    },
+                    Some(Duration::from_secs(5)),
+                )
+                .await;
+            if self
+                .wait_exit(&id, Duration::from_secs(timeout_s as u64))
+                .await
+            {
+                tracing::info!(container = %id, "container stopped");
+                return Ok(());
+            }
+            tracing::info!(container = %id, timeout_s, "stop signal timed out; killing");
+        }
+        let _ = self
+            .monitor_call(
+                &id,
+                Request::Kill {
+                    signal: libc::SIGKILL,
+                    all: true,
+                },
+                Some(Duration::from_secs(10)),
+            )
+            .await;
+        if !self.wait_exit(&id, Duration::from_secs(30)).await {
+            return Err(EngineError::new(
+                Kind::DeadlineExceeded,
+                format!("container {id} did not exit after SIGKILL"),
+            ));
+        }
+        tracing::info!(container = %id, "container stopped");
+        Ok(())
+    }
+
+    pub async fn remove_container(self: &Arc<Self>, s: &str) -> Result<()> {
+        let Some(id) = self.resolve_container(s)? else {
+            return Ok(());
+        };
+        self.stop_container(&id, 0).await?;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let Some(rec) = self.container(&id) else {
+            return Ok(());
+        };
+        self.cleanup_container_files(&rec).await;
+        self.forget_container(&id);
+        if let Some(pod) = self.pod(&rec.pod_id) {
+            self.release(&container_name(&pod.config, &rec.config), &id);
+        }
+        self.drop_lock(&id);
+        tracing::info!(container = %id, "container removed");
+        Ok(())
+    }
+
+    pub fn container_status(&self, s: &str) -> Result<ContainerRecord> {
+        let id = self.container_id(s)?;
+        self.refreshed(&id)
+            .filter(|c| c.state != ContainerState::Creating)
+            .ok_or_else(|| EngineError::not_found(format!("container {s:?} not found")))
+    }
+
+    pub async fn exec_sync(
+        self: &Arc<Self>,
+        s: &str,
+        cmd: Vec<String>,
+        timeout_s: i64,
+    ) -> Result<(Vec<u8>, Vec<u8>, i32)> {
+        use tokio::io::AsyncReadExt;
+        if cmd.is_empty() {
+            return Err(EngineError::invalid("cmd is required"));
+        }
+        validate::bounded("cmd", cmd.len(), 4096)?;
+        if cmd.iter().any(|c| c.contains('\0')) {
+            return Err(EngineError::invalid("cmd must not contain NUL"));
+        }
+        let id = self.container_id(s)?;
+        let rec = self
+            .refreshed(&id)
+            .ok_or_else(|| EngineError::not_found(format!("container {s:?} not found")))?;
+        if rec.state != ContainerState::Running {
+            return Err(EngineError::precondition(format!(
+                "container {id} is not running"
+            )));
+        }
+        let handler = self.handler(&rec.handler)?;
+        let exec_dir = self.cfg().run_root.join("exec");
+        std::fs::create_dir_all(&exec_dir).map_err(EngineError::io("creating exec dir"))?;
+        let result_file = exec_dir.join(format!("{}.json", new_id()));
+        let req = ExecRequest {
+            id: id.clone(),
+            handler,
+            process: ExecProcess {
+                args: cmd,
+                env: vec![],
+                cwd: None,
+            },
+            timeout_ms: (timeout_s.max(0) as u64).saturating_mul(1000),
+            result_file: result_file.clone(),
+        };
+        let json = serde_json::to_vec(&req).map_err(|e| EngineError::internal(e.to_string()))?;
+        let mut child = tokio::process::Command::new(Engine::exe())
+            .arg("__exec")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| EngineError::internal(format!("running the exec helper: {e}")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use tokio::io::AsyncWriteExt;
+            stdin
+                .write_all(&json)
+                .await
+                .map_err(EngineError::io("sending the exec request"))?;
+        }
+        async fn capped(r: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
+            let mut out = Vec::new();
+            let Some(mut r) = r else { return out };
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = r.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let room = EXEC_OUTPUT_CAP.saturating_sub(out.len());
+                out.extend_from_slice(&buf[..n.min(room)]);
+            }
+            out
+        }
+        let (so, se) = (child.stdout.take(), child.stderr.take());
+        let outer = if timeout_s > 0 {
+            Duration::from_secs(timeout_s as u64 + 30)
+        } else {
+            Duration::from_secs(24 * 3600)
+        };
+        let work = async {
+            let (o, e) = tokio::join!(capped(so), capped(se));
+            let _ = child.wait().await;
+            (o, e)
+        };
+        let (stdout, stderr) = tokio::time::timeout(outer, work).await.map_err(|_| {
+            EngineError::new(Kind::DeadlineExceeded, "the exec helper did not finish")
+        })?;
+        let res: ExecResult = blocking(move || {
+            let r = crate::state::read_json(&result_file);
+            let _ = std::fs::remove_file(&result_file);
+            r
+        })
+        .await?
+        .map_err(|e| EngineError::internal(format!("the exec helper left no result: {e}")))?;
+        if let Some(e) = res.error {
+            return Err(EngineError::internal(format!(
+                "exec in container {id}: {e}"
+            )));
+        }
+        if res.timed_out {
+            return Err(EngineError::new(
+                Kind::DeadlineExceeded,
+                format!("command timed out after {timeout_s}s and was killed"),
+            ));
+        }
+        Ok((stdout, stderr, res.exit_code))
+    }
+
+    pub async fn update_resources(
+        self: &Arc<Self>,
+        s: &str,
+        r: &crate::spec::config::Resources,
+    ) -> Result<()> {
+        let id = self.container_id(s)?;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let mut rec = self
+            .refreshed(&id)
+            .ok_or_else(|| EngineError::not_found(format!("container {s:?} not found")))?;
+        if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
+            return Err(EngineError::precondition(format!(
+                "container {id} is not running"
+            )));
+        }
+        let resources = crate::spec::linux_resources(r);
+        let resp = self
+            .monitor_call(
+                &id,
+                Request::Update { resources },
+                Some(Duration::from_secs(30)),
+            )
+            .await?;
+        if let Some(e) = resp.error {
+            return Err(EngineError::internal(format!(
+                "updating container {id}: {e}"
+            )));
+        }
+        rec.config.resources = Some(r.clone());
+        self.save_container(&rec)
+    }
+
+    pub async fn reopen_log(self: &Arc<Self>, s: &str) -> Result<()> {
+        let id = self.container_id(s)?;
+        let rec = self
+            .refreshed(&id)
+            .ok_or_else(|| EngineError::not_found(format!("container {s:?} not found")))?;
+        if rec.state != ContainerState::Running {
+            return Err(EngineError::precondition(format!(
+                "container {id} is not running"
+            )));
+        }
+        let r = self
+            .monitor_call(&id, Request::ReopenLog, Some(Duration::from_secs(10)))
+            .await?;
+        match r.error {
+            Some(e) => Err(EngineError::internal(format!(
+                "reopening the log of {id}: {e}"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The seccomp section for a container's profile.
+pub fn resolve_seccomp(
+    p: &crate::spec::config::Profile,
+    c: &ContainerConfig,
+    builtin: bool,
+) -> Result<serde_json::Value> {
+    let _ = (p, c, builtin);
+    Err(EngineError::new(
+        Kind::Unimplemented,
+        "seccomp profiles are not wired yet",
+    ))
+}
+
+async fn spawn_monitor(run: &Path) -> Result<Ready> {
+    let log = std::fs::File::create(run.join("monitor.log"))
+        .map_err(EngineError::io("creating monitor.log"))?;
+    let out = tokio::process::Command::new(Engine::exe())
+        .arg("__monitor")
+        .arg(run.join("monitor.json"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| EngineError::internal(format!("starting the monitor: {e}")))?;
+    // The monitor's first process exits at once (it forks to detach); its child keeps stdout
+    // until it has reported. Read that one line.
+    let mut child = out;
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| EngineError::internal("monitor stdout"))?;
+    let mut line = Vec::new();
+    {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        let read = async {
+            loop {
+                match stdout.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        line.extend_from_slice(&buf[..n]);
+                        if line.contains(&b'\n') || line.len() > 1 << 20 {
+                            break;
+                        }
+                    }
+                }
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(240), read)
+            .await
+            .is_err()
+        {
+            return Err(EngineError::new(
+                Kind::DeadlineExceeded,
+                "the monitor did not report within 240 s",
+            ));
+        }
+    }
+    let _ = child.wait().await;
+    let text = String::from_utf8_lossy(&line);
+    let first = text.lines().next().unwrap_or("");
+    serde_json::from_str(first).map_err(|_| {
+        let log = std::fs::read_to_string(run.join("monitor.log")).unwrap_or_default();
+        EngineError::internal(format!(
+            "the monitor failed before reporting: {}",
+            log.trim()
+        ))
+    })
+}
+
+async fn run_delete_helper(h: &Handler, id: &str) -> Result<()> {
+    let json = serde_json::to_string(h).map_err(|e| EngineError::internal(e.to_string()))?;
+    let out = tokio::process::Command::new(Engine::exe())
+        .arg("__delete")
+        .arg(json)
+        .arg(id)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| EngineError::internal(format!("running the delete helper: {e}")))?;
+    if !out.status.success() {
+        return Err(EngineError::internal(format!(
+            "deleting {id}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn signals() {
+        assert_eq!(super::signal_number("SIGTERM"), Some(15));
+        assert_eq!(super::signal_number("KILL"), Some(9));
+        assert_eq!(super::signal_number("sigusr1"), Some(10));
+        assert_eq!(super::signal_number("9"), Some(9));
+        assert_eq!(super::signal_number("BOGUS"), None);
+        assert_eq!(super::signal_number("0"), None);
+    }
+}

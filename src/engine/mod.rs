@@ -1,0 +1,432 @@
+//! The pod and container domain: what RunPodSandbox … ExecSync do, independent of gRPC.
+//!
+//! State: every pod and container is a JSON record under `<root>/state/{pods,containers}`,
+//! written atomically on each change, and a copy in memory. Operations on one object take that
+//! object's async lock; the maps are behind short std locks never held across an await. Work
+//! that forks (monitors, exec, namespace pinning) is a re-exec'd ferrio helper; blocking file
+//! and mount work runs on `spawn_blocking`.
+
+pub mod container;
+pub mod error;
+pub mod pod;
+pub mod validate;
+
+use crate::config::Config;
+use crate::image::Images;
+use crate::spec::config::{ContainerConfig, Mount, PodConfig, PodPaths};
+use crate::spec::User;
+pub use error::{EngineError, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PodState {
+    Ready,
+    NotReady,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodRecord {
+    pub id: String,
+    pub config: PodConfig,
+    pub runtime_handler: String,
+    pub created_at_ns: i64,
+    pub state: PodState,
+    /// False until RunPodSandbox finished: a record left incomplete by a crash is torn down.
+    pub complete: bool,
+    pub paths: PodPaths,
+    /// The pod's cgroup (its containers' parent).
+    pub cgroup: String,
+    /// Whether ferrio made the pod cgroup (and so removes it).
+    pub made_cgroup: bool,
+    /// The pause process (pid, start time) when the pod shares one PID namespace.
+    pub pause: Option<(i32, u64)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerState {
+    /// CreateContainer has not finished (a crash here means: clean up).
+    Creating,
+    Created,
+    Running,
+    Exited,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub pod_id: String,
+    pub config: ContainerConfig,
+    pub handler: String,
+    /// The image as requested, and the image service's ID for it.
+    pub image: String,
+    pub image_id: String,
+    pub created_at_ns: i64,
+    pub started_at_ns: i64,
+    pub finished_at_ns: i64,
+    pub state: ContainerState,
+    pub exit_code: i32,
+    pub reason: String,
+    pub message: String,
+    pub log_path: PathBuf,
+    pub user: User,
+    pub pid: i32,
+    pub monitor_pid: i32,
+    pub stop_signal: i32,
+    pub cgroup: String,
+    /// The mounts as applied (host paths after symlinks).
+    pub mounts: Vec<Mount>,
+}
+
+/// What the engine needs from the daemon.
+pub struct Engine {
+    cfg: Arc<Config>,
+    images: Arc<Images>,
+    pods: RwLock<HashMap<String, PodRecord>>,
+    containers: RwLock<HashMap<String, ContainerRecord>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Reserved names → the pod or container holding them.
+    names: Mutex<HashMap<String, String>>,
+    /// The lowest oom_score_adj the host lets us set (our own, without CAP_SYS_RESOURCE).
+    min_oom_score_adj: i32,
+}
+
+/// Random 64-hex IDs, as CRI runtimes use.
+pub fn new_id() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
+        // Never expected; fall back to time and pid, still unique on this host.
+        let t = crate::monitor::now_ns() as u128 ^ ((std::process::id() as u128) << 64);
+        b[..16].copy_from_slice(&t.to_le_bytes());
+    }
+    hex::encode(b)
+}
+
+pub fn now_ns() -> i64 {
+    crate::monitor::now_ns()
+}
+
+/// The longest run_root for which `<run_root>/ctr/<64-hex id>/monitor.sock` fits a unix
+/// socket path (108 bytes with the NUL).
+pub const MAX_RUN_ROOT: usize = 107 - "/ctr/".len() - 64 - "/monitor.sock".len();
+
+impl Engine {
+    pub fn cfg(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn state_dir(&self, kind: &str) -> PathBuf {
+        self.cfg.root.join("state").join(kind)
+    }
+
+    pub fn pod_dir(&self, id: &str) -> PathBuf {
+        self.cfg.run_root.join("pods").join(id)
+    }
+
+    pub fn ctr_run_dir(&self, id: &str) -> PathBuf {
+        self.cfg.run_root.join("ctr").join(id)
+    }
+
+    pub fn ctr_data_dir(&self, id: &str) -> PathBuf {
+        self.cfg.root.join("containers").join(id)
+    }
+
+    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn drop_lock(&self, id: &str) {
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    fn reserve(&self, name: &str, id: &str) -> Result<()> {
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(holder) = names.get(name) {
+            return Err(EngineError::new(
+                crate::error::Kind::AlreadyExists,
+                format!("the name {name:?} is reserved for {holder}"),
+            ));
+        }
+        names.insert(name.to_string(), id.to_string());
+        Ok(())
+    }
+
+    fn release(&self, name: &str, id: &str) {
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        if names.get(name).is_some_and(|h| h == id) {
+            names.remove(name);
+        }
+    }
+
+    fn save_pod(&self, rec: &PodRecord) -> Result<()> {
+        crate::state::write_json(
+            &self.state_dir("pods").join(format!("{}.json", rec.id)),
+            rec,
+        )
+        .map_err(EngineError::io(format_args!("saving pod {}", rec.id)))?;
+        self.pods
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(rec.id.clone(), rec.clone());
+        Ok(())
+    }
+
+    fn save_container(&self, rec: &ContainerRecord) -> Result<()> {
+        crate::state::write_json(
+            &self
+                .state_dir("containers")
+                .join(format!("{}.json", rec.id)),
+            rec,
+        )
+        .map_err(EngineError::io(format_args!("saving container {}", rec.id)))?;
+        self.containers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(rec.id.clone(), rec.clone());
+        Ok(())
+    }
+
+    fn forget_pod(&self, id: &str) {
+        let _ = std::fs::remove_file(self.state_dir("pods").join(format!("{id}.json")));
+        self.pods
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    fn forget_container(&self, id: &str) {
+        let _ = std::fs::remove_file(self.state_dir("containers").join(format!("{id}.json")));
+        self.containers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    pub fn pod(&self, id: &str) -> Option<PodRecord> {
+        self.pods
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    pub fn container(&self, id: &str) -> Option<ContainerRecord> {
+        self.containers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// A full ID or a unique prefix of one → the full ID. Ok(None): no such object.
+    fn resolve<T>(map: &RwLock<HashMap<String, T>>, what: &str, s: &str) -> Result<Option<String>> {
+        if s.is_empty() {
+            return Err(EngineError::invalid(format!("{what} ID is required")));
+        }
+        let map = map.read().unwrap_or_else(|e| e.into_inner());
+        if map.contains_key(s) {
+            return Ok(Some(s.to_string()));
+        }
+        let hits: Vec<&String> = map.keys().filter(|k| k.starts_with(s)).collect();
+        match hits.len() {
+            0 => Ok(None),
+            1 => Ok(Some(hits[0].clone())),
+            n => Err(EngineError::invalid(format!(
+                "{what} ID prefix {s:?} is ambiguous ({n} match)"
+            ))),
+        }
+    }
+
+    pub fn resolve_pod(&self, s: &str) -> Result<Option<String>> {
+        Self::resolve(&self.pods, "pod sandbox", s)
+    }
+
+    pub fn resolve_container(&self, s: &str) -> Result<Option<String>> {
+        Self::resolve(&self.containers, "container", s)
+    }
+
+    pub fn list_pods(&self) -> Vec<PodRecord> {
+        let mut v: Vec<PodRecord> = self
+            .pods
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|p| p.complete)
+            .cloned()
+            .collect();
+        v.sort_by_key(|p| p.created_at_ns);
+        v
+    }
+
+    pub fn list_containers(&self) -> Vec<ContainerRecord> {
+        let ids: Vec<String> = self
+            .containers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        let mut v: Vec<ContainerRecord> = ids
+            .iter()
+            .filter_map(|id| self.refreshed(id))
+            .filter(|c| c.state != ContainerState::Creating)
+            .collect();
+        v.sort_by_key(|c| c.created_at_ns);
+        v
+    }
+
+    /// Opens the engine: reads the records and reconciles them with what is running.
+    pub async fn open(cfg: Arc<Config>, images: Arc<Images>) -> Result<Arc<Engine>> {
+        if cfg.run_root.as_os_str().len() > MAX_RUN_ROOT {
+            return Err(EngineError::invalid(format!(
+                "run_root {} is longer than {MAX_RUN_ROOT} bytes: monitor socket paths would not fit",
+                cfg.run_root.display()
+            )));
+        }
+        let min_oom_score_adj = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let engine = Arc::new(Engine {
+            cfg,
+            images,
+            pods: RwLock::default(),
+            containers: RwLock::default(),
+            locks: Mutex::default(),
+            names: Mutex::default(),
+            min_oom_score_adj,
+        });
+        for kind in ["pods", "containers"] {
+            let d = engine.state_dir(kind);
+            std::fs::create_dir_all(&d)
+                .map_err(EngineError::io(format_args!("creating {}", d.display())))?;
+        }
+        engine.restore().await;
+        Ok(engine)
+    }
+
+    fn read_records<T: serde::de::DeserializeOwned>(&self, kind: &str) -> Vec<T> {
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir(self.state_dir(kind)) else {
+            return out;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                let _ = std::fs::remove_file(&p);
+                continue;
+            }
+            if !name.ends_with(".json") {
+                continue;
+            }
+            match crate::state::read_json::<T>(&p) {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    tracing::warn!(path = %p.display(), error = %e, "skipping an unreadable record")
+                }
+            }
+        }
+        out
+    }
+
+    /// Restore after a (re)start: pods first, then containers; half-made objects are removed,
+    /// live monitors are kept, containers that ended while we were down get their exit file.
+    async fn restore(self: &Arc<Self>) {
+        let pods: Vec<PodRecord> = self.read_records("pods");
+        let containers: Vec<ContainerRecord> = self.read_records("containers");
+        let (mut npods, mut nctrs, mut cleaned) = (0, 0, 0);
+        for mut p in pods {
+            if !p.complete {
+                cleaned += 1;
+                self.teardown_pod(&p).await;
+                self.forget_pod(&p.id);
+                continue;
+            }
+            if p.state == PodState::Ready && !self.pod_still_ready(&p) {
+                tracing::warn!(pod = %p.id, "pod namespaces are gone (reboot?); marking it NotReady");
+                p.state = PodState::NotReady;
+                let _ = self.save_pod(&p);
+            }
+            self.names
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(pod::pod_name(&p.config), p.id.clone());
+            self.pods
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(p.id.clone(), p);
+            npods += 1;
+        }
+        for c in containers {
+            if c.state == ContainerState::Creating || self.pod(&c.pod_id).is_none() {
+                cleaned += 1;
+                self.cleanup_container_files(&c).await;
+                self.forget_container(&c.id);
+                continue;
+            }
+            let pod = self.pod(&c.pod_id);
+            if let Some(pod) = pod {
+                self.names.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                    container::container_name(&pod.config, &c.config),
+                    c.id.clone(),
+                );
+            }
+            self.containers
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(c.id.clone(), c.clone());
+            if matches!(c.state, ContainerState::Created | ContainerState::Running) {
+                self.refresh_after_restart(&c.id);
+            }
+            nctrs += 1;
+        }
+        tracing::info!(pods = npods, containers = nctrs, cleaned, "state restored");
+    }
+
+    fn pod_still_ready(&self, p: &PodRecord) -> bool {
+        let pins_ok = [&p.paths.net_ns, &p.paths.ipc_ns, &p.paths.uts_ns]
+            .into_iter()
+            .flatten()
+            .all(|ns| is_nsfs(ns));
+        let pause_ok = p
+            .pause
+            .is_none_or(|(pid, start)| crate::sys::process::process_alive(pid, Some(start)));
+        pins_ok && pause_ok
+    }
+
+    /// Where the engine keeps the helpers' binary: ourselves.
+    pub fn exe() -> &'static Path {
+        Path::new("/proc/self/exe")
+    }
+}
+
+/// Whether `p` is a bind mount of a namespace (nsfs).
+fn is_nsfs(p: &Path) -> bool {
+    const NSFS_MAGIC: i64 = 0x6e736673;
+    nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == NSFS_MAGIC)
+}
+
+/// Runs blocking work off the async workers.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EngineError::internal(format!("blocking task failed: {e}")))
+}

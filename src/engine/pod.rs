@@ -1,0 +1,454 @@
+//! Pods without an infra container: pinned net/ipc/uts namespaces, /dev/shm, hostname,
+//! resolv.conf, sysctls, the pod cgroup, and a pause process only for a shared PID namespace.
+
+use super::{blocking, new_id, now_ns, validate, Engine, EngineError, PodRecord, PodState, Result};
+use crate::error::Kind;
+use crate::monitor::pinns::{PinRequest, PinResult};
+use crate::spec::config::{Dns, NamespaceMode, PodConfig, PodPaths};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The reserved name of a pod: `<name>_<namespace>_<uid>_<attempt>`, as kubelet and CRI-O
+/// spell it.
+pub fn pod_name(c: &PodConfig) -> String {
+    format!("k8s_POD_{}_{}_{}_{}", c.name, c.namespace, c.uid, c.attempt)
+}
+
+/// resolv.conf from the pod's DNS config.
+pub fn resolv_conf(d: &Dns) -> String {
+    let mut s = String::new();
+    if !d.searches.is_empty() {
+        s.push_str(&format!("search {}\n", d.searches.join(" ")));
+    }
+    for n in &d.servers {
+        s.push_str(&format!("nameserver {n}\n"));
+    }
+    if !d.options.is_empty() {
+        s.push_str(&format!("options {}\n", d.options.join(" ")));
+    }
+    s
+}
+
+/// Which namespace a sysctl lives in; None: not namespaced (refused).
+fn sysctl_namespace(key: &str) -> Option<&'static str> {
+    let k = key.replace('/', ".");
+    if k.starts_with("net.") {
+        Some("net")
+    } else if k.starts_with("kernel.shm")
+        || k.starts_with("kernel.msg")
+        || k == "kernel.sem"
+        || k.starts_with("fs.mqueue.")
+    {
+        Some("ipc")
+    } else if k == "kernel.hostname" || k == "kernel.domainname" {
+        Some("uts")
+    } else {
+        None
+    }
+}
+
+pub fn validate_pod(c: &PodConfig) -> Result<()> {
+    validate::name("metadata.name", &c.name, true)?;
+    validate::name("metadata.namespace", &c.namespace, true)?;
+    validate::name("metadata.uid", &c.uid, true)?;
+    validate::name("hostname", &c.hostname, false)?;
+    if c.hostname.len() > 64 {
+        return Err(EngineError::invalid("hostname is longer than 64 bytes"));
+    }
+    if !c.log_directory.is_empty() {
+        validate::absolute("log_directory", &c.log_directory)?;
+    }
+    validate::cgroup_parent(&c.cgroup_parent)?;
+    validate::bounded("labels", c.labels.len(), 1024)?;
+    validate::bounded("annotations", c.annotations.len(), 1024)?;
+    validate::bounded("linux.sysctls", c.sysctls.len(), 256)?;
+    if let Some(d) = &c.dns {
+        validate::bounded("dns_config.servers", d.servers.len(), 64)?;
+        validate::bounded("dns_config.searches", d.searches.len(), 64)?;
+        validate::bounded("dns_config.options", d.options.len(), 64)?;
+        for v in d.servers.iter().chain(&d.searches).chain(&d.options) {
+            if v.contains('\n') || v.contains('\0') || v.len() > 255 {
+                return Err(EngineError::invalid(format!(
+                    "dns_config entry {v:?} is not valid"
+                )));
+            }
+        }
+    }
+    for (k, v) in &c.sysctls {
+        let ns = sysctl_namespace(k).ok_or_else(|| {
+            EngineError::invalid(format!(
+                "sysctl {k:?} is not namespaced and cannot be set for a pod"
+            ))
+        })?;
+        let host = match ns {
+            "net" | "uts" => c.network == NamespaceMode::Node,
+            _ => c.ipc == NamespaceMode::Node,
+        };
+        if host {
+            return Err(EngineError::invalid(format!(
+                "sysctl {k:?} would change the host: the pod uses the host's {ns} namespace"
+            )));
+        }
+        crate::monitor::pinns::sysctl_path(k).map_err(EngineError::invalid)?;
+        if v.contains('\0') || v.len() > 4096 {
+            return Err(EngineError::invalid(format!(
+                "sysctl {k:?} has an invalid value"
+            )));
+        }
+    }
+    if c.network == NamespaceMode::Target || c.ipc == NamespaceMode::Target {
+        return Err(EngineError::invalid(
+            "namespace mode TARGET is only valid for pid",
+        ));
+    }
+    Ok(())
+}
+
+impl Engine {
+    pub fn handler_names(&self) -> Vec<String> {
+        self.cfg().runtime.runtimes.keys().cloned().collect()
+    }
+
+    pub async fn run_pod(self: &Arc<Self>, mut config: PodConfig, handler: &str) -> Result<String> {
+        validate_pod(&config)?;
+        let handler = if handler.is_empty() {
+            self.cfg().runtime.default_runtime.clone()
+        } else {
+            handler.to_string()
+        };
+        if !self.cfg().runtime.runtimes.contains_key(&handler) {
+            return Err(EngineError::invalid(format!(
+                "runtime_handler {handler:?} is not configured (known: {})",
+                self.handler_names().join(", ")
+            )));
+        }
+        if config.hostname.is_empty() && config.network != NamespaceMode::Node {
+            config.hostname = nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default();
+        }
+        let id = new_id();
+        let name = pod_name(&config);
+        self.reserve(&name, &id)?;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let dir = self.pod_dir(&id);
+        let cgroup = if config.cgroup_parent.is_empty() {
+            format!(
+                "{}/pod-{id}",
+                self.cfg()
+                    .runtime
+                    .default_cgroup_parent
+                    .trim_end_matches('/')
+            )
+        } else {
+            config.cgroup_parent.clone()
+        };
+        let mut rec = PodRecord {
+            id: id.clone(),
+            config,
+            runtime_handler: handler,
+            created_at_ns: now_ns(),
+            state: PodState::NotReady,
+            complete: false,
+            paths: PodPaths {
+                shm: dir.join("shm"),
+                resolv_conf: dir.join("resolv.conf"),
+                ..Default::default()
+            },
+            cgroup,
+            made_cgroup: false,
+            pause: None,
+        };
+        let result = async {
+            self.save_pod(&rec)?;
+            self.setup_pod(&mut rec).await?;
+            rec.state = PodState::Ready;
+            rec.complete = true;
+            self.save_pod(&rec)
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(pod = %id, error = %e, "RunPodSandbox failed; removing what it made");
+            self.teardown_pod(&rec).await;
+            self.forget_pod(&id);
+            self.release(&name, &id);
+            self.drop_lock(&id);
+            return Err(e);
+        }
+        tracing::info!(pod = %id, name = %rec.config.name, namespace = %rec.config.namespace, "pod sandbox ready");
+        Ok(id)
+    }
+
+    async fn setup_pod(&self, rec: &mut PodRecord) -> Result<()> {
+        let dir = self.pod_dir(&rec.id);
+        let c = rec.config.clone();
+        let shm_size = self.cfg().runtime.shm_size;
+        let cgroup = rec.cgroup.clone();
+        // Files and mounts (blocking, no fork).
+        let (paths, made_cgroup) = {
+            let dir = dir.clone();
+            let c = c.clone();
+            blocking(move || -> Result<(PodPaths, bool)> {
+                std::fs::create_dir_all(dir.join("ns"))
+                    .map_err(EngineError::io(format_args!("creating {}", dir.display())))?;
+                let mut paths = PodPaths {
+                    resolv_conf: dir.join("resolv.conf"),
+                    ..Default::default()
+                };
+                let resolv = match &c.dns {
+                    Some(d)
+                        if !(d.servers.is_empty()
+                            && d.searches.is_empty()
+                            && d.options.is_empty()) =>
+                    {
+                        resolv_conf(d)
+                    }
+                    _ => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+                };
+                std::fs::write(&paths.resolv_conf, resolv)
+                    .map_err(EngineError::io("writing resolv.conf"))?;
+                if c.network != NamespaceMode::Node {
+                    let h = dir.join("hostname");
+                    std::fs::write(&h, format!("{}\n", c.hostname))
+                        .map_err(EngineError::io("writing hostname"))?;
+                    paths.hostname_file = Some(h);
+                }
+                if c.ipc == NamespaceMode::Node {
+                    paths.shm = PathBuf::from("/dev/shm");
+                } else {
+                    let shm = dir.join("shm");
+                    std::fs::create_dir_all(&shm).map_err(EngineError::io("creating shm dir"))?;
+                    crate::sys::mount::mount_shm(&shm, shm_size)
+                        .map_err(|e| EngineError::internal(e.to_string()))?;
+                    paths.shm = shm;
+                }
+                let made = crate::cgroups::create(&cgroup).map_err(|e| {
+                    EngineError::internal(format!("creating pod cgroup {cgroup}: {e}"))
+                })?;
+                Ok((paths, made))
+            })
+            .await??
+        };
+        rec.paths = paths;
+        rec.made_cgroup = made_cgroup;
+        self.save_pod(rec)?;
+        // Namespaces: a re-exec'd helper unshares and pins them.
+        let req = PinRequest {
+            dir: dir.join("ns"),
+            net: c.network != NamespaceMode::Node,
+            ipc: c.ipc != NamespaceMode::Node,
+            uts: c.network != NamespaceMode::Node,
+            hostname: c.hostname.clone(),
+            sysctls: c.sysctls.clone(),
+            pause: c.pid == NamespaceMode::Pod,
+        };
+        if req.net || req.ipc || req.uts || req.pause {
+            let res = run_pin_helper(&req).await?;
+            if let Some(e) = res.error {
+                // Whatever it pinned before failing is under ns/ and goes with the teardown.
+                return Err(EngineError::internal(format!(
+                    "making the pod's namespaces: {e}"
+                )));
+            }
+            if req.net {
+                rec.paths.net_ns = Some(req.dir.join("net"));
+            }
+            if req.ipc {
+                rec.paths.ipc_ns = Some(req.dir.join("ipc"));
+            }
+            if req.uts {
+                rec.paths.uts_ns = Some(req.dir.join("uts"));
+            }
+            if let Some(pid) = res.pause_pid {
+                let start = crate::sys::process::process_start_time(pid).unwrap_or(0);
+                rec.pause = Some((pid, start));
+                rec.paths.pid_ns = Some(PathBuf::from(format!("/proc/{pid}/ns/pid")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes everything a pod made on the host (idempotent, best effort, logs failures).
+    pub(super) async fn teardown_pod(&self, rec: &PodRecord) {
+        let dir = self.pod_dir(&rec.id);
+        let rec = rec.clone();
+        let _ = blocking(move || {
+            kill_pause(&rec);
+            for m in crate::sys::mount::mounts_under(&dir) {
+                if let Err(e) = crate::sys::mount::unmount(&m) {
+                    tracing::warn!(error = %e, "unmounting pod state");
+                }
+            }
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %dir.display(), error = %e, "removing the pod directory");
+                }
+            }
+            if rec.made_cgroup {
+                if let Err(e) = crate::cgroups::remove(&rec.cgroup) {
+                    tracing::warn!(error = %e, "removing the pod cgroup");
+                }
+            }
+        })
+        .await;
+    }
+
+    pub async fn stop_pod(self: &Arc<Self>, s: &str) -> Result<()> {
+        let Some(id) = self.resolve_pod(s)? else {
+            return Ok(());
+        };
+        let ctrs: Vec<String> = self
+            .list_containers()
+            .into_iter()
+            .filter(|c| c.pod_id == id)
+            .map(|c| c.id)
+            .collect();
+        for c in ctrs {
+            self.stop_container(&c, 0).await?;
+        }
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let Some(mut rec) = self.pod(&id) else {
+            return Ok(());
+        };
+        if rec.state == PodState::NotReady {
+            return Ok(());
+        }
+        let r2 = rec.clone();
+        let dir = self.pod_dir(&id);
+        blocking(move || {
+            kill_pause(&r2);
+            if r2.paths.shm.starts_with(&dir) {
+                let _ = crate::sys::mount::unmount(&r2.paths.shm);
+            }
+        })
+        .await?;
+        rec.state = PodState::NotReady;
+        self.save_pod(&rec)?;
+        tracing::info!(pod = %id, "pod sandbox stopped");
+        Ok(())
+    }
+
+    pub async fn remove_pod(self: &Arc<Self>, s: &str) -> Result<()> {
+        let Some(id) = self.resolve_pod(s)? else {
+            return Ok(());
+        };
+        let ctrs: Vec<String> = self
+            .containers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|c| c.pod_id == id)
+            .map(|c| c.id.clone())
+            .collect();
+        for c in ctrs {
+            self.remove_container(&c).await?;
+        }
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let Some(rec) = self.pod(&id) else {
+            return Ok(());
+        };
+        self.teardown_pod(&rec).await;
+        self.forget_pod(&id);
+        self.release(&pod_name(&rec.config), &id);
+        self.drop_lock(&id);
+        tracing::info!(pod = %id, "pod sandbox removed");
+        Ok(())
+    }
+
+    /// A pod by full ID or prefix, NotFound otherwise.
+    pub fn pod_status(&self, s: &str) -> Result<PodRecord> {
+        let id = self
+            .resolve_pod(s)?
+            .ok_or_else(|| EngineError::not_found(format!("pod sandbox {s:?} not found")))?;
+        self.pod(&id)
+            .filter(|p| p.complete)
+            .ok_or_else(|| EngineError::not_found(format!("pod sandbox {s:?} not found")))
+    }
+}
+
+fn kill_pause(rec: &PodRecord) {
+    if let Some((pid, start)) = rec.pause {
+        if crate::sys::process::process_alive(pid, Some(start)) {
+            if let Ok(fd) = crate::sys::process::pidfd_open(pid) {
+                let _ = crate::sys::process::pidfd_send_signal(&fd, libc::SIGKILL);
+                // It is not our child: wait for it to go so its PID namespace is gone too.
+                let mut fds = [nix::poll::PollFd::new(
+                    std::os::fd::AsFd::as_fd(&fd),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(2000u16));
+            }
+        }
+    }
+}
+
+async fn run_pin_helper(req: &PinRequest) -> Result<PinResult> {
+    let json = serde_json::to_string(req).map_err(|e| EngineError::internal(e.to_string()))?;
+    let out = tokio::process::Command::new(Engine::exe())
+        .arg("__pin-ns")
+        .arg(json)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| EngineError::internal(format!("running the namespace helper: {e}")))?;
+    let line = String::from_utf8_lossy(&out.stdout);
+    let line = line.lines().next().unwrap_or("");
+    serde_json::from_str(line).map_err(|e| {
+        EngineError::new(
+            Kind::Internal,
+            format!(
+                "namespace helper failed ({}): {e}; stderr: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        )
+    })
+}
+
+/// Whether `p` is below `dir` (for paths the pod made itself).
+pub fn inside(p: &Path, dir: &Path) -> bool {
+    p.starts_with(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn resolv_conf_format() {
+        let d = Dns {
+            servers: vec!["10.0.0.10".into(), "8.8.8.8".into()],
+            searches: vec!["ns.svc.cluster.local".into(), "cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        };
+        assert_eq!(resolv_conf(&d), "search ns.svc.cluster.local cluster.local\nnameserver 10.0.0.10\nnameserver 8.8.8.8\noptions ndots:5\n");
+    }
+
+    #[test]
+    fn sysctls_checked() {
+        let mut c = PodConfig {
+            name: "a".into(),
+            namespace: "b".into(),
+            uid: "c".into(),
+            ..Default::default()
+        };
+        c.sysctls
+            .insert("net.ipv4.ip_unprivileged_port_start".into(), "0".into());
+        c.sysctls
+            .insert("kernel.shm_rmid_forced".into(), "1".into());
+        assert!(validate_pod(&c).is_ok());
+        c.sysctls.insert("vm.swappiness".into(), "1".into());
+        assert!(validate_pod(&c)
+            .unwrap_err()
+            .to_string()
+            .contains("vm.swappiness"));
+        c.sysctls.remove("vm.swappiness");
+        c.network = NamespaceMode::Node;
+        assert!(validate_pod(&c).unwrap_err().to_string().contains("host"));
+    }
+}

@@ -1,0 +1,440 @@
+//! The per-container monitor, `ferrio __monitor <monitor.json>` (conmon's job), and the other
+//! re-exec'd helpers (`__exec`, `__pin-ns`). These are plain blocking, single-threaded
+//! programs: no tokio, no threads, so libcontainer's fork/clone is safe in them.
+//!
+//! The monitor detaches (fork + setsid: it survives the daemon), makes itself a child
+//! subreaper, creates the container through the runtime handler with its stdout/stderr on
+//! pipes it owns, reports `Ready` on its stdout, then loops on poll(2): the control socket, the
+//! two pipes (written to the CRI log) and the init's pidfd. When the init exits it reads the
+//! OOM-kill counter, has the runtime delete the container (cgroup, state), drains the pipes,
+//! writes the exit file atomically, answers waiters and exits.
+
+pub mod exec;
+pub mod log;
+pub mod pinns;
+pub mod proto;
+
+use crate::runtime::{OciRuntime, Stdio};
+use crate::sys::process::{pidfd_open, pidfd_send_signal};
+use log::{CriLog, Stream};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use proto::{ExitInfo, MonitorConfig, Ready, Request, Response};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::time::Duration;
+
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Points fd 0, 1 and 2 at /dev/null (after the sync message: the daemon may be gone later).
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in [0, 1] {
+            let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
+        }
+    }
+}
+
+fn report(ready: &Ready) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer(&mut out, ready);
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
+/// Entry point of `ferrio __monitor`.
+pub fn main(config_path: &Path) -> i32 {
+    let cfg: MonitorConfig = match crate::state::read_json(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            report(&Ready::Failed {
+                error: format!("reading {}: {e}", config_path.display()),
+            });
+            return 1;
+        }
+    };
+    // Detach: the parent returns at once (the daemon reaps it), the child runs on in its own
+    // session, reparented to init.
+    match crate::sys::process::fork_single_threaded() {
+        Ok(crate::sys::process::Forked::Parent(_)) => return 0,
+        Ok(crate::sys::process::Forked::Child) => {}
+        Err(e) => {
+            report(&Ready::Failed {
+                error: format!("fork: {e}"),
+            });
+            return 1;
+        }
+    }
+    let _ = nix::unistd::setsid();
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        report(&Ready::Failed {
+            error: format!("PR_SET_CHILD_SUBREAPER: {e}"),
+        });
+        return 1;
+    }
+    match Monitor::create(&cfg) {
+        Ok(mut m) => {
+            report(&Ready::Created {
+                pid: m.pid,
+                monitor_pid: std::process::id() as i32,
+            });
+            detach_stdio();
+            m.run();
+            0
+        }
+        Err(e) => {
+            report(&Ready::Failed { error: e });
+            1
+        }
+    }
+}
+
+struct Monitor {
+    cfg: MonitorConfig,
+    runtime: Box<dyn OciRuntime>,
+    pid: i32,
+    pidfd: OwnedFd,
+    listener: UnixListener,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    log: CriLog,
+    started: bool,
+    oom_baseline: u64,
+    waiters: Vec<UnixStream>,
+    exit: Option<(i32, Option<i32>)>,
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
+}
+
+impl Monitor {
+    fn create(cfg: &MonitorConfig) -> Result<Monitor, String> {
+        let runtime = cfg.handler.runtime();
+        let _ = std::fs::remove_file(&cfg.socket);
+        let listener = UnixListener::bind(&cfg.socket)
+            .map_err(|e| format!("binding {}: {e}", cfg.socket.display()))?;
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        if let Some(dir) = cfg.log_path.parent() {
+            if !cfg.log_path.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            }
+        }
+        let log = CriLog::open(&cfg.log_path).map_err(|e| e.to_string())?;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let stdin: OwnedFd = std::fs::File::open("/dev/null")
+            .map_err(|e| e.to_string())?
+            .into();
+        let oom_baseline = crate::cgroups::oom_kills(&cfg.cgroup).unwrap_or(0);
+        let created = runtime.create(
+            &cfg.id,
+            &cfg.bundle,
+            Stdio {
+                stdin,
+                stdout: out_w,
+                stderr: err_w,
+            },
+        );
+        let pid = match created {
+            Ok(pid) => pid,
+            Err(e) => {
+                // What the runtime printed on the container's stderr explains the failure.
+                let mut msg = e.to_string();
+                let extra = drain_nonblocking(&err_r);
+                if !extra.is_empty() {
+                    msg.push_str(": ");
+                    msg.push_str(String::from_utf8_lossy(&extra).trim());
+                }
+                reap_all(None);
+                let _ = runtime.delete(&cfg.id, true);
+                reap_all(None);
+                return Err(msg);
+            }
+        };
+        let pidfd = match pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = runtime.delete(&cfg.id, true);
+                reap_all(None);
+                return Err(format!("pidfd_open({pid}): {e}"));
+            }
+        };
+        Ok(Monitor {
+            cfg: cfg.clone(),
+            runtime,
+            pid,
+            pidfd,
+            listener,
+            stdout: Some(out_r),
+            stderr: Some(err_r),
+            log,
+            started: false,
+            oom_baseline,
+            waiters: Vec::new(),
+            exit: None,
+        })
+    }
+
+    fn run(&mut self) {
+        let mut buf = vec![0u8; 32 * 1024];
+        while self.exit.is_none() {
+            let mut ready = [false; 4];
+            {
+                let mut fds = vec![
+                    PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN),
+                ];
+                let mut idx = [None, None];
+                if let Some(o) = &self.stdout {
+                    idx[0] = Some(fds.len());
+                    fds.push(PollFd::new(o.as_fd(), PollFlags::POLLIN));
+                }
+                if let Some(e) = &self.stderr {
+                    idx[1] = Some(fds.len());
+                    fds.push(PollFd::new(e.as_fd(), PollFlags::POLLIN));
+                }
+                match poll(&mut fds, PollTimeout::from(1000u16)) {
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+                let hit = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+                ready[0] = hit(&fds[0]);
+                ready[1] = hit(&fds[1]);
+                ready[2] = idx[0].is_some_and(|i| hit(&fds[i]));
+                ready[3] = idx[1].is_some_and(|i| hit(&fds[i]));
+            }
+            if ready[2] {
+                self.pump(Stream::Stdout, &mut buf);
+            }
+            if ready[3] {
+                self.pump(Stream::Stderr, &mut buf);
+            }
+            if ready[0] {
+                self.accept();
+            }
+            // Reap on every turn: the init, and orphans reparented to us as subreaper.
+            if let Some(st) = reap_all(Some(self.pid)) {
+                self.exit = Some(st);
+            }
+            let _ = ready[1];
+        }
+        self.finish(&mut buf);
+    }
+
+    fn pump(&mut self, stream: Stream, buf: &mut [u8]) {
+        let fd = match stream {
+            Stream::Stdout => &self.stdout,
+            Stream::Stderr => &self.stderr,
+        };
+        let Some(fd) = fd else { return };
+        match nix::unistd::read(fd.as_raw_fd(), buf) {
+            Ok(0) => match stream {
+                Stream::Stdout => self.stdout = None,
+                Stream::Stderr => self.stderr = None,
+            },
+            Ok(n) => self.log.write(stream, &buf[..n]),
+            Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
+            Err(_) => match stream {
+                Stream::Stdout => self.stdout = None,
+                Stream::Stderr => self.stderr = None,
+            },
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let conn = match self.listener.accept() {
+                Ok((c, _)) => c,
+                Err(_) => return,
+            };
+            let _ = conn.set_nonblocking(false);
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
+            let mut line = String::new();
+            let mut reader = BufReader::new(&conn).take(1 << 20);
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let req: Request = match serde_json::from_str(&line) {
+                Ok(r) => r,
+                Err(e) => {
+                    respond(
+                        &conn,
+                        &Response {
+                            error: Some(format!("bad request: {e}")),
+                            ..Default::default()
+                        },
+                    );
+                    continue;
+                }
+            };
+            if matches!(req, Request::Wait) {
+                self.waiters.push(conn);
+                continue;
+            }
+            let resp = self.handle(req);
+            respond(&conn, &resp);
+        }
+    }
+
+    fn base(&self) -> Response {
+        Response {
+            pid: self.pid,
+            started: self.started,
+            ..Default::default()
+        }
+    }
+
+    fn handle(&mut self, req: Request) -> Response {
+        let mut r = self.base();
+        let result = match req {
+            Request::State | Request::Wait => Ok(()),
+            Request::Start => match self.runtime.start(&self.cfg.id) {
+                Ok(()) => {
+                    self.started = true;
+                    r.started = true;
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            },
+            Request::Kill { signal, all } => {
+                if all {
+                    self.runtime
+                        .kill(&self.cfg.id, signal, true)
+                        .map_err(|e| e.to_string())
+                } else {
+                    pidfd_send_signal(&self.pidfd, signal)
+                        .map_err(|e| format!("signal {signal}: {e}"))
+                }
+            }
+            Request::ReopenLog => self.log.reopen().map_err(|e| e.to_string()),
+            Request::Update { resources } => serde_json::from_value(resources)
+                .map_err(|e| format!("bad resources: {e}"))
+                .and_then(|res| {
+                    self.runtime
+                        .update(&self.cfg.id, &res)
+                        .map_err(|e| e.to_string())
+                }),
+        };
+        if let Err(e) = result {
+            r.error = Some(e);
+        }
+        r
+    }
+
+    fn finish(&mut self, buf: &mut [u8]) {
+        let (code, signal) = self.exit.unwrap_or((255, None));
+        let finished_at_ns = now_ns();
+        let oom_killed =
+            crate::cgroups::oom_kills(&self.cfg.cgroup).is_some_and(|n| n > self.oom_baseline);
+        // Everything else in the container dies with the delete; then the pipes reach EOF.
+        let _ = self.runtime.delete(&self.cfg.id, true);
+        reap_all(None);
+        for s in [Stream::Stdout, Stream::Stderr] {
+            let fd = match s {
+                Stream::Stdout => self.stdout.take(),
+                Stream::Stderr => self.stderr.take(),
+            };
+            if let Some(fd) = fd {
+                let data = drain_nonblocking(&fd);
+                for chunk in data.chunks(buf.len()) {
+                    self.log.write(s, chunk);
+                }
+            }
+        }
+        let info = ExitInfo {
+            exit_code: code,
+            signal,
+            finished_at_ns,
+            oom_killed,
+        };
+        let _ = crate::state::write_json(&self.cfg.exit_file, &info);
+        let mut r = self.base();
+        r.exit = Some(info);
+        for w in self.waiters.drain(..) {
+            respond(&w, &r);
+        }
+        let _ = std::fs::remove_file(&self.cfg.socket);
+    }
+}
+
+fn respond(mut conn: &UnixStream, r: &Response) {
+    if let Ok(mut v) = serde_json::to_vec(r) {
+        v.push(b'\n');
+        let _ = conn.write_all(&v);
+    }
+}
+
+/// Reads what a pipe holds now without waiting for writers to close it.
+fn drain_nonblocking(fd: &OwnedFd) -> Vec<u8> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let _ = fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    while out.len() < 64 << 20 {
+        match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Reaps every exited child; returns the status of `watch` if it was among them, as
+/// (exit code, signal) with a signal death reported as 128 + signal.
+pub fn reap_all(watch: Option<i32>) -> Option<(i32, Option<i32>)> {
+    let mut found = None;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => {
+                if Some(pid.as_raw()) == watch {
+                    found = Some((code, None));
+                }
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                if Some(pid.as_raw()) == watch {
+                    found = Some((128 + sig as i32, Some(sig as i32)));
+                }
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    found
+}
+
+/// A client of a monitor's control socket (blocking; the daemon calls it on a blocking thread).
+pub fn call(socket: &Path, req: &Request, timeout: Option<Duration>) -> std::io::Result<Response> {
+    let mut conn = UnixStream::connect(socket)?;
+    conn.set_read_timeout(timeout)?;
+    conn.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut v = serde_json::to_vec(req).map_err(std::io::Error::other)?;
+    v.push(b'\n');
+    conn.write_all(&v)?;
+    let mut line = String::new();
+    BufReader::new(&conn).take(1 << 20).read_line(&mut line)?;
+    if line.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the monitor closed the connection",
+        ));
+    }
+    serde_json::from_str(&line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}

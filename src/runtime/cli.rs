@@ -1,0 +1,254 @@
+//! The external handler: an OCI runtime CLI (runc, crun) driven from the monitor. Its stderr
+//! and its `--log` file are kept in every error, since that is where it says what went wrong.
+
+use super::{ExecProcess, Execed, OciRuntime, OciStatus, RuntimeError, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio as PStdio};
+
+pub struct OciCli {
+    path: PathBuf,
+    root: PathBuf,
+}
+
+impl OciCli {
+    pub fn new(path: PathBuf, root: PathBuf) -> Self {
+        OciCli { path, root }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(&self.path);
+        c.arg("--root").arg(&self.root);
+        c
+    }
+
+    fn name_str(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// Runs a runtime command to completion; a failure carries its stderr.
+    fn run(&self, op: &'static str, id: &str, mut cmd: Command) -> Result<Vec<u8>, RuntimeError> {
+        let out = cmd.stdin(PStdio::null()).output().map_err(|e| {
+            RuntimeError::new(
+                &self.name_str(),
+                op,
+                id,
+                format!("running {}: {e}", self.path.display()),
+            )
+        })?;
+        if !out.status.success() {
+            let mut msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            if msg.is_empty() {
+                msg = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            }
+            return Err(RuntimeError::new(
+                &self.name_str(),
+                op,
+                id,
+                format!("{} ({msg})", out.status),
+            ));
+        }
+        Ok(out.stdout)
+    }
+}
+
+fn read_log(path: &Path) -> String {
+    // runc and crun write JSON lines {"level":..,"msg":..}; keep the messages of errors.
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return String::new();
+    };
+    let msgs: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| matches!(v["level"].as_str(), Some("error") | Some("fatal")))
+        .filter_map(|v| v["msg"].as_str().map(str::to_string))
+        .collect();
+    if msgs.is_empty() {
+        text.trim().to_string()
+    } else {
+        msgs.join("; ")
+    }
+}
+
+impl OciRuntime for OciCli {
+    fn name(&self) -> String {
+        self.name_str()
+    }
+
+    fn create(&self, id: &str, bundle: &Path, stdio: Stdio) -> Result<i32, RuntimeError> {
+        let pid_file = bundle.join("init.pid");
+        let log = bundle.join("runtime.log");
+        let _ = std::fs::remove_file(&log);
+        let mut cmd = self.cmd();
+        cmd.arg("--log")
+            .arg(&log)
+            .arg("--log-format")
+            .arg("json")
+            .arg("create")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(id)
+            .stdin(PStdio::from(stdio.stdin))
+            .stdout(PStdio::from(stdio.stdout))
+            .stderr(PStdio::from(stdio.stderr));
+        let status = cmd.status().map_err(|e| {
+            RuntimeError::new(
+                &self.name_str(),
+                "create",
+                id,
+                format!("running {}: {e}", self.path.display()),
+            )
+        })?;
+        if !status.success() {
+            return Err(RuntimeError::new(
+                &self.name_str(),
+                "create",
+                id,
+                format!("{status}: {}", read_log(&log)),
+            ));
+        }
+        let pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .ok_or_else(|| {
+                RuntimeError::new(&self.name_str(), "create", id, "no pid file after create")
+            })?;
+        Ok(pid)
+    }
+
+    fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut c = self.cmd();
+        c.arg("start").arg(id);
+        self.run("start", id, c).map(|_| ())
+    }
+
+    fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), RuntimeError> {
+        let mut c = self.cmd();
+        c.arg("kill");
+        if all {
+            c.arg("--all");
+        }
+        c.arg(id).arg(signal.to_string());
+        self.run("kill", id, c).map(|_| ())
+    }
+
+    fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
+        if self.state(id)? == OciStatus::Unknown {
+            return Ok(());
+        }
+        let mut c = self.cmd();
+        c.arg("delete");
+        if force {
+            c.arg("--force");
+        }
+        c.arg(id);
+        self.run("delete", id, c).map(|_| ())
+    }
+
+    fn state(&self, id: &str) -> Result<OciStatus, RuntimeError> {
+        let mut c = self.cmd();
+        c.arg("state").arg(id);
+        let out = match self.run("state", id, c) {
+            Ok(o) => o,
+            Err(RuntimeError::Failed { message, .. })
+                if message.contains("does not exist")
+                    || message.contains("not exist")
+                    || message.contains("No such") =>
+            {
+                return Ok(OciStatus::Unknown)
+            }
+            Err(e) => return Err(e),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&out).map_err(|e| {
+            RuntimeError::new(
+                &self.name_str(),
+                "state",
+                id,
+                format!("bad state JSON: {e}"),
+            )
+        })?;
+        Ok(match v["status"].as_str() {
+            Some("creating") => OciStatus::Creating,
+            Some("created") => OciStatus::Created,
+            Some("running") => OciStatus::Running,
+            Some("paused") => OciStatus::Paused,
+            Some("stopped") => OciStatus::Stopped,
+            _ => OciStatus::Unknown,
+        })
+    }
+
+    fn exec(&self, id: &str, process: &ExecProcess, stdio: Stdio) -> Result<Execed, RuntimeError> {
+        let mut c = self.cmd();
+        c.arg("exec");
+        if let Some(cwd) = &process.cwd {
+            c.arg("--cwd").arg(cwd);
+        }
+        for e in &process.env {
+            c.arg("--env").arg(e);
+        }
+        c.arg(id)
+            .args(&process.args)
+            .stdin(PStdio::from(stdio.stdin))
+            .stdout(PStdio::from(stdio.stdout))
+            .stderr(PStdio::from(stdio.stderr));
+        let child = c.spawn().map_err(|e| {
+            RuntimeError::new(
+                &self.name_str(),
+                "exec",
+                id,
+                format!("running {}: {e}", self.path.display()),
+            )
+        })?;
+        Ok(Execed {
+            pid: child.id() as i32,
+        })
+    }
+
+    fn update(
+        &self,
+        id: &str,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<(), RuntimeError> {
+        use std::io::Write;
+        let json = serde_json::to_vec(resources)
+            .map_err(|e| RuntimeError::new(&self.name_str(), "update", id, e.to_string()))?;
+        let mut c = self.cmd();
+        c.arg("update").arg("--resources").arg("-").arg(id);
+        let mut child = c
+            .stdin(PStdio::piped())
+            .stdout(PStdio::piped())
+            .stderr(PStdio::piped())
+            .spawn()
+            .map_err(|e| RuntimeError::new(&self.name_str(), "update", id, e.to_string()))?;
+        if let Some(mut i) = child.stdin.take() {
+            let _ = i.write_all(&json);
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| RuntimeError::new(&self.name_str(), "update", id, e.to_string()))?;
+        if !out.status.success() {
+            return Err(RuntimeError::new(
+                &self.name_str(),
+                "update",
+                id,
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn stats(&self, id: &str) -> Result<serde_json::Value, RuntimeError> {
+        let mut c = self.cmd();
+        c.arg("events").arg("--stats").arg(id);
+        let out = self.run("stats", id, c)?;
+        serde_json::from_slice(&out).map_err(|e| {
+            RuntimeError::new(
+                &self.name_str(),
+                "stats",
+                id,
+                format!("bad stats JSON: {e}"),
+            )
+        })
+    }
+}

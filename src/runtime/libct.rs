@@ -1,0 +1,181 @@
+//! The built-in handler: youki's libcontainer, linked in. No runc, no shim.
+
+use super::{ExecProcess, Execed, OciRuntime, OciStatus, RuntimeError, Stdio};
+use libcgroups::common::CgroupManager;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::{Container, ContainerStatus};
+use libcontainer::syscall::syscall::SyscallType;
+use std::path::{Path, PathBuf};
+
+pub struct Libcontainer {
+    root: PathBuf,
+}
+
+const NAME: &str = "ferrio(libcontainer)";
+
+impl Libcontainer {
+    pub fn new(root: PathBuf) -> Self {
+        Libcontainer { root }
+    }
+
+    fn load(&self, id: &str, op: &'static str) -> Result<Option<Container>, RuntimeError> {
+        let dir = self.root.join(id);
+        if !dir.join("state.json").exists() {
+            return Ok(None);
+        }
+        Container::load(dir)
+            .map(Some)
+            .map_err(|e| RuntimeError::new(NAME, op, id, e.to_string()))
+    }
+
+    fn err<'a>(
+        op: &'static str,
+        id: &'a str,
+    ) -> impl Fn(libcontainer::error::LibcontainerError) -> RuntimeError + 'a {
+        move |e| RuntimeError::new(NAME, op, id, error_chain(&e))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+impl OciRuntime for Libcontainer {
+    fn name(&self) -> String {
+        NAME.to_string()
+    }
+
+    fn create(&self, id: &str, bundle: &Path, stdio: Stdio) -> Result<i32, RuntimeError> {
+        std::fs::create_dir_all(&self.root).map_err(|e| {
+            RuntimeError::new(NAME, "create", id, format!("{}: {e}", self.root.display()))
+        })?;
+        let container = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
+            .with_root_path(&self.root)
+            .map_err(Self::err("create", id))?
+            .with_stdin(stdio.stdin)
+            .with_stdout(stdio.stdout)
+            .with_stderr(stdio.stderr)
+            .as_init(bundle)
+            .with_systemd(false)
+            .with_detach(true)
+            .build()
+            .map_err(Self::err("create", id))?;
+        container
+            .pid()
+            .map(|p| p.as_raw())
+            .ok_or_else(|| RuntimeError::new(NAME, "create", id, "no init pid after create"))
+    }
+
+    fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut c = self
+            .load(id, "start")?
+            .ok_or_else(|| RuntimeError::new(NAME, "start", id, "container state not found"))?;
+        c.start().map_err(Self::err("start", id))
+    }
+
+    fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), RuntimeError> {
+        let Some(mut c) = self.load(id, "kill")? else {
+            return Ok(());
+        };
+        let sig = libcontainer::signal::Signal::try_from(signal)
+            .map_err(|e| RuntimeError::new(NAME, "kill", id, e.to_string()))?;
+        c.kill(sig, all).map_err(Self::err("kill", id))
+    }
+
+    fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
+        let Some(mut c) = self.load(id, "delete")? else {
+            return Ok(());
+        };
+        c.delete(force).map_err(Self::err("delete", id))
+    }
+
+    fn state(&self, id: &str) -> Result<OciStatus, RuntimeError> {
+        let Some(mut c) = self.load(id, "state")? else {
+            return Ok(OciStatus::Unknown);
+        };
+        c.refresh_status().map_err(Self::err("state", id))?;
+        Ok(match c.status() {
+            ContainerStatus::Creating => OciStatus::Creating,
+            ContainerStatus::Created => OciStatus::Created,
+            ContainerStatus::Running => OciStatus::Running,
+            ContainerStatus::Paused => OciStatus::Paused,
+            ContainerStatus::Stopped => OciStatus::Stopped,
+        })
+    }
+
+    fn exec(&self, id: &str, process: &ExecProcess, stdio: Stdio) -> Result<Execed, RuntimeError> {
+        let env = process
+            .env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let pid = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
+            .with_root_path(&self.root)
+            .map_err(Self::err("exec", id))?
+            .with_stdin(stdio.stdin)
+            .with_stdout(stdio.stdout)
+            .with_stderr(stdio.stderr)
+            .as_tenant()
+            .with_container_args(process.args.clone())
+            .with_env(env)
+            .with_cwd(process.cwd.clone())
+            .with_detach(false)
+            .build()
+            .map_err(Self::err("exec", id))?;
+        Ok(Execed { pid: pid.as_raw() })
+    }
+
+    fn update(
+        &self,
+        id: &str,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<(), RuntimeError> {
+        let c = self
+            .load(id, "update")?
+            .ok_or_else(|| RuntimeError::new(NAME, "update", id, "container state not found"))?;
+        let spec = c.spec().map_err(Self::err("update", id))?;
+        let manager = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+            cgroup_path: spec.cgroup_path.clone(),
+            systemd_cgroup: false,
+            container_name: id.to_string(),
+        })
+        .map_err(|e| RuntimeError::new(NAME, "update", id, e.to_string()))?;
+        manager
+            .apply(&libcgroups::common::ControllerOpt {
+                resources,
+                disable_oom_killer: false,
+                oom_score_adj: None,
+                freezer_state: None,
+            })
+            .map_err(|e| RuntimeError::new(NAME, "update", id, e.to_string()))
+    }
+
+    fn stats(&self, id: &str) -> Result<serde_json::Value, RuntimeError> {
+        let c = self
+            .load(id, "stats")?
+            .ok_or_else(|| RuntimeError::new(NAME, "stats", id, "container state not found"))?;
+        let spec = c.spec().map_err(Self::err("stats", id))?;
+        let manager = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+            cgroup_path: spec.cgroup_path.clone(),
+            systemd_cgroup: false,
+            container_name: id.to_string(),
+        })
+        .map_err(|e| RuntimeError::new(NAME, "stats", id, e.to_string()))?;
+        let stats = manager
+            .stats()
+            .map_err(|e| RuntimeError::new(NAME, "stats", id, e.to_string()))?;
+        serde_json::to_value(&stats)
+            .map_err(|e| RuntimeError::new(NAME, "stats", id, e.to_string()))
+    }
+}

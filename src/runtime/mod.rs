@@ -1,0 +1,115 @@
+//! The OCI runtime layer: one trait, [`OciRuntime`], with two handlers — libcontainer linked
+//! into ferrio ([`libct::Libcontainer`], the default) and an external OCI CLI such as runc or crun
+//! ([`cli::OciCli`]).
+//!
+//! Every method is blocking and is only ever called from a re-exec'd, single-threaded ferrio
+//! helper (`__monitor`, `__exec`): libcontainer forks and changes the calling process (cwd,
+//! dumpable flag, oom_score_adj), which is unsafe in the multi-threaded daemon.
+
+pub mod cli;
+pub mod libct;
+
+use serde::{Deserialize, Serialize};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{runtime} {op} {id}: {message}")]
+    Failed {
+        runtime: String,
+        op: &'static str,
+        id: String,
+        message: String,
+    },
+}
+
+impl RuntimeError {
+    pub fn new(runtime: &str, op: &'static str, id: &str, message: impl Into<String>) -> Self {
+        RuntimeError::Failed {
+            runtime: runtime.to_string(),
+            op,
+            id: id.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Which handler runs a container, as the monitor and exec helper receive it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Handler {
+    /// youki's libcontainer, in this process; `root` holds its per-container state.
+    Builtin { root: PathBuf },
+    /// An OCI runtime CLI (runc, crun): its binary and its `--root`.
+    Oci { path: PathBuf, root: PathBuf },
+}
+
+impl Handler {
+    pub fn runtime(&self) -> Box<dyn OciRuntime> {
+        match self {
+            Handler::Builtin { root } => Box::new(libct::Libcontainer::new(root.clone())),
+            Handler::Oci { path, root } => Box::new(cli::OciCli::new(path.clone(), root.clone())),
+        }
+    }
+}
+
+/// The stdio a container's process gets.
+pub struct Stdio {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// The state an OCI runtime reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OciStatus {
+    Creating,
+    Created,
+    Running,
+    Paused,
+    Stopped,
+    /// The runtime has no record of the container.
+    Unknown,
+}
+
+/// A process to run inside a running container (exec).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExecProcess {
+    pub args: Vec<String>,
+    /// Extra variables over the container's own (`KEY=VALUE`).
+    pub env: Vec<String>,
+    pub cwd: Option<PathBuf>,
+}
+
+/// How an exec'd process is waited for: its pid is a child of the caller, or (for a CLI
+/// runtime) the pid of the runtime's `exec` command, which exits with the process's status.
+pub struct Execed {
+    pub pid: i32,
+}
+
+pub trait OciRuntime {
+    /// The runtime's name for messages (`ferrio`, `/usr/sbin/runc`).
+    fn name(&self) -> String;
+    /// Creates the container from `<bundle>/config.json`; returns the init's pid, which is a
+    /// child of the caller (a child subreaper).
+    fn create(&self, id: &str, bundle: &Path, stdio: Stdio) -> Result<i32, RuntimeError>;
+    /// Starts the user process of a created container.
+    fn start(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Signals the init (`all`: every process of the container).
+    fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), RuntimeError>;
+    /// Removes the runtime's state and the container's cgroup; an unknown container is fine.
+    fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError>;
+    fn state(&self, id: &str) -> Result<OciStatus, RuntimeError>;
+    /// Starts `process` in the running container with `stdio`; the caller waits for the pid.
+    fn exec(&self, id: &str, process: &ExecProcess, stdio: Stdio) -> Result<Execed, RuntimeError>;
+    /// Applies new resources to the live container.
+    fn update(
+        &self,
+        id: &str,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<(), RuntimeError>;
+    /// The runtime's view of the container's cgroup statistics, as JSON.
+    fn stats(&self, id: &str) -> Result<serde_json::Value, RuntimeError>;
+}

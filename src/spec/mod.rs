@@ -1,0 +1,432 @@
+//! The OCI runtime spec of a container, as a pure function of the pod's config, the container's
+//! config, the image's config and what the runtime decided (paths, cgroup, clamps). No I/O:
+//! whatever needs the host (host paths, devices, the image's /etc/passwd) is resolved by the
+//! engine first and passed in. Unit-tested with golden files in `src/spec/testdata`.
+
+pub mod config;
+pub mod user;
+
+use crate::error::{ErrorKind, Kind};
+use config::{
+    ContainerConfig, ImageConfig, NamespaceMode, PodConfig, PodPaths, Propagation, ResolvedDevice,
+};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+pub use user::User;
+
+/// The OCI version written into every spec: one that runc and Debian's crun 1.8 accept.
+pub const OCI_VERSION: &str = "1.0.2";
+
+/// CRI-O's default capabilities.
+pub const DEFAULT_CAPABILITIES: [&str; 9] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_KILL",
+];
+
+pub const DEFAULT_MASKED_PATHS: [&str; 11] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+pub const DEFAULT_READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("building the OCI spec: {0}")]
+    Internal(String),
+}
+
+impl ErrorKind for SpecError {
+    fn kind(&self) -> Kind {
+        match self {
+            SpecError::Invalid(_) => Kind::InvalidArgument,
+            SpecError::Internal(_) => Kind::Internal,
+        }
+    }
+}
+
+/// Everything [`generate`] reads.
+pub struct Input<'a> {
+    pub pod: &'a PodConfig,
+    pub container: &'a ContainerConfig,
+    pub image: &'a ImageConfig,
+    pub rootfs: PathBuf,
+    pub pod_paths: &'a PodPaths,
+    /// Host paths of the container's mounts after symlinks were resolved, in the order of
+    /// `container.mounts`.
+    pub mount_sources: Vec<PathBuf>,
+    pub devices: Vec<ResolvedDevice>,
+    /// The cgroup path of the container (`<pod cgroup>/ferrio-<id>`).
+    pub cgroups_path: String,
+    /// The image's /etc/passwd and /etc/group.
+    pub passwd: Option<String>,
+    pub group: Option<String>,
+    /// The lowest oom_score_adj this host lets us set (the daemon's own, without
+    /// CAP_SYS_RESOURCE).
+    pub min_oom_score_adj: i32,
+    /// The resolved seccomp section, when the container has a profile.
+    pub seccomp: Option<Value>,
+}
+
+/// The spec and the user it runs as (ContainerStatus reports the user).
+pub struct Generated {
+    pub spec: oci_spec::runtime::Spec,
+    pub user: User,
+    pub args: Vec<String>,
+}
+
+/// The `linux.resources` fields (cpu, memory, hugepages, unified) of a container's resources,
+/// as OCI JSON; also what UpdateContainerResources applies.
+pub fn linux_resources(r: &config::Resources) -> Value {
+    let mut resources = json!({});
+    let mut cpu = json!({});
+    if r.cpu_shares > 0 {
+        cpu["shares"] = json!(r.cpu_shares);
+    }
+    if r.cpu_quota != 0 {
+        cpu["quota"] = json!(r.cpu_quota);
+    }
+    if r.cpu_period > 0 {
+        cpu["period"] = json!(r.cpu_period);
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu["cpus"] = json!(r.cpuset_cpus);
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu["mems"] = json!(r.cpuset_mems);
+    }
+    if cpu.as_object().is_some_and(|o| !o.is_empty()) {
+        resources["cpu"] = cpu;
+    }
+    if r.memory_limit_in_bytes > 0 {
+        let mut mem = json!({"limit": r.memory_limit_in_bytes});
+        if r.memory_swap_limit_in_bytes > 0 {
+            mem["swap"] = json!(r.memory_swap_limit_in_bytes);
+        }
+        resources["memory"] = mem;
+    }
+    if !r.hugepage_limits.is_empty() {
+        resources["hugepageLimits"] = r
+            .hugepage_limits
+            .iter()
+            .map(|(size, limit)| json!({"pageSize": size, "limit": limit}))
+            .collect();
+    }
+    if !r.unified.is_empty() {
+        resources["unified"] = json!(r.unified);
+    }
+    resources
+}
+
+/// The process's argv per Kubernetes: `command` replaces the image's Entrypoint (and then the
+/// image's Cmd is not used), `args` replaces the image's Cmd.
+pub fn command_line(c: &ContainerConfig, image: &ImageConfig) -> Vec<String> {
+    let (entry, args) = if !c.command.is_empty() {
+        (c.command.clone(), c.args.clone())
+    } else if !c.args.is_empty() {
+        (image.entrypoint.clone(), c.args.clone())
+    } else {
+        (image.entrypoint.clone(), image.cmd.clone())
+    };
+    entry.into_iter().chain(args).collect()
+}
+
+fn merge_env(image: &[String], container: &[(String, String)], extra: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut set = |kv: String| {
+        let key = kv.split('=').next().unwrap_or("").to_string();
+        if let Some(slot) = out
+            .iter_mut()
+            .find(|e| e.split('=').next() == Some(key.as_str()))
+        {
+            *slot = kv;
+        } else {
+            out.push(kv);
+        }
+    };
+    for e in image {
+        set(e.clone());
+    }
+    for (k, v) in container {
+        set(format!("{k}={v}"));
+    }
+    for e in extra {
+        set(e.clone());
+    }
+    out
+}
+
+/// Capability names normalised to `CAP_X`.
+fn cap_name(c: &str) -> String {
+    let c = c.to_ascii_uppercase();
+    if c.starts_with("CAP_") || c == "ALL" {
+        c
+    } else {
+        format!("CAP_{c}")
+    }
+}
+
+fn capabilities(add: &[String], drop: &[String]) -> Vec<String> {
+    let add: Vec<String> = add.iter().map(|c| cap_name(c)).collect();
+    let drop: Vec<String> = drop.iter().map(|c| cap_name(c)).collect();
+    let mut caps: Vec<String> = if drop.iter().any(|c| c == "ALL") {
+        Vec::new()
+    } else {
+        DEFAULT_CAPABILITIES
+            .iter()
+            .map(|s| s.to_string())
+            .filter(|c| !drop.contains(c))
+            .collect()
+    };
+    for c in add {
+        if c != "ALL" && !caps.contains(&c) {
+            caps.push(c);
+        }
+    }
+    caps
+}
+
+fn propagation(p: Propagation) -> &'static str {
+    match p {
+        Propagation::Private => "rprivate",
+        Propagation::HostToContainer => "rslave",
+        Propagation::Bidirectional => "rshared",
+    }
+}
+
+pub fn generate(inp: &Input) -> Result<Generated, SpecError> {
+    let c = inp.container;
+    let pod = inp.pod;
+    let sec = &c.security;
+    let args = command_line(c, inp.image);
+    if args.is_empty() {
+        return Err(SpecError::Invalid(
+            "no command: the container config and the image give none".into(),
+        ));
+    }
+    let user = user::resolve(
+        sec.run_as_user,
+        sec.run_as_group,
+        &sec.run_as_username,
+        &sec.supplemental_groups,
+        &inp.image.user,
+        inp.passwd.as_deref(),
+        inp.group.as_deref(),
+    )?;
+
+    let mut extra_env = Vec::new();
+    if pod.network != NamespaceMode::Node && !pod.hostname.is_empty() {
+        extra_env.push(format!("HOSTNAME={}", pod.hostname));
+    }
+    let mut env = merge_env(&inp.image.env, &c.envs, &extra_env);
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, DEFAULT_PATH.to_string());
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!(
+            "HOME={}",
+            user.home
+                .as_deref()
+                .filter(|h| !h.is_empty())
+                .unwrap_or("/")
+        ));
+    }
+    let cwd = [c.working_dir.as_str(), inp.image.working_dir.as_str()]
+        .into_iter()
+        .find(|w| !w.is_empty())
+        .unwrap_or("/")
+        .to_string();
+    if !cwd.starts_with('/') {
+        return Err(SpecError::Invalid(format!(
+            "working_dir {cwd:?} is not absolute"
+        )));
+    }
+
+    let caps = capabilities(&sec.capabilities_add, &sec.capabilities_drop);
+    let mut process = json!({
+        "terminal": c.tty,
+        "user": {
+            "uid": user.uid,
+            "gid": user.gid,
+            "additionalGids": user.additional_gids,
+        },
+        "args": args,
+        "env": env,
+        "cwd": cwd,
+        "capabilities": {
+            "bounding": caps,
+            "effective": caps,
+            "permitted": caps,
+        },
+        "noNewPrivileges": sec.no_new_privs,
+    });
+    if let Some(r) = &c.resources {
+        if r.oom_score_adj != 0 || inp.min_oom_score_adj > 0 {
+            let adj = (r.oom_score_adj.clamp(-1000, 1000) as i32).max(inp.min_oom_score_adj);
+            process["oomScoreAdj"] = json!(adj);
+        }
+    }
+    if user.additional_gids.is_empty() {
+        process["user"]
+            .as_object_mut()
+            .map(|u| u.remove("additionalGids"));
+    }
+
+    // Mounts: the defaults, then the pod's files, then the request's (which win on the same
+    // destination).
+    let mut mounts: Vec<Value> = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+        json!({"destination": "/dev/shm", "type": "bind", "source": inp.pod_paths.shm, "options": ["rbind", "nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/etc/resolv.conf", "type": "bind", "source": inp.pod_paths.resolv_conf, "options": ["rbind", "rprivate", "nosuid", "noexec", "nodev"]}),
+    ];
+    if let Some(h) = &inp.pod_paths.hostname_file {
+        mounts.push(json!({"destination": "/etc/hostname", "type": "bind", "source": h, "options": ["rbind", "rprivate", "nosuid", "noexec", "nodev"]}));
+    }
+    for (m, src) in c.mounts.iter().zip(&inp.mount_sources) {
+        if !m.container_path.starts_with('/') {
+            return Err(SpecError::Invalid(format!(
+                "mount container_path {:?} is not absolute",
+                m.container_path
+            )));
+        }
+        let dest = m.container_path.trim_end_matches('/');
+        let dest = if dest.is_empty() { "/" } else { dest };
+        mounts.retain(|x| x["destination"] != dest);
+        let mut opts = vec!["rbind", propagation(m.propagation)];
+        if m.readonly {
+            opts.push("ro");
+        }
+        mounts.push(json!({"destination": dest, "type": "bind", "source": src, "options": opts}));
+    }
+
+    let mut namespaces = vec![json!({"type": "mount"})];
+    match sec.pid {
+        NamespaceMode::Node => {}
+        NamespaceMode::Pod => match &inp.pod_paths.pid_ns {
+            Some(p) => namespaces.push(json!({"type": "pid", "path": p})),
+            None => namespaces.push(json!({"type": "pid"})),
+        },
+        NamespaceMode::Container => namespaces.push(json!({"type": "pid"})),
+        NamespaceMode::Target => {
+            return Err(SpecError::Invalid(
+                "pid namespace mode TARGET is not supported yet".into(),
+            ))
+        }
+    }
+    for (kind, path) in [
+        ("network", &inp.pod_paths.net_ns),
+        ("ipc", &inp.pod_paths.ipc_ns),
+        ("uts", &inp.pod_paths.uts_ns),
+    ] {
+        if let Some(p) = path {
+            namespaces.push(json!({"type": kind, "path": p}));
+        }
+    }
+
+    let mut resources = json!({
+        "devices": [{"allow": false, "access": "rwm"}],
+    });
+    let mut devices = Vec::new();
+    for d in &inp.devices {
+        devices.push(json!({
+            "path": d.container_path, "type": d.kind, "major": d.major, "minor": d.minor,
+            "fileMode": d.file_mode, "uid": 0, "gid": 0,
+        }));
+        if let Some(a) = resources["devices"].as_array_mut() {
+            a.push(json!({"allow": true, "type": d.kind, "major": d.major, "minor": d.minor, "access": d.permissions}));
+        }
+    }
+    if let Some(r) = &c.resources {
+        if let (Some(dst), Value::Object(src)) = (resources.as_object_mut(), linux_resources(r)) {
+            dst.extend(src);
+        }
+    }
+
+    let masked: Vec<String> = if sec.privileged {
+        Vec::new()
+    } else if sec.masked_paths.is_empty() {
+        DEFAULT_MASKED_PATHS.iter().map(|s| s.to_string()).collect()
+    } else {
+        sec.masked_paths.clone()
+    };
+    let readonly: Vec<String> = if sec.privileged {
+        Vec::new()
+    } else if sec.readonly_paths.is_empty() {
+        DEFAULT_READONLY_PATHS
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    } else {
+        sec.readonly_paths.clone()
+    };
+
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "resources": resources,
+        "cgroupsPath": inp.cgroups_path,
+        "maskedPaths": masked,
+        "readonlyPaths": readonly,
+    });
+    if !devices.is_empty() {
+        linux["devices"] = json!(devices);
+    }
+    if let Some(s) = &inp.seccomp {
+        linux["seccomp"] = s.clone();
+    }
+
+    let annotations: serde_json::Map<String, Value> = c
+        .annotations
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    let doc = json!({
+        "ociVersion": OCI_VERSION,
+        "process": process,
+        "root": {"path": inp.rootfs, "readonly": sec.readonly_rootfs},
+        "mounts": mounts,
+        "annotations": annotations,
+        "linux": linux,
+    });
+    let spec: oci_spec::runtime::Spec =
+        serde_json::from_value(doc).map_err(|e| SpecError::Internal(e.to_string()))?;
+    Ok(Generated {
+        spec,
+        user,
+        args: command_line(c, inp.image),
+    })
+}
+
+#[cfg(test)]
+mod tests;

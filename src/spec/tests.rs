@@ -1,0 +1,252 @@
+//! Golden tests: the generated spec for fixed inputs, compared with `testdata/<name>.json`.
+//! `FERRIO_UPDATE_GOLDEN=1 cargo test --lib spec::` rewrites the files; review the diff.
+
+use super::config::*;
+use super::*;
+use std::collections::BTreeMap;
+
+fn pod() -> PodConfig {
+    PodConfig {
+        name: "web".into(),
+        uid: "uid-1".into(),
+        namespace: "default".into(),
+        hostname: "web-0".into(),
+        log_directory: "/var/log/pods/default_web_uid-1".into(),
+        ..Default::default()
+    }
+}
+
+fn paths() -> PodPaths {
+    PodPaths {
+        net_ns: Some("/run/ferrio/pods/p1/ns/net".into()),
+        ipc_ns: Some("/run/ferrio/pods/p1/ns/ipc".into()),
+        uts_ns: Some("/run/ferrio/pods/p1/ns/uts".into()),
+        pid_ns: None,
+        shm: "/run/ferrio/pods/p1/shm".into(),
+        hostname_file: Some("/run/ferrio/pods/p1/hostname".into()),
+        resolv_conf: "/run/ferrio/pods/p1/resolv.conf".into(),
+    }
+}
+
+fn image() -> ImageConfig {
+    ImageConfig {
+        env: vec!["PATH=/bin".into(), "A=image".into()],
+        entrypoint: vec![],
+        cmd: vec!["sh".into()],
+        working_dir: "".into(),
+        user: "".into(),
+        stop_signal: "".into(),
+    }
+}
+
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www:/var/www:/bin/sh\n";
+const GROUP: &str = "root:x:0:\nwww-data:x:33:\nweb:x:500:www-data\n";
+
+fn input<'a>(
+    pod: &'a PodConfig,
+    c: &'a ContainerConfig,
+    img: &'a ImageConfig,
+    pp: &'a PodPaths,
+) -> Input<'a> {
+    Input {
+        pod,
+        container: c,
+        image: img,
+        rootfs: "/run/ferrio/containers/c1/bundle/rootfs".into(),
+        pod_paths: pp,
+        mount_sources: c
+            .mounts
+            .iter()
+            .map(|m| PathBuf::from(&m.host_path))
+            .collect(),
+        devices: vec![],
+        cgroups_path: "/ferrio/pod-p1/ferrio-c1".into(),
+        passwd: Some(PASSWD.into()),
+        group: Some(GROUP.into()),
+        min_oom_score_adj: 0,
+        seccomp: None,
+    }
+}
+
+fn golden(name: &str, spec: &oci_spec::runtime::Spec) {
+    // Capability sets are hash sets in oci-spec: sort them so the file is stable.
+    let mut v = serde_json::to_value(spec).unwrap();
+    if let Some(caps) = v["process"]["capabilities"].as_object_mut() {
+        for set in caps.values_mut() {
+            if let Some(a) = set.as_array_mut() {
+                a.sort_by(|x, y| x.as_str().cmp(&y.as_str()));
+            }
+        }
+    }
+    let got = serde_json::to_string_pretty(&v).unwrap() + "\n";
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("src/spec/testdata")
+        .join(format!("{name}.json"));
+    if std::env::var_os("FERRIO_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with FERRIO_UPDATE_GOLDEN=1)", path.display()));
+    assert_eq!(got, want, "golden file {} differs", path.display());
+}
+
+#[test]
+fn golden_default_container() {
+    let c = ContainerConfig {
+        name: "app".into(),
+        image: "busybox".into(),
+        command: vec!["sh".into()],
+        args: vec!["-c".into(), "echo hi".into()],
+        envs: vec![("A".into(), "request".into()), ("B".into(), "b".into())],
+        ..Default::default()
+    };
+    let (p, i, pp) = (pod(), image(), paths());
+    let g = generate(&input(&p, &c, &i, &pp)).unwrap();
+    assert_eq!(g.args, vec!["sh", "-c", "echo hi"]);
+    golden("default", &g.spec);
+}
+
+#[test]
+fn golden_full_container() {
+    let mut c = ContainerConfig {
+        name: "full".into(),
+        image: "busybox".into(),
+        command: vec!["/bin/sleep".into()],
+        args: vec!["10".into()],
+        working_dir: "/work".into(),
+        mounts: vec![
+            Mount {
+                container_path: "/data".into(),
+                host_path: "/srv/data".into(),
+                readonly: true,
+                propagation: Propagation::HostToContainer,
+            },
+            Mount {
+                container_path: "/etc/resolv.conf".into(),
+                host_path: "/srv/resolv".into(),
+                readonly: false,
+                propagation: Propagation::Bidirectional,
+            },
+        ],
+        resources: Some(Resources {
+            cpu_period: 100000,
+            cpu_quota: 50000,
+            cpu_shares: 512,
+            memory_limit_in_bytes: 64 << 20,
+            oom_score_adj: -998,
+            cpuset_cpus: "0".into(),
+            hugepage_limits: vec![("2MB".into(), 0)],
+            ..Default::default()
+        }),
+        annotations: BTreeMap::from([("a".into(), "b".into())]),
+        ..Default::default()
+    };
+    c.security = Security {
+        run_as_username: "www-data".into(),
+        supplemental_groups: vec![1234],
+        readonly_rootfs: true,
+        no_new_privs: true,
+        capabilities_add: vec!["sys_admin".into()],
+        capabilities_drop: vec!["CAP_KILL".into(), "chown".into()],
+        pid: NamespaceMode::Container,
+        ..Default::default()
+    };
+    let (mut p, i, mut pp) = (pod(), image(), paths());
+    p.network = NamespaceMode::Node;
+    pp.net_ns = None;
+    pp.uts_ns = None;
+    pp.hostname_file = None;
+    let mut inp = input(&p, &c, &i, &pp);
+    inp.min_oom_score_adj = -500;
+    inp.devices = vec![ResolvedDevice {
+        container_path: "/dev/fuse".into(),
+        kind: "c".into(),
+        major: 10,
+        minor: 229,
+        file_mode: 0o666,
+        permissions: "rwm".into(),
+    }];
+    let g = generate(&inp).unwrap();
+    assert_eq!(
+        (g.user.uid, g.user.gid, g.user.additional_gids.clone()),
+        (33, 33, vec![500, 1234])
+    );
+    let proc_ = g.spec.process().as_ref().unwrap();
+    assert_eq!(
+        proc_.oom_score_adj(),
+        Some(-500),
+        "clamped to the host's minimum"
+    );
+    golden("full", &g.spec);
+}
+
+#[test]
+fn command_rules() {
+    let img = ImageConfig {
+        entrypoint: vec!["/ep".into()],
+        cmd: vec!["c1".into()],
+        ..Default::default()
+    };
+    let mut c = ContainerConfig::default();
+    assert_eq!(command_line(&c, &img), vec!["/ep", "c1"]);
+    c.args = vec!["a".into()];
+    assert_eq!(command_line(&c, &img), vec!["/ep", "a"]);
+    c.command = vec!["/x".into()];
+    c.args = vec![];
+    assert_eq!(
+        command_line(&c, &img),
+        vec!["/x"],
+        "command drops the image's Cmd"
+    );
+    let empty = ImageConfig::default();
+    let c = ContainerConfig::default();
+    let (p, pp) = (pod(), paths());
+    let e = generate(&input(&p, &c, &empty, &pp)).err().unwrap();
+    assert!(e.to_string().contains("no command"), "{e}");
+}
+
+#[test]
+fn capabilities_add_drop_all() {
+    assert_eq!(capabilities(&[], &["ALL".into()]), Vec::<String>::new());
+    assert_eq!(
+        capabilities(&["NET_ADMIN".into()], &["ALL".into()]),
+        vec!["CAP_NET_ADMIN"]
+    );
+    let c = capabilities(&[], &[]);
+    assert_eq!(c.len(), 9);
+}
+
+#[test]
+fn privileged_has_no_masked_paths() {
+    let mut c = ContainerConfig {
+        args: vec!["x".into()],
+        ..Default::default()
+    };
+    c.security.privileged = true;
+    let (p, i, pp) = (pod(), image(), paths());
+    let g = generate(&input(&p, &c, &i, &pp)).unwrap();
+    let l = g.spec.linux().as_ref().unwrap();
+    assert!(l.masked_paths().as_ref().is_none_or(|m| m.is_empty()));
+}
+
+#[test]
+fn relative_paths_are_refused() {
+    let c = ContainerConfig {
+        args: vec!["x".into()],
+        working_dir: "rel".into(),
+        ..Default::default()
+    };
+    let (p, i, pp) = (pod(), image(), paths());
+    assert!(generate(&input(&p, &c, &i, &pp)).is_err());
+    let c = ContainerConfig {
+        args: vec!["x".into()],
+        mounts: vec![Mount {
+            container_path: "data".into(),
+            host_path: "/x".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    assert!(generate(&input(&p, &c, &i, &pp)).is_err());
+}

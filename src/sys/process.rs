@@ -1,0 +1,115 @@
+//! Process plumbing for the helpers: pidfds, the detaching fork, signals through a pidfd.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+/// Opens a pidfd for `pid` (pidfd_open(2)). Opened while `pid` is an unreaped child of ours, it
+/// refers to that process for good: a recycled pid can never be signalled through it.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is shared.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Sends `sig` to the process behind `pidfd` (pidfd_send_signal(2)).
+pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid pidfd, a signal number, a null siginfo (allowed: the kernel fills it in as
+    // for kill(2)) and zero flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Which side of [`fork`] we are on.
+pub enum Forked {
+    Parent(i32),
+    Child,
+}
+
+/// fork(2). Only for the single-threaded helpers (`__monitor`, `__pin-ns`): in a multi-threaded
+/// process the child could inherit a lock held by another thread.
+pub fn fork_single_threaded() -> io::Result<Forked> {
+    // SAFETY: callers are the re-exec'd helpers, which have not started a second thread (no
+    // tokio runtime, no std::thread); the child only runs ordinary Rust code afterwards.
+    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child.as_raw())),
+        nix::unistd::ForkResult::Child => Ok(Forked::Child),
+    }
+}
+
+/// The number of threads of this process (from /proc/self/status), to assert the helpers are
+/// single-threaded before they fork or call libcontainer.
+pub fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The start time of `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat), which with
+/// the pid identifies a process across pid reuse.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The parent pid of `pid` (field 4 of /proc/<pid>/stat).
+pub fn parent_pid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Every live descendant of `root` (children, grandchildren, …), found through /proc.
+pub fn descendants(root: i32) -> Vec<i32> {
+    let mut parents: Vec<(i32, i32)> = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+                if let Some(pp) = parent_pid(pid) {
+                    parents.push((pid, pp));
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for &(pid, pp) in &parents {
+            if pp == p && !out.contains(&pid) {
+                out.push(pid);
+                frontier.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Whether a process with this pid exists and, when `start_time` is given, is the same one.
+pub fn process_alive(pid: i32, start_time: Option<u64>) -> bool {
+    match process_start_time(pid) {
+        None => false,
+        Some(t) => start_time.is_none_or(|s| s == t),
+    }
+}
