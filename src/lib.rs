@@ -10,6 +10,7 @@ pub mod cri;
 pub mod error;
 pub mod image;
 pub mod server;
+pub mod spec;
 pub mod state;
 pub mod sys;
 pub mod telemetry;
