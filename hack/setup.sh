@@ -26,3 +26,14 @@ command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) fi
 for c in clippy fmt; do
   cargo $c --version >/dev/null 2>&1 || { echo "cargo $c not found: add the Rust component (rustup component add ${c/fmt/rustfmt})" >&2; exit 1; }
 done
+
+# cgroup v1 hybrid hosts (this one): a controller left on the empty cgroup2 tree at
+# /sys/fs/cgroup/unified (hugetlb here) makes crun refuse every container ("cgroups in hybrid
+# mode not supported, drop all controllers from cgroupv2"). Mount such unused controllers as v1
+# hierarchies, which moves them off cgroup2, as a hybrid systemd host does.
+if [ -f /sys/fs/cgroup/unified/cgroup.controllers ]; then
+  for c in $(cat /sys/fs/cgroup/unified/cgroup.controllers); do
+    [ -d "/sys/fs/cgroup/$c" ] && continue
+    mkdir -p "/sys/fs/cgroup/$c" && mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c" || echo "setup: could not move cgroup controller $c to v1" >&2
+  done
+fi

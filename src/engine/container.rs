@@ -305,7 +305,6 @@ impl Engine {
         c: &ContainerConfig,
         handler: &Handler,
     ) -> Result<Option<serde_json::Value>> {
-        let _ = handler;
         match &c.security.seccomp {
             crate::spec::config::Profile::Unconfined => Ok(None),
             p => crate::engine::container::resolve_seccomp(
@@ -569,6 +568,7 @@ impl Engine {
                 rec.state
             )));
         }
+        let started_at = now_ns();
         let r = self
             .monitor_call(&id, Request::Start, Some(Duration::from_secs(30)))
             .await?;
@@ -581,7 +581,7 @@ impl Engine {
         if rec.state == ContainerState::Created {
             rec.state = ContainerState::Running;
         }
-        rec.started_at_ns = now_ns();
+        rec.started_at_ns = started_at;
         self.save_container(&rec)?;
         tracing::info!(container = %id, "container started");
         Ok(())
@@ -717,6 +717,7 @@ impl Engine {
                 args: cmd,
                 env: vec![],
                 cwd: None,
+                user: Some((rec.user.uid, rec.user.gid, rec.user.additional_gids.clone())),
             },
             timeout_ms: (timeout_s.max(0) as u64).saturating_mul(1000),
             result_file: result_file.clone(),
@@ -840,17 +841,43 @@ impl Engine {
     }
 }
 
-/// The seccomp section for a container's profile.
+/// The seccomp section for a container's profile: RuntimeDefault is
+/// `seccomp-profiles/default.json`, Localhost a profile file on the host, both in the
+/// containers/moby profile format, resolved for this architecture, kernel and the container's
+/// capabilities. libcontainer reads masked-compare arguments the other way round from runc and
+/// crun, so its copy is adjusted (see `spec::seccomp::for_libcontainer`).
 pub fn resolve_seccomp(
     p: &crate::spec::config::Profile,
     c: &ContainerConfig,
     builtin: bool,
 ) -> Result<serde_json::Value> {
-    let _ = (p, c, builtin);
-    Err(EngineError::new(
-        Kind::Unimplemented,
-        "seccomp profiles are not wired yet",
-    ))
+    use crate::spec::seccomp::{for_libcontainer, KernelVersion, Profile};
+    let loaded;
+    let profile: &Profile = match p {
+        crate::spec::config::Profile::Unconfined => return Ok(serde_json::Value::Null),
+        crate::spec::config::Profile::RuntimeDefault => Profile::default_profile(),
+        crate::spec::config::Profile::Localhost(path) => {
+            let data = std::fs::read(path)
+                .map_err(|e| EngineError::invalid(format!("seccomp profile {path}: {e}")))?;
+            loaded = Profile::from_json(&data)
+                .map_err(|e| EngineError::invalid(format!("seccomp profile {path}: {e}")))?;
+            &loaded
+        }
+    };
+    let caps =
+        crate::spec::capabilities(&c.security.capabilities_add, &c.security.capabilities_drop);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .and_then(|r| KernelVersion::parse_release(r.trim()))
+        .unwrap_or(KernelVersion::new(0, 0));
+    let mut sec = profile
+        .resolve(std::env::consts::ARCH, &caps, kernel)
+        .map_err(|e| EngineError::new(crate::error::ErrorKind::kind(&e), e.to_string()))?;
+    if builtin {
+        sec = for_libcontainer(&sec)
+            .map_err(|e| EngineError::new(crate::error::ErrorKind::kind(&e), e.to_string()))?;
+    }
+    serde_json::to_value(&sec).map_err(|e| EngineError::internal(e.to_string()))
 }
 
 async fn spawn_monitor(run: &Path) -> Result<Ready> {

@@ -184,6 +184,12 @@ impl OciRuntime for OciCli {
         if let Some(cwd) = &process.cwd {
             c.arg("--cwd").arg(cwd);
         }
+        if let Some((uid, gid, gids)) = &process.user {
+            c.arg("--user").arg(format!("{uid}:{gid}"));
+            for g in gids {
+                c.arg("--additional-gids").arg(g.to_string());
+            }
+        }
         for e in &process.env {
             c.arg("--env").arg(e);
         }

@@ -120,6 +120,10 @@ impl OciRuntime for Libcontainer {
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        let (uid, gid, gids) = match &process.user {
+            Some((u, g, a)) => (Some(*u), Some(*g), a.clone()),
+            None => (None, None, Vec::new()),
+        };
         let pid = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
             .with_root_path(&self.root)
             .map_err(Self::err("exec", id))?
@@ -130,6 +134,9 @@ impl OciRuntime for Libcontainer {
             .with_container_args(process.args.clone())
             .with_env(env)
             .with_cwd(process.cwd.clone())
+            .with_user(uid)
+            .with_group(gid)
+            .with_additional_gids(gids)
             .with_detach(false)
             .build()
             .map_err(Self::err("exec", id))?;

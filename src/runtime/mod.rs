@@ -81,6 +81,8 @@ pub struct ExecProcess {
     /// Extra variables over the container's own (`KEY=VALUE`).
     pub env: Vec<String>,
     pub cwd: Option<PathBuf>,
+    /// uid, gid and additional gids; the container's user (the runtime's default is root).
+    pub user: Option<(u32, u32, Vec<u32>)>,
 }
 
 /// How an exec'd process is waited for: its pid is a child of the caller, or (for a CLI

@@ -4,6 +4,7 @@
 //! engine first and passed in. Unit-tested with golden files in `src/spec/testdata`.
 
 pub mod config;
+pub mod seccomp;
 pub mod user;
 
 use crate::error::{ErrorKind, Kind};
@@ -193,7 +194,8 @@ fn cap_name(c: &str) -> String {
     }
 }
 
-fn capabilities(add: &[String], drop: &[String]) -> Vec<String> {
+/// The capabilities of a container: CRI-O's defaults with the request's adds and drops.
+pub fn capabilities(add: &[String], drop: &[String]) -> Vec<String> {
     let add: Vec<String> = add.iter().map(|c| cap_name(c)).collect();
     let drop: Vec<String> = drop.iter().map(|c| cap_name(c)).collect();
     let mut caps: Vec<String> = if drop.iter().any(|c| c == "ALL") {
@@ -285,8 +287,12 @@ pub fn generate(inp: &Input) -> Result<Generated, SpecError> {
             "effective": caps,
             "permitted": caps,
         },
-        "noNewPrivileges": sec.no_new_privs,
     });
+    // Only written when set: libcontainer loads seccomp after dropping capabilities whenever
+    // the field is present (even false), which fails for a non-root user without it.
+    if sec.no_new_privs {
+        process["noNewPrivileges"] = json!(true);
+    }
     if let Some(r) = &c.resources {
         if r.oom_score_adj != 0 || inp.min_oom_score_adj > 0 {
             let adj = (r.oom_score_adj.clamp(-1000, 1000) as i32).max(inp.min_oom_score_adj);
