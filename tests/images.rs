@@ -574,3 +574,54 @@ async fn kill_9_mid_pull_leaves_no_broken_image_and_restart_keeps_images() {
     assert_eq!(status(&mut c, &slow).await.unwrap().id, id);
     assert_eq!(entries(&d.root.join("images/layers")).len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_larger_than_the_cap_is_refused_while_it_streams() {
+    // 256 MiB bodies: a client that read them whole would let the server finish writing.
+    const HUGE: u64 = 256 << 20;
+    let server = TinyHttp::start(|req| match req.target.as_str() {
+        "/v2/" => HttpResponse::json(200, "{}"),
+        "/v2/hostile/big/manifests/with-length" | "/v2/hostile/big/manifests/without-length" => {
+            HttpResponse {
+                status: 200,
+                headers: vec![(
+                    "Content-Type".into(),
+                    "application/vnd.oci.image.manifest.v1+json".into(),
+                )],
+                body: HttpBody::Endless {
+                    len: HUGE,
+                    content_length: req.target.ends_with("/with-length"),
+                },
+            }
+        }
+        _ => HttpResponse::json(404, r#"{"errors":[{"code":"NOT_FOUND","message":"no"}]}"#),
+    });
+    let d = Daemon::start(DaemonOpts::default());
+    let mut c = d.images().await;
+    for tag in ["with-length", "without-length"] {
+        let image = format!("{}/hostile/big:{tag}", server.addr());
+        let e = pull(&mut c, &image).await.unwrap_err();
+        assert_eq!(e.code(), Code::DataLoss, "{tag}: {e:?}");
+        assert!(
+            e.message().contains(&image)
+                && e.message()
+                    .contains("manifest larger than 8388608 bytes; refused"),
+            "{tag}: {}",
+            e.message()
+        );
+    }
+    // Both requests were made, and neither body was read to its end.
+    let manifests = server
+        .requests()
+        .iter()
+        .filter(|r| r.target.contains("/manifests/"))
+        .count();
+    assert_eq!(manifests, 2);
+    assert_eq!(
+        server
+            .endless_completed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert!(list(&mut c).await.is_empty());
+}
