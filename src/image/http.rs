@@ -5,6 +5,7 @@
 //! [`MAX_SMALL_BODY`]). The authorisation worked out here is handed to oci-client, which streams
 //! the blobs with it.
 
+use super::auth::Credentials;
 use super::manifest;
 use super::registries::Endpoint;
 use super::unpack::error_chain;
@@ -42,11 +43,16 @@ impl std::fmt::Debug for Authorization {
 
 impl Authorization {
     /// What oci-client gets for the blob requests: a token is used as is (no second token
-    /// request); otherwise the credentials it would have had anyway.
-    pub fn for_oci_client(&self, requested: &RegistryAuth) -> RegistryAuth {
-        match self {
-            Authorization::Bearer(t) => RegistryAuth::Bearer(t.clone()),
-            _ => requested.clone(),
+    /// request); otherwise the username and password, if that is what we have. A refresh token
+    /// (`identity_token`) never goes to oci-client.
+    pub fn for_oci_client(&self, creds: Option<&Credentials>) -> RegistryAuth {
+        match (self, creds) {
+            (Authorization::Bearer(t), _) => RegistryAuth::Bearer(t.clone()),
+            (_, Some(Credentials::Basic { username, password })) => {
+                RegistryAuth::Basic(username.clone(), password.clone())
+            }
+            (_, Some(Credentials::Bearer(t))) => RegistryAuth::Bearer(t.clone()),
+            _ => RegistryAuth::Anonymous,
         }
     }
 }
@@ -112,16 +118,17 @@ impl RegistryHttp {
         format!("{}://{}", self.scheme, r.resolve_registry())
     }
 
-    /// Asks `GET /v2/` how to authenticate and does it: a bearer token from the realm (with the
-    /// credentials, if any, as basic auth), or the credentials as basic auth, or nothing. A
-    /// registry token from the request is used as is, without asking.
+    /// Asks `GET /v2/` how to authenticate and does it: a bearer token from the realm (asked
+    /// with the username and password as basic auth, or with the OAuth2 refresh token of an
+    /// `identity_token`, or anonymously), or the username and password as basic auth, or
+    /// nothing. A registry token is used as is, without asking.
     pub async fn authorize(
         &self,
         r: &Reference,
-        auth: &RegistryAuth,
+        creds: Option<&Credentials>,
         name: &str,
     ) -> Result<Authorization, ImageError> {
-        if let RegistryAuth::Bearer(t) = auth {
+        if let Some(Credentials::Bearer(t)) = creds {
             return Ok(Authorization::Bearer(t.clone()));
         }
         let url = format!("{}/v2/", self.base(r));
@@ -135,24 +142,45 @@ impl RegistryHttp {
         drop(res); // the body says nothing we need
         Ok(match challenge {
             Challenge::None => Authorization::None,
-            Challenge::Other => match auth {
-                RegistryAuth::Basic(u, p) => Authorization::Basic {
-                    username: u.clone(),
-                    password: p.clone(),
+            Challenge::Other => match creds {
+                Some(Credentials::Basic { username, password }) => Authorization::Basic {
+                    username: username.clone(),
+                    password: password.clone(),
                 },
+                Some(Credentials::IdentityToken(_)) => {
+                    return Err(ImageError::Unauthenticated {
+                        reference: name.into(),
+                        detail: format!(
+                            "{url} does not offer bearer tokens: an identity_token (OAuth2 \
+                             refresh token) cannot be used with it"
+                        ),
+                    })
+                }
                 _ => Authorization::None,
             },
             Challenge::Bearer { realm, service } => {
                 let scope = format!("repository:{}:pull", r.repository());
-                let mut req = self.client.get(&realm);
-                let mut query = vec![("scope", scope.as_str())];
+                let mut params = vec![("scope", scope.as_str())];
                 if let Some(s) = &service {
-                    query.push(("service", s));
+                    params.push(("service", s));
                 }
-                req = req.query(&query);
-                if let RegistryAuth::Basic(u, p) = auth {
-                    req = req.basic_auth(u, Some(p));
-                }
+                let req = match creds {
+                    // OAuth2 refresh-token grant (the distribution token spec's POST form).
+                    Some(Credentials::IdentityToken(refresh)) => {
+                        params.extend([
+                            ("grant_type", "refresh_token"),
+                            ("refresh_token", refresh.as_str()),
+                            ("client_id", "ferrio"),
+                        ]);
+                        self.client.post(&realm).form(&params)
+                    }
+                    Some(Credentials::Basic { username, password }) => self
+                        .client
+                        .get(&realm)
+                        .query(&params)
+                        .basic_auth(username, Some(password)),
+                    _ => self.client.get(&realm).query(&params),
+                };
                 Authorization::Bearer(self.token(req, &realm, name).await?)
             }
         })

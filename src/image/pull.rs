@@ -62,18 +62,19 @@ impl Puller {
             // The request's credentials are for the image's registry: a mirror elsewhere gets
             // only what the auth file holds for it.
             let own = ep.reference.registry() == r.registry();
-            let auth = self.auth_for(ep, if own { &creds } else { &None })?;
+            let auth = self.auth_for(ep, if own { &creds } else { &None });
             let client = client_for(ep, self.stall);
             let http = RegistryHttp::new(ep, self.stall, USER_AGENT)?;
             let location = ep.reference.whole();
             tracing::debug!(image = %name, endpoint = %location, mirror = ep.mirror, "fetching manifest");
             match self
-                .fetch_top(&http, &ep.reference, &auth, &name, &location)
+                .fetch_top(&http, &ep.reference, auth.as_ref(), &name, &location)
                 .await
             {
                 Ok((m, authz)) => {
                     // Blobs stream through oci-client, with the token obtained here if any.
-                    client_auth_store(&client, &ep.reference, &authz.for_oci_client(&auth)).await;
+                    client_auth_store(&client, &ep.reference, &authz.for_oci_client(auth.as_ref()))
+                        .await;
                     found = Some((
                         Source {
                             client,
@@ -190,29 +191,12 @@ impl Puller {
         Ok(rec)
     }
 
-    fn auth_for(
-        &self,
-        ep: &Endpoint,
-        creds: &Option<Credentials>,
-    ) -> Result<RegistryAuth, ImageError> {
-        let c = creds.clone().or_else(|| {
+    /// The request's credentials, else what the auth file holds for this endpoint.
+    fn auth_for(&self, ep: &Endpoint, creds: &Option<Credentials>) -> Option<Credentials> {
+        creds.clone().or_else(|| {
             self.auth_file
                 .as_ref()
                 .and_then(|f| f.lookup(ep.reference.registry(), ep.reference.repository()))
-        });
-        Ok(match c {
-            None => RegistryAuth::Anonymous,
-            Some(Credentials::Basic { username, password }) => {
-                RegistryAuth::Basic(username, password)
-            }
-            Some(Credentials::Bearer(t)) => RegistryAuth::Bearer(t),
-            Some(Credentials::IdentityToken(_)) => {
-                return Err(ImageError::Unimplemented(
-                    "identity_token (OAuth2 refresh token) credentials are not supported yet; \
-                     use username/password, auth or registry_token"
-                        .into(),
-                ))
-            }
         })
     }
 
@@ -238,7 +222,7 @@ impl Puller {
         &self,
         http: &RegistryHttp,
         r: &Reference,
-        auth: &RegistryAuth,
+        auth: Option<&Credentials>,
         name: &str,
         location: &str,
     ) -> Result<((Bytes, String), Authorization), ImageError> {

@@ -653,3 +653,64 @@ fn serve_one(
     }
     conn.flush()
 }
+
+/// Sends `req` on to the registry on `port` (HTTP/1.0, so the answer ends with the connection)
+/// and returns its answer, keeping the headers a client needs.
+pub fn forward(port: u16, req: &HttpRequest) -> HttpResponse {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let accept = req.header("accept").unwrap_or("*/*");
+    write!(
+        s,
+        "{} {} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAccept: {accept}\r\n\r\n",
+        req.method, req.target
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| {
+            ["content-type", "docker-content-digest"]
+                .contains(&k.trim().to_ascii_lowercase().as_str())
+        })
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    HttpResponse {
+        status: status.parse().unwrap(),
+        headers,
+        body: HttpBody::Bytes(raw[split + 4..].to_vec()),
+    }
+}
+
+/// `application/x-www-form-urlencoded` pairs, decoded.
+pub fn form_fields(body: &[u8]) -> Vec<(String, String)> {
+    let decode = |s: &str| {
+        let b = s.replace('+', " ").into_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' && i + 2 < b.len() {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    };
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
