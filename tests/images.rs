@@ -4,6 +4,8 @@ mod common;
 
 use common::*;
 use ferrio::cri::api;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::Code;
 
@@ -573,4 +575,137 @@ async fn kill_9_mid_pull_leaves_no_broken_image_and_restart_keeps_images() {
     let mut c = d.images().await;
     assert_eq!(status(&mut c, &slow).await.unwrap().id, id);
     assert_eq!(entries(&d.root.join("images/layers")).len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_larger_than_the_cap_is_refused_while_it_streams() {
+    // 256 MiB bodies: a client that read them whole would let the server finish writing.
+    const HUGE: u64 = 256 << 20;
+    let server = TinyHttp::start(|req| match req.target.as_str() {
+        "/v2/" => HttpResponse::json(200, "{}"),
+        "/v2/hostile/big/manifests/with-length" | "/v2/hostile/big/manifests/without-length" => {
+            HttpResponse {
+                status: 200,
+                headers: vec![(
+                    "Content-Type".into(),
+                    "application/vnd.oci.image.manifest.v1+json".into(),
+                )],
+                body: HttpBody::Endless {
+                    len: HUGE,
+                    content_length: req.target.ends_with("/with-length"),
+                },
+            }
+        }
+        _ => HttpResponse::json(404, r#"{"errors":[{"code":"NOT_FOUND","message":"no"}]}"#),
+    });
+    let d = Daemon::start(DaemonOpts::default());
+    let mut c = d.images().await;
+    for tag in ["with-length", "without-length"] {
+        let image = format!("{}/hostile/big:{tag}", server.addr());
+        let e = pull(&mut c, &image).await.unwrap_err();
+        assert_eq!(e.code(), Code::DataLoss, "{tag}: {e:?}");
+        assert!(
+            e.message().contains(&image)
+                && e.message()
+                    .contains("manifest larger than 8388608 bytes; refused"),
+            "{tag}: {}",
+            e.message()
+        );
+    }
+    // Both requests were made, and neither body was read to its end.
+    let manifests = server
+        .requests()
+        .iter()
+        .filter(|r| r.target.contains("/manifests/"))
+        .count();
+    assert_eq!(manifests, 2);
+    assert_eq!(
+        server
+            .endless_completed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert!(list(&mut c).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_token_is_exchanged_for_an_access_token_at_the_realm() {
+    // A registry with token auth: every /v2/ request needs `Bearer acc-123`, which the realm
+    // grants for the refresh token `refresh-456`. Manifests and blobs come from the real
+    // registry behind it.
+    let reg = Registry::shared();
+    let reg_port = reg.port;
+    let port = Arc::new(AtomicU16::new(0));
+    let p = port.clone();
+    let server = TinyHttp::start(move |req| {
+        let me = p.load(Ordering::Relaxed);
+        if req.target == "/token" {
+            let f = form_fields(&req.body);
+            let has = |k: &str, v: &str| f.iter().any(|(a, b)| a == k && b == v);
+            if req.method == "POST"
+                && has("grant_type", "refresh_token")
+                && has("refresh_token", "refresh-456")
+                && has("client_id", "ferrio")
+                && has("service", "tiny-registry")
+                && has("scope", "repository:ferrio-test/busybox:pull")
+            {
+                return HttpResponse::json(200, r#"{"access_token":"acc-123","expires_in":300}"#);
+            }
+            return HttpResponse::json(401, r#"{"error":"invalid_grant"}"#);
+        }
+        if req.header("authorization") != Some("Bearer acc-123") {
+            let mut r = HttpResponse::json(
+                401,
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"token needed"}]}"#,
+            );
+            r.headers.push((
+                "WWW-Authenticate".into(),
+                format!(r#"Bearer realm="http://127.0.0.1:{me}/token",service="tiny-registry""#),
+            ));
+            return r;
+        }
+        if req.target == "/v2/" {
+            return HttpResponse::json(200, "{}");
+        }
+        forward(reg_port, req)
+    });
+    port.store(server.port, Ordering::Relaxed);
+    let image = format!("{}/ferrio-test/busybox:1.35", server.addr());
+
+    let d = Daemon::start(DaemonOpts::default());
+    let mut c = d.images().await;
+    let with = |t: &str| api::AuthConfig {
+        identity_token: t.into(),
+        ..Default::default()
+    };
+    let e = pull_auth(&mut c, &image, Some(with("wrong-789")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert!(e.message().contains("invalid_grant"), "{}", e.message());
+
+    pull_auth(&mut c, &image, Some(with("refresh-456")))
+        .await
+        .expect("pull with an identity token");
+    assert!(status(&mut c, &image).await.is_some());
+    let reqs = server.requests();
+    let tokens: Vec<_> = reqs.iter().filter(|r| r.target == "/token").collect();
+    assert_eq!(tokens.len(), 2, "one token request per pull");
+    assert!(tokens.iter().all(|r| r.method == "POST"
+        && r.header("content-type") == Some("application/x-www-form-urlencoded")));
+    // Manifest, config and layer went out with the access token, never the refresh token.
+    let fetched: Vec<_> = reqs
+        .iter()
+        .filter(|r| r.target.contains("/manifests/") || r.target.contains("/blobs/"))
+        .collect();
+    assert!(fetched.len() >= 3, "{fetched:?}");
+    assert!(fetched
+        .iter()
+        .any(|r| r.header("authorization") == Some("Bearer acc-123")));
+    assert!(reqs
+        .iter()
+        .filter(|r| r.target != "/token")
+        .all(|r| !format!("{r:?}").contains("refresh-456")));
+    let log = d.log_text();
+    assert!(!log.contains("refresh-456") && !log.contains("acc-123"));
 }

@@ -24,11 +24,28 @@ pub fn import(store: &Arc<Store>, path: &Path) -> Result<Vec<ImageRecord>, Image
     {
         let (reader, _) =
             unpack::decompressor(file).map_err(|e| ImageError::Corrupt(format!("{what}: {e}")))?;
-        let mut ar = tar::Archive::new(reader);
+        let budget = unpack::HeaderBudget::default();
+        let mut ar = tar::Archive::new(unpack::Bounded::new(reader, &budget));
         ar.set_preserve_permissions(false);
         ar.set_preserve_ownerships(false);
-        ar.unpack(tmp.path())
-            .map_err(|e| ImageError::Corrupt(format!("{what}: not a readable tar archive: {e}")))?;
+        let dst = tmp
+            .path()
+            .canonicalize()
+            .unwrap_or(tmp.path().to_path_buf());
+        // Directory entries are skipped: only files are read from the archive, and unpacking a
+        // file creates its parents. (tar's own `unpack` would hold every directory entry until
+        // the end, in memory.) Entries outside the archive root are skipped, as `unpack` does.
+        unpack::for_each_entry(&mut ar, &budget, &what, |entry| {
+            if entry.header().entry_type() == tar::EntryType::Directory {
+                return Ok(());
+            }
+            entry.unpack_in(&dst).map(drop).map_err(|e| {
+                ImageError::Corrupt(format!(
+                    "{what}: not a readable tar archive: {}",
+                    unpack::error_chain(&e)
+                ))
+            })
+        })?;
     }
     let root = tmp.path();
     if root.join("index.json").is_file() {
@@ -330,4 +347,31 @@ fn import_docker(
         out.push(rec);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_archive_with_a_huge_long_name_is_refused_at_the_header_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("images")).unwrap();
+        // A GNU long-name entry declaring 1 GiB, followed by 4 MiB of name bytes.
+        let mut h = tar::Header::new_gnu();
+        h.set_path("././@LongLink").unwrap();
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::GNULongName);
+        h.set_size(1 << 30);
+        h.set_cksum();
+        let mut data = h.as_bytes().to_vec();
+        data.resize(data.len() + (4 << 20), b'a');
+        let path = dir.path().join("evil.tar");
+        std::fs::write(&path, &data).unwrap();
+        let e = import(&store, &path).unwrap_err();
+        assert!(matches!(e, ImageError::Corrupt(_)), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.starts_with(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("larger than 256 KiB; refused"), "{msg}");
+    }
 }

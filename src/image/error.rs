@@ -48,8 +48,6 @@ pub enum ImageError {
         source: Arc<std::io::Error>,
     },
     #[error("{0}")]
-    Unimplemented(String),
-    #[error("{0}")]
     Internal(String),
 }
 
@@ -77,7 +75,6 @@ impl ErrorKind for ImageError {
             | ImageError::Corrupt(_) => Kind::DataLoss,
             ImageError::Stalled { .. } => Kind::Aborted,
             ImageError::Unsupported(_) => Kind::FailedPrecondition,
-            ImageError::Unimplemented(_) => Kind::Unimplemented,
             ImageError::Io { .. } | ImageError::Internal(_) => Kind::Internal,
         }
     }

@@ -1,13 +1,14 @@
 //! The image service: pull, store, list, resolve, remove and import OCI images.
 //!
 //! `reference` normalises names, `registries` and `auth` decide where and as whom to pull,
-//! `pull` talks to registries, `unpack` turns layer tars into overlayfs lower dirs, `store`
+//! `pull` talks to registries (`http` makes the size-capped requests oci-client would read whole), `unpack` turns layer tars into overlayfs lower dirs, `store`
 //! keeps it all on disk, `archive` imports tarballs. This file ties them together and
 //! coalesces concurrent pulls of one image.
 
 pub mod archive;
 pub mod auth;
 mod error;
+pub mod http;
 pub mod manifest;
 pub mod pull;
 pub mod reference;

@@ -4,6 +4,7 @@
 //! across all pulls) and unpacked while they download, a stall timeout on every read.
 
 use super::auth::{AuthFile, Credentials};
+use super::http::{Authorization, RegistryHttp};
 use super::manifest::{self, Descriptor, Parsed, RecordParts};
 use super::registries::{Endpoint, RegistriesConf};
 use super::store::{ImageRecord, LayerRecord, Store};
@@ -19,6 +20,8 @@ use oci_client::{Client, Reference};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+
+const USER_AGENT: &str = concat!("ferrio/", env!("CARGO_PKG_VERSION"));
 
 /// How often a long layer download logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -36,6 +39,8 @@ pub struct Puller {
 /// One endpoint that answered, with what is needed to fetch the rest from it.
 struct Source {
     client: Client,
+    http: RegistryHttp,
+    authz: Authorization,
     reference: Reference,
     location: String,
 }
@@ -57,16 +62,24 @@ impl Puller {
             // The request's credentials are for the image's registry: a mirror elsewhere gets
             // only what the auth file holds for it.
             let own = ep.reference.registry() == r.registry();
-            let auth = self.auth_for(ep, if own { &creds } else { &None })?;
+            let auth = self.auth_for(ep, if own { &creds } else { &None });
             let client = client_for(ep, self.stall);
+            let http = RegistryHttp::new(ep, self.stall, USER_AGENT)?;
             let location = ep.reference.whole();
             tracing::debug!(image = %name, endpoint = %location, mirror = ep.mirror, "fetching manifest");
-            match self.fetch_top(&client, &ep.reference, &auth, &name).await {
-                Ok(m) => {
-                    client_auth_store(&client, &ep.reference, &auth).await;
+            match self
+                .fetch_top(&http, &ep.reference, auth.as_ref(), &name, &location)
+                .await
+            {
+                Ok((m, authz)) => {
+                    // Blobs stream through oci-client, with the token obtained here if any.
+                    client_auth_store(&client, &ep.reference, &authz.for_oci_client(auth.as_ref()))
+                        .await;
                     found = Some((
                         Source {
                             client,
+                            http,
+                            authz,
                             reference: ep.reference.clone(),
                             location,
                         },
@@ -107,15 +120,9 @@ impl Puller {
                 let bytes = self
                     .within(
                         &name,
-                        src.client.pull_manifest_raw(
-                            &pinned,
-                            &RegistryAuth::Anonymous,
-                            manifest::ACCEPTED,
-                        ),
+                        src.http.manifest(&pinned, &src.authz, &name, &src.location),
                     )
-                    .await?
-                    .map_err(|e| map_oci(&name, &src.location, e))?
-                    .0;
+                    .await??;
                 verify_document(
                     &format!("manifest {}", entry.digest),
                     &bytes,
@@ -184,29 +191,12 @@ impl Puller {
         Ok(rec)
     }
 
-    fn auth_for(
-        &self,
-        ep: &Endpoint,
-        creds: &Option<Credentials>,
-    ) -> Result<RegistryAuth, ImageError> {
-        let c = creds.clone().or_else(|| {
+    /// The request's credentials, else what the auth file holds for this endpoint.
+    fn auth_for(&self, ep: &Endpoint, creds: &Option<Credentials>) -> Option<Credentials> {
+        creds.clone().or_else(|| {
             self.auth_file
                 .as_ref()
                 .and_then(|f| f.lookup(ep.reference.registry(), ep.reference.repository()))
-        });
-        Ok(match c {
-            None => RegistryAuth::Anonymous,
-            Some(Credentials::Basic { username, password }) => {
-                RegistryAuth::Basic(username, password)
-            }
-            Some(Credentials::Bearer(t)) => RegistryAuth::Bearer(t),
-            Some(Credentials::IdentityToken(_)) => {
-                return Err(ImageError::Unimplemented(
-                    "identity_token (OAuth2 refresh token) credentials are not supported yet; \
-                     use username/password, auth or registry_token"
-                        .into(),
-                ))
-            }
         })
     }
 
@@ -226,24 +216,23 @@ impl Puller {
         }
     }
 
-    /// The top-level manifest or index, checked against the reference's digest when it has one.
+    /// The top-level manifest or index (size-capped), checked against the reference's digest
+    /// when it has one, and how the endpoint authorised it.
     async fn fetch_top(
         &self,
-        client: &Client,
+        http: &RegistryHttp,
         r: &Reference,
-        auth: &RegistryAuth,
+        auth: Option<&Credentials>,
         name: &str,
-    ) -> Result<(Bytes, String), ImageError> {
-        let (bytes, _) = self
-            .within(name, client.pull_manifest_raw(r, auth, manifest::ACCEPTED))
-            .await?
-            .map_err(|e| map_oci(name, &r.whole(), e))?;
-        if bytes.len() as u64 > manifest::MAX_DOCUMENT {
-            return Err(ImageError::Corrupt(format!(
-                "{name}: manifest larger than {} bytes",
-                manifest::MAX_DOCUMENT
-            )));
-        }
+        location: &str,
+    ) -> Result<((Bytes, String), Authorization), ImageError> {
+        let (bytes, authz) = self
+            .within(name, async {
+                let authz = http.authorize(r, auth, name).await?;
+                let bytes = http.manifest(r, &authz, name, location).await?;
+                Ok::<_, ImageError>((bytes, authz))
+            })
+            .await??;
         let digest = sha256_digest(&bytes);
         if let Some(want) = r.digest() {
             if want != digest {
@@ -254,7 +243,7 @@ impl Puller {
                 });
             }
         }
-        Ok((bytes, digest))
+        Ok(((bytes, digest), authz))
     }
 
     /// A small blob (the config), read whole and checked.

@@ -6,6 +6,7 @@
 
 use super::ImageError;
 use sha2::{Digest, Sha256};
+use std::cell::Cell;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
@@ -123,23 +124,22 @@ pub fn unpack_layer<R: Read>(
         let (decomp, compression) = decompressor(&mut compressed).map_err(|e| corrupt(what, e))?;
         let mut plain = HashingReader::new(decomp);
         {
-            let mut ar = tar::Archive::new(&mut plain);
+            let budget = HeaderBudget::default();
+            let mut ar = tar::Archive::new(Bounded::new(&mut plain, &budget));
             ar.set_preserve_permissions(true);
             ar.set_preserve_ownerships(true);
             ar.set_preserve_mtime(true);
             ar.set_unpack_xattrs(true);
             ar.set_overwrite(true);
-            let entries = ar.entries().map_err(|e| corrupt(what, e))?;
-            for entry in entries {
-                let mut entry = entry.map_err(|e| corrupt(what, e))?;
+            for_each_entry(&mut ar, &budget, what, |entry| {
                 let path = entry.path().map_err(|e| corrupt(what, e))?.into_owned();
-                apply_entry(&mut entry, &path, dest).map_err(|e| match e {
+                apply_entry(entry, &path, dest).map_err(|e| match e {
                     EntryError::Bad(msg) => corrupt(what, format!("{}: {msg}", path.display())),
                     EntryError::Io(err) => {
                         corrupt(what, format!("{}: {}", path.display(), error_chain(&err)))
                     }
-                })?;
-            }
+                })
+            })?;
         }
         // The tar format ends before the stream does (padding): hash every byte.
         io::copy(&mut plain, &mut io::sink()).map_err(|e| corrupt(what, e))?;
@@ -182,6 +182,87 @@ pub fn unpack_layer<R: Read>(
         unpacked_size,
         compression,
     })
+}
+
+/// Most bytes of tar headers one entry may come with: its own header, GNU long name and long
+/// link, PAX records, GNU sparse maps. The tar crate reads long names and PAX records whole into
+/// memory, so without this bound a crafted layer declaring a 1 GiB long name would make the daemon
+/// allocate 1 GiB. Real layers need a few KiB (names are at most 4 KiB, xattrs 64 KiB).
+pub const MAX_ENTRY_HEADERS: u64 = 256 << 10;
+
+/// How many bytes the tar reader may still take while it reads one entry's headers; `None`
+/// while it reads file data (streamed, so unbounded).
+#[derive(Default)]
+pub struct HeaderBudget {
+    left: Cell<Option<u64>>,
+    exceeded: Cell<bool>,
+}
+
+/// The reader a tar archive reads through: while the budget is armed, reading past it fails.
+pub struct Bounded<'b, R> {
+    inner: R,
+    budget: &'b HeaderBudget,
+}
+
+impl<'b, R: Read> Bounded<'b, R> {
+    pub fn new(inner: R, budget: &'b HeaderBudget) -> Self {
+        Bounded { inner, budget }
+    }
+}
+
+impl<R: Read> Read for Bounded<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(left) = self.budget.left.get() else {
+            return self.inner.read(buf);
+        };
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if left == 0 {
+            self.budget.exceeded.set(true);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("tar headers of one entry exceed {MAX_ENTRY_HEADERS} bytes"),
+            ));
+        }
+        let max = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        self.budget.left.set(Some(left - n as u64));
+        Ok(n)
+    }
+}
+
+/// Calls `f` on every entry of `ar` (which must read through a [`Bounded`] over `budget`), then
+/// reads what `f` left of the entry's data. Moving to the next entry is all the tar crate reads
+/// into memory — GNU long names and links, PAX records, sparse maps — so that step alone runs
+/// under [`MAX_ENTRY_HEADERS`]; file data streams through `f` or is skipped.
+pub fn for_each_entry<R: Read>(
+    ar: &mut tar::Archive<Bounded<'_, R>>,
+    budget: &HeaderBudget,
+    what: &str,
+    mut f: impl FnMut(&mut tar::Entry<'_, Bounded<'_, R>>) -> Result<(), ImageError>,
+) -> Result<(), ImageError> {
+    let mut entries = ar.entries().map_err(|e| corrupt(what, e))?;
+    loop {
+        budget.left.set(Some(MAX_ENTRY_HEADERS));
+        budget.exceeded.set(false);
+        let next = entries.next();
+        budget.left.set(None);
+        let Some(entry) = next else { return Ok(()) };
+        let mut entry = entry.map_err(|e| {
+            if budget.exceeded.get() {
+                ImageError::Corrupt(format!(
+                    "{what}: an entry's tar headers (GNU long name or link, PAX records) are \
+                     larger than {} KiB; refused",
+                    MAX_ENTRY_HEADERS >> 10
+                ))
+            } else {
+                corrupt(what, error_chain(&e))
+            }
+        })?;
+        f(&mut entry)?;
+        io::copy(&mut entry, &mut io::sink()).map_err(|e| corrupt(what, e))?;
+    }
 }
 
 /// An error and its sources, one line (tar wraps the interesting part in a source).
@@ -466,5 +547,173 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = unpack_layer(&t[..], &LayerExpect::default(), dir.path()).unwrap_err();
         assert!(e.to_string().contains("symlink"), "{e}");
+    }
+
+    /// A header of `kind` for a body of `size` bytes, in the GNU format tar writes.
+    fn ext_header(kind: tar::EntryType, size: u64) -> Vec<u8> {
+        let mut h = tar::Header::new_gnu();
+        h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+        h.set_mode(0o644);
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_cksum();
+        h.as_bytes().to_vec()
+    }
+
+    /// One PAX record: `<len> <key>=<value>\n`, where len counts itself.
+    fn pax_record(key: &str, value: &str) -> String {
+        let rest = format!(" {key}={value}\n");
+        let mut len = rest.len() + 1;
+        while (len.to_string().len() + rest.len()) != len {
+            len += 1;
+        }
+        format!("{len}{rest}")
+    }
+
+    fn pad(v: &mut Vec<u8>) {
+        v.resize(v.len().next_multiple_of(512), 0);
+    }
+
+    #[test]
+    fn long_gnu_names_and_pax_paths_under_the_cap_unpack() {
+        let long_dir = format!("usr/{}", ["segment"; 60].join("/")); // ~ 480 bytes
+        let long_file = format!("{long_dir}/file");
+        // tar::Builder writes GNU long-name (and long-link) entries for these.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = header();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(5);
+        h.set_cksum();
+        b.append_data(&mut h, &long_file, &b"long\n"[..]).unwrap();
+        let mut h = header();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_cksum();
+        b.append_link(&mut h, "short-link", &long_file).unwrap();
+        let mut data = b.into_inner().unwrap();
+        // Drop the end-of-archive blocks to append more entries.
+        assert!(data.ends_with(&[0; 1024]));
+        data.truncate(data.len() - 1024);
+        // A PAX `path` and `linkpath` by hand: a file, then a hard link to it.
+        let pax_path = format!("opt/{}/pax-file", "p".repeat(200));
+        for (kind, path, body, link) in [
+            (
+                tar::EntryType::Regular,
+                pax_path.as_str(),
+                &b"pax\n"[..],
+                None,
+            ),
+            (
+                tar::EntryType::Link,
+                "opt/hard",
+                &b""[..],
+                Some(pax_path.as_str()),
+            ),
+        ] {
+            let mut records = pax_record("path", path);
+            if let Some(l) = link {
+                records.push_str(&pax_record("linkpath", l));
+            }
+            data.extend(ext_header(tar::EntryType::XHeader, records.len() as u64));
+            data.extend(records.as_bytes());
+            pad(&mut data);
+            let mut h = tar::Header::new_ustar();
+            h.set_path("truncated-name").unwrap();
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(1_700_000_000);
+            h.set_mode(0o644);
+            h.set_entry_type(kind);
+            h.set_size(body.len() as u64);
+            h.set_cksum();
+            data.extend(h.as_bytes());
+            data.extend(body);
+            pad(&mut data);
+        }
+        data.extend([0; 1024]);
+        let dir = tempfile::tempdir().unwrap();
+        let exp = LayerExpect {
+            what: "layer".into(),
+            diff_id: Some(sha256_digest(&data)),
+            ..Default::default()
+        };
+        unpack_layer(&gzip(&data)[..], &exp, dir.path()).unwrap();
+        let d = dir.path();
+        assert_eq!(fs::read(d.join(&long_file)).unwrap(), b"long\n");
+        assert_eq!(
+            fs::read_link(d.join("short-link")).unwrap(),
+            Path::new(&long_file)
+        );
+        assert_eq!(fs::read(d.join(&pax_path)).unwrap(), b"pax\n");
+        assert_eq!(fs::read(d.join("opt/hard")).unwrap(), b"pax\n");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(fs::metadata(d.join("opt/hard")).unwrap().nlink(), 2);
+        assert!(!d.join("truncated-name").exists());
+    }
+
+    /// A reader that counts what was taken from it.
+    struct Counting<R>(R, std::rc::Rc<Cell<u64>>);
+    impl<R: Read> Read for Counting<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.0.read(buf)?;
+            self.1.set(self.1.get() + n as u64);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_huge_long_name_link_or_pax_header_is_refused_without_reading_it() {
+        const GIB: u64 = 1 << 30;
+        for kind in [
+            tar::EntryType::GNULongName,
+            tar::EntryType::GNULongLink,
+            tar::EntryType::XHeader,
+        ] {
+            // The header declares a 1 GiB body, and the stream really holds it (generated as
+            // it is read, never in memory here).
+            let head = ext_header(kind, GIB);
+            let read = std::rc::Rc::new(Cell::new(0));
+            let input = Counting(
+                io::Cursor::new(head).chain(io::repeat(b'a').take(GIB)),
+                read.clone(),
+            );
+            let dir = tempfile::tempdir().unwrap();
+            let exp = LayerExpect {
+                what: "layer sha256:abc of img".into(),
+                ..Default::default()
+            };
+            let e = unpack_layer(input, &exp, dir.path()).unwrap_err();
+            assert!(matches!(e, ImageError::Corrupt(_)), "{kind:?}: {e:?}");
+            let msg = e.to_string();
+            assert!(msg.starts_with("layer sha256:abc of img: "), "{msg}");
+            assert!(msg.contains("larger than 256 KiB; refused"), "{msg}");
+            // Stopped at the cap: the rest of the gigabyte was never read.
+            assert!(
+                read.get() < MAX_ENTRY_HEADERS + (1 << 20),
+                "{kind:?}: read {}",
+                read.get()
+            );
+            assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        }
+    }
+
+    #[test]
+    fn the_header_cap_is_per_entry() {
+        // Many entries whose long names together pass the cap are fine: it resets per entry.
+        let mut b = tar::Builder::new(Vec::new());
+        for i in 0..300 {
+            let mut h = header();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(1);
+            h.set_cksum();
+            let seg = "n".repeat(240);
+            let name = format!("{i}/{seg}/{seg}/{seg}/{seg}");
+            b.append_data(&mut h, name, &b"x"[..]).unwrap();
+        }
+        let t = b.into_inner().unwrap();
+        assert!(t.len() as u64 > 2 * MAX_ENTRY_HEADERS);
+        let dir = tempfile::tempdir().unwrap();
+        unpack_layer(&t[..], &LayerExpect::default(), dir.path()).unwrap();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 300);
     }
 }
