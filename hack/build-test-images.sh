@@ -8,6 +8,9 @@
 #                     and makes a directory opaque
 #   multiarch.tar     an image index: this host's platform (busybox) and a foreign one
 #   busybox-docker.tar  the busybox image as a `docker save` archive
+# With BIG=1 (benchmarks) only big.tar: busybox plus five 10 MiB random layers. With PAUSE=1
+# (benchmarks) only pause.tar: a pod sandbox image for containerd, /bin/busybox whose entrypoint
+# sleeps until SIGTERM or SIGINT and then exits 0.
 # Usage: hack/build-test-images.sh [OUT]   (default: .test-images in the repository)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,6 +27,9 @@ if [ -n "${BIG:-}" ]; then
   # For benchmarks only: busybox plus five 10 MiB layers of incompressible data (~52 MB).
   [ -f "$OUT/big.tar" ] && exit 0
   big=1
+elif [ -n "${PAUSE:-}" ]; then
+  [ -f "$OUT/pause.tar" ] && exit 0
+  pause=1
 elif [ -z "${FORCE:-}" ] && [ -f "$OUT/.done" ]; then exit 0; fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -104,6 +110,21 @@ finish() {
 }
 
 MT=application/vnd.oci.image.manifest.v1+json
+
+if [ -n "${pause:-}" ]; then
+  p=$work/pause-root; mkdir -p "$p/bin"
+  cp "$BUSYBOX" "$p/bin/busybox"
+  layout=$work/pause; mkdir -p "$layout"
+  read -r d s diff mt < <(layer "$layout" "$p" gzip)
+  printf '{"architecture":"%s","os":"linux","created":"2023-11-14T22:13:20Z","config":{"Entrypoint":["/bin/busybox","sh","-c","trap '"'"'exit 0'"'"' TERM INT; while :; do /bin/busybox sleep 3600 & wait; done"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["%s"]}}' \
+    "$ARCH" "$diff" > "$work/config.json"
+  read -r cd cs < <(put "$layout" "$work/config.json")
+  printf '{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"%s","digest":"%s","size":%s}]}' \
+    "$MT" "$cd" "$cs" "$mt" "$d" "$s" > "$work/manifest.json"
+  read -r md ms < <(put "$layout" "$work/manifest.json")
+  finish pause $MT "$md" "$ms"
+  exit 0
+fi
 
 if [ -n "${big:-}" ]; then
   specs=("$base:gzip")

@@ -1,0 +1,738 @@
+//! Runtime benchmark against any CRI v1 socket (ferrio, containerd, CRI-O, ...).
+//!
+//! Pulls the image, then N rounds of RunPodSandbox + CreateContainer + StartContainer with
+//! host-network pods (no CNI involved); keeps all N pods running while it measures the daemon's
+//! RSS; then StopContainer (timeout 0), RemoveContainer, StopPodSandbox and RemovePodSandbox for
+//! each pod. Every RPC is timed; it prints min / median / p90 / max per RPC as a markdown table,
+//! and the RSS of the daemon (`--pid`) and of its per-container helpers (shims, monitors), idle
+//! before the first pod, with N pods running and after the teardown. It asserts nothing.
+//!
+//! ```text
+//! cargo bench --bench cri -- --socket /run/containerd/containerd.sock \
+//!     --image 127.0.0.1:5000/ferrio-test/busybox:1.35 --rounds 20 --pid 1234 \
+//!     --helper containerd-shim
+//! ```
+//!
+//! Helpers are the processes (other than the daemon) whose command line contains every
+//! `--helper` substring and the ID of a pod or container this run created (containerd's shims
+//! name their pod with `-id`, ferrio's monitors name their container), plus, with
+//! `--descendants`, every descendant of the daemon. Sums of RSS count shared pages once per
+//! process; the PSS column splits shared pages between the processes that map them.
+//!
+//! If an RPC fails, the gRPC status is printed, every pod and container created so far is
+//! stopped and removed, and the exit code is 1 (3 when the runtime answered `Unimplemented`).
+//! Ctrl-C also cleans up (after the RPC in flight).
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context, Result};
+use clap::Parser;
+use ferrio::cri::api::{
+    self, image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
+};
+use tonic::transport::Channel;
+
+#[derive(Parser, Debug)]
+#[command(about = "CRI runtime benchmark: N pods up, then down, timing every RPC")]
+struct Args {
+    /// The CRI socket (a path, or unix:///path).
+    #[arg(long)]
+    socket: Option<String>,
+    /// The image to pull and run (`sleep 3600` must work in it).
+    #[arg(long)]
+    image: Option<String>,
+    /// Pods (one container each) to start and keep running at once.
+    #[arg(long, default_value_t = 20)]
+    rounds: usize,
+    /// The daemon's PID, for RSS.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Count as per-container helpers the processes whose command line contains this substring
+    /// (all of them when repeated) and the ID of a pod or container of this run.
+    #[arg(long = "helper")]
+    helpers: Vec<String>,
+    /// Also count every descendant of the daemon as a helper.
+    #[arg(long)]
+    descendants: bool,
+    /// Pod log directories go under DIR (default: a temp dir, removed at the end).
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+    /// Leave the pods running (no teardown) and print their IDs.
+    #[arg(long)]
+    keep_running: bool,
+    /// The runtime handler for RunPodSandbox (empty: the runtime's default).
+    #[arg(long, default_value = "")]
+    runtime_handler: String,
+    /// Deadline of each RPC, in seconds.
+    #[arg(long, default_value_t = 120)]
+    rpc_timeout: u64,
+    /// Seconds to wait before each RSS reading.
+    #[arg(long, default_value_t = 1.0)]
+    settle: f64,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// The RPCs timed, in the order they are printed.
+const RPCS: [&str; 8] = [
+    "RunPodSandbox",
+    "CreateContainer",
+    "StartContainer",
+    "Create+Start",
+    "StopContainer",
+    "RemoveContainer",
+    "StopPodSandbox",
+    "RemovePodSandbox",
+];
+const RUN: usize = 0;
+const CREATE: usize = 1;
+const START: usize = 2;
+const CREATE_START: usize = 3;
+const STOP_CTR: usize = 4;
+const RM_CTR: usize = 5;
+const STOP_POD: usize = 6;
+const RM_POD: usize = 7;
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// A failed RPC, with the status the runtime answered.
+#[derive(Debug)]
+struct RpcFailed {
+    rpc: &'static str,
+    status: tonic::Status,
+}
+
+impl std::fmt::Display for RpcFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} failed: {:?}: {}",
+            self.rpc,
+            self.status.code(),
+            self.status.message()
+        )
+    }
+}
+
+impl std::error::Error for RpcFailed {}
+
+struct Pod {
+    id: String,
+    container: Option<String>,
+}
+
+struct Bench {
+    args: Args,
+    rt: RuntimeServiceClient<Channel>,
+    timeout: Duration,
+    run_id: String,
+    log_root: PathBuf,
+    /// What exists on the runtime right now, for the teardown and for cleanup after a failure.
+    pods: Vec<Pod>,
+    samples: Vec<Vec<Duration>>,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let (Some(socket), Some(image)) = (args.socket.clone(), args.image.clone()) else {
+        eprintln!("cri bench: skipped (needs --socket PATH --image REF; see benches/cri.rs)");
+        return ExitCode::SUCCESS;
+    };
+    match setup(args, &socket, &image).await {
+        Ok(b) => run(b).await,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit_code(&e)
+        }
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    match e.downcast_ref::<RpcFailed>() {
+        Some(f) if f.status.code() == tonic::Code::Unimplemented => ExitCode::from(3),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+async fn setup(args: Args, socket: &str, image: &str) -> Result<(Bench, String)> {
+    let socket = Path::new(socket.strip_prefix("unix://").unwrap_or(socket));
+    let ch = ferrio::cli::connect(socket)
+        .await
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    let timeout = Duration::from_secs(args.rpc_timeout);
+    let mut rt = RuntimeServiceClient::new(ch.clone());
+    let mut images = ImageServiceClient::new(ch);
+
+    let v = rt
+        .version(request(api::VersionRequest::default(), timeout))
+        .await
+        .map_err(|status| RpcFailed {
+            rpc: "Version",
+            status,
+        })?
+        .into_inner();
+    let t = Instant::now();
+    let pulled = images
+        .pull_image(request(
+            api::PullImageRequest {
+                image: Some(api::ImageSpec {
+                    image: image.to_string(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            timeout,
+        ))
+        .await
+        .map_err(|status| RpcFailed {
+            rpc: "PullImage",
+            status,
+        })?
+        .into_inner();
+    println!(
+        "runtime: {} {} (CRI {}) on {}",
+        v.runtime_name,
+        v.runtime_version,
+        v.runtime_api_version,
+        socket.display()
+    );
+    println!(
+        "image: {image} -> {} (PullImage {:.1} ms)",
+        pulled.image_ref,
+        ms(t.elapsed())
+    );
+    let image_ref = if pulled.image_ref.is_empty() {
+        image.to_string()
+    } else {
+        pulled.image_ref
+    };
+
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let run_id = format!("{}-{}", std::process::id(), now.as_millis());
+    let log_root = match &args.log_dir {
+        Some(d) => d.join(format!("cri-bench-{run_id}")),
+        None => tempfile::Builder::new()
+            .prefix("cri-bench.")
+            .tempdir()
+            .context("creating the log directory")?
+            .keep(),
+    };
+    std::fs::create_dir_all(&log_root)
+        .with_context(|| format!("creating {}", log_root.display()))?;
+    let b = Bench {
+        samples: vec![Vec::new(); RPCS.len()],
+        args,
+        rt,
+        timeout,
+        run_id,
+        log_root,
+        pods: Vec::new(),
+    };
+    Ok((b, image_ref))
+}
+
+async fn run((mut b, image_ref): (Bench, String)) -> ExitCode {
+    // Ctrl-C: finish the RPC in flight (dropping it could leave a half-made container), start no
+    // more pods, tear down what exists. A second Ctrl-C exits at once.
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            INTERRUPTED.store(true, Ordering::SeqCst);
+            eprintln!("interrupted: finishing the RPC in flight, then cleaning up (Ctrl-C again to quit now)");
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let idle = b.rss().await;
+    let outcome = b.up_and_down(&image_ref).await;
+    let ok = outcome.is_ok();
+    let code = match outcome {
+        Ok((loaded, after)) => {
+            b.report(idle, loaded, after);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if !b.pods.is_empty() {
+                eprintln!("cleaning up {} pod(s)", b.pods.len());
+                b.cleanup().await;
+            }
+            exit_code(&e)
+        }
+    };
+    if b.args.keep_running && ok {
+        println!("\nleft running (logs under {}):", b.log_root.display());
+        for p in &b.pods {
+            println!(
+                "pod {} container {}",
+                p.id,
+                p.container.as_deref().unwrap_or("-")
+            );
+        }
+    } else if b.args.log_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&b.log_root);
+    }
+    code
+}
+
+fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(timeout);
+    r
+}
+
+/// Awaits one RPC; on success records its duration under `slot`.
+async fn timed<T>(
+    samples: &mut [Vec<Duration>],
+    slot: usize,
+    fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<(T, Duration), RpcFailed> {
+    let t = Instant::now();
+    let r = fut.await;
+    let d = t.elapsed();
+    match r {
+        Ok(r) => {
+            samples[slot].push(d);
+            Ok((r.into_inner(), d))
+        }
+        Err(status) => Err(RpcFailed {
+            rpc: RPCS[slot],
+            status,
+        }),
+    }
+}
+
+impl Bench {
+    fn pod_config(&self, i: usize) -> api::PodSandboxConfig {
+        let name = format!("bench-{i}");
+        api::PodSandboxConfig {
+            metadata: Some(api::PodSandboxMetadata {
+                name: name.clone(),
+                uid: format!("cri-bench-{}-{i}", self.run_id),
+                namespace: format!("cri-bench-{}", self.run_id),
+                attempt: 0,
+            }),
+            log_directory: self.log_root.join(&name).to_string_lossy().into_owned(),
+            linux: Some(api::LinuxPodSandboxConfig {
+                cgroup_parent: String::new(),
+                security_context: Some(api::LinuxSandboxSecurityContext {
+                    namespace_options: Some(api::NamespaceOption {
+                        network: api::NamespaceMode::Node as i32,
+                        pid: api::NamespaceMode::Container as i32,
+                        ipc: api::NamespaceMode::Pod as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn container_config(&self, image_ref: &str) -> api::ContainerConfig {
+        api::ContainerConfig {
+            metadata: Some(api::ContainerMetadata {
+                name: "sleep".into(),
+                attempt: 0,
+            }),
+            image: Some(api::ImageSpec {
+                image: image_ref.to_string(),
+                user_specified_image: self.args.image.clone().unwrap_or_default(),
+                ..Default::default()
+            }),
+            command: vec!["sleep".into(), "3600".into()],
+            log_path: "sleep_0.log".into(),
+            linux: Some(api::LinuxContainerConfig::default()),
+            ..Default::default()
+        }
+    }
+
+    /// Starts N pods, reads RSS, tears them down (unless --keep-running), reads RSS again.
+    async fn up_and_down(&mut self, image_ref: &str) -> Result<(Rss, Option<Rss>)> {
+        let timeout = self.timeout;
+        for i in 0..self.args.rounds {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                return Err(anyhow!("interrupted"));
+            }
+            let config = self.pod_config(i);
+            std::fs::create_dir_all(&config.log_directory)
+                .with_context(|| format!("creating {}", config.log_directory))?;
+            let (resp, _) = timed(
+                &mut self.samples,
+                RUN,
+                self.rt.run_pod_sandbox(request(
+                    api::RunPodSandboxRequest {
+                        config: Some(config.clone()),
+                        runtime_handler: self.args.runtime_handler.clone(),
+                    },
+                    timeout,
+                )),
+            )
+            .await?;
+            let pod_id = resp.pod_sandbox_id;
+            let ctr_config = self.container_config(image_ref);
+            self.pods.push(Pod {
+                id: pod_id.clone(),
+                container: None,
+            });
+            let (resp, create) = timed(
+                &mut self.samples,
+                CREATE,
+                self.rt.create_container(request(
+                    api::CreateContainerRequest {
+                        pod_sandbox_id: pod_id,
+                        config: Some(ctr_config),
+                        sandbox_config: Some(config),
+                    },
+                    timeout,
+                )),
+            )
+            .await?;
+            let ctr_id = resp.container_id;
+            if let Some(p) = self.pods.last_mut() {
+                p.container = Some(ctr_id.clone());
+            }
+            let (_, start) = timed(
+                &mut self.samples,
+                START,
+                self.rt.start_container(request(
+                    api::StartContainerRequest {
+                        container_id: ctr_id,
+                    },
+                    timeout,
+                )),
+            )
+            .await?;
+            self.samples[CREATE_START].push(create + start);
+        }
+        let loaded = self.rss().await;
+        if self.args.keep_running {
+            return Ok((loaded, None));
+        }
+        while let Some(pod) = self.pods.first() {
+            let pod_id = pod.id.clone();
+            if let Some(ctr) = pod.container.clone() {
+                timed(
+                    &mut self.samples,
+                    STOP_CTR,
+                    self.rt.stop_container(request(
+                        api::StopContainerRequest {
+                            container_id: ctr.clone(),
+                            timeout: 0,
+                        },
+                        timeout,
+                    )),
+                )
+                .await?;
+                timed(
+                    &mut self.samples,
+                    RM_CTR,
+                    self.rt.remove_container(request(
+                        api::RemoveContainerRequest { container_id: ctr },
+                        timeout,
+                    )),
+                )
+                .await?;
+                self.pods[0].container = None;
+            }
+            timed(
+                &mut self.samples,
+                STOP_POD,
+                self.rt.stop_pod_sandbox(request(
+                    api::StopPodSandboxRequest {
+                        pod_sandbox_id: pod_id.clone(),
+                    },
+                    timeout,
+                )),
+            )
+            .await?;
+            timed(
+                &mut self.samples,
+                RM_POD,
+                self.rt.remove_pod_sandbox(request(
+                    api::RemovePodSandboxRequest {
+                        pod_sandbox_id: pod_id,
+                    },
+                    timeout,
+                )),
+            )
+            .await?;
+            self.pods.remove(0);
+        }
+        let after = self.rss().await;
+        Ok((loaded, Some(after)))
+    }
+
+    /// Best effort, untimed: stop and remove whatever this run still has on the runtime.
+    async fn cleanup(&mut self) {
+        let timeout = self.timeout;
+        for pod in std::mem::take(&mut self.pods) {
+            if let Some(ctr) = pod.container {
+                if let Err(s) = self
+                    .rt
+                    .stop_container(request(
+                        api::StopContainerRequest {
+                            container_id: ctr.clone(),
+                            timeout: 0,
+                        },
+                        timeout,
+                    ))
+                    .await
+                {
+                    eprintln!(
+                        "  cleanup: StopContainer {ctr}: {:?}: {}",
+                        s.code(),
+                        s.message()
+                    );
+                }
+                if let Err(s) = self
+                    .rt
+                    .remove_container(request(
+                        api::RemoveContainerRequest {
+                            container_id: ctr.clone(),
+                        },
+                        timeout,
+                    ))
+                    .await
+                {
+                    eprintln!(
+                        "  cleanup: RemoveContainer {ctr}: {:?}: {}",
+                        s.code(),
+                        s.message()
+                    );
+                }
+            }
+            if let Err(s) = self
+                .rt
+                .stop_pod_sandbox(request(
+                    api::StopPodSandboxRequest {
+                        pod_sandbox_id: pod.id.clone(),
+                    },
+                    timeout,
+                ))
+                .await
+            {
+                eprintln!(
+                    "  cleanup: StopPodSandbox {}: {:?}: {}",
+                    pod.id,
+                    s.code(),
+                    s.message()
+                );
+            }
+            if let Err(s) = self
+                .rt
+                .remove_pod_sandbox(request(
+                    api::RemovePodSandboxRequest {
+                        pod_sandbox_id: pod.id.clone(),
+                    },
+                    timeout,
+                ))
+                .await
+            {
+                eprintln!(
+                    "  cleanup: RemovePodSandbox {}: {:?}: {}",
+                    pod.id,
+                    s.code(),
+                    s.message()
+                );
+            }
+        }
+    }
+
+    /// Reads the daemon's and its helpers' memory after `--settle` seconds.
+    async fn rss(&self) -> Rss {
+        let Some(pid) = self.args.pid else {
+            return Rss::default();
+        };
+        tokio::time::sleep(Duration::from_secs_f64(self.args.settle.max(0.0))).await;
+        let ids: Vec<&str> = self
+            .pods
+            .iter()
+            .flat_map(|p| std::iter::once(p.id.as_str()).chain(p.container.as_deref()))
+            .collect();
+        let helpers = find_helpers(pid, &self.args.helpers, &ids, self.args.descendants);
+        Rss {
+            daemon: read_mem(pid),
+            helpers: helpers.iter().filter_map(|&h| read_mem(h)).collect(),
+        }
+    }
+
+    fn report(&self, idle: Rss, loaded: Rss, after: Option<Rss>) {
+        let n = self.args.rounds;
+        println!("\n{n} rounds, host-network pods, one `sleep 3600` container each; times in ms\n");
+        println!("| RPC | min | median | p90 | max |");
+        println!("|---|---:|---:|---:|---:|");
+        for (name, s) in RPCS.iter().zip(&self.samples) {
+            if s.is_empty() {
+                continue;
+            }
+            let mut v: Vec<f64> = s.iter().map(|d| ms(*d)).collect();
+            v.sort_by(f64::total_cmp);
+            println!(
+                "| {name} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                v[0],
+                median(&v),
+                p90(&v),
+                v[v.len() - 1]
+            );
+        }
+        let Some(pid) = self.args.pid else {
+            println!("\n(no --pid: RSS not measured)");
+            return;
+        };
+        println!("\nmemory of the daemon (pid {pid}) and its per-container helpers; MiB\n");
+        println!("| | daemon RSS | helpers | helper RSS (avg each) | total RSS | total PSS |");
+        println!("|---|---:|---:|---:|---:|---:|");
+        idle.row("idle, before the first pod");
+        loaded.row(&format!("{n} pods running"));
+        if let Some(a) = after {
+            a.row("after the teardown");
+        }
+    }
+}
+
+#[derive(Default)]
+struct Rss {
+    daemon: Option<Mem>,
+    helpers: Vec<Mem>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Mem {
+    rss_kb: u64,
+    pss_kb: Option<u64>,
+}
+
+impl Rss {
+    fn row(&self, label: &str) {
+        let Some(d) = self.daemon else {
+            println!("| {label} | (process gone) | | | | |");
+            return;
+        };
+        let h_rss: u64 = self.helpers.iter().map(|m| m.rss_kb).sum();
+        let n = self.helpers.len();
+        let helpers = if n == 0 {
+            "–".to_string()
+        } else {
+            format!("{:.1} ({:.1})", mib(h_rss), mib(h_rss) / n as f64)
+        };
+        let pss: Option<u64> = std::iter::once(d)
+            .chain(self.helpers.iter().copied())
+            .map(|m| m.pss_kb)
+            .sum();
+        println!(
+            "| {label} | {:.1} | {n} | {helpers} | {:.1} | {} |",
+            mib(d.rss_kb),
+            mib(d.rss_kb + h_rss),
+            pss.map(|p| format!("{:.1}", mib(p)))
+                .unwrap_or_else(|| "?".into())
+        );
+    }
+}
+
+/// VmRSS from /proc/PID/status and Pss from /proc/PID/smaps_rollup, in kB.
+fn read_mem(pid: u32) -> Option<Mem> {
+    let field = |file: &str, key: &str| -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    };
+    Some(Mem {
+        rss_kb: field("status", "VmRSS:")?,
+        pss_kb: field("smaps_rollup", "Pss:"),
+    })
+}
+
+/// The helper processes: command line contains every pattern and one of `ids`; or (with
+/// `descendants`) a descendant of `daemon`.
+fn find_helpers(daemon: u32, patterns: &[String], ids: &[&str], descendants: bool) -> Vec<u32> {
+    let mut parent: HashMap<u32, u32> = HashMap::new();
+    let mut found = HashSet::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == daemon {
+            continue;
+        }
+        if let Some(ppid) = read_ppid(pid) {
+            parent.insert(pid, ppid);
+        }
+        if patterns.is_empty() || ids.is_empty() {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if patterns.iter().all(|p| cmdline.contains(p.as_str()))
+            && ids.iter().any(|id| cmdline.contains(id))
+        {
+            found.insert(pid);
+        }
+    }
+    if descendants {
+        for &pid in parent.keys() {
+            let mut p = pid;
+            // Walk up; a cycle cannot happen in /proc, but a racing pid reuse could mislead.
+            for _ in 0..64 {
+                match parent.get(&p) {
+                    Some(&pp) if pp == daemon => {
+                        found.insert(pid);
+                        break;
+                    }
+                    Some(&pp) if pp > 1 => p = pp,
+                    _ => break,
+                }
+            }
+        }
+    }
+    let mut v: Vec<u32> = found.into_iter().collect();
+    v.sort_unstable();
+    v
+}
+
+fn read_ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses; split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn mib(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// Nearest-rank 90th percentile.
+fn p90(sorted: &[f64]) -> f64 {
+    let rank = (0.9 * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}

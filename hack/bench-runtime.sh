@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# The runtime benchmark (benches/cri.rs): ROUNDS host-network pods (no CNI), one `sleep 3600`
+# container each, started over the CRI and kept running together, then stopped and removed;
+# min / median / p90 per RPC and the daemon's RSS idle and with ROUNDS pods running. Run on this
+# machine against Debian's containerd 1.6 (its CRI plugin, cgroupfs, runc, restrict_oom_score_adj)
+# and then against ferrio (skipped with a note while ferrio answers Unimplemented for pods).
+# Usage: hack/bench-runtime.sh [ROUNDS]   (default 20; as root). ONLY=containerd|ferrio runs one
+# side. Prints numbers; asserts nothing. Everything lives under one temp dir, removed at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-20}
+hack/setup-bench.sh
+target=${CARGO_TARGET_DIR:-target}
+cargo build --release --locked -q
+bench=$(cargo bench --no-run --locked --bench cri 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -1)
+[ -x "$bench" ] || { echo "could not find the cri bench executable" >&2; exit 1; }
+hack/build-test-images.sh >/dev/null
+PAUSE=1 hack/build-test-images.sh >/dev/null
+
+work=$(mktemp -d /tmp/ferrio-bench-runtime.XXXXXX)
+# containerd puts pod cgroups (cgroupfs, empty cgroup_parent) under /k8s.io in every hierarchy;
+# runc removes each pod's, we remove the parents if this run made them.
+k8s_cgroups_before=$(ls -d /sys/fs/cgroup/k8s.io /sys/fs/cgroup/*/k8s.io 2>/dev/null || true)
+ctrd="" fpid="" status=0
+
+# Kill what a run may leave behind under $1: containers (through runc's root $2 when given),
+# helper processes whose command line names $1, mounts below $1.
+sweep() {
+  local dir=$1 runc_root=${2:-} id pids
+  if [ -n "$runc_root" ] && [ -d "$runc_root" ]; then
+    for id in $(runc --root "$runc_root" list -q 2>/dev/null); do
+      echo "leftover container $id: deleting" >&2
+      runc --root "$runc_root" delete -f "$id" >/dev/null 2>&1 || true
+    done
+  fi
+  pids=$(pgrep -f -- "$dir/" || true)
+  if [ -n "$pids" ]; then
+    echo "leftover processes: $(ps -o pid=,args= -p ${pids//$'\n'/,} | tr '\n' ';')" >&2
+    kill -9 $pids 2>/dev/null || true
+  fi
+  findmnt -rn -o TARGET | { grep -F "$dir/" || true; } | sort -r | while read -r m; do
+    echo "leftover mount $m: unmounting" >&2
+    umount -l "$m" || true
+  done
+}
+
+cleanup() {
+  if [ -n "$ctrd" ]; then kill "$ctrd" 2>/dev/null; wait "$ctrd" 2>/dev/null || true; fi
+  if [ -n "$fpid" ]; then kill "$fpid" 2>/dev/null; wait "$fpid" 2>/dev/null || true; fi
+  sweep "$work/containerd" "$work/containerd/runc/k8s.io"
+  sweep "$work/ferrio"
+  hack/registry.sh stop "$work/registry"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port=$(hack/free-port.sh)
+hack/registry.sh start "$work/registry" "$port" --watch $$
+hack/registry.sh push "$port"
+skopeo --insecure-policy copy -q --dest-tls-verify=false oci-archive:.test-images/pause.tar \
+  "docker://127.0.0.1:$port/ferrio-test/pause:1" >/dev/null
+image=127.0.0.1:$port/ferrio-test/busybox:1.35
+
+wait_socket() { # wait_socket PATH PID
+  for _ in $(seq 200); do
+    [ -S "$1" ] && return 0
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.05
+  done
+  return 1
+}
+
+echo "host: $(nproc) CPUs, kernel $(uname -r), $(runc --version | head -1), bench: $N rounds"
+
+run_containerd() {
+  local d=$work/containerd rc=0
+  local cri='plugins."io.containerd.grpc.v1.cri"'
+  mkdir -p "$d/cni"
+  cat > "$d/config.toml" <<TOML
+version = 2
+root = "$d/root"
+state = "$d/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+[grpc]
+  address = "$d/containerd.sock"
+[ttrpc]
+  address = "$d/containerd.sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$d/opt"
+[$cri]
+  sandbox_image = "127.0.0.1:$port/ferrio-test/pause:1"
+  restrict_oom_score_adj = true
+  [$cri.containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [$cri.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [$cri.containerd.runtimes.runc.options]
+        BinaryName = "/usr/sbin/runc"
+        Root = "$d/runc"
+        SystemdCgroup = false
+  [$cri.cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$d/cni"
+  [$cri.registry.mirrors."127.0.0.1:$port"]
+    endpoint = ["http://127.0.0.1:$port"]
+TOML
+  containerd --config "$d/config.toml" > "$d/containerd.log" 2>&1 &
+  ctrd=$!
+  if ! wait_socket "$d/containerd.sock" "$ctrd"; then
+    echo "containerd did not start:" >&2; tail -20 "$d/containerd.log" >&2; return 1
+  fi
+  echo
+  echo "## containerd $(containerd --version | awk '{print $3}') (CRI plugin, runc, cgroupfs)"
+  # Helpers: containerd-shim-runc-v2, one per pod, re-parented to init; each names its pod.
+  "$bench" --socket "$d/containerd.sock" --image "$image" --rounds "$N" --pid "$ctrd" \
+    --helper containerd-shim-runc-v2 --helper "$d/containerd.sock" || rc=$?
+  if [ $rc -ne 0 ]; then echo "containerd: bench failed ($rc); log:" >&2; tail -30 "$d/containerd.log" >&2; fi
+  kill "$ctrd"; wait "$ctrd" 2>/dev/null || true; ctrd=""
+  sweep "$d" "$d/runc/k8s.io"
+  local c
+  for c in /sys/fs/cgroup/k8s.io /sys/fs/cgroup/*/k8s.io; do
+    [ -d "$c" ] && ! grep -qxF "$c" <<< "$k8s_cgroups_before" && rmdir "$c" 2>/dev/null || true
+  done
+  return $rc
+}
+
+run_ferrio() {
+  local d=$work/ferrio rc=0
+  mkdir -p "$d"
+  printf '[image]\ninsecure_registries = ["127.0.0.1:%s"]\n' "$port" > "$d/ferrio.toml"
+  "$target/release/ferrio" --config "$d/ferrio.toml" --root "$d/root" --run-root "$d/run" \
+    --log-level warn serve 2> "$d/ferrio.log" &
+  fpid=$!
+  if ! wait_socket "$d/run/ferrio.sock" "$fpid"; then
+    echo "ferrio did not start:" >&2; tail -20 "$d/ferrio.log" >&2; return 1
+  fi
+  echo
+  local v; v=$("$target/release/ferrio" version)
+  echo "## ${v%%$'\n'*}"
+  # Helpers: `ferrio __monitor <container-id>` (and any other ferrio process naming a pod or
+  # container of the run).
+  "$bench" --socket "$d/run/ferrio.sock" --image "$image" --rounds "$N" --pid "$fpid" \
+    --helper ferrio || rc=$?
+  case $rc in
+    0) ;;
+    3) echo "ferrio answers Unimplemented for pods (the runtime core has not landed): skipped"; rc=0 ;;
+    *) echo "ferrio: bench failed ($rc); log:" >&2; tail -30 "$d/ferrio.log" >&2 ;;
+  esac
+  kill "$fpid"; wait "$fpid" 2>/dev/null || true; fpid=""
+  sweep "$d"
+  return $rc
+}
+
+case ${ONLY:-} in containerd|"") run_containerd || status=1 ;; esac
+case ${ONLY:-} in ferrio|"") run_ferrio || status=1 ;; esac
+exit $status
