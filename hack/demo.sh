@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end on this machine: build ferrio, start a local registry with the test
 # images, start the daemon on a scratch root, pull an image over the CRI, import one from an
-# archive, list them. Until pods run (the runtime core is the next milestone), this is the demo.
+# archive, list them, then run a pod from the local image with libcontainer inside ferrio and with
+# runc, and print what the container wrote.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hack/setup.sh
@@ -30,5 +31,9 @@ echo "== import a docker-save archive"
 "${ferrio[@]}" image import .test-images/busybox-docker.tar
 echo "== images"
 "${ferrio[@]}" image ls
+echo "== a pod from the local image, run by libcontainer inside ferrio"
+"${ferrio[@]}" run "127.0.0.1:$port/ferrio-test/busybox:1.35" sh -c 'echo "hello from $(hostname), pid $$, as $(id -un)"; cat /etc/os-release 2>/dev/null || uname -a'
+echo "== the same with runc as the runtime handler"
+"${ferrio[@]}" run --runtime runc "127.0.0.1:$port/ferrio-test/busybox:1.35" sh -c 'echo "hello via runc from $(hostname)"'
 echo "== daemon log"
 sed 's/^/    /' "$work/ferrio.log"

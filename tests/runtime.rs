@@ -1007,3 +1007,235 @@ async fn runtime_default_seccomp_blocks_user_namespaces() {
     .unwrap();
     assert_leaves_nothing(&d, &pod.id, &[&free, &confined]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_spec_reaches_a_real_container() {
+    let (d, image) = setup().await;
+    let mut rt = d.runtime().await;
+    let logs = d.dir.path().join("logs");
+    let mut pcfg = pod_config("spec", &logs);
+    pcfg.labels.insert("app".into(), "spec".into());
+    pcfg.annotations.insert("note".into(), "kept as is".into());
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+
+    // Host paths: a symlink to a directory (mounted read-only) and a missing one (created).
+    let host = d.dir.path().join("host");
+    std::fs::create_dir_all(host.join("real")).unwrap();
+    std::fs::write(host.join("real/file"), "from the host").unwrap();
+    std::os::unix::fs::symlink(host.join("real"), host.join("link")).unwrap();
+    let made = host.join("made/deep");
+    let mut c = sh_container("spec", &image, "sleep 300");
+    c.labels.insert("tier".into(), "backend".into());
+    c.mounts = vec![
+        api::Mount {
+            container_path: "/data".into(),
+            host_path: host.join("link").display().to_string(),
+            readonly: true,
+            ..Default::default()
+        },
+        api::Mount {
+            container_path: "/made".into(),
+            host_path: made.display().to_string(),
+            ..Default::default()
+        },
+    ];
+    c.devices = vec![api::Device {
+        container_path: "/dev/xnull".into(),
+        host_path: "/dev/null".into(),
+        permissions: "rw".into(),
+    }];
+    c.linux = Some(api::LinuxContainerConfig {
+        resources: Some(api::LinuxContainerResources {
+            cpu_shares: 512,
+            oom_score_adj: -998,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = create_start(&mut rt, &pod, &pcfg, c).await;
+    let sh = |script: &str| {
+        let (mut rt, id, script) = (rt.clone(), id.clone(), script.to_string());
+        async move {
+            exec(&mut rt, &id, &["sh", "-c", &script], 10)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(text(&sh("cat /data/file").await.stdout), "from the host");
+    assert_ne!(sh("touch /data/x").await.exit_code, 0, "read-only mount");
+    assert_eq!(sh("echo hi > /made/x").await.exit_code, 0);
+    assert_eq!(
+        std::fs::read_to_string(made.join("x")).unwrap(),
+        "hi\n",
+        "a missing host path is created"
+    );
+    assert_eq!(
+        sh("test -c /dev/xnull && echo ok > /dev/xnull")
+            .await
+            .exit_code,
+        0,
+        "device"
+    );
+    // CRI-O's nine capabilities: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE.
+    let caps = text(&sh("grep CapEff /proc/1/status").await.stdout);
+    assert!(caps.ends_with("00000000000005fb"), "{caps}");
+    // Masked and read-only paths.
+    // (this host's kernel has no /proc/kcore; /proc/timer_list and /sys/firmware stand in)
+    assert!(!std::fs::read_to_string("/proc/timer_list")
+        .unwrap()
+        .is_empty());
+    let masked = sh("wc -c < /proc/timer_list; ls /sys/firmware | wc -l").await;
+    assert_eq!(text(&masked.stdout), "0\n0", "masked: {masked:?}");
+    assert_ne!(
+        sh("echo 1 > /proc/sys/vm/swappiness").await.exit_code,
+        0,
+        "/proc/sys is read-only"
+    );
+    assert_ne!(
+        sh("mount -t tmpfs none /mnt").await.exit_code,
+        0,
+        "no mount without CAP_SYS_ADMIN"
+    );
+    // oom_score_adj is clamped to what the host lets the daemon set.
+    let floor: i32 = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", d.pid()))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let adj: i32 = text(&sh("cat /proc/1/oom_score_adj").await.stdout)
+        .parse()
+        .unwrap();
+    assert_eq!(adj, (-998).max(floor));
+    let cpu = ferrio::cgroups::hierarchies()
+        .into_iter()
+        .find(|(_, c)| c.iter().any(|c| c == "cpu"))
+        .map(|(r, _)| r);
+    if let Some(cpu) = cpu {
+        let shares = std::fs::read_to_string(
+            cpu.join(format!("ferrio/pod-{}/ferrio-{id}/cpu.shares", pod.id)),
+        )
+        .unwrap();
+        assert_eq!(shares.trim(), "512");
+    }
+
+    // Status reports mounts with the resolved source, labels and annotations unchanged.
+    let st = rt
+        .container_status(api::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(st.info.contains_key("info"));
+    let st = st.status.unwrap();
+    assert_eq!(
+        st.mounts[0].host_path,
+        host.join("real").display().to_string()
+    );
+    assert!(st.mounts[0].readonly);
+    assert_eq!(st.labels.get("tier").map(String::as_str), Some("backend"));
+    let ps = rt
+        .pod_sandbox_status(api::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.id[..8].into(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ps.info.contains_key("info"));
+    assert_eq!(ps.containers_statuses.len(), 1);
+    let ps = ps.status.unwrap();
+    assert_eq!(
+        (ps.labels, ps.annotations),
+        (pcfg.labels.clone(), pcfg.annotations.clone())
+    );
+    let ns = ps.linux.unwrap().namespaces.unwrap().options.unwrap();
+    assert_eq!(ns.pid, api::NamespaceMode::Container as i32);
+
+    // List filters.
+    let list = |f: api::ContainerFilter| {
+        let mut rt = rt.clone();
+        async move {
+            rt.list_containers(api::ListContainersRequest { filter: Some(f) })
+                .await
+                .unwrap()
+                .into_inner()
+                .containers
+        }
+    };
+    let sel = |k: &str, v: &str| [(k.to_string(), v.to_string())].into_iter().collect();
+    assert_eq!(
+        list(api::ContainerFilter {
+            label_selector: sel("tier", "backend"),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        1
+    );
+    assert_eq!(
+        list(api::ContainerFilter {
+            label_selector: sel("tier", "frontend"),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        0
+    );
+    assert_eq!(
+        list(api::ContainerFilter {
+            pod_sandbox_id: pod.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        1
+    );
+    assert_eq!(
+        list(api::ContainerFilter {
+            id: id[..6].into(),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        1
+    );
+    let exited = api::ContainerStateValue {
+        state: api::ContainerState::ContainerExited as i32,
+    };
+    assert_eq!(
+        list(api::ContainerFilter {
+            state: Some(exited),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        0
+    );
+    let pods = rt
+        .list_pod_sandbox(api::ListPodSandboxRequest {
+            filter: Some(api::PodSandboxFilter {
+                label_selector: sel("app", "spec"),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0].id, pod.id);
+
+    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.id.clone(),
+    })
+    .await
+    .unwrap();
+    assert_leaves_nothing(&d, &pod.id, &[&id]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("real/file")).unwrap(),
+        "from the host",
+        "host files untouched"
+    );
+}

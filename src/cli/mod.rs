@@ -51,6 +51,18 @@ pub enum Command {
     /// Manage images
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Run a command in a new pod through the running daemon, print its output, remove the pod
+    /// (a small CRI client, like `crictl runp` + `create` + `start` + `logs`)
+    Run {
+        /// The runtime handler (ferrio, runc, crun); empty: the default
+        #[arg(long, default_value = "")]
+        runtime: String,
+        /// The image (pulled first when absent)
+        image: String,
+        /// The command and its arguments
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -111,6 +123,9 @@ pub fn main() -> std::process::ExitCode {
         return std::process::ExitCode::from(code.clamp(0, 255) as u8);
     }
     let cli = Cli::parse();
+    if !matches!(cli.command, None | Some(Command::Serve)) {
+        crate::sys::process::default_sigpipe();
+    }
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -171,6 +186,21 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Run {
+            runtime,
+            image,
+            command,
+        } => {
+            let cfg = cli.global.load_config()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let code = rt.block_on(run_client(&cfg, &runtime, &image, command))?;
+            if code != 0 {
+                bail!("the container exited with code {code}");
+            }
+            Ok(())
+        }
         Command::Image(cmd) => {
             let cfg = cli.global.load_config()?;
             if let ImageCommand::Import { files } = &cmd {
@@ -200,6 +230,154 @@ pub async fn connect(socket: &Path) -> Result<tonic::transport::Channel, tonic::
 }
 
 /// `ferrio image pull|ls|rm`: a small CRI client, like `crictl pull|images|rmi`.
+/// `ferrio run`: one pod, one container, its log printed; returns the exit code.
+async fn run_client(cfg: &Config, handler: &str, image: &str, command: Vec<String>) -> Result<i32> {
+    use crate::cri::api::runtime_service_client::RuntimeServiceClient;
+    use crate::cri::api::{self, image_service_client::ImageServiceClient};
+    let socket = cfg.socket_path();
+    let ch = connect(&socket)
+        .await
+        .with_context(|| format!("connecting to the daemon on {}", socket.display()))?;
+    let status = |s: tonic::Status| anyhow::anyhow!("{:?}: {}", s.code(), s.message());
+    let mut images = ImageServiceClient::new(ch.clone());
+    let spec = api::ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
+    };
+    let have = images
+        .image_status(api::ImageStatusRequest {
+            image: Some(spec.clone()),
+            verbose: false,
+        })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .image
+        .is_some();
+    if !have {
+        images
+            .pull_image(api::PullImageRequest {
+                image: Some(spec.clone()),
+                ..Default::default()
+            })
+            .await
+            .map_err(status)?;
+    }
+    let mut rt = RuntimeServiceClient::new(ch);
+    let logs = tempfile::tempdir()?;
+    let n = std::process::id();
+    let pod_cfg = api::PodSandboxConfig {
+        metadata: Some(api::PodSandboxMetadata {
+            name: format!("run-{n}"),
+            uid: format!("run-{n}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: format!("run-{n}"),
+        log_directory: logs.path().display().to_string(),
+        linux: Some(api::LinuxPodSandboxConfig {
+            security_context: Some(api::LinuxSandboxSecurityContext {
+                namespace_options: Some(api::NamespaceOption {
+                    pid: api::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let t0 = std::time::Instant::now();
+    let pod = rt
+        .run_pod_sandbox(api::RunPodSandboxRequest {
+            config: Some(pod_cfg.clone()),
+            runtime_handler: handler.to_string(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .pod_sandbox_id;
+    let result = async {
+        let ctr = rt
+            .create_container(api::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(api::ContainerConfig {
+                    metadata: Some(api::ContainerMetadata {
+                        name: "main".into(),
+                        attempt: 0,
+                    }),
+                    image: Some(spec.clone()),
+                    command: command.clone(),
+                    log_path: "main.log".into(),
+                    ..Default::default()
+                }),
+                sandbox_config: Some(pod_cfg.clone()),
+            })
+            .await
+            .map_err(status)?
+            .into_inner()
+            .container_id;
+        rt.start_container(api::StartContainerRequest {
+            container_id: ctr.clone(),
+        })
+        .await
+        .map_err(status)?;
+        eprintln!(
+            "pod {} container {} started in {:.1} ms",
+            &pod[..12],
+            &ctr[..12],
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+        let st = loop {
+            let st = rt
+                .container_status(api::ContainerStatusRequest {
+                    container_id: ctr.clone(),
+                    verbose: false,
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .status
+                .context("no status")?;
+            if st.state == api::ContainerState::ContainerExited as i32 {
+                break st;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        let log = std::fs::read_to_string(logs.path().join("main.log")).unwrap_or_default();
+        for line in log.lines() {
+            // <time> <stream> <P|F> <content>
+            let mut it = line.splitn(4, ' ');
+            let (_, stream, tag, content) =
+                (it.next(), it.next(), it.next(), it.next().unwrap_or(""));
+            let out = if tag == Some("P") {
+                content.to_string()
+            } else {
+                format!("{content}\n")
+            };
+            if stream == Some("stderr") {
+                eprint!("{out}");
+            } else {
+                print!("{out}");
+            }
+        }
+        eprintln!("exit code {} ({})", st.exit_code, st.reason);
+        Ok::<i32, anyhow::Error>(st.exit_code)
+    }
+    .await;
+    let _ = rt
+        .stop_pod_sandbox(api::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await;
+    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .map_err(status)?;
+    result
+}
+
 async fn image_client(cfg: &Config, cmd: ImageCommand) -> Result<()> {
     use crate::cri::api::{self, image_service_client::ImageServiceClient};
     let socket = cfg.socket_path();

@@ -114,10 +114,6 @@ pub fn now_ns() -> i64 {
     crate::monitor::now_ns()
 }
 
-/// The longest run_root for which `<run_root>/ctr/<64-hex id>/monitor.sock` fits a unix
-/// socket path (108 bytes with the NUL).
-pub const MAX_RUN_ROOT: usize = 107 - "/ctr/".len() - 64 - "/monitor.sock".len();
-
 impl Engine {
     pub fn cfg(&self) -> &Config {
         &self.cfg
@@ -293,12 +289,6 @@ impl Engine {
 
     /// Opens the engine: reads the records and reconciles them with what is running.
     pub async fn open(cfg: Arc<Config>, images: Arc<Images>) -> Result<Arc<Engine>> {
-        if cfg.run_root.as_os_str().len() > MAX_RUN_ROOT {
-            return Err(EngineError::invalid(format!(
-                "run_root {} is longer than {MAX_RUN_ROOT} bytes: monitor socket paths would not fit",
-                cfg.run_root.display()
-            )));
-        }
         let min_oom_score_adj = std::fs::read_to_string("/proc/self/oom_score_adj")
             .ok()
             .and_then(|s| s.trim().parse().ok())

@@ -124,7 +124,12 @@ impl Monitor {
     fn create(cfg: &MonitorConfig) -> Result<Monitor, String> {
         let runtime = cfg.handler.runtime();
         let _ = std::fs::remove_file(&cfg.socket);
-        let listener = UnixListener::bind(&cfg.socket)
+        // Bind by a relative name from inside the directory: the full path may be longer than
+        // a unix socket address holds (108 bytes). This process is single-threaded, so its
+        // working directory is its own to change.
+        let (dir, name) = split_socket_path(&cfg.socket)?;
+        std::env::set_current_dir(dir).map_err(|e| format!("entering {}: {e}", dir.display()))?;
+        let listener = UnixListener::bind(name)
             .map_err(|e| format!("binding {}: {e}", cfg.socket.display()))?;
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         if let Some(dir) = cfg.log_path.parent() {
@@ -420,9 +425,31 @@ pub fn reap_all(watch: Option<i32>) -> Option<(i32, Option<i32>)> {
     found
 }
 
+fn split_socket_path(socket: &Path) -> Result<(&Path, &std::ffi::OsStr), String> {
+    match (socket.parent(), socket.file_name()) {
+        (Some(d), Some(n)) => Ok((d, n)),
+        _ => Err(format!("bad socket path {}", socket.display())),
+    }
+}
+
+/// Connects to a unix socket whatever the length of its path: a long one is reached through
+/// `/proc/self/fd/<dir fd>/<name>` (no chdir, so this is safe on any thread).
+pub fn connect_unix(socket: &Path) -> std::io::Result<UnixStream> {
+    use std::os::unix::ffi::OsStrExt;
+    if socket.as_os_str().as_bytes().len() < 100 {
+        return UnixStream::connect(socket);
+    }
+    let (dir, name) = split_socket_path(socket).map_err(std::io::Error::other)?;
+    let d = std::fs::File::open(dir)?;
+    let short = Path::new("/proc/self/fd")
+        .join(d.as_raw_fd().to_string())
+        .join(name);
+    UnixStream::connect(short)
+}
+
 /// A client of a monitor's control socket (blocking; the daemon calls it on a blocking thread).
 pub fn call(socket: &Path, req: &Request, timeout: Option<Duration>) -> std::io::Result<Response> {
-    let mut conn = UnixStream::connect(socket)?;
+    let mut conn = connect_unix(socket)?;
     conn.set_read_timeout(timeout)?;
     conn.set_write_timeout(Some(Duration::from_secs(5)))?;
     let mut v = serde_json::to_vec(req).map_err(std::io::Error::other)?;

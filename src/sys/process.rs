@@ -113,3 +113,13 @@ pub fn process_alive(pid: i32, start_time: Option<u64>) -> bool {
         Some(t) => start_time.is_none_or(|s| s == t),
     }
 }
+
+/// Restores the default SIGPIPE action (Rust starts with it ignored), so that a CLI command
+/// whose output pipe closes (`ferrio version | head -1`) ends quietly instead of panicking in
+/// `println!`. Only for the short-lived CLI commands: the daemon and the helpers must see EPIPE.
+pub fn default_sigpipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: installing SIG_DFL runs no handler code, so there is no async-signal-safety
+    // concern; it is called before any thread is started.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
