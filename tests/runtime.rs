@@ -877,8 +877,7 @@ async fn users_seccomp_update_and_log_reopen() {
         "{}",
         text(&r.stdout)
     );
-    // RuntimeDefault seccomp on the container's process. (libcontainer 0.7's tenant exec does
-    // not apply it to exec'd processes yet: an open item of the security issue.)
+    // RuntimeDefault seccomp on the container's process and on what is exec'd into it.
     let r = exec(&mut rt, &id, &["grep", "Seccomp:", "/proc/1/status"], 5)
         .await
         .unwrap();
@@ -887,6 +886,23 @@ async fn users_seccomp_update_and_log_reopen() {
         "init's seccomp mode: {}",
         text(&r.stdout)
     );
+    let r = exec(
+        &mut rt,
+        &id,
+        &["grep", "-E", "Seccomp:|NoNewPrivs:", "/proc/self/status"],
+        5,
+    )
+    .await
+    .unwrap();
+    let st = text(&r.stdout);
+    assert!(
+        st.contains("NoNewPrivs:\t1") && st.ends_with('2'),
+        "exec'd process: {st}"
+    );
+    let r = exec(&mut rt, &id, &["unshare", "-U", "true"], 5)
+        .await
+        .unwrap();
+    assert_ne!(r.exit_code, 0, "an exec'd process is confined too");
     // UpdateContainerResources reaches the live cgroup.
     rt.update_container_resources(api::UpdateContainerResourcesRequest {
         container_id: id.clone(),

@@ -36,6 +36,52 @@ impl Libcontainer {
     }
 }
 
+/// Runs an exec'd process under the container's seccomp filter. At this point the process has
+/// its final user and capabilities, so loading a filter needs no_new_privs: exec'd processes of
+/// a seccomp-confined container always get it (they cannot gain privileges through setuid
+/// binaries), a deliberate tightening over runc, which loads the filter earlier.
+#[derive(Clone)]
+struct ConfinedExec {
+    seccomp: oci_spec::runtime::LinuxSeccomp,
+}
+
+impl libcontainer::workload::Executor for ConfinedExec {
+    fn exec(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorError> {
+        use libcontainer::workload::ExecutorError;
+        nix::sys::prctl::set_no_new_privs()
+            .map_err(|e| ExecutorError::Other(format!("setting no_new_privs: {e}")))?;
+        libcontainer::seccomp::initialize_seccomp(&self.seccomp)
+            .map_err(|e| ExecutorError::Other(format!("loading the seccomp filter: {e}")))?;
+        libcontainer::workload::default::get_executor().exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::get_executor().validate(spec)
+    }
+}
+
+impl Libcontainer {
+    /// The seccomp section of a created container's spec (from its bundle's config.json).
+    fn container_seccomp(
+        &self,
+        id: &str,
+    ) -> Result<Option<oci_spec::runtime::LinuxSeccomp>, RuntimeError> {
+        let c = self
+            .load(id, "exec")?
+            .ok_or_else(|| RuntimeError::new(NAME, "exec", id, "container state not found"))?;
+        let spec = oci_spec::runtime::Spec::load(c.bundle().join("config.json")).map_err(|e| {
+            RuntimeError::new(NAME, "exec", id, format!("reading the bundle's spec: {e}"))
+        })?;
+        Ok(spec.linux().as_ref().and_then(|l| l.seccomp().clone()))
+    }
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -124,7 +170,14 @@ impl OciRuntime for Libcontainer {
             Some((u, g, a)) => (Some(*u), Some(*g), a.clone()),
             None => (None, None, Vec::new()),
         };
-        let pid = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
+        // libcontainer 0.7's tenant builder drops `linux.seccomp` from the spec it runs exec'd
+        // processes with; load the container's filter ourselves, right before the exec.
+        let seccomp = self.container_seccomp(id)?;
+        let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux);
+        if let Some(seccomp) = seccomp {
+            builder = builder.with_executor(ConfinedExec { seccomp });
+        }
+        let pid = builder
             .with_root_path(&self.root)
             .map_err(Self::err("exec", id))?
             .with_stdin(stdio.stdin)

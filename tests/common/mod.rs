@@ -294,9 +294,43 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Removes every pod the daemon still has (a failed test leaves its pods running: containers
+    /// outlive the daemon by design), so that no mount, process or cgroup stays behind.
+    fn remove_all_pods(&self) {
+        let socket = self.socket.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let ch = ferrio::cli::connect(&socket).await.ok()?;
+                let mut c = RuntimeServiceClient::new(ch);
+                let pods = c
+                    .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .items;
+                for p in pods {
+                    let _ = c
+                        .remove_pod_sandbox(api::RemovePodSandboxRequest {
+                            pod_sandbox_id: p.id,
+                        })
+                        .await;
+                }
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if self.child.is_some() {
+            self.remove_all_pods();
             let st = self.stop();
             assert!(
                 st.success() || std::thread::panicking(),
