@@ -165,6 +165,7 @@ fn helper(argv: &[String]) -> Option<i32> {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            crate::sys::process::limit_malloc_arenas();
             let cfg = cli.global.load_config()?;
             crate::telemetry::init(&cfg.log_level);
             let rt = tokio::runtime::Builder::new_multi_thread()

@@ -127,8 +127,10 @@ impl ImageService for ImageApi {
             .credentials()?,
             None => None,
         };
-        let rec = self.images.pull(&name, creds).await?;
-        Ok(Response::new(api::PullImageResponse { image_ref: rec.id }))
+        let rec = self.images.pull(&name, creds).await;
+        // A pull allocates buffers on many threads; give the memory back once it is done.
+        crate::sys::process::trim_heap();
+        Ok(Response::new(api::PullImageResponse { image_ref: rec?.id }))
     }
 
     async fn remove_image(

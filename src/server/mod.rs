@@ -75,6 +75,7 @@ pub async fn serve_until(
         tokio::task::spawn_blocking(move || {
             let images = Images::open(&cfg)?;
             images.import_dir_once()?;
+            crate::sys::process::trim_heap();
             Ok::<_, ImageError>(images)
         })
         .await

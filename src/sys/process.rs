@@ -123,3 +123,22 @@ pub fn default_sigpipe() {
     // concern; it is called before any thread is started.
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
+
+/// Caps glibc's malloc arenas at two. glibc gives every thread that allocates its own arena
+/// (up to 8 × cores); the daemon's tokio and blocking threads would each keep one, most of it
+/// idle memory after a pull.
+pub fn limit_malloc_arenas() {
+    // SAFETY: mallopt only sets an allocator parameter; called at start, before other threads.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Returns free heap memory to the kernel (malloc_trim), after work that allocated a lot and
+/// released it (an image pull).
+pub fn trim_heap() {
+    // SAFETY: malloc_trim takes the allocator's own locks; it is safe to call from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
