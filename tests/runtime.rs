@@ -80,17 +80,32 @@ async fn lifecycle(handler: &str) {
         .into_inner()
         .containers;
     assert_eq!(list.len(), 2);
-    rt.stop_pod_sandbox(api::StopPodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    assert_leaves_nothing(&d, &pod.id, &[&id, &ok]);
+    teardown(&d, &mut rt, &pod.id, &[&id, &ok]).await;
+}
+
+/// Stops and removes the pod (twice: both are idempotent), then asserts that nothing of it is
+/// left.
+async fn teardown(
+    d: &Daemon,
+    rt: &mut ferrio::cri::api::runtime_service_client::RuntimeServiceClient<
+        tonic::transport::Channel,
+    >,
+    pod: &str,
+    ctrs: &[&str],
+) {
+    for _ in 0..2 {
+        rt.stop_pod_sandbox(api::StopPodSandboxRequest {
+            pod_sandbox_id: pod.into(),
+        })
+        .await
+        .unwrap();
+        rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.into(),
+        })
+        .await
+        .unwrap();
+    }
+    assert_leaves_nothing(d, pod, ctrs);
 }
 
 /// After removal: no mount, pinned namespace, cgroup, process or directory of the pod or its
@@ -222,12 +237,7 @@ async fn exec_sync_output_exit_code_and_timeout() {
 
     let e = exec(&mut rt, "nope", &["true"], 1).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
-    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    assert_leaves_nothing(&d, &pod.id, &[&id]);
+    teardown(&d, &mut rt, &pod.id, &[&id]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -340,12 +350,7 @@ async fn stop_escalates_to_sigkill_and_is_idempotent() {
     })
     .await
     .unwrap();
-    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    assert_leaves_nothing(&d, &pod.id, &[&stubborn, &polite]);
+    teardown(&d, &mut rt, &pod.id, &[&stubborn, &polite]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -367,12 +372,7 @@ async fn oom_killed_under_a_15_mib_limit() {
     let st = wait_exited(&mut rt, &id, 60).await;
     assert_eq!(st.reason, "OOMKilled", "{st:?}");
     assert_ne!(st.exit_code, 0);
-    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    assert_leaves_nothing(&d, &pod.id, &[&id]);
+    teardown(&d, &mut rt, &pod.id, &[&id]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -481,17 +481,7 @@ async fn containers_of_a_pod_share_network_ipc_and_uts() {
         "64 MiB /dev/shm: {}",
         text(&r.stdout)
     );
-    rt.stop_pod_sandbox(api::StopPodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    assert_leaves_nothing(&d, &pod.id, &[&server, &client]);
+    teardown(&d, &mut rt, &pod.id, &[&server, &client]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -573,17 +563,7 @@ async fn host_network_and_shared_pid_namespace() {
         names(&host_dev),
         "the host's interfaces"
     );
-    rt.stop_pod_sandbox(api::StopPodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    assert_leaves_nothing(&d, &pod.id, &[&a, &b]);
+    teardown(&d, &mut rt, &pod.id, &[&a, &b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -656,17 +636,7 @@ async fn containers_survive_a_daemon_kill_and_are_restored() {
         .await
         .unwrap();
     assert_eq!(text(&r.stdout), "still here");
-    rt.stop_pod_sandbox(api::StopPodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    assert_leaves_nothing(&d2, &pod.id, &[&ticker, &short]);
+    teardown(&d2, &mut rt, &pod.id, &[&ticker, &short]).await;
     drop(d2);
 }
 
@@ -823,12 +793,7 @@ async fn bad_requests_get_clear_codes() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
     assert!(d.log_text().lines().all(|l| !l.contains("panicked")));
-    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    assert_leaves_nothing(&d, &pod.id, &[&id]);
+    teardown(&d, &mut rt, &pod.id, &[&id]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -928,12 +893,7 @@ async fn users_seccomp_update_and_log_reopen() {
     .unwrap();
     assert!(logs.join("u.log").exists());
     assert!(read_log(&logs.join("u.log.1")).contains("uid=33"));
-    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    assert_leaves_nothing(&d, &pod.id, &[&id]);
+    teardown(&d, &mut rt, &pod.id, &[&id]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1016,12 +976,7 @@ async fn runtime_default_seccomp_blocks_user_namespaces() {
             && e.message().contains("/nonexistent/profile.json"),
         "{e:?}"
     );
-    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    assert_leaves_nothing(&d, &pod.id, &[&free, &confined]);
+    teardown(&d, &mut rt, &pod.id, &[&free, &confined]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1243,12 +1198,7 @@ async fn the_spec_reaches_a_real_container() {
     assert_eq!(pods.len(), 1);
     assert_eq!(pods[0].id, pod.id);
 
-    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    assert_leaves_nothing(&d, &pod.id, &[&id]);
+    teardown(&d, &mut rt, &pod.id, &[&id]).await;
     assert_eq!(
         std::fs::read_to_string(host.join("real/file")).unwrap(),
         "from the host",

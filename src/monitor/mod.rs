@@ -47,11 +47,16 @@ fn detach_stdio() {
     }
 }
 
-fn report(ready: &Ready) {
+/// Writes one JSON line on stdout: how a helper answers the daemon that started it.
+pub fn answer<T: serde::Serialize>(value: &T) {
     let mut out = std::io::stdout().lock();
-    let _ = serde_json::to_writer(&mut out, ready);
+    let _ = serde_json::to_writer(&mut out, value);
     let _ = out.write_all(b"\n");
     let _ = out.flush();
+}
+
+fn report(ready: &Ready) {
+    answer(ready)
 }
 
 /// Entry point of `ferrio __monitor`.

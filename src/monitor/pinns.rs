@@ -11,7 +11,6 @@ use crate::sys::process::{fork_single_threaded, Forked};
 use nix::sched::{unshare, CloneFlags};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -31,12 +30,7 @@ pub struct PinResult {
     pub pause_pid: Option<i32>,
 }
 
-fn answer(r: &PinResult) {
-    let mut out = std::io::stdout().lock();
-    let _ = serde_json::to_writer(&mut out, r);
-    let _ = out.write_all(b"\n");
-    let _ = out.flush();
-}
+use super::answer;
 
 /// Entry point of `ferrio __pin-ns`.
 pub fn main(request: &str) -> i32 {

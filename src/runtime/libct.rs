@@ -32,7 +32,7 @@ impl Libcontainer {
         op: &'static str,
         id: &'a str,
     ) -> impl Fn(libcontainer::error::LibcontainerError) -> RuntimeError + 'a {
-        move |e| RuntimeError::new(NAME, op, id, error_chain(&e))
+        move |e| RuntimeError::new(NAME, op, id, crate::image::unpack::error_chain(&e))
     }
 }
 
@@ -80,20 +80,6 @@ impl Libcontainer {
         })?;
         Ok(spec.linux().as_ref().and_then(|l| l.seccomp().clone()))
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 impl OciRuntime for Libcontainer {

@@ -730,17 +730,7 @@ mod tests {
     const X86_64: &str = "x86_64";
     const KERNEL: KernelVersion = KernelVersion::new(6, 1);
     /// The default capabilities of a CRI container (what the kubelet and CRI-O grant).
-    const DEFAULT_CAPS: &[&str] = &[
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FSETID",
-        "CAP_FOWNER",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_KILL",
-    ];
+    const DEFAULT_CAPS: &[&str] = &crate::spec::DEFAULT_CAPABILITIES;
     const CLONE_NS_MASK: u64 = 0x7e02_0000;
 
     fn caps(extra: &[&str]) -> Vec<String> {
