@@ -7,5 +7,7 @@ pub fn init(filter: &str) {
         .with_env_filter(f)
         .with_writer(std::io::stderr)
         .with_target(false)
+        // Colours only on a terminal: a log file or journald gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
