@@ -173,16 +173,28 @@ async fn runtime_service_version_status_config_and_unimplemented() {
         api::CgroupDriver::Cgroupfs as i32
     );
 
+    let handlers: Vec<String> = s.runtime_handlers.iter().map(|h| h.name.clone()).collect();
+    assert_eq!(handlers, ["crun", "ferrio", "runc"]);
+
+    // Later milestones answer Unimplemented; a request without its config is InvalidArgument.
     let e = rt
-        .list_containers(api::ListContainersRequest::default())
+        .container_stats(api::ContainerStatsRequest::default())
         .await
         .unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+    let e = rt.attach(api::AttachRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
     let e = rt
         .run_pod_sandbox(api::RunPodSandboxRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented);
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let list = rt
+        .list_containers(api::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(list.containers.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
