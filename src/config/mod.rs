@@ -76,6 +76,9 @@ pub struct RuntimeConfig {
     /// Host paths that a container mount may not create when they are missing (the path
     /// itself or anything below it).
     pub absent_mount_sources_to_reject: Vec<PathBuf>,
+    /// Containers whose request names no seccomp profile get RuntimeDefault (true) or run
+    /// unconfined (false). Privileged containers run unconfined unless a profile is named.
+    pub seccomp_use_default_when_empty: bool,
 }
 
 /// One runtime handler.
@@ -158,6 +161,7 @@ impl Default for Config {
                     PathBuf::from("/sys"),
                     PathBuf::from("/dev"),
                 ],
+                seccomp_use_default_when_empty: true,
             },
             image: ImageConfig {
                 registries_conf: PathBuf::from("/etc/containers/registries.conf"),

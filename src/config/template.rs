@@ -54,6 +54,8 @@ default_cgroup_parent = {cgroup_parent}
 shm_size = {shm_size}
 # Missing host paths of container mounts are created as directories, except at or below these.
 absent_mount_sources_to_reject = [{reject}]
+# Containers whose request names no seccomp profile get RuntimeDefault (true) or none (false).
+seccomp_use_default_when_empty = {seccomp_default}
 
 # Runtime handlers, selected by RunPodSandbox's runtime_handler.
 # runtime_type "builtin": youki's libcontainer inside ferrio (no external runtime).
@@ -80,6 +82,7 @@ import_dir = {import_dir}
         default_runtime = toml_str(&c.runtime.default_runtime),
         cgroup_parent = toml_str(&c.runtime.default_cgroup_parent),
         shm_size = c.runtime.shm_size,
+        seccomp_default = c.runtime.seccomp_use_default_when_empty,
         reject = c
             .runtime
             .absent_mount_sources_to_reject

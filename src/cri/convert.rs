@@ -102,7 +102,7 @@ fn resources_api(r: &dc::Resources) -> api::LinuxContainerResources {
 
 fn profile(p: &Option<api::SecurityProfile>) -> dc::Profile {
     match p {
-        None => dc::Profile::Unconfined,
+        None => dc::Profile::Unset,
         Some(p) => match api::security_profile::ProfileType::try_from(p.profile_type) {
             Ok(api::security_profile::ProfileType::RuntimeDefault) => dc::Profile::RuntimeDefault,
             Ok(api::security_profile::ProfileType::Localhost) => {
@@ -137,6 +137,8 @@ fn signal_name(v: i32) -> String {
     }
 }
 
+// `seccomp_profile_path` is deprecated in the CRI, but older clients still send it.
+#[allow(deprecated)]
 pub fn container_config(c: &api::ContainerConfig) -> dc::ContainerConfig {
     let md = c.metadata.clone().unwrap_or_default();
     let linux = c.linux.clone().unwrap_or_default();
@@ -172,6 +174,14 @@ pub fn container_config(c: &api::ContainerConfig) -> dc::ContainerConfig {
                 host_path: m.host_path.clone(),
                 readonly: m.readonly,
                 propagation: propagation(m.propagation),
+                recursive_read_only: m.recursive_read_only,
+                image: m
+                    .image
+                    .as_ref()
+                    .map(|i| i.image.clone())
+                    .unwrap_or_default(),
+                image_sub_path: m.image_sub_path.clone(),
+                image_id: String::new(),
             })
             .collect(),
         devices: c
@@ -200,9 +210,20 @@ pub fn container_config(c: &api::ContainerConfig) -> dc::ContainerConfig {
             no_new_privs: sec.no_new_privs,
             capabilities_add: caps.add_capabilities.clone(),
             capabilities_drop: caps.drop_capabilities.clone(),
+            capabilities_ambient: caps.add_ambient_capabilities.clone(),
+            supplemental_groups_strict: sec.supplemental_groups_policy
+                == api::SupplementalGroupsPolicy::Strict as i32,
             masked_paths: sec.masked_paths.clone(),
             readonly_paths: sec.readonly_paths.clone(),
-            seccomp: profile(&sec.seccomp),
+            seccomp: match (&sec.seccomp, sec.seccomp_profile_path.as_str()) {
+                // The deprecated string form, still sent by older clients.
+                (None, "runtime/default" | "docker/default") => dc::Profile::RuntimeDefault,
+                (None, "unconfined") => dc::Profile::Unconfined,
+                (None, p) if p.starts_with("localhost/") => {
+                    dc::Profile::Localhost(p["localhost/".len()..].to_string())
+                }
+                (s, _) => profile(s),
+            },
             pid: ns_mode(ns.pid),
             target_id: ns.target_id.clone(),
         },
@@ -331,6 +352,13 @@ pub fn container_status(c: &ContainerRecord) -> api::ContainerStatus {
                 host_path: m.host_path.clone(),
                 readonly: m.readonly,
                 propagation: propagation_api(m.propagation),
+                recursive_read_only: m.recursive_read_only,
+                image: (!m.image.is_empty()).then(|| api::ImageSpec {
+                    image: m.image_id.clone(),
+                    user_specified_image: m.image.clone(),
+                    ..Default::default()
+                }),
+                image_sub_path: m.image_sub_path.clone(),
                 ..Default::default()
             })
             .collect(),

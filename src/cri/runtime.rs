@@ -124,19 +124,32 @@ impl RuntimeService for Runtime {
             .engine
             .handler_names()
             .into_iter()
-            .map(|name| api::RuntimeHandler {
-                name,
-                features: Some(api::RuntimeHandlerFeatures {
-                    recursive_read_only_mounts: false,
-                    user_namespaces: false,
-                }),
+            .map(|name| {
+                // Recursive read-only mounts: libcontainer applies `rro` (mount_setattr);
+                // the runc and crun CLIs of this Debian do not know it.
+                let builtin = self
+                    .config
+                    .runtime
+                    .runtimes
+                    .get(&name)
+                    .is_some_and(|h| h.runtime_type == "builtin");
+                api::RuntimeHandler {
+                    name,
+                    features: Some(api::RuntimeHandlerFeatures {
+                        recursive_read_only_mounts: builtin,
+                        user_namespaces: false,
+                    }),
+                }
             })
             .collect();
         Ok(Response::new(api::StatusResponse {
             status: Some(api::RuntimeStatus { conditions }),
             info,
             runtime_handlers,
-            features: None,
+            features: Some(api::RuntimeFeatures {
+                supplemental_groups_policy: true,
+                ..Default::default()
+            }),
         }))
     }
 

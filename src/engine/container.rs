@@ -84,7 +84,25 @@ fn validate_container(c: &ContainerConfig) -> Result<()> {
     }
     for m in &c.mounts {
         validate::absolute("mounts.container_path", &m.container_path)?;
-        validate::absolute("mounts.host_path", &m.host_path)?;
+        if m.image.is_empty() {
+            validate::absolute("mounts.host_path", &m.host_path)?;
+        } else if !m.image_sub_path.is_empty() {
+            validate::relative_inside("mounts.image_sub_path", &m.image_sub_path)?;
+        }
+        if m.recursive_read_only {
+            if !m.readonly {
+                return Err(EngineError::invalid(format!(
+                    "mount {}: recursive_read_only needs readonly",
+                    m.container_path
+                )));
+            }
+            if m.propagation != crate::spec::config::Propagation::Private {
+                return Err(EngineError::invalid(format!(
+                    "mount {}: recursive_read_only needs private propagation",
+                    m.container_path
+                )));
+            }
+        }
     }
     for d in &c.devices {
         validate::absolute("devices.container_path", &d.container_path)?;
@@ -138,6 +156,11 @@ fn prepare_host(
 ) -> Result<(Vec<PathBuf>, Vec<ResolvedDevice>)> {
     let mut sources = Vec::new();
     for m in &c.mounts {
+        if !m.image.is_empty() {
+            // An image volume: its source is mounted by the engine (see `image_volumes`).
+            sources.push(PathBuf::new());
+            continue;
+        }
         let hp = Path::new(&m.host_path);
         if std::fs::symlink_metadata(hp).is_err() {
             if reject.iter().any(|r| hp.starts_with(r)) {
@@ -157,7 +180,11 @@ fn prepare_host(
         )))?;
         sources.push(real);
     }
-    let mut devices = Vec::new();
+    let mut devices = if c.security.privileged {
+        host_devices()
+    } else {
+        Vec::new()
+    };
     for d in &c.devices {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
         let meta = std::fs::metadata(&d.host_path)
@@ -187,6 +214,59 @@ fn prepare_host(
         });
     }
     Ok((sources, devices))
+}
+
+/// Every character and block device under /dev, for privileged containers (what runc and
+/// CRI-O give them), except the per-container ones (/dev/pts, /dev/shm, /dev/mqueue, console).
+fn host_devices() -> Vec<ResolvedDevice> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::from("/dev")];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if [
+                "/dev/pts",
+                "/dev/shm",
+                "/dev/mqueue",
+                "/dev/console",
+                "/dev/fd",
+            ]
+            .iter()
+            .any(|x| p == Path::new(x))
+            {
+                continue;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let kind = if ft.is_char_device() {
+                "c"
+            } else if ft.is_block_device() {
+                "b"
+            } else {
+                continue;
+            };
+            out.push(ResolvedDevice {
+                container_path: p.display().to_string(),
+                kind: kind.into(),
+                major: nix::sys::stat::major(meta.rdev()) as i64,
+                minor: nix::sys::stat::minor(meta.rdev()) as i64,
+                file_mode: meta.mode() & 0o777,
+                permissions: "rwm".into(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.container_path.cmp(&b.container_path));
+    out
 }
 
 fn reason_for(exit: &ExitInfo) -> &'static str {
@@ -239,6 +319,14 @@ impl Engine {
         })?;
         let image_cfg = ImageConfig::from_json(&self.images.config_json(&image)?);
         let handler = self.handler(&pod.runtime_handler)?;
+        if matches!(handler, Handler::Oci { .. })
+            && config.mounts.iter().any(|m| m.recursive_read_only)
+        {
+            return Err(EngineError::invalid(format!(
+                "runtime handler {:?} does not support recursive read-only mounts",
+                pod.runtime_handler
+            )));
+        }
         let seccomp = self.seccomp_for(&config, &handler).await?;
 
         let id = new_id();
@@ -305,15 +393,18 @@ impl Engine {
         c: &ContainerConfig,
         handler: &Handler,
     ) -> Result<Option<serde_json::Value>> {
-        match &c.security.seccomp {
-            crate::spec::config::Profile::Unconfined => Ok(None),
-            p => crate::engine::container::resolve_seccomp(
-                p,
-                c,
-                matches!(handler, Handler::Builtin { .. }),
-            )
-            .map(Some),
-        }
+        use crate::spec::config::Profile;
+        let profile = match &c.security.seccomp {
+            // Privileged containers run without seccomp unless a profile is named.
+            Profile::Unset if c.security.privileged => return Ok(None),
+            Profile::Unset if self.cfg().runtime.seccomp_use_default_when_empty => {
+                Profile::RuntimeDefault
+            }
+            Profile::Unset | Profile::Unconfined => return Ok(None),
+            p => p.clone(),
+        };
+        let builtin = matches!(handler, Handler::Builtin { .. });
+        resolve_seccomp(&profile, c, &self.host_capabilities, builtin).map(Some)
     }
 
     async fn build_container(
@@ -367,6 +458,7 @@ impl Engine {
             })
             .await??
         };
+        let sources = self.image_volumes(rec, &run, sources).await?;
         let generated = crate::spec::generate(&crate::spec::Input {
             pod: &pod.config,
             container: &rec.config,
@@ -380,6 +472,7 @@ impl Engine {
             group,
             min_oom_score_adj: self.min_oom_score_adj,
             seccomp,
+            host_capabilities: self.host_capabilities.clone(),
         })?;
         rec.user = generated.user.clone();
         rec.mounts = rec
@@ -425,6 +518,61 @@ impl Engine {
                 "creating the container: {error}"
             ))),
         }
+    }
+
+    /// Mounts each image volume's image read-only under the run dir and returns the sources
+    /// with those paths (plus the sub path) filled in; records the image IDs on the mounts.
+    async fn image_volumes(
+        &self,
+        rec: &mut ContainerRecord,
+        run: &Path,
+        mut sources: Vec<PathBuf>,
+    ) -> Result<Vec<PathBuf>> {
+        for (i, m) in rec.config.mounts.iter_mut().enumerate() {
+            if m.image.is_empty() {
+                continue;
+            }
+            let image = self.images.status(&m.image).ok_or_else(|| {
+                EngineError::not_found(format!(
+                    "image volume {:?} not found; pull it first",
+                    m.image
+                ))
+            })?;
+            m.image_id = image.id.clone();
+            let layers: Vec<PathBuf> = image
+                .layers
+                .iter()
+                .rev()
+                .map(|l| self.images.store().layer_diff_path(&l.chain_id))
+                .collect();
+            let target = run.join(format!("imgvol-{i}"));
+            let sub = m.image_sub_path.clone();
+            let name = m.image.clone();
+            sources[i] = blocking(move || -> Result<PathBuf> {
+                std::fs::create_dir_all(&target)
+                    .map_err(EngineError::io("creating image volume dir"))?;
+                let lower: Vec<&Path> = layers.iter().map(|p| p.as_path()).collect();
+                crate::sys::mount::mount_layers_ro(&lower, &target)
+                    .map_err(|e| EngineError::internal(e.to_string()))?;
+                if sub.is_empty() {
+                    return Ok(target);
+                }
+                let inside = target.join(&sub);
+                let real = std::fs::canonicalize(&inside).map_err(|_| {
+                    EngineError::not_found(format!(
+                        "image_sub_path {sub:?} does not exist in image {name}"
+                    ))
+                })?;
+                if !real.starts_with(&target) {
+                    return Err(EngineError::invalid(format!(
+                        "image_sub_path {sub:?} leads out of image {name}"
+                    )));
+                }
+                Ok(real)
+            })
+            .await??;
+        }
+        Ok(sources)
     }
 
     /// Unmounts and removes what a container left on the host; the runtime's state is deleted
@@ -849,12 +997,15 @@ impl Engine {
 pub fn resolve_seccomp(
     p: &crate::spec::config::Profile,
     c: &ContainerConfig,
+    host_caps: &[String],
     builtin: bool,
 ) -> Result<serde_json::Value> {
     use crate::spec::seccomp::{for_libcontainer, KernelVersion, Profile};
     let loaded;
     let profile: &Profile = match p {
-        crate::spec::config::Profile::Unconfined => return Ok(serde_json::Value::Null),
+        crate::spec::config::Profile::Unconfined | crate::spec::config::Profile::Unset => {
+            return Ok(serde_json::Value::Null)
+        }
         crate::spec::config::Profile::RuntimeDefault => Profile::default_profile(),
         crate::spec::config::Profile::Localhost(path) => {
             let data = std::fs::read(path)
@@ -864,8 +1015,15 @@ pub fn resolve_seccomp(
             &loaded
         }
     };
-    let caps =
-        crate::spec::capabilities(&c.security.capabilities_add, &c.security.capabilities_drop);
+    let caps = if c.security.privileged {
+        host_caps.to_vec()
+    } else {
+        crate::spec::capabilities_on(
+            host_caps,
+            &c.security.capabilities_add,
+            &c.security.capabilities_drop,
+        )
+    };
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .ok()
         .and_then(|r| KernelVersion::parse_release(r.trim()))

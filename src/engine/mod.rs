@@ -93,6 +93,8 @@ pub struct Engine {
     names: Mutex<HashMap<String, String>>,
     /// The lowest oom_score_adj the host lets us set (our own, without CAP_SYS_RESOURCE).
     min_oom_score_adj: i32,
+    /// The daemon's bounding capability set: all a container can be given here.
+    host_capabilities: Vec<String>,
 }
 
 /// Random 64-hex IDs, as CRI runtimes use.
@@ -301,6 +303,7 @@ impl Engine {
             locks: Mutex::default(),
             names: Mutex::default(),
             min_oom_score_adj,
+            host_capabilities: host_capabilities(),
         });
         for kind in ["pods", "containers"] {
             let d = engine.state_dir(kind);
@@ -406,6 +409,15 @@ impl Engine {
     pub fn exe() -> &'static Path {
         Path::new("/proc/self/exe")
     }
+}
+
+/// The capabilities in this process's bounding set, as `CAP_X` names, sorted.
+fn host_capabilities() -> Vec<String> {
+    let mut v: Vec<String> = caps::read(None, caps::CapSet::Bounding)
+        .map(|set| set.into_iter().map(|c| c.to_string()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
 }
 
 /// Whether `p` is a bind mount of a namespace (nsfs).

@@ -61,6 +61,18 @@ pub struct Mount {
     pub host_path: String,
     pub readonly: bool,
     pub propagation: Propagation,
+    /// Read-only all the way down (mount_setattr with AT_RECURSIVE): submounts too.
+    #[serde(default)]
+    pub recursive_read_only: bool,
+    /// An image volume: this image, mounted read-only (`host_path` unused).
+    #[serde(default)]
+    pub image: String,
+    /// With `image`: the path inside the image to mount.
+    #[serde(default)]
+    pub image_sub_path: String,
+    /// With `image`: the image's ID, as resolved at creation (reported in ContainerStatus).
+    #[serde(default)]
+    pub image_id: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -89,8 +101,10 @@ pub struct Resources {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type", content = "ref")]
 pub enum Profile {
-    RuntimeDefault,
+    /// The request named no profile: the runtime's configured default applies.
     #[default]
+    Unset,
+    RuntimeDefault,
     Unconfined,
     Localhost(String),
 }
@@ -106,6 +120,11 @@ pub struct Security {
     pub no_new_privs: bool,
     pub capabilities_add: Vec<String>,
     pub capabilities_drop: Vec<String>,
+    #[serde(default)]
+    pub capabilities_ambient: Vec<String>,
+    /// SupplementalGroupsPolicy Strict: only the request's groups, not the image's /etc/group.
+    #[serde(default)]
+    pub supplemental_groups_strict: bool,
     pub masked_paths: Vec<String>,
     pub readonly_paths: Vec<String>,
     pub seccomp: Profile,

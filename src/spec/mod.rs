@@ -94,6 +94,9 @@ pub struct Input<'a> {
     pub min_oom_score_adj: i32,
     /// The resolved seccomp section, when the container has a profile.
     pub seccomp: Option<Value>,
+    /// The capabilities this host lets a container have (the daemon's bounding set): what
+    /// `ALL` and privileged mean here.
+    pub host_capabilities: Vec<String>,
 }
 
 /// The spec and the user it runs as (ContainerStatus reports the user).
@@ -194,7 +197,24 @@ fn cap_name(c: &str) -> String {
     }
 }
 
-/// The capabilities of a container: CRI-O's defaults with the request's adds and drops.
+/// The capabilities of a container: CRI-O's defaults with the request's adds and drops; `ALL`
+/// in `add` means every capability of `host` (the daemon's bounding set: a root without
+/// CAP_SYS_RESOURCE cannot grant it, as on this host).
+pub fn capabilities_on(host: &[String], add: &[String], drop: &[String]) -> Vec<String> {
+    let mut caps = capabilities(add, drop);
+    if add.iter().any(|c| c.eq_ignore_ascii_case("ALL")) {
+        let drop: Vec<String> = drop.iter().map(|c| cap_name(c)).collect();
+        for c in host {
+            if !caps.contains(c) && !drop.contains(c) {
+                caps.push(c.clone());
+            }
+        }
+    }
+    caps
+}
+
+/// CRI-O's defaults with the request's adds and drops (`ALL` in `add` handled by
+/// [`capabilities_on`]).
 pub fn capabilities(add: &[String], drop: &[String]) -> Vec<String> {
     let add: Vec<String> = add.iter().map(|c| cap_name(c)).collect();
     let drop: Vec<String> = drop.iter().map(|c| cap_name(c)).collect();
@@ -238,6 +258,7 @@ pub fn generate(inp: &Input) -> Result<Generated, SpecError> {
         sec.run_as_group,
         &sec.run_as_username,
         &sec.supplemental_groups,
+        sec.supplemental_groups_strict,
         &inp.image.user,
         inp.passwd.as_deref(),
         inp.group.as_deref(),
@@ -271,7 +292,25 @@ pub fn generate(inp: &Input) -> Result<Generated, SpecError> {
         )));
     }
 
-    let caps = capabilities(&sec.capabilities_add, &sec.capabilities_drop);
+    let caps = if sec.privileged {
+        inp.host_capabilities.clone()
+    } else {
+        capabilities_on(
+            &inp.host_capabilities,
+            &sec.capabilities_add,
+            &sec.capabilities_drop,
+        )
+    };
+    let ambient: Vec<String> = sec
+        .capabilities_ambient
+        .iter()
+        .map(|c| cap_name(c))
+        .collect();
+    if let Some(missing) = ambient.iter().find(|c| !caps.contains(c)) {
+        return Err(SpecError::Invalid(format!(
+            "ambient capability {missing} is not among the container's capabilities"
+        )));
+    }
     let mut process = json!({
         "terminal": c.tty,
         "user": {
@@ -288,6 +327,10 @@ pub fn generate(inp: &Input) -> Result<Generated, SpecError> {
             "permitted": caps,
         },
     });
+    if !ambient.is_empty() {
+        process["capabilities"]["ambient"] = json!(ambient);
+        process["capabilities"]["inheritable"] = json!(ambient);
+    }
     // Only written when set: libcontainer loads seccomp after dropping capabilities whenever
     // the field is present (even false), which fails for a non-root user without it.
     if sec.no_new_privs {
@@ -312,8 +355,8 @@ pub fn generate(inp: &Input) -> Result<Generated, SpecError> {
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
-        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", if sec.privileged { "rw" } else { "ro" }]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", if sec.privileged { "rw" } else { "ro" }]}),
         json!({"destination": "/dev/shm", "type": "bind", "source": inp.pod_paths.shm, "options": ["rbind", "nosuid", "noexec", "nodev"]}),
         json!({"destination": "/etc/resolv.conf", "type": "bind", "source": inp.pod_paths.resolv_conf, "options": ["rbind", "rprivate", "nosuid", "noexec", "nodev"]}),
     ];
@@ -331,8 +374,11 @@ pub fn generate(inp: &Input) -> Result<Generated, SpecError> {
         let dest = if dest.is_empty() { "/" } else { dest };
         mounts.retain(|x| x["destination"] != dest);
         let mut opts = vec!["rbind", propagation(m.propagation)];
-        if m.readonly {
+        if m.readonly || !m.image.is_empty() {
             opts.push("ro");
+        }
+        if m.recursive_read_only {
+            opts.push("rro");
         }
         mounts.push(json!({"destination": dest, "type": "bind", "source": src, "options": opts}));
     }
@@ -362,7 +408,7 @@ pub fn generate(inp: &Input) -> Result<Generated, SpecError> {
     }
 
     let mut resources = json!({
-        "devices": [{"allow": false, "access": "rwm"}],
+        "devices": [{"allow": sec.privileged, "access": "rwm"}],
     });
     let mut devices = Vec::new();
     for d in &inp.devices {

@@ -65,8 +65,24 @@ fn input<'a>(
         group: Some(GROUP.into()),
         min_oom_score_adj: 0,
         seccomp: None,
+        host_capabilities: HOST_CAPS.iter().map(|s| s.to_string()).collect(),
     }
 }
+
+/// A bounding set without CAP_SYS_RESOURCE, like this host's root.
+const HOST_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_NET_ADMIN",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYS_ADMIN",
+];
 
 fn golden(name: &str, spec: &oci_spec::runtime::Spec) {
     // Capability sets are hash sets in oci-spec: sort them so the file is stable.
@@ -121,12 +137,14 @@ fn golden_full_container() {
                 host_path: "/srv/data".into(),
                 readonly: true,
                 propagation: Propagation::HostToContainer,
+                ..Default::default()
             },
             Mount {
                 container_path: "/etc/resolv.conf".into(),
                 host_path: "/srv/resolv".into(),
                 readonly: false,
                 propagation: Propagation::Bidirectional,
+                ..Default::default()
             },
         ],
         resources: Some(Resources {
@@ -249,4 +267,105 @@ fn relative_paths_are_refused() {
         ..Default::default()
     };
     assert!(generate(&input(&p, &c, &i, &pp)).is_err());
+}
+
+fn caps_of(g: &Generated, set: &str) -> Vec<String> {
+    let v = serde_json::to_value(&g.spec).unwrap();
+    let mut c: Vec<String> = v["process"]["capabilities"][set]
+        .as_array()
+        .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default();
+    c.sort();
+    c
+}
+
+#[test]
+fn add_all_means_the_hosts_bounding_set() {
+    let mut c = ContainerConfig {
+        args: vec!["x".into()],
+        ..Default::default()
+    };
+    c.security.capabilities_add = vec!["ALL".into()];
+    c.security.capabilities_drop = vec!["NET_ADMIN".into()];
+    let (p, i, pp) = (pod(), image(), paths());
+    let g = generate(&input(&p, &c, &i, &pp)).unwrap();
+    let mut want: Vec<String> = HOST_CAPS
+        .iter()
+        .map(|s| s.to_string())
+        .filter(|c| c != "CAP_NET_ADMIN")
+        .collect();
+    want.sort();
+    assert_eq!(caps_of(&g, "bounding"), want);
+}
+
+#[test]
+fn ambient_capabilities_are_inheritable_and_must_be_granted() {
+    let mut c = ContainerConfig {
+        args: vec!["x".into()],
+        ..Default::default()
+    };
+    c.security.capabilities_add = vec!["NET_ADMIN".into()];
+    c.security.capabilities_ambient = vec!["CAP_NET_ADMIN".into()];
+    let (p, i, pp) = (pod(), image(), paths());
+    let g = generate(&input(&p, &c, &i, &pp)).unwrap();
+    assert_eq!(caps_of(&g, "ambient"), vec!["CAP_NET_ADMIN"]);
+    assert_eq!(caps_of(&g, "inheritable"), vec!["CAP_NET_ADMIN"]);
+    c.security.capabilities_add.clear();
+    let e = generate(&input(&p, &c, &i, &pp)).err().unwrap();
+    assert!(e.to_string().contains("ambient"), "{e}");
+}
+
+#[test]
+fn golden_privileged_container() {
+    let mut c = ContainerConfig {
+        name: "priv".into(),
+        command: vec!["sh".into()],
+        ..Default::default()
+    };
+    c.security.privileged = true;
+    c.mounts = vec![Mount {
+        container_path: "/rro".into(),
+        host_path: "/srv/rro".into(),
+        readonly: true,
+        recursive_read_only: true,
+        ..Default::default()
+    }];
+    let (p, i, pp) = (pod(), image(), paths());
+    let mut inp = input(&p, &c, &i, &pp);
+    inp.devices = vec![ResolvedDevice {
+        container_path: "/dev/kmsg".into(),
+        kind: "c".into(),
+        major: 1,
+        minor: 11,
+        file_mode: 0o644,
+        permissions: "rwm".into(),
+    }];
+    let g = generate(&inp).unwrap();
+    let mut want: Vec<String> = HOST_CAPS.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(caps_of(&g, "effective"), want, "all the host allows");
+    let v = serde_json::to_value(&g.spec).unwrap();
+    assert_eq!(
+        v["linux"]["resources"]["devices"][0]["allow"], true,
+        "every device allowed"
+    );
+    let sys = v["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/sys")
+        .unwrap();
+    assert!(sys["options"].as_array().unwrap().iter().any(|o| o == "rw"));
+    let rro = v["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/rro")
+        .unwrap();
+    assert!(rro["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o == "rro"));
+    golden("privileged", &g.spec);
 }

@@ -56,6 +56,7 @@ pub fn resolve(
     run_as_group: Option<i64>,
     run_as_username: &str,
     supplemental: &[i64],
+    strict: bool,
     image_user: &str,
     passwd: Option<&str>,
     group: Option<&str>,
@@ -145,7 +146,7 @@ pub fn resolve(
         gid = to_id(g, "run_as_group")?;
     }
     let mut additional = Vec::new();
-    if let Some(name) = &name {
+    if let Some(name) = name.as_ref().filter(|_| !strict) {
         for (_, id, members) in group_entries(group) {
             if members.contains(&name.as_str()) && id != gid && !additional.contains(&id) {
                 additional.push(id);
@@ -179,7 +180,7 @@ mod tests {
         sup: &[i64],
         img: &str,
     ) -> Result<User, SpecError> {
-        resolve(u, g, name, sup, img, Some(PASSWD), Some(GROUP))
+        resolve(u, g, name, sup, false, img, Some(PASSWD), Some(GROUP))
     }
 
     #[test]
@@ -199,6 +200,22 @@ mod tests {
         assert_eq!((u.uid, u.gid), (1002, 7));
         assert!(r(None, None, "", &[], "nobody").is_err());
         assert!(r(None, None, "", &[], "0:nogroup").is_err());
+    }
+
+    #[test]
+    fn strict_policy_ignores_the_images_groups() {
+        let u = resolve(
+            None,
+            None,
+            "",
+            &[7],
+            true,
+            "www-data",
+            Some(PASSWD),
+            Some(GROUP),
+        )
+        .unwrap();
+        assert_eq!((u.uid, u.gid, u.additional_gids), (33, 33, vec![7]));
     }
 
     #[test]

@@ -38,6 +38,42 @@ pub fn mount_overlay(lower: &[&Path], upper: &Path, work: &Path, target: &Path) 
     })
 }
 
+/// Mounts `lower` (top layer first) read-only at `target`: an overlay without an upper layer,
+/// or a read-only bind of the one layer (overlayfs needs two lower layers without an upper).
+pub fn mount_layers_ro(lower: &[&Path], target: &Path) -> io::Result<()> {
+    if let [one] = lower {
+        bind(one, target)?;
+        return mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("remount {} read-only: {e}", target.display()),
+            )
+        });
+    }
+    let lower: Vec<String> = lower.iter().map(|p| p.display().to_string()).collect();
+    let opts = format!("lowerdir={}", lower.join(":"));
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::MS_RDONLY,
+        Some(opts.as_str()),
+    )
+    .map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("mount read-only overlay on {}: {e}", target.display()),
+        )
+    })
+}
+
 /// Mounts a tmpfs at `target` with `size` bytes and mode 1777 (a pod's /dev/shm).
 pub fn mount_shm(target: &Path, size: u64) -> io::Result<()> {
     let opts = format!("mode=1777,size={size}");

@@ -918,3 +918,50 @@ pub fn form_fields(body: &[u8]) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// ExecSync of `sh -c script` in a container: (stdout, stderr, exit code).
+pub async fn sh_in(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    script: &str,
+) -> (String, String, i32) {
+    let r = rt
+        .exec_sync(api::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: 20,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (
+        String::from_utf8_lossy(&r.stdout).trim().to_string(),
+        String::from_utf8_lossy(&r.stderr).trim().to_string(),
+        r.exit_code,
+    )
+}
+
+/// A long-running container with a security context (and mounts) from the caller.
+pub fn secured(
+    name: &str,
+    image: &str,
+    sec: api::LinuxContainerSecurityContext,
+    mounts: Vec<api::Mount>,
+) -> api::ContainerConfig {
+    let mut c = sh_container(name, image, "sleep 300");
+    c.mounts = mounts;
+    c.linux = Some(api::LinuxContainerConfig {
+        security_context: Some(sec),
+        ..Default::default()
+    });
+    c
+}
+
+/// CapEff or CapBnd of a /proc/<pid>/status text, as a number.
+pub fn cap_mask(status: &str, field: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap_or_else(|| panic!("no {field} in {status}"))
+}

@@ -1,0 +1,510 @@
+//! The security context, enforced on real containers (issue: security context and isolation).
+//! Each test runs its own daemon and pod; everything is removed and checked at the end.
+
+mod common;
+
+use common::*;
+use ferrio::cri::api;
+
+async fn setup(name: &str) -> (Daemon, String, api::PodSandboxConfig, TestPod) {
+    let reg = Registry::shared();
+    let d = Daemon::start(DaemonOpts::default());
+    let image = reg.image("ferrio-test/busybox:1.35");
+    pull(&mut d.images().await, &image).await.unwrap();
+    let logs = d.dir.path().join("logs");
+    let pcfg = pod_config(name, &logs);
+    let mut rt = d.runtime().await;
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    (d, image, pcfg, pod)
+}
+
+async fn finish(d: &Daemon, pod: &TestPod) {
+    let mut rt = d.runtime().await;
+    rt.stop_pod_sandbox(api::StopPodSandboxRequest {
+        pod_sandbox_id: pod.id.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.id.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(mounts_containing(&pod.id).is_empty());
+    assert!(cgroups_containing(&pod.id).is_empty());
+    assert!(entries(&d.dir.path().join("run/ctr")).is_empty());
+}
+
+fn caps(add: &[&str], drop: &[&str]) -> Option<api::Capability> {
+    Some(api::Capability {
+        add_capabilities: add.iter().map(|s| s.to_string()).collect(),
+        drop_capabilities: drop.iter().map(|s| s.to_string()).collect(),
+        add_ambient_capabilities: vec![],
+    })
+}
+
+const CHOWN: u64 = 1 << 0;
+const NET_BIND_SERVICE: u64 = 1 << 10;
+const NET_ADMIN: u64 = 1 << 12;
+const DEFAULT_CAPS: u64 = 0x5fb;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn capabilities_add_drop_all_and_privileged() {
+    let (d, image, pcfg, pod) = setup("caps").await;
+    let mut rt = d.runtime().await;
+    let host_bounding = cap_mask(
+        &std::fs::read_to_string("/proc/self/status").unwrap(),
+        "CapBnd:",
+    );
+    let cases: Vec<(&str, api::LinuxContainerSecurityContext, u64)> = vec![
+        ("default", Default::default(), DEFAULT_CAPS),
+        (
+            "adddrop",
+            api::LinuxContainerSecurityContext {
+                capabilities: caps(&["NET_ADMIN"], &["CAP_CHOWN"]),
+                ..Default::default()
+            },
+            (DEFAULT_CAPS | NET_ADMIN) & !CHOWN,
+        ),
+        (
+            "dropall",
+            api::LinuxContainerSecurityContext {
+                capabilities: caps(&["NET_BIND_SERVICE"], &["ALL"]),
+                ..Default::default()
+            },
+            NET_BIND_SERVICE,
+        ),
+        (
+            "addall",
+            api::LinuxContainerSecurityContext {
+                capabilities: caps(&["ALL"], &[]),
+                ..Default::default()
+            },
+            host_bounding,
+        ),
+        (
+            "privileged",
+            api::LinuxContainerSecurityContext {
+                privileged: true,
+                ..Default::default()
+            },
+            host_bounding,
+        ),
+    ];
+    for (name, sec, want) in cases {
+        let id = create_start(&mut rt, &pod, &pcfg, secured(name, &image, sec, vec![])).await;
+        let (out, _, _) = sh_in(&mut rt, &id, "cat /proc/1/status").await;
+        assert_eq!(cap_mask(&out, "CapEff:"), want, "{name}: CapEff");
+        assert_eq!(cap_mask(&out, "CapBnd:"), want, "{name}: CapBnd");
+        if name == "privileged" {
+            // No seccomp unless asked, the host's devices, writable sysfs, no masked paths.
+            assert!(out.contains("Seccomp:\t0"), "{out}");
+            let (devs, _, _) = sh_in(&mut rt, &id, "ls /dev").await;
+            assert!(devs.contains("kmsg"), "host devices: {devs}");
+            let (m, _, _) = sh_in(&mut rt, &id, "grep ' /sys ' /proc/mounts").await;
+            assert!(m.contains(" rw,"), "{m}");
+            let (t, _, _) = sh_in(&mut rt, &id, "wc -c < /proc/timer_list").await;
+            assert_ne!(t, "0", "not masked");
+        } else {
+            assert!(
+                out.contains("Seccomp:\t2"),
+                "RuntimeDefault when nothing is asked: {out}"
+            );
+        }
+    }
+    finish(&d, &pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_new_privs_readonly_rootfs_masked_and_readonly_paths() {
+    let (d, image, pcfg, pod) = setup("ro").await;
+    let mut rt = d.runtime().await;
+    let sec = api::LinuxContainerSecurityContext {
+        no_new_privs: true,
+        readonly_rootfs: true,
+        masked_paths: vec!["/proc/version".into()],
+        readonly_paths: vec!["/dev/shm".into()],
+        ..Default::default()
+    };
+    let id = create_start(&mut rt, &pod, &pcfg, secured("ro", &image, sec, vec![])).await;
+    let (out, _, _) = sh_in(&mut rt, &id, "grep NoNewPrivs /proc/1/status").await;
+    assert!(out.ends_with('1'), "{out}");
+    let (_, err, code) = sh_in(&mut rt, &id, "touch /newfile").await;
+    assert_ne!(code, 0);
+    assert!(err.contains("Read-only file system"), "{err}");
+    let (v, _, _) = sh_in(&mut rt, &id, "wc -c < /proc/version").await;
+    assert_eq!(v, "0", "a masked path reads empty");
+    let (_, _, code) = sh_in(&mut rt, &id, "touch /dev/shm/x").await;
+    assert_ne!(code, 0, "a read-only path from the request");
+    // The defaults no longer apply when the request gives its own lists.
+    let (t, _, _) = sh_in(&mut rt, &id, "wc -c < /proc/timer_list").await;
+    assert_ne!(t, "0");
+    finish(&d, &pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_groups_and_their_errors() {
+    let (d, image, pcfg, pod) = setup("users").await;
+    let mut rt = d.runtime().await;
+    let sec = api::LinuxContainerSecurityContext {
+        run_as_user: Some(api::Int64Value { value: 1000 }),
+        run_as_group: Some(api::Int64Value { value: 2000 }),
+        supplemental_groups: vec![3000, 3001],
+        ..Default::default()
+    };
+    let id = create_start(&mut rt, &pod, &pcfg, secured("u", &image, sec, vec![])).await;
+    let (out, _, _) = sh_in(&mut rt, &id, "id -u; id -g; id -G").await;
+    assert_eq!(out, "1000\n2000\n2000 3000 3001");
+    let st = rt
+        .container_status(api::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let u = st.user.unwrap().linux.unwrap();
+    assert_eq!(
+        (u.uid, u.gid, u.supplemental_groups),
+        (1000, 2000, vec![3000, 3001])
+    );
+
+    let bad =
+        |name: &str, sec: api::LinuxContainerSecurityContext| secured(name, &image, sec, vec![]);
+    let e = rt
+        .create_container(api::CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(bad(
+                "g",
+                api::LinuxContainerSecurityContext {
+                    run_as_group: Some(api::Int64Value { value: 5 }),
+                    ..Default::default()
+                },
+            )),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        e.code() == tonic::Code::InvalidArgument && e.message().contains("run_as_group"),
+        "{e:?}"
+    );
+    let e = rt
+        .create_container(api::CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(bad(
+                "n",
+                api::LinuxContainerSecurityContext {
+                    run_as_username: "nobody-here".into(),
+                    ..Default::default()
+                },
+            )),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        e.code() == tonic::Code::InvalidArgument && e.message().contains("nobody-here"),
+        "{e:?}"
+    );
+    finish(&d, &pod).await;
+}
+
+/// A host directory with a tmpfs mounted inside it; removed with the guard.
+struct HostTree {
+    root: std::path::PathBuf,
+}
+
+impl HostTree {
+    fn new(dir: &std::path::Path) -> HostTree {
+        let root = dir.join("tree");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(root.join("sub"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        HostTree { root }
+    }
+}
+
+impl Drop for HostTree {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.root.join("sub"))
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recursive_read_only_mounts() {
+    let (d, image, pcfg, pod) = setup("rro").await;
+    let tree = HostTree::new(d.dir.path());
+    let mut rt = d.runtime().await;
+    let m = |path: &str, rro: bool| api::Mount {
+        container_path: path.into(),
+        host_path: tree.root.display().to_string(),
+        readonly: true,
+        recursive_read_only: rro,
+        ..Default::default()
+    };
+    let id = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        secured(
+            "rro",
+            &image,
+            Default::default(),
+            vec![m("/ro", false), m("/rro", true)],
+        ),
+    )
+    .await;
+    let (_, _, code) = sh_in(&mut rt, &id, "touch /ro/x").await;
+    assert_ne!(code, 0, "the top of a read-only bind is read-only");
+    let (_, _, code) = sh_in(&mut rt, &id, "touch /ro/sub/x").await;
+    assert_eq!(code, 0, "…but not its submounts");
+    let (_, err, code) = sh_in(&mut rt, &id, "touch /rro/sub/y").await;
+    assert_ne!(code, 0, "recursive read-only reaches the submount");
+    assert!(err.contains("Read-only"), "{err}");
+
+    // The CRI's rules: rro needs readonly and private propagation; runc here lacks it.
+    for (name, mount) in [
+        (
+            "notro",
+            api::Mount {
+                readonly: false,
+                ..m("/a", true)
+            },
+        ),
+        (
+            "shared",
+            api::Mount {
+                propagation: api::MountPropagation::PropagationBidirectional as i32,
+                ..m("/a", true)
+            },
+        ),
+    ] {
+        let e = rt
+            .create_container(api::CreateContainerRequest {
+                pod_sandbox_id: pod.id.clone(),
+                config: Some(secured(name, &image, Default::default(), vec![mount])),
+                sandbox_config: None,
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            e.code() == tonic::Code::InvalidArgument && e.message().contains("recursive_read_only"),
+            "{name}: {e:?}"
+        );
+    }
+    let logs = d.dir.path().join("logs");
+    let runc_cfg = pod_config("rro-runc", &logs);
+    let runc_pod = run_pod(&mut rt, runc_cfg.clone(), "runc").await;
+    let e = rt
+        .create_container(api::CreateContainerRequest {
+            pod_sandbox_id: runc_pod.id.clone(),
+            config: Some(secured(
+                "r",
+                &image,
+                Default::default(),
+                vec![m("/rro", true)],
+            )),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let st = rt
+        .status(api::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let feat = |n: &str| {
+        st.runtime_handlers
+            .iter()
+            .find(|h| h.name == n)
+            .unwrap()
+            .features
+            .unwrap()
+    };
+    assert!(feat("ferrio").recursive_read_only_mounts && !feat("runc").recursive_read_only_mounts);
+    assert!(st.features.unwrap().supplemental_groups_policy);
+    finish(&d, &pod).await;
+    finish(&d, &runc_pod).await;
+    drop(tree);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_volumes() {
+    let (d, image, pcfg, pod) = setup("imgvol").await;
+    let reg = Registry::shared();
+    let multi = reg.image("ferrio-test/multilayer");
+    pull(&mut d.images().await, &multi).await.unwrap();
+    let mut rt = d.runtime().await;
+    let vol = |path: &str, img: &str, sub: &str| api::Mount {
+        container_path: path.into(),
+        image: Some(api::ImageSpec {
+            image: img.into(),
+            ..Default::default()
+        }),
+        image_sub_path: sub.into(),
+        readonly: true,
+        ..Default::default()
+    };
+    let id = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        secured(
+            "v",
+            &image,
+            Default::default(),
+            vec![
+                vol("/img", &image, ""),
+                vol("/bin2", &multi, "bin"),
+                vol("/multi", &multi, ""),
+            ],
+        ),
+    )
+    .await;
+    let (out, _, code) = sh_in(
+        &mut rt,
+        &id,
+        "test -x /img/bin/busybox && test -x /bin2/busybox && echo ok",
+    )
+    .await;
+    assert_eq!((out.as_str(), code), ("ok", 0));
+    let (_, _, code) = sh_in(&mut rt, &id, "touch /img/x").await;
+    assert_ne!(code, 0, "image volumes are read-only");
+    let st = rt
+        .container_status(api::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let img_id = status(&mut d.images().await, &image).await.unwrap().id;
+    let m = st
+        .mounts
+        .iter()
+        .find(|m| m.container_path == "/img")
+        .unwrap();
+    assert_eq!(m.image.as_ref().unwrap().image, img_id);
+    let e = rt
+        .create_container(api::CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(secured(
+                "missing",
+                &image,
+                Default::default(),
+                vec![vol("/x", &image, "no/such/dir")],
+            )),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("no/such/dir"), "{e:?}");
+    finish(&d, &pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn localhost_seccomp_profile_blocks_a_syscall() {
+    let (d, image, pcfg, pod) = setup("local").await;
+    let mut rt = d.runtime().await;
+    let profile = d.dir.path().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+    )
+    .unwrap();
+    let sec = |p: &std::path::Path| api::LinuxContainerSecurityContext {
+        seccomp: Some(api::SecurityProfile {
+            profile_type: api::security_profile::ProfileType::Localhost as i32,
+            localhost_ref: p.display().to_string(),
+        }),
+        ..Default::default()
+    };
+    let id = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        secured("l", &image, sec(&profile), vec![]),
+    )
+    .await;
+    let (_, err, code) = sh_in(&mut rt, &id, "touch /tmp/file && mkdir /tmp/dir").await;
+    assert_ne!(code, 0);
+    assert!(err.contains("Operation not permitted"), "{err}");
+    let (out, _, _) = sh_in(&mut rt, &id, "ls /tmp").await;
+    assert_eq!(out, "file");
+    let bad = d.dir.path().join("bad.json");
+    std::fs::write(&bad, "{not json").unwrap();
+    let e = rt
+        .create_container(api::CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(secured("b", &image, sec(&bad), vec![])),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        e.code() == tonic::Code::InvalidArgument && e.message().contains("bad.json"),
+        "{e:?}"
+    );
+    finish(&d, &pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn escape_battery_for_a_default_container() {
+    let (d, image, pcfg, pod) = setup("escape").await;
+    let mut rt = d.runtime().await;
+    let id = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        secured("e", &image, Default::default(), vec![]),
+    )
+    .await;
+    let me = std::process::id();
+    for (what, script) in [
+        ("mount", "mount -t tmpfs none /mnt".to_string()),
+        (
+            "see host PIDs",
+            format!("test -e /proc/{me}/status || exit 1; ls /proc/1/root"),
+        ),
+        (
+            "load a kernel module",
+            "echo junk > /tmp/m.ko; insmod /tmp/m.ko".to_string(),
+        ),
+        (
+            "write /proc/sys",
+            "echo 1 > /proc/sys/kernel/sysrq".to_string(),
+        ),
+        ("write /sys", "echo 1 > /sys/kernel/profiling".to_string()),
+        ("create a device", "mknod /tmp/null c 1 3".to_string()),
+        (
+            "chroot out",
+            "chroot /proc/1/root true && test -e /proc/1/root/etc/ferrio-marker".to_string(),
+        ),
+        ("unshare a user namespace", "unshare -U true".to_string()),
+    ] {
+        let (_, err, code) = sh_in(&mut rt, &id, &script).await;
+        assert_ne!(code, 0, "a default container could {what}: {err}");
+    }
+    // /proc/kcore does not exist on this host's kernel; the masked /proc/timer_list stands in.
+    let (t, _, _) = sh_in(&mut rt, &id, "wc -c < /proc/timer_list").await;
+    assert_eq!(t, "0");
+    let (ps, _, _) = sh_in(&mut rt, &id, "ls /proc | grep -c '^[0-9]'").await;
+    assert!(
+        ps.parse::<u32>().unwrap() < 10,
+        "only the container's processes are visible: {ps}"
+    );
+    finish(&d, &pod).await;
+}
