@@ -254,12 +254,14 @@ pub fn generate(inp: &Input) -> Result<Generated, SpecError> {
         ));
     }
     let user = user::resolve(
-        sec.run_as_user,
-        sec.run_as_group,
-        &sec.run_as_username,
-        &sec.supplemental_groups,
-        sec.supplemental_groups_strict,
-        &inp.image.user,
+        &user::UserRequest {
+            run_as_user: sec.run_as_user,
+            run_as_group: sec.run_as_group,
+            run_as_username: &sec.run_as_username,
+            supplemental: &sec.supplemental_groups,
+            strict: sec.supplemental_groups_strict,
+            image_user: &inp.image.user,
+        },
         inp.passwd.as_deref(),
         inp.group.as_deref(),
     )?;

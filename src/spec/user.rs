@@ -50,17 +50,33 @@ fn to_id(v: i64, field: &str) -> Result<u32, SpecError> {
     u32::try_from(v).map_err(|_| SpecError::Invalid(format!("{field} {v} is out of range")))
 }
 
+/// What the request and the image say about the user.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UserRequest<'a> {
+    pub run_as_user: Option<i64>,
+    pub run_as_group: Option<i64>,
+    pub run_as_username: &'a str,
+    pub supplemental: &'a [i64],
+    /// SupplementalGroupsPolicy Strict: the image's /etc/group memberships are not added.
+    pub strict: bool,
+    /// The image config's `User`.
+    pub image_user: &'a str,
+}
+
 /// Resolves the container's user. `passwd`/`group` are the image's files (None when absent).
 pub fn resolve(
-    run_as_user: Option<i64>,
-    run_as_group: Option<i64>,
-    run_as_username: &str,
-    supplemental: &[i64],
-    strict: bool,
-    image_user: &str,
+    req: &UserRequest,
     passwd: Option<&str>,
     group: Option<&str>,
 ) -> Result<User, SpecError> {
+    let UserRequest {
+        run_as_user,
+        run_as_group,
+        run_as_username,
+        supplemental,
+        strict,
+        image_user,
+    } = *req;
     let passwd = passwd.unwrap_or("");
     let group = group.unwrap_or("");
     if run_as_group.is_some() && run_as_user.is_none() && run_as_username.is_empty() {
@@ -180,7 +196,15 @@ mod tests {
         sup: &[i64],
         img: &str,
     ) -> Result<User, SpecError> {
-        resolve(u, g, name, sup, false, img, Some(PASSWD), Some(GROUP))
+        let req = UserRequest {
+            run_as_user: u,
+            run_as_group: g,
+            run_as_username: name,
+            supplemental: sup,
+            strict: false,
+            image_user: img,
+        };
+        resolve(&req, Some(PASSWD), Some(GROUP))
     }
 
     #[test]
