@@ -228,17 +228,13 @@ mod tests {
 
     #[test]
     fn strict_policy_ignores_the_images_groups() {
-        let u = resolve(
-            None,
-            None,
-            "",
-            &[7],
-            true,
-            "www-data",
-            Some(PASSWD),
-            Some(GROUP),
-        )
-        .unwrap();
+        let req = UserRequest {
+            supplemental: &[7],
+            strict: true,
+            image_user: "www-data",
+            ..Default::default()
+        };
+        let u = resolve(&req, Some(PASSWD), Some(GROUP)).unwrap();
         assert_eq!((u.uid, u.gid, u.additional_gids), (33, 33, vec![7]));
     }
 
