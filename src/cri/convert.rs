@@ -224,6 +224,21 @@ pub fn container_config(c: &api::ContainerConfig) -> dc::ContainerConfig {
                 }
                 (s, _) => profile(s),
             },
+            apparmor: match (&sec.apparmor, sec.apparmor_profile.as_str()) {
+                // The deprecated string form.
+                (None, "runtime/default") => dc::Profile::RuntimeDefault,
+                (None, "unconfined") => dc::Profile::Unconfined,
+                (None, p) if p.starts_with("localhost/") => {
+                    dc::Profile::Localhost(p["localhost/".len()..].to_string())
+                }
+                (a, _) => profile(a),
+            },
+            selinux: sec.selinux_options.as_ref().map(|o| dc::SelinuxOptions {
+                user: o.user.clone(),
+                role: o.role.clone(),
+                r#type: o.r#type.clone(),
+                level: o.level.clone(),
+            }),
             pid: ns_mode(ns.pid),
             target_id: ns.target_id.clone(),
         },

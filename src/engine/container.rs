@@ -216,6 +216,14 @@ fn prepare_host(
     Ok((sources, devices))
 }
 
+/// Whether `name` is among the loaded AppArmor profiles (lines `name (mode)` of
+/// /sys/kernel/security/apparmor/profiles).
+pub fn apparmor_loaded(profiles: &str, name: &str) -> bool {
+    profiles
+        .lines()
+        .any(|l| l.rsplit_once(" (").map_or(l, |(n, _)| n) == name)
+}
+
 /// Every character and block device under /dev, for privileged containers (what runc and
 /// CRI-O give them), except the per-container ones (/dev/pts, /dev/shm, /dev/mqueue, console).
 fn host_devices() -> Vec<ResolvedDevice> {
@@ -328,6 +336,18 @@ impl Engine {
             )));
         }
         let seccomp = self.seccomp_for(&config, &handler).await?;
+        if self.lsm.apparmor {
+            let name = crate::spec::apparmor_profile(&config.security);
+            if name != "unconfined" {
+                let loaded = std::fs::read_to_string("/sys/kernel/security/apparmor/profiles")
+                    .unwrap_or_default();
+                if !apparmor_loaded(&loaded, &name) {
+                    return Err(EngineError::precondition(format!(
+                        "AppArmor profile {name:?} is not loaded on this host"
+                    )));
+                }
+            }
+        }
 
         let id = new_id();
         let name = container_name(&pod.config, &config);
@@ -473,6 +493,7 @@ impl Engine {
             min_oom_score_adj: self.min_oom_score_adj,
             seccomp,
             host_capabilities: self.host_capabilities.clone(),
+            lsm: self.lsm,
         })?;
         rec.user = generated.user.clone();
         rec.mounts = rec
@@ -1116,6 +1137,15 @@ async fn run_delete_helper(h: &Handler, id: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn apparmor_profile_lookup() {
+        let loaded = "ferrio-default (enforce)\nmy profile (complain)\n/usr/bin/x (enforce)\n";
+        assert!(super::apparmor_loaded(loaded, "ferrio-default"));
+        assert!(super::apparmor_loaded(loaded, "my profile"));
+        assert!(super::apparmor_loaded(loaded, "/usr/bin/x"));
+        assert!(!super::apparmor_loaded(loaded, "other"));
+    }
+
     #[test]
     fn signals() {
         assert_eq!(super::signal_number("SIGTERM"), Some(15));

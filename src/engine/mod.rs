@@ -95,6 +95,8 @@ pub struct Engine {
     min_oom_score_adj: i32,
     /// The daemon's bounding capability set: all a container can be given here.
     host_capabilities: Vec<String>,
+    /// The security modules the host enforces.
+    lsm: crate::spec::config::Lsm,
 }
 
 /// Random 64-hex IDs, as CRI runtimes use.
@@ -304,7 +306,11 @@ impl Engine {
             names: Mutex::default(),
             min_oom_score_adj,
             host_capabilities: host_capabilities(),
+            lsm: crate::spec::config::Lsm::detect(),
         });
+        if !engine.lsm.apparmor && !engine.lsm.selinux {
+            tracing::info!("this host enforces neither AppArmor nor SELinux: those fields of container security contexts are ignored");
+        }
         for kind in ["pods", "containers"] {
             let d = engine.state_dir(kind);
             std::fs::create_dir_all(&d)

@@ -109,6 +109,33 @@ pub enum Profile {
     Localhost(String),
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelinuxOptions {
+    pub user: String,
+    pub role: String,
+    pub r#type: String,
+    pub level: String,
+}
+
+/// The Linux security modules this host has: AppArmor and SELinux fields only do something
+/// where the kernel enforces them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lsm {
+    pub apparmor: bool,
+    pub selinux: bool,
+}
+
+impl Lsm {
+    /// What this host's kernel offers.
+    pub fn detect() -> Lsm {
+        Lsm {
+            apparmor: std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+                .is_ok_and(|s| s.trim() == "Y"),
+            selinux: std::path::Path::new("/sys/fs/selinux/enforce").exists(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Security {
     pub privileged: bool,
@@ -128,6 +155,12 @@ pub struct Security {
     pub masked_paths: Vec<String>,
     pub readonly_paths: Vec<String>,
     pub seccomp: Profile,
+    /// AppArmor profile (Localhost names a loaded profile).
+    #[serde(default)]
+    pub apparmor: Profile,
+    /// SELinux label parts; empty parts take the runtime's defaults.
+    #[serde(default)]
+    pub selinux: Option<SelinuxOptions>,
     pub pid: NamespaceMode,
     pub target_id: String,
 }

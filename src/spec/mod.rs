@@ -97,6 +97,56 @@ pub struct Input<'a> {
     /// The capabilities this host lets a container have (the daemon's bounding set): what
     /// `ALL` and privileged mean here.
     pub host_capabilities: Vec<String>,
+    /// The security modules the host enforces; AppArmor and SELinux fields are left out of the
+    /// spec where the host has no such module.
+    pub lsm: config::Lsm,
+}
+
+/// The AppArmor profile ferrio's RuntimeDefault stands for (loaded by the operator or a later
+/// ferrio on AppArmor hosts).
+pub const APPARMOR_DEFAULT_PROFILE: &str = "ferrio-default";
+
+/// The AppArmor profile of a container, when the host has AppArmor: RuntimeDefault (also for
+/// an unset request) → `ferrio-default`, Unconfined → `unconfined`, Localhost → its name.
+/// Privileged containers run unconfined unless a profile is named.
+pub fn apparmor_profile(sec: &config::Security) -> String {
+    use config::Profile;
+    match &sec.apparmor {
+        Profile::Localhost(name) => name.clone(),
+        Profile::Unconfined => "unconfined".into(),
+        Profile::Unset if sec.privileged => "unconfined".into(),
+        Profile::Unset | Profile::RuntimeDefault if sec.privileged => "unconfined".into(),
+        Profile::Unset | Profile::RuntimeDefault => APPARMOR_DEFAULT_PROFILE.into(),
+    }
+}
+
+/// The process and mount SELinux labels: the request's parts over the container defaults
+/// (`system_u:system_r:container_t:s0`, files `container_file_t`); privileged containers get
+/// `spc_t`, as CRI-O gives them.
+pub fn selinux_labels(sec: &config::Security) -> (String, String) {
+    let o = sec.selinux.clone().unwrap_or_default();
+    let or = |v: &str, d: &str| {
+        if v.is_empty() {
+            d.to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    let level = or(&o.level, "s0");
+    let ty = if sec.privileged && o.r#type.is_empty() {
+        "spc_t".to_string()
+    } else {
+        or(&o.r#type, "container_t")
+    };
+    let process = format!(
+        "{}:{}:{}:{}",
+        or(&o.user, "system_u"),
+        or(&o.role, "system_r"),
+        ty,
+        level
+    );
+    let mount = format!("system_u:object_r:container_file_t:{level}");
+    (process, mount)
 }
 
 /// The spec and the user it runs as (ContainerStatus reports the user).
@@ -344,6 +394,12 @@ pub fn generate(inp: &Input) -> Result<Generated, SpecError> {
             process["oomScoreAdj"] = json!(adj);
         }
     }
+    if inp.lsm.apparmor {
+        process["apparmorProfile"] = json!(apparmor_profile(sec));
+    }
+    if inp.lsm.selinux {
+        process["selinuxLabel"] = json!(selinux_labels(sec).0);
+    }
     if user.additional_gids.is_empty() {
         process["user"]
             .as_object_mut()
@@ -458,6 +514,9 @@ pub fn generate(inp: &Input) -> Result<Generated, SpecError> {
     }
     if let Some(s) = &inp.seccomp {
         linux["seccomp"] = s.clone();
+    }
+    if inp.lsm.selinux {
+        linux["mountLabel"] = json!(selinux_labels(sec).1);
     }
 
     let annotations: serde_json::Map<String, Value> = c

@@ -66,6 +66,7 @@ fn input<'a>(
         min_oom_score_adj: 0,
         seccomp: None,
         host_capabilities: HOST_CAPS.iter().map(|s| s.to_string()).collect(),
+        lsm: Lsm::default(),
     }
 }
 
@@ -368,4 +369,61 @@ fn golden_privileged_container() {
         .iter()
         .any(|o| o == "rro"));
     golden("privileged", &g.spec);
+}
+
+#[test]
+fn golden_apparmor_and_selinux_on_a_host_that_has_them() {
+    let mut c = ContainerConfig {
+        name: "lsm".into(),
+        command: vec!["sh".into()],
+        ..Default::default()
+    };
+    c.security.apparmor = Profile::Localhost("my-profile".into());
+    c.security.selinux = Some(SelinuxOptions {
+        level: "s0:c1,c2".into(),
+        ..Default::default()
+    });
+    let (p, i, pp) = (pod(), image(), paths());
+    let mut inp = input(&p, &c, &i, &pp);
+    inp.lsm = Lsm {
+        apparmor: true,
+        selinux: true,
+    };
+    let g = generate(&inp).unwrap();
+    let v = serde_json::to_value(&g.spec).unwrap();
+    assert_eq!(v["process"]["apparmorProfile"], "my-profile");
+    assert_eq!(
+        v["process"]["selinuxLabel"],
+        "system_u:system_r:container_t:s0:c1,c2"
+    );
+    assert_eq!(
+        v["linux"]["mountLabel"],
+        "system_u:object_r:container_file_t:s0:c1,c2"
+    );
+    golden("lsm", &g.spec);
+    // This host has neither: the fields are left out.
+    let g = generate(&input(&p, &c, &i, &pp)).unwrap();
+    let v = serde_json::to_value(&g.spec).unwrap();
+    assert!(
+        v["process"].get("apparmorProfile").is_none() && v["linux"].get("mountLabel").is_none()
+    );
+}
+
+#[test]
+fn apparmor_profiles_by_request() {
+    let mut s = Security::default();
+    assert_eq!(apparmor_profile(&s), APPARMOR_DEFAULT_PROFILE);
+    s.apparmor = Profile::Unconfined;
+    assert_eq!(apparmor_profile(&s), "unconfined");
+    s.apparmor = Profile::RuntimeDefault;
+    s.privileged = true;
+    assert_eq!(
+        apparmor_profile(&s),
+        "unconfined",
+        "privileged: unconfined unless named"
+    );
+    s.apparmor = Profile::Localhost("p".into());
+    assert_eq!(apparmor_profile(&s), "p");
+    let (proc_, _) = selinux_labels(&s);
+    assert_eq!(proc_, "system_u:system_r:spc_t:s0");
 }
