@@ -16,5 +16,6 @@ pub mod runtime;
 pub mod server;
 pub mod spec;
 pub mod state;
+pub mod stats;
 pub mod sys;
 pub mod telemetry;

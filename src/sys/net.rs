@@ -1,4 +1,5 @@
-//! Network interface flags: bringing the loopback of a new network namespace up.
+//! Network plumbing: bringing the loopback of a new network namespace up, and running a closure
+//! inside a pod's network namespace on a thread of its own.
 
 use std::io;
 
@@ -30,4 +31,33 @@ pub fn loopback_up() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Runs `f` on a fresh thread that first joins the network namespace `netns` (a pinned nsfs
+/// file such as `<run_root>/pods/<id>/ns/net`, or `/proc/<pid>/ns/net`) and exits when `f`
+/// returns, so no other thread of the process ever changes namespace (setns(2) moves only the
+/// calling thread). Blocks until the thread is done: call it from `spawn_blocking`, not from an
+/// async task. Inside `f`, `/proc/thread-self/net/...` shows the joined namespace (`/proc/net`
+/// and `/proc/self/net` follow the main thread, and `/sys/class/net` the namespace sysfs was
+/// mounted in). A panic in `f` is propagated.
+pub fn in_netns<T, F>(netns: &std::path::Path, f: F) -> io::Result<T>
+where
+    F: FnOnce() -> T + Send,
+    T: Send,
+{
+    let ns = std::fs::File::open(netns)?;
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("ferrio-netns".into())
+            .spawn_scoped(scope, move || {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(io::Error::from)?;
+                drop(ns);
+                Ok(f())
+            })?;
+        match thread.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
 }
