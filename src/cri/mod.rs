@@ -6,6 +6,7 @@ pub mod convert;
 pub mod error;
 pub mod image;
 pub mod runtime;
+pub mod stats;
 
 /// Generated from the vendored `proto/runtime/v1/api.proto` (k8s.io/cri-api, see its VERSION).
 pub mod api {

@@ -406,4 +406,113 @@ impl RuntimeService for Runtime {
         tracing::info!(pod_cidr = %cidr, "UpdateRuntimeConfig (pod CIDR noted; CNI plugins own addressing)");
         Ok(Response::new(api::UpdateRuntimeConfigResponse {}))
     }
+
+    async fn container_stats(
+        &self,
+        req: Request<api::ContainerStatsRequest>,
+    ) -> Result<Response<api::ContainerStatsResponse>, Status> {
+        let u = self
+            .engine
+            .one_container_usage(&req.get_ref().container_id)
+            .await?;
+        Ok(Response::new(api::ContainerStatsResponse {
+            stats: Some(super::stats::container_stats(&u)),
+        }))
+    }
+
+    async fn list_container_stats(
+        &self,
+        req: Request<api::ListContainerStatsRequest>,
+    ) -> Result<Response<api::ListContainerStatsResponse>, Status> {
+        let stats = self.container_stats_for(req.into_inner().filter).await?;
+        Ok(Response::new(api::ListContainerStatsResponse { stats }))
+    }
+
+    async fn stream_container_stats(
+        &self,
+        req: Request<api::StreamContainerStatsRequest>,
+    ) -> Result<Response<BoxStream<api::StreamContainerStatsResponse>>, Status> {
+        let all = self.container_stats_for(req.into_inner().filter).await?;
+        let chunks: Vec<Result<api::StreamContainerStatsResponse, Status>> = all
+            .chunks(STREAM_CHUNK)
+            .map(|c| {
+                Ok(api::StreamContainerStatsResponse {
+                    container_stats: c.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        req: Request<api::PodSandboxStatsRequest>,
+    ) -> Result<Response<api::PodSandboxStatsResponse>, Status> {
+        let pod = self.engine.pod_status(&req.get_ref().pod_sandbox_id)?;
+        let id = pod.id.clone();
+        let mut u = self.engine.pod_usage(move |p| p.id == id).await?;
+        let u = u
+            .pop()
+            .ok_or_else(|| Status::not_found(format!("pod sandbox {} is not ready", pod.id)))?;
+        Ok(Response::new(api::PodSandboxStatsResponse {
+            stats: Some(super::stats::pod_stats(&u)),
+        }))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        req: Request<api::ListPodSandboxStatsRequest>,
+    ) -> Result<Response<api::ListPodSandboxStatsResponse>, Status> {
+        let stats = self.pod_stats_for(req.into_inner().filter).await?;
+        Ok(Response::new(api::ListPodSandboxStatsResponse { stats }))
+    }
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        req: Request<api::StreamPodSandboxStatsRequest>,
+    ) -> Result<Response<BoxStream<api::StreamPodSandboxStatsResponse>>, Status> {
+        let all = self.pod_stats_for(req.into_inner().filter).await?;
+        let chunks: Vec<Result<api::StreamPodSandboxStatsResponse, Status>> = all
+            .chunks(STREAM_CHUNK)
+            .map(|c| {
+                Ok(api::StreamPodSandboxStatsResponse {
+                    pod_sandbox_stats: c.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+}
+
+impl Runtime {
+    async fn container_stats_for(
+        &self,
+        filter: Option<api::ContainerStatsFilter>,
+    ) -> Result<Vec<api::ContainerStats>, Status> {
+        let f = filter.unwrap_or_default();
+        let usage = self
+            .engine
+            .container_usage(move |c| {
+                (f.id.is_empty() || c.id.starts_with(&f.id))
+                    && (f.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&f.pod_sandbox_id))
+                    && convert::labels_match(&c.config.labels, &f.label_selector)
+            })
+            .await?;
+        Ok(usage.iter().map(super::stats::container_stats).collect())
+    }
+
+    async fn pod_stats_for(
+        &self,
+        filter: Option<api::PodSandboxStatsFilter>,
+    ) -> Result<Vec<api::PodSandboxStats>, Status> {
+        let f = filter.unwrap_or_default();
+        let usage = self
+            .engine
+            .pod_usage(move |p| {
+                (f.id.is_empty() || p.id.starts_with(&f.id))
+                    && convert::labels_match(&p.config.labels, &f.label_selector)
+            })
+            .await?;
+        Ok(usage.iter().map(super::stats::pod_stats).collect())
+    }
 }

@@ -9,6 +9,7 @@
 pub mod container;
 pub mod error;
 pub mod pod;
+pub mod usage;
 pub mod validate;
 
 use crate::config::Config;
@@ -97,6 +98,8 @@ pub struct Engine {
     host_capabilities: Vec<String>,
     /// The security modules the host enforces.
     lsm: crate::spec::config::Lsm,
+    /// The last CPU sample per container and pod, for usage_nano_cores.
+    sampler: crate::stats::CpuSampler,
 }
 
 /// Random 64-hex IDs, as CRI runtimes use.
@@ -203,6 +206,7 @@ impl Engine {
     }
 
     fn forget_pod(&self, id: &str) {
+        self.sampler.forget(&format!("pod:{id}"));
         let _ = std::fs::remove_file(self.state_dir("pods").join(format!("{id}.json")));
         self.pods
             .write()
@@ -211,6 +215,7 @@ impl Engine {
     }
 
     fn forget_container(&self, id: &str) {
+        self.sampler.forget(id);
         let _ = std::fs::remove_file(self.state_dir("containers").join(format!("{id}.json")));
         self.containers
             .write()
@@ -307,6 +312,7 @@ impl Engine {
             min_oom_score_adj,
             host_capabilities: host_capabilities(),
             lsm: crate::spec::config::Lsm::detect(),
+            sampler: crate::stats::CpuSampler::new(),
         });
         if !engine.lsm.apparmor && !engine.lsm.selinux {
             tracing::info!("this host enforces neither AppArmor nor SELinux: those fields of container security contexts are ignored");

@@ -1,0 +1,111 @@
+//! Resource usage of containers and pods, from their cgroups, writable layers and network
+//! namespaces (the `stats` module reads them), with CPU rates from two samples.
+
+use super::{ContainerRecord, ContainerState, Engine, PodRecord, Result};
+use crate::stats::{CgroupStats, FsUsage, NetworkStats};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub struct ContainerUsage {
+    pub rec: ContainerRecord,
+    /// None when the cgroup is gone or cannot be read.
+    pub cgroup: Option<CgroupStats>,
+    pub nano_cores: Option<u64>,
+    pub writable: Option<FsUsage>,
+    /// The filesystem holding the writable layer.
+    pub writable_mountpoint: PathBuf,
+}
+
+pub struct PodUsage {
+    pub rec: PodRecord,
+    pub cgroup: Option<CgroupStats>,
+    pub nano_cores: Option<u64>,
+    pub network: Option<NetworkStats>,
+    pub containers: Vec<ContainerUsage>,
+}
+
+impl Engine {
+    fn container_usage_blocking(&self, rec: ContainerRecord) -> ContainerUsage {
+        let cgroup = crate::stats::read(&rec.cgroup).ok();
+        let nano_cores = cgroup
+            .as_ref()
+            .and_then(|c| self.sampler.sample(&rec.id, c));
+        let upper = self.ctr_data_dir(&rec.id).join("upper");
+        let writable = crate::stats::writable_layer(&upper).ok();
+        ContainerUsage {
+            rec,
+            cgroup,
+            nano_cores,
+            writable,
+            writable_mountpoint: self.cfg().root.clone(),
+        }
+    }
+
+    fn live_containers(&self) -> Vec<ContainerRecord> {
+        self.list_containers()
+            .into_iter()
+            .filter(|c| matches!(c.state, ContainerState::Created | ContainerState::Running))
+            .collect()
+    }
+
+    /// Usage of the containers `keep` selects among the created and running ones.
+    pub async fn container_usage(
+        self: &Arc<Self>,
+        keep: impl Fn(&ContainerRecord) -> bool + Send + 'static,
+    ) -> Result<Vec<ContainerUsage>> {
+        let this = self.clone();
+        super::blocking(move || {
+            this.live_containers()
+                .into_iter()
+                .filter(|c| keep(c))
+                .map(|c| this.container_usage_blocking(c))
+                .collect()
+        })
+        .await
+    }
+
+    /// Usage of one container (created or running), NotFound otherwise.
+    pub async fn one_container_usage(self: &Arc<Self>, s: &str) -> Result<ContainerUsage> {
+        let rec = self.container_status(s)?;
+        let this = self.clone();
+        super::blocking(move || this.container_usage_blocking(rec)).await
+    }
+
+    /// Usage of the ready pods `keep` selects, with their containers.
+    pub async fn pod_usage(
+        self: &Arc<Self>,
+        keep: impl Fn(&PodRecord) -> bool + Send + 'static,
+    ) -> Result<Vec<PodUsage>> {
+        let this = self.clone();
+        super::blocking(move || {
+            let ctrs = this.live_containers();
+            this.list_pods()
+                .into_iter()
+                .filter(|p| p.state == super::PodState::Ready && keep(p))
+                .map(|p| {
+                    let cgroup = crate::stats::read(&p.cgroup).ok();
+                    let key = format!("pod:{}", p.id);
+                    let nano_cores = cgroup.as_ref().and_then(|c| this.sampler.sample(&key, c));
+                    let network = p
+                        .paths
+                        .net_ns
+                        .as_ref()
+                        .and_then(|ns| crate::stats::network(ns).ok());
+                    let containers = ctrs
+                        .iter()
+                        .filter(|c| c.pod_id == p.id)
+                        .map(|c| this.container_usage_blocking(c.clone()))
+                        .collect();
+                    PodUsage {
+                        rec: p,
+                        cgroup,
+                        nano_cores,
+                        network,
+                        containers,
+                    }
+                })
+                .collect()
+        })
+        .await
+    }
+}
