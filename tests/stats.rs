@@ -93,16 +93,7 @@ async fn container_and_pod_stats_move_with_the_workload() {
         .unwrap()
         .value;
     assert!(cpu1 > cpu0 + 50_000_000, "cpu {cpu0} → {cpu1}");
-    let (ps, _, _) = sh_in(
-        &mut rt,
-        &busy,
-        "ps -o pid,rss,args; cat /proc/self/cgroup | grep memory",
-    )
-    .await;
-    assert!(
-        mem1 > mem0 + 30_000_000,
-        "working set {mem0} → {mem1}: {ps}"
-    );
+    assert!(mem1 > mem0 + 30_000_000, "working set {mem0} → {mem1}");
     assert!(wl1 >= wl0 + 5_000_000, "writable layer {wl0} → {wl1}");
     assert!(
         s1.cpu.unwrap().usage_nano_cores.is_some(),
