@@ -76,6 +76,9 @@ pub struct RuntimeConfig {
     /// Host paths that a container mount may not create when they are missing (the path
     /// itself or anything below it).
     pub absent_mount_sources_to_reject: Vec<PathBuf>,
+    /// Directories of Container Device Interface spec files (`*.json`, `*.yaml`, `*.yml`);
+    /// a device defined in a later directory overrides the same device in an earlier one.
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 /// One runtime handler.
@@ -158,6 +161,7 @@ impl Default for Config {
                     PathBuf::from("/sys"),
                     PathBuf::from("/dev"),
                 ],
+                cdi_spec_dirs: vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")],
             },
             image: ImageConfig {
                 registries_conf: PathBuf::from("/etc/containers/registries.conf"),

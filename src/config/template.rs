@@ -54,6 +54,9 @@ default_cgroup_parent = {cgroup_parent}
 shm_size = {shm_size}
 # Missing host paths of container mounts are created as directories, except at or below these.
 absent_mount_sources_to_reject = [{reject}]
+# Container Device Interface spec directories (*.json, *.yaml, *.yml), for CreateContainer's
+# cdi_devices. A device defined in a later directory overrides the same one in an earlier.
+cdi_spec_dirs = [{cdi_dirs}]
 
 # Runtime handlers, selected by RunPodSandbox's runtime_handler.
 # runtime_type "builtin": youki's libcontainer inside ferrio (no external runtime).
@@ -83,6 +86,13 @@ import_dir = {import_dir}
         reject = c
             .runtime
             .absent_mount_sources_to_reject
+            .iter()
+            .map(|p| s(p))
+            .collect::<Vec<_>>()
+            .join(", "),
+        cdi_dirs = c
+            .runtime
+            .cdi_spec_dirs
             .iter()
             .map(|p| s(p))
             .collect::<Vec<_>>()
