@@ -79,6 +79,9 @@ pub struct RuntimeConfig {
     /// Containers whose request names no seccomp profile get RuntimeDefault (true) or run
     /// unconfined (false). Privileged containers run unconfined unless a profile is named.
     pub seccomp_use_default_when_empty: bool,
+    /// Directories of Container Device Interface spec files (`*.json`, `*.yaml`, `*.yml`);
+    /// a device defined in a later directory overrides the same device in an earlier one.
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 /// One runtime handler.
@@ -162,6 +165,7 @@ impl Default for Config {
                     PathBuf::from("/dev"),
                 ],
                 seccomp_use_default_when_empty: true,
+                cdi_spec_dirs: vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")],
             },
             image: ImageConfig {
                 registries_conf: PathBuf::from("/etc/containers/registries.conf"),

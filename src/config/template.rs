@@ -56,6 +56,9 @@ shm_size = {shm_size}
 absent_mount_sources_to_reject = [{reject}]
 # Containers whose request names no seccomp profile get RuntimeDefault (true) or none (false).
 seccomp_use_default_when_empty = {seccomp_default}
+# Container Device Interface spec directories (*.json, *.yaml, *.yml), for CreateContainer's
+# cdi_devices. A device defined in a later directory overrides the same one in an earlier.
+cdi_spec_dirs = [{cdi_dirs}]
 
 # Runtime handlers, selected by RunPodSandbox's runtime_handler.
 # runtime_type "builtin": youki's libcontainer inside ferrio (no external runtime).
@@ -86,6 +89,13 @@ import_dir = {import_dir}
         reject = c
             .runtime
             .absent_mount_sources_to_reject
+            .iter()
+            .map(|p| s(p))
+            .collect::<Vec<_>>()
+            .join(", "),
+        cdi_dirs = c
+            .runtime
+            .cdi_spec_dirs
             .iter()
             .map(|p| s(p))
             .collect::<Vec<_>>()
