@@ -12,6 +12,8 @@ pkgs=(
   libseccomp-dev    # libcontainer's seccomp support links libseccomp
   runc crun         # the external OCI runtime handlers, tested beside the built-in one
   iproute2 util-linux procps  # ip, mount/nsenter, ps: the end-to-end tests inspect what pods leave
+  containernetworking-plugins # CNI plugins (bridge, host-local, loopback, portmap) in /usr/lib/cni
+  iptables iputils-ping       # iptables-save and ping: the CNI tests check what portmap and bridge leave
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod image;
 pub mod monitor;
+pub mod network;
 pub mod runtime;
 pub mod server;
 pub mod spec;

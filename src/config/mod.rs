@@ -47,6 +47,23 @@ pub struct Config {
     pub api: ApiConfig,
     pub runtime: RuntimeConfig,
     pub image: ImageConfig,
+    pub network: NetworkConfig,
+}
+
+/// CNI pod networking.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Where CNI network configs (`.conflist`, `.conf`, `.json`) are read from.
+    pub network_dir: PathBuf,
+    /// Where CNI plugin binaries are looked for, in order (also `CNI_PATH`).
+    pub plugin_dirs: Vec<PathBuf>,
+    /// The network pods are attached to (its `name`); empty: the first config file by name.
+    pub default_network: String,
+    /// Cached CNI results (for DEL after a restart); empty: `<root>/cni`.
+    pub cache_dir: PathBuf,
+    /// Seconds one CNI plugin may run before it is killed.
+    pub plugin_timeout: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,6 +192,13 @@ impl Default for Config {
                 pull_progress_timeout: 60,
                 import_dir: PathBuf::new(),
             },
+            network: NetworkConfig {
+                network_dir: PathBuf::from("/etc/cni/net.d"),
+                plugin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+                default_network: String::new(),
+                cache_dir: PathBuf::new(),
+                plugin_timeout: 60,
+            },
         }
     }
 }
@@ -192,6 +216,11 @@ impl Default for RuntimeConfig {
 impl Default for ImageConfig {
     fn default() -> Self {
         Config::default().image
+    }
+}
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Config::default().network
     }
 }
 
@@ -298,6 +327,18 @@ impl Config {
                 }
             }
         }
+        if self.network.plugin_timeout == 0 {
+            return Err(ConfigError::Invalid(
+                "network.plugin_timeout must be at least 1".into(),
+            ));
+        }
+        if !self.network.network_dir.is_absolute()
+            || self.network.plugin_dirs.iter().any(|d| !d.is_absolute())
+        {
+            return Err(ConfigError::Invalid(
+                "network.network_dir and network.plugin_dirs must be absolute paths".into(),
+            ));
+        }
         if !self.root.is_absolute() || !self.run_root.is_absolute() {
             return Err(ConfigError::Invalid(
                 "root and run_root must be absolute paths".into(),
@@ -327,6 +368,15 @@ impl Config {
             self.root.join("import")
         } else {
             self.image.import_dir.clone()
+        }
+    }
+
+    /// The CNI result cache directory.
+    pub fn cni_cache_dir(&self) -> PathBuf {
+        if self.network.cache_dir.as_os_str().is_empty() {
+            self.root.join("cni")
+        } else {
+            self.network.cache_dir.clone()
         }
     }
 
@@ -397,6 +447,8 @@ mod tests {
         let cfg = Config::from_toml("").unwrap();
         assert_eq!(cfg.socket_path(), PathBuf::from("/run/ferrio/ferrio.sock"));
         assert_eq!(cfg.import_dir(), PathBuf::from("/var/lib/ferrio/import"));
+        assert_eq!(cfg.cni_cache_dir(), PathBuf::from("/var/lib/ferrio/cni"));
+        assert_eq!(cfg.network.network_dir, PathBuf::from("/etc/cni/net.d"));
     }
 
     #[test]

@@ -81,6 +81,18 @@ pull_progress_timeout = {stall}
 # OCI-archive and docker-save tarballs in this directory are imported once, at start.
 # Empty: <root>/import.
 import_dir = {import_dir}
+
+[network]
+# CNI network configs: .conflist files, and .conf/.json single-plugin files.
+network_dir = {network_dir}
+# CNI plugin binaries are looked for in these directories, in order.
+plugin_dirs = [{plugin_dirs}]
+# The network (its "name") pods are attached to. Empty: the first config file by file name.
+default_network = {default_network}
+# Cached CNI results, so pods are detached after a restart. Empty: <root>/cni.
+cache_dir = {cache_dir}
+# Seconds one CNI plugin may run before it is killed.
+plugin_timeout = {plugin_timeout}
 "#,
         default_runtime = toml_str(&c.runtime.default_runtime),
         cgroup_parent = toml_str(&c.runtime.default_cgroup_parent),
@@ -125,5 +137,16 @@ import_dir = {import_dir}
         downloads = c.image.max_concurrent_downloads,
         stall = c.image.pull_progress_timeout,
         import_dir = s(&c.image.import_dir),
+        network_dir = s(&c.network.network_dir),
+        plugin_dirs = c
+            .network
+            .plugin_dirs
+            .iter()
+            .map(|p| s(p))
+            .collect::<Vec<_>>()
+            .join(", "),
+        default_network = toml_str(&c.network.default_network),
+        cache_dir = s(&c.network.cache_dir),
+        plugin_timeout = c.network.plugin_timeout,
     )
 }
