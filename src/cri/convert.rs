@@ -56,6 +56,22 @@ pub fn pod_config(c: &api::PodSandboxConfig) -> dc::PodConfig {
         pid: ns_mode(ns.pid),
         ipc: ns_mode(ns.ipc),
         privileged: sec.privileged,
+        port_mappings: c
+            .port_mappings
+            .iter()
+            .filter(|m| m.host_port > 0)
+            .map(|m| dc::PortMapping {
+                protocol: match api::Protocol::try_from(m.protocol) {
+                    Ok(api::Protocol::Udp) => "udp",
+                    Ok(api::Protocol::Sctp) => "sctp",
+                    _ => "tcp",
+                }
+                .into(),
+                container_port: u16::try_from(m.container_port).unwrap_or(0),
+                host_port: u16::try_from(m.host_port).unwrap_or(0),
+                host_ip: m.host_ip.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -280,7 +296,15 @@ pub fn pod_status(p: &PodRecord) -> api::PodSandboxStatus {
         metadata: Some(pod_metadata(p)),
         state: pod_state(p.state),
         created_at: p.created_at_ns,
-        network: Some(api::PodSandboxNetworkStatus::default()),
+        network: Some(api::PodSandboxNetworkStatus {
+            ip: p.ips.first().cloned().unwrap_or_default(),
+            additional_ips: p
+                .ips
+                .iter()
+                .skip(1)
+                .map(|ip| api::PodIp { ip: ip.clone() })
+                .collect(),
+        }),
         linux: Some(api::LinuxPodSandboxStatus {
             namespaces: Some(api::Namespace {
                 options: Some(api::NamespaceOption {

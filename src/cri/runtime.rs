@@ -107,11 +107,30 @@ impl RuntimeService for Runtime {
                 reason: String::new(),
                 message: String::new(),
             },
-            api::RuntimeCondition {
-                r#type: "NetworkReady".into(),
-                status: false,
-                reason: "NetworkPluginNotReady".into(),
-                message: "ferrio: CNI networking is not implemented yet".into(),
+            {
+                // Re-read the network dir on each Status: kubelet polls it, so NetworkReady
+                // follows a conflist appearing or going.
+                let engine = self.engine.clone();
+                let ready = tokio::task::spawn_blocking(move || {
+                    let _ = engine.cni.reload();
+                    engine.cni.ready()
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+                match ready {
+                    Ok(()) => api::RuntimeCondition {
+                        r#type: "NetworkReady".into(),
+                        status: true,
+                        reason: String::new(),
+                        message: String::new(),
+                    },
+                    Err(why) => api::RuntimeCondition {
+                        r#type: "NetworkReady".into(),
+                        status: false,
+                        reason: "NetworkPluginNotReady".into(),
+                        message: format!("ferrio: no CNI network: {why}"),
+                    },
+                }
             },
         ];
         let mut info = HashMap::new();

@@ -45,6 +45,12 @@ pub struct PodRecord {
     pub made_cgroup: bool,
     /// The pause process (pid, start time) when the pod shares one PID namespace.
     pub pause: Option<(i32, u64)>,
+    /// The pod's IPs from its CNI network (empty under host network or without a network).
+    #[serde(default)]
+    pub ips: Vec<String>,
+    /// Whether the pod is attached to a CNI network (and so needs a DEL).
+    #[serde(default)]
+    pub cni_attached: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +106,8 @@ pub struct Engine {
     lsm: crate::spec::config::Lsm,
     /// The last CPU sample per container and pod, for usage_nano_cores.
     sampler: crate::stats::CpuSampler,
+    /// The pods' CNI network.
+    pub cni: crate::network::Cni,
 }
 
 /// Random 64-hex IDs, as CRI runtimes use.
@@ -303,7 +311,7 @@ impl Engine {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
         let engine = Arc::new(Engine {
-            cfg,
+            cfg: cfg.clone(),
             images,
             pods: RwLock::default(),
             containers: RwLock::default(),
@@ -313,6 +321,8 @@ impl Engine {
             host_capabilities: host_capabilities(),
             lsm: crate::spec::config::Lsm::detect(),
             sampler: crate::stats::CpuSampler::new(),
+            cni: crate::network::Cni::load(&cfg.network, &cfg.cni_cache_dir())
+                .map_err(|e| EngineError::new(crate::error::ErrorKind::kind(&e), e.to_string()))?,
         });
         if !engine.lsm.apparmor && !engine.lsm.selinux {
             tracing::info!("this host enforces neither AppArmor nor SELinux: those fields of container security contexts are ignored");
@@ -323,6 +333,24 @@ impl Engine {
                 .map_err(EngineError::io(format_args!("creating {}", d.display())))?;
         }
         engine.restore().await;
+        // CNI attachments of pods ferrio no longer knows (a crash between ADD and the record,
+        // or pods removed while the network was broken) are removed in the background.
+        let live: Vec<String> = engine
+            .list_pods()
+            .iter()
+            .filter(|p| p.cni_attached)
+            .map(|p| p.id.clone())
+            .collect();
+        let e2 = engine.clone();
+        tokio::spawn(async move {
+            match e2.cni.gc(&live).await {
+                Ok(removed) if !removed.is_empty() => {
+                    tracing::info!(pods = ?removed, "CNI attachments of unknown pods removed")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "CNI garbage collection failed"),
+            }
+        });
         Ok(engine)
     }
 

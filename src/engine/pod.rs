@@ -96,6 +96,21 @@ pub fn validate_pod(c: &PodConfig) -> Result<()> {
             )));
         }
     }
+    validate::bounded("port_mappings", c.port_mappings.len(), 256)?;
+    for m in &c.port_mappings {
+        if m.container_port == 0 {
+            return Err(EngineError::invalid(format!(
+                "port_mappings: host port {} needs a container port in 1..65535",
+                m.host_port
+            )));
+        }
+        if !m.host_ip.is_empty() && m.host_ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(EngineError::invalid(format!(
+                "port_mappings.host_ip {:?} is not an IP address",
+                m.host_ip
+            )));
+        }
+    }
     if c.network == NamespaceMode::Target || c.ipc == NamespaceMode::Target {
         return Err(EngineError::invalid(
             "namespace mode TARGET is only valid for pid",
@@ -159,6 +174,8 @@ impl Engine {
             cgroup,
             made_cgroup: false,
             pause: None,
+            ips: Vec::new(),
+            cni_attached: false,
         };
         let result = async {
             self.save_pod(&rec)?;
@@ -266,13 +283,92 @@ impl Engine {
                 rec.paths.pid_ns = Some(PathBuf::from(format!("/proc/{pid}/ns/pid")));
             }
         }
+        if c.network != NamespaceMode::Node {
+            self.attach_network(rec).await?;
+        }
+        Ok(())
+    }
+
+    fn pod_net(&self, rec: &PodRecord) -> Option<crate::network::PodNet> {
+        let netns = rec.paths.net_ns.clone()?;
+        Some(crate::network::PodNet {
+            id: rec.id.clone(),
+            name: rec.config.name.clone(),
+            namespace: rec.config.namespace.clone(),
+            uid: rec.config.uid.clone(),
+            netns,
+            port_mappings: rec
+                .config
+                .port_mappings
+                .iter()
+                .map(|m| crate::network::PortMapping {
+                    host_port: m.host_port,
+                    container_port: m.container_port,
+                    protocol: m.protocol.clone(),
+                    host_ip: m.host_ip.clone(),
+                })
+                .collect(),
+            bandwidth: None,
+        })
+    }
+
+    /// CNI ADD for a pod with its own network namespace. Without a configured network the pod
+    /// keeps a loopback-only namespace (NetworkReady is false then, so kubelet starts no such
+    /// pods; crictl users get a warning in the log).
+    async fn attach_network(&self, rec: &mut PodRecord) -> Result<()> {
+        if let Err(why) = self.cni.ready() {
+            tracing::warn!(pod = %rec.id, reason = %why, "no CNI network: the pod only has a loopback interface");
+            return Ok(());
+        }
+        let Some(net) = self.pod_net(rec) else {
+            return Ok(());
+        };
+        // Recorded first: a crash during ADD leaves a record whose teardown runs the DEL.
+        rec.cni_attached = true;
+        self.save_pod(rec)?;
+        let status = self.cni.setup(&net).await.map_err(|e| {
+            EngineError::new(
+                crate::error::ErrorKind::kind(&e),
+                format!("setting up the pod network: {e}"),
+            )
+        })?;
+        rec.ips = status.ips.iter().map(|ip| ip.to_string()).collect();
+        tracing::info!(pod = %rec.id, ips = ?rec.ips, network = %status.network, "pod network ready");
+        Ok(())
+    }
+
+    /// CNI DEL (idempotent; the cached attachment remembers what ADD used).
+    async fn detach_network(&self, rec: &mut PodRecord) -> Result<()> {
+        if !rec.cni_attached {
+            return Ok(());
+        }
+        let net = self.pod_net(rec).unwrap_or(crate::network::PodNet {
+            id: rec.id.clone(),
+            name: rec.config.name.clone(),
+            namespace: rec.config.namespace.clone(),
+            uid: rec.config.uid.clone(),
+            netns: PathBuf::new(),
+            port_mappings: Vec::new(),
+            bandwidth: None,
+        });
+        self.cni.teardown(&net).await.map_err(|e| {
+            EngineError::new(
+                crate::error::ErrorKind::kind(&e),
+                format!("tearing down the pod network (retry StopPodSandbox): {e}"),
+            )
+        })?;
+        rec.cni_attached = false;
+        rec.ips.clear();
         Ok(())
     }
 
     /// Removes everything a pod made on the host (idempotent, best effort, logs failures).
     pub(super) async fn teardown_pod(&self, rec: &PodRecord) {
         let dir = self.pod_dir(&rec.id);
-        let rec = rec.clone();
+        let mut rec = rec.clone();
+        if let Err(e) = self.detach_network(&mut rec).await {
+            tracing::warn!(pod = %rec.id, error = %e, "CNI DEL failed while removing a half-made pod");
+        }
         let _ = blocking(move || {
             kill_pause(&rec);
             for m in crate::sys::mount::mounts_under(&dir) {
@@ -312,6 +408,10 @@ impl Engine {
         let Some(mut rec) = self.pod(&id) else {
             return Ok(());
         };
+        // DEL first, while the namespace still exists; a failure fails the RPC so that kubelet
+        // retries it (no IPAM address may leak). Also for a pod that is already NotReady.
+        self.detach_network(&mut rec).await?;
+        self.save_pod(&rec)?;
         if rec.state == PodState::NotReady {
             return Ok(());
         }
@@ -347,9 +447,10 @@ impl Engine {
         }
         let lock = self.lock_for(&id);
         let _g = lock.lock().await;
-        let Some(rec) = self.pod(&id) else {
+        let Some(mut rec) = self.pod(&id) else {
             return Ok(());
         };
+        self.detach_network(&mut rec).await?;
         self.teardown_pod(&rec).await;
         self.forget_pod(&id);
         self.release(&pod_name(&rec.config), &id);

@@ -44,6 +44,18 @@ pub struct PodConfig {
     pub pid: NamespaceMode,
     pub ipc: NamespaceMode,
     pub privileged: bool,
+    /// hostPort mappings for the CNI portmap plugin.
+    #[serde(default)]
+    pub port_mappings: Vec<PortMapping>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    /// "tcp", "udp" or "sctp"
+    pub protocol: String,
+    pub container_port: u16,
+    pub host_port: u16,
+    pub host_ip: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -176,8 +176,11 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                // Tests reach every registry on 127.0.0.1 over plain HTTP.
-                "[image]\ninsecure_registries = [\"127.0.0.1\"]\n{}\n",
+                // Tests reach every registry on 127.0.0.1 over plain HTTP; CNI configs are
+                // the test's own (none unless it writes one into <dir>/net.d).
+                "[image]\ninsecure_registries = [\"127.0.0.1\"]\n[network]\nnetwork_dir = \"{}\"\ncache_dir = \"{}\"\n{}\n",
+                dir.path().join("net.d").display(),
+                dir.path().join("cni-cache").display(),
                 opts.extra_config
             ),
         )
