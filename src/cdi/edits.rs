@@ -15,12 +15,13 @@ use std::path::{Path, PathBuf};
 ///   allow rule of `permissions`. A node whose uid/gid are `None` takes the container process's.
 ///   Call [`ContainerEdits::fill_device_info`] first, so that type, major and minor are known.
 /// - `mounts`: `mounts` (a mount replaces an earlier one at the same container path).
-/// - `hooks`: OCI hooks by `hook_name`. This module only carries them; they run only if the spec
-///   generator copies them into the OCI spec's `hooks` (libcontainer, runc and crun all run
-///   OCI hooks). On this branch nothing applies them yet.
+/// - `hooks`: OCI hooks by `hook_name`. This module only carries them; the spec generator
+///   copies them into the OCI spec's `hooks`, and the OCI runtime runs them.
 /// - `additional_gids`: `process.user.additionalGids` (zeros are already left out).
-/// - `intel_rdt`: `linux.intelRdt` (the last device that sets it wins).
-/// - `net_devices`: `linux.netDevices` (host interfaces moved into the container).
+/// - `intel_rdt`: `linux.intelRdt` (the last device that sets it wins). Not applied by ferrio
+///   yet: [`ContainerEdits::unsupported`] names it and CreateContainer refuses such a device.
+/// - `net_devices`: `linux.netDevices` (host interfaces moved into the container). Not applied
+///   by ferrio yet either.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerEdits {
     pub env: Vec<String>,
@@ -249,6 +250,17 @@ impl ContainerEdits {
     /// True when there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self == &ContainerEdits::default()
+    }
+
+    /// What ferrio cannot apply yet, if these edits ask for it: `"intelRdt"` or `"netDevices"`.
+    pub fn unsupported(&self) -> Option<&'static str> {
+        if self.intel_rdt.is_some() {
+            Some("intelRdt")
+        } else if !self.net_devices.is_empty() {
+            Some("netDevices")
+        } else {
+            None
+        }
     }
 
     /// Appends `other` after `self`.

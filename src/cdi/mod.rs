@@ -80,6 +80,10 @@ pub enum CdiError {
     },
     #[error("CDI spec file {}: {message}", .path.display())]
     InvalidSpec { path: PathBuf, message: String },
+    #[error("CDI device {name:?} asks for {what}, which is not supported by ferrio yet")]
+    Unsupported { name: String, what: &'static str },
+    #[error("annotation {key:?}: {reason}")]
+    InvalidAnnotation { key: String, reason: String },
     #[error("CDI device node {} (host path {}): {reason}", .path.display(), .host_path.display())]
     HostDevice {
         path: PathBuf,
@@ -113,6 +117,8 @@ impl ErrorKind for CdiError {
             CdiError::InvalidName { .. }
             | CdiError::UnknownDevice { .. }
             | CdiError::Conflict { .. }
+            | CdiError::Unsupported { .. }
+            | CdiError::InvalidAnnotation { .. }
             | CdiError::ReadFile { .. }
             | CdiError::InvalidSpec { .. } => Kind::InvalidArgument,
             // The host lacks what a valid spec file describes.
@@ -296,6 +302,25 @@ impl Registry {
         Ok(edits)
     }
 
+    /// [`Registry::resolve`], refusing devices whose edits ferrio cannot apply yet (`intelRdt`,
+    /// `netDevices`; see [`ContainerEdits::unsupported`]): the error names the first such device.
+    pub fn resolve_supported<S: AsRef<str>>(
+        &self,
+        names: &[S],
+    ) -> Result<ContainerEdits, CdiError> {
+        let edits = self.resolve(names)?;
+        let Some(what) = edits.unsupported() else {
+            return Ok(edits);
+        };
+        // Find the device that carries it (its own edits or its spec file's).
+        let name = names.iter().map(AsRef::as_ref).find_map(|n| {
+            let one = self.resolve(&[n]).ok()?;
+            one.unsupported().map(|w| (n.to_string(), w))
+        });
+        let (name, what) = name.unwrap_or_else(|| (names_list(names), what));
+        Err(CdiError::Unsupported { name, what })
+    }
+
     fn skipped_files(&self) -> Vec<PathBuf> {
         self.spec_errors
             .iter()
@@ -307,6 +332,58 @@ impl Registry {
             })
             .collect()
     }
+}
+
+fn names_list<S: AsRef<str>>(names: &[S]) -> String {
+    names
+        .iter()
+        .map(AsRef::as_ref)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The prefix of the container annotations that request CDI devices, as CRI-O reads them:
+/// `cdi.k8s.io/<key>` with a comma-separated list of fully qualified device names.
+pub const ANNOTATION_PREFIX: &str = "cdi.k8s.io/";
+
+/// The devices a container asks for: `cdi_devices` (the CRI field) in order, then those of the
+/// `cdi.k8s.io/*` annotations (by key) that the field does not already name; duplicates once.
+/// Every annotated name must be fully qualified (spaces around the commas are allowed); an
+/// annotation key with nothing after the prefix is an error.
+pub fn requested_devices<'a, I>(
+    cdi_devices: &[String],
+    annotations: I,
+) -> Result<Vec<String>, CdiError>
+where
+    I: IntoIterator<Item = (&'a String, &'a String)>,
+{
+    let mut out: Vec<String> = Vec::new();
+    for name in cdi_devices {
+        if !out.contains(name) {
+            out.push(name.clone());
+        }
+    }
+    for (key, value) in annotations {
+        let Some(rest) = key.strip_prefix(ANNOTATION_PREFIX) else {
+            continue;
+        };
+        if rest.is_empty() {
+            return Err(CdiError::InvalidAnnotation {
+                key: key.clone(),
+                reason: "no key after the prefix".into(),
+            });
+        }
+        for name in value.split(',').map(str::trim) {
+            QualifiedName::parse(name).map_err(|reason| CdiError::InvalidAnnotation {
+                key: key.clone(),
+                reason: format!("invalid CDI device name {name:?}: {reason}"),
+            })?;
+            if !out.iter().any(|n| n == name) {
+                out.push(name.to_string());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The spec files directly in `dir`, by name. Entries that are (or point to) directories are

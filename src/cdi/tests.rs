@@ -707,3 +707,78 @@ fn error_kinds() {
     let want: Vec<PathBuf> = DEFAULT_SPEC_DIRS.iter().map(PathBuf::from).collect();
     assert_eq!(cfg.runtime.cdi_spec_dirs, want);
 }
+
+#[test]
+fn devices_with_intel_rdt_or_net_devices_are_refused_by_name() {
+    let d = dirs(1);
+    write(
+        d[0].path(),
+        "a.json",
+        &spec_with("1.1.0", "vendor.com/ok", r#""env":["OK=1"]"#),
+    );
+    write(
+        d[0].path(),
+        "b.json",
+        &spec_with(
+            "1.1.0",
+            "vendor.com/net",
+            r#""netDevices":[{"hostInterfaceName":"eth1","name":"net1"}]"#,
+        ),
+    );
+    write(
+        d[0].path(),
+        "c.json",
+        &spec_with("0.7.0", "vendor.com/rdt", r#""intelRdt":{"closID":"gold"}"#),
+    );
+    let reg = Registry::load(&paths(&d)).unwrap();
+    assert_eq!(
+        reg.resolve_supported(&["vendor.com/ok=d"]).unwrap().env,
+        ["OK=1"]
+    );
+    for (name, what) in [
+        ("vendor.com/net=d", "netDevices"),
+        ("vendor.com/rdt=d", "intelRdt"),
+    ] {
+        let e = reg
+            .resolve_supported(&["vendor.com/ok=d", name])
+            .unwrap_err();
+        assert_eq!(e.kind(), Kind::InvalidArgument);
+        let msg = e.to_string();
+        assert!(
+            msg.contains(name) && msg.contains(what) && msg.contains("not supported by ferrio yet"),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn requested_devices_are_the_field_then_the_annotations_once_each() {
+    let field = vec!["vendor.com/gpu=gpu0".to_string()];
+    let ann: BTreeMap<String, String> = [
+        ("cdi.k8s.io/b", "vendor.com/gpu=gpu1, vendor.com/gpu=gpu0"),
+        ("cdi.k8s.io/a", "example.com/x=y"),
+        ("other.io/cdi", "not=read"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(
+        requested_devices(&field, &ann).unwrap(),
+        [
+            "vendor.com/gpu=gpu0",
+            "example.com/x=y",
+            "vendor.com/gpu=gpu1"
+        ]
+    );
+    assert!(requested_devices(&[], &BTreeMap::new()).unwrap().is_empty());
+    for (key, value) in [
+        ("cdi.k8s.io/a", "gpu0"),
+        ("cdi.k8s.io/a", "vendor.com/gpu=gpu0,"),
+        ("cdi.k8s.io/", "vendor.com/gpu=gpu0"),
+    ] {
+        let ann = BTreeMap::from([(key.to_string(), value.to_string())]);
+        let e = requested_devices(&[], &ann).unwrap_err();
+        assert_eq!(e.kind(), Kind::InvalidArgument);
+        assert!(e.to_string().contains(key), "{e}");
+    }
+}

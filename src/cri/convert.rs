@@ -209,6 +209,7 @@ pub fn container_config(c: &api::ContainerConfig) -> dc::ContainerConfig {
                 permissions: d.permissions.clone(),
             })
             .collect(),
+        cdi_devices: c.cdi_devices.iter().map(|d| d.name.clone()).collect(),
         labels: map(&c.labels),
         annotations: map(&c.annotations),
         log_path: c.log_path.clone(),

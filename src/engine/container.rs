@@ -53,6 +53,7 @@ fn validate_container(c: &ContainerConfig) -> Result<()> {
     validate::bounded("envs", c.envs.len(), 4096)?;
     validate::bounded("mounts", c.mounts.len(), 256)?;
     validate::bounded("devices", c.devices.len(), 256)?;
+    validate::bounded("cdi_devices", c.cdi_devices.len(), 256)?;
     validate::bounded("labels", c.labels.len(), 1024)?;
     validate::bounded("annotations", c.annotations.len(), 1024)?;
     let total: usize = c
@@ -214,6 +215,27 @@ fn prepare_host(
         });
     }
     Ok((sources, devices))
+}
+
+fn cdi_error(e: crate::cdi::CdiError) -> EngineError {
+    use crate::error::ErrorKind;
+    EngineError::new(e.kind(), e.to_string())
+}
+
+/// The CDI devices a container asks for (`cdi_devices`, then the `cdi.k8s.io/*` annotations),
+/// resolved from the spec directories as they are now (read again for every container that
+/// asks, so new spec files count), with device nodes' type and numbers from the host. No
+/// devices asked: no spec file is read.
+fn resolve_cdi(c: &ContainerConfig, dirs: &[PathBuf]) -> Result<crate::cdi::ContainerEdits> {
+    let names = crate::cdi::requested_devices(&c.cdi_devices, &c.annotations).map_err(cdi_error)?;
+    if names.is_empty() {
+        return Ok(Default::default());
+    }
+    let registry = crate::cdi::Registry::load(dirs).map_err(cdi_error)?;
+    let mut edits = registry.resolve_supported(&names).map_err(cdi_error)?;
+    edits.fill_device_info().map_err(cdi_error)?;
+    tracing::debug!(devices = ?names, "CDI devices applied");
+    Ok(edits)
 }
 
 /// Whether `name` is among the loaded AppArmor profiles (lines `name (mode)` of
@@ -448,9 +470,12 @@ impl Engine {
             .collect();
         let reject = self.cfg().runtime.absent_mount_sources_to_reject.clone();
         let config = rec.config.clone();
-        let (passwd, group, sources, devices) = {
+        let cdi_dirs = self.cfg().runtime.cdi_spec_dirs.clone();
+        let (passwd, group, sources, devices, cdi) = {
             let (rootfs, data, run) = (rootfs.clone(), data.clone(), run.clone());
             blocking(move || -> Result<_> {
+                // First, so that a bad device request fails before anything is made.
+                let cdi = resolve_cdi(&config, &cdi_dirs)?;
                 for d in [
                     run.as_path(),
                     rootfs.as_path(),
@@ -474,7 +499,7 @@ impl Engine {
                 let passwd = read_image_file(&rootfs, "etc/passwd");
                 let group = read_image_file(&rootfs, "etc/group");
                 let (sources, devices) = prepare_host(&config, &reject)?;
-                Ok((passwd, group, sources, devices))
+                Ok((passwd, group, sources, devices, cdi))
             })
             .await??
         };
@@ -494,6 +519,7 @@ impl Engine {
             seccomp,
             host_capabilities: self.host_capabilities.clone(),
             lsm: self.lsm,
+            cdi,
         })?;
         rec.user = generated.user.clone();
         rec.mounts = rec

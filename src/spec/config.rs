@@ -189,6 +189,10 @@ pub struct ContainerConfig {
     pub envs: Vec<(String, String)>,
     pub mounts: Vec<Mount>,
     pub devices: Vec<Device>,
+    /// Fully qualified CDI device names (`vendor.com/class=name`) from `cdi_devices`; the
+    /// `cdi.k8s.io/*` annotations are read by the engine, not converted into this list.
+    #[serde(default)]
+    pub cdi_devices: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub log_path: String,

@@ -3,6 +3,7 @@
 //! whatever needs the host (host paths, devices, the image's /etc/passwd) is resolved by the
 //! engine first and passed in. Unit-tested with golden files in `src/spec/testdata`.
 
+mod cdi;
 pub mod config;
 pub mod seccomp;
 pub mod user;
@@ -100,6 +101,9 @@ pub struct Input<'a> {
     /// The security modules the host enforces; AppArmor and SELinux fields are left out of the
     /// spec where the host has no such module.
     pub lsm: config::Lsm,
+    /// The edits of the container's CDI devices, resolved and with their device nodes' type
+    /// and numbers filled in (empty when none were requested).
+    pub cdi: crate::cdi::ContainerEdits,
 }
 
 /// The AppArmor profile ferrio's RuntimeDefault stands for (loaded by the operator or a later
@@ -315,11 +319,16 @@ pub fn generate(inp: &Input) -> Result<Generated, SpecError> {
         inp.passwd.as_deref(),
         inp.group.as_deref(),
     )?;
+    cdi::check_supported(&inp.cdi)?;
+    let mut user = user;
+    cdi::add_gids(&mut user.additional_gids, &inp.cdi);
 
     let mut extra_env = Vec::new();
     if pod.network != NamespaceMode::Node && !pod.hostname.is_empty() {
         extra_env.push(format!("HOSTNAME={}", pod.hostname));
     }
+    // CDI's env comes last: it wins over the image's and the request's, as in CRI-O.
+    extra_env.extend(inp.cdi.env.iter().cloned());
     let mut env = merge_env(&inp.image.env, &c.envs, &extra_env);
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, DEFAULT_PATH.to_string());
@@ -440,6 +449,7 @@ pub fn generate(inp: &Input) -> Result<Generated, SpecError> {
         }
         mounts.push(json!({"destination": dest, "type": "bind", "source": src, "options": opts}));
     }
+    cdi::add_mounts(&mut mounts, &inp.cdi);
 
     let mut namespaces = vec![json!({"type": "mount"})];
     match sec.pid {
@@ -477,6 +487,9 @@ pub fn generate(inp: &Input) -> Result<Generated, SpecError> {
         if let Some(a) = resources["devices"].as_array_mut() {
             a.push(json!({"allow": true, "type": d.kind, "major": d.major, "minor": d.minor, "access": d.permissions}));
         }
+    }
+    if let Some(rules) = resources["devices"].as_array_mut() {
+        cdi::add_devices(&mut devices, rules, &inp.cdi, user.uid, user.gid)?;
     }
     if let Some(r) = &c.resources {
         if let (Some(dst), Value::Object(src)) = (resources.as_object_mut(), linux_resources(r)) {
@@ -524,7 +537,7 @@ pub fn generate(inp: &Input) -> Result<Generated, SpecError> {
         .iter()
         .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
-    let doc = json!({
+    let mut doc = json!({
         "ociVersion": OCI_VERSION,
         "process": process,
         "root": {"path": inp.rootfs, "readonly": sec.readonly_rootfs},
@@ -532,6 +545,9 @@ pub fn generate(inp: &Input) -> Result<Generated, SpecError> {
         "annotations": annotations,
         "linux": linux,
     });
+    if let Some(hooks) = cdi::hooks(&inp.cdi)? {
+        doc["hooks"] = hooks;
+    }
     let spec: oci_spec::runtime::Spec =
         serde_json::from_value(doc).map_err(|e| SpecError::Internal(e.to_string()))?;
     Ok(Generated {

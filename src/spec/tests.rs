@@ -67,6 +67,7 @@ fn input<'a>(
         seccomp: None,
         host_capabilities: HOST_CAPS.iter().map(|s| s.to_string()).collect(),
         lsm: Lsm::default(),
+        cdi: Default::default(),
     }
 }
 
@@ -426,4 +427,238 @@ fn apparmor_profiles_by_request() {
     assert_eq!(apparmor_profile(&s), "p");
     let (proc_, _) = selinux_labels(&s);
     assert_eq!(proc_, "system_u:system_r:spc_t:s0");
+}
+
+/// The edits of two CDI devices, as `cdi::Registry::resolve` and `fill_device_info` make them.
+fn cdi_edits() -> crate::cdi::ContainerEdits {
+    use crate::cdi::{ContainerEdits, DeviceNode, DeviceType, Hook, Mount as CdiMount};
+    let node = |path: &str, t, major, minor| DeviceNode {
+        path: path.into(),
+        host_path: path.into(),
+        device_type: Some(t),
+        major,
+        minor,
+        file_mode: Some(0o666),
+        permissions: "rw".into(),
+        uid: None,
+        gid: None,
+    };
+    ContainerEdits {
+        env: vec![
+            "A=cdi".into(),
+            "VENDOR=1".into(),
+            "PATH=/opt/vendor/bin:/bin".into(),
+        ],
+        device_nodes: vec![
+            DeviceNode {
+                uid: Some(7),
+                gid: Some(8),
+                permissions: "rwm".into(),
+                ..node("/dev/vendor0", DeviceType::Char, Some(241), Some(0))
+            },
+            // Replaces the request's /dev/fuse.
+            node("/dev/fuse", DeviceType::Char, Some(10), Some(229)),
+            DeviceNode {
+                file_mode: None,
+                ..node("/dev/vendorblk", DeviceType::Block, Some(8), Some(16))
+            },
+            DeviceNode {
+                permissions: String::new(),
+                ..node("/dev/vendorfifo", DeviceType::Fifo, None, None)
+            },
+        ],
+        mounts: vec![
+            CdiMount {
+                host_path: "/usr/lib/vendor".into(),
+                container_path: "/usr/lib/vendor".into(),
+                mount_type: None,
+                options: vec!["ro".into(), "nosuid".into()],
+            },
+            // Replaces the request's /data.
+            CdiMount {
+                host_path: "/srv/vendor-data".into(),
+                container_path: "/data".into(),
+                mount_type: Some("bind".into()),
+                options: vec!["bind".into()],
+            },
+            CdiMount {
+                host_path: "tmpfs".into(),
+                container_path: "/var/vendor".into(),
+                mount_type: Some("tmpfs".into()),
+                options: vec!["size=1m".into()],
+            },
+        ],
+        hooks: vec![
+            Hook {
+                hook_name: "createContainer".into(),
+                path: "/usr/bin/vendor-hook".into(),
+                args: vec!["vendor-hook".into(), "create".into()],
+                env: vec!["X=1".into()],
+                timeout: Some(5),
+            },
+            Hook {
+                hook_name: "poststop".into(),
+                path: "/usr/bin/vendor-hook".into(),
+                args: vec![],
+                env: vec![],
+                timeout: None,
+            },
+            Hook {
+                hook_name: "createContainer".into(),
+                path: "/usr/bin/second".into(),
+                args: vec![],
+                env: vec![],
+                timeout: None,
+            },
+        ],
+        additional_gids: vec![44, 500],
+        intel_rdt: None,
+        net_devices: vec![],
+    }
+}
+
+#[test]
+fn golden_cdi_container() {
+    let c = ContainerConfig {
+        name: "cdi".into(),
+        command: vec!["sh".into()],
+        envs: vec![("A".into(), "request".into())],
+        mounts: vec![Mount {
+            container_path: "/data".into(),
+            host_path: "/srv/data".into(),
+            ..Default::default()
+        }],
+        cdi_devices: vec!["vendor.com/gpu=gpu0".into()],
+        ..Default::default()
+    };
+    let mut c = c;
+    c.security.run_as_username = "www-data".into();
+    let (p, i, pp) = (pod(), image(), paths());
+    let mut inp = input(&p, &c, &i, &pp);
+    inp.devices = vec![ResolvedDevice {
+        container_path: "/dev/fuse".into(),
+        kind: "c".into(),
+        major: 10,
+        minor: 229,
+        file_mode: 0o644,
+        permissions: "rwm".into(),
+    }];
+    inp.cdi = cdi_edits();
+    let g = generate(&inp).unwrap();
+    assert_eq!(
+        g.user.additional_gids,
+        vec![500, 44],
+        "the image's groups, then CDI's new ones"
+    );
+    let v = serde_json::to_value(&g.spec).unwrap();
+    let env: Vec<&str> = v["process"]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(
+        env.contains(&"A=cdi") && env.contains(&"VENDOR=1"),
+        "{env:?}"
+    );
+    assert!(env.contains(&"PATH=/opt/vendor/bin:/bin"), "{env:?}");
+    let devices = v["linux"]["devices"].as_array().unwrap();
+    let dev = |p: &str| {
+        devices
+            .iter()
+            .filter(|d| d["path"] == p)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(dev("/dev/fuse").len(), 1, "replaced, not doubled");
+    assert_eq!(dev("/dev/fuse")[0]["fileMode"], 0o666);
+    assert_eq!(
+        (
+            &dev("/dev/vendor0")[0]["uid"],
+            &dev("/dev/vendor0")[0]["gid"]
+        ),
+        (&json!(7), &json!(8))
+    );
+    assert_eq!(
+        (
+            &dev("/dev/vendorblk")[0]["uid"],
+            &dev("/dev/vendorblk")[0]["gid"]
+        ),
+        (&json!(33), &json!(33)),
+        "unset uid/gid: the container's user"
+    );
+    let rules = v["linux"]["resources"]["devices"].as_array().unwrap();
+    assert!(rules
+        .iter()
+        .any(|r| r["major"] == 241 && r["access"] == "rwm"));
+    assert!(rules
+        .iter()
+        .any(|r| r["type"] == "b" && r["access"] == "rw"));
+    assert!(
+        !rules.iter().any(|r| r["type"] == "p"),
+        "no cgroup rule for a FIFO"
+    );
+    let mounts = v["mounts"].as_array().unwrap();
+    let data: Vec<_> = mounts
+        .iter()
+        .filter(|m| m["destination"] == "/data")
+        .collect();
+    assert_eq!(data.len(), 1);
+    assert_eq!(data[0]["source"], "/srv/vendor-data");
+    let vendor = mounts
+        .iter()
+        .find(|m| m["destination"] == "/usr/lib/vendor")
+        .unwrap();
+    assert_eq!(vendor["type"], "bind");
+    assert_eq!(vendor["options"], json!(["rbind", "ro", "nosuid"]));
+    let depths: Vec<usize> = mounts
+        .iter()
+        .map(|m| m["destination"].as_str().unwrap().split('/').count())
+        .collect();
+    assert!(depths.windows(2).all(|w| w[0] <= w[1]), "parents first");
+    assert_eq!(v["hooks"]["createContainer"].as_array().unwrap().len(), 2);
+    assert_eq!(v["hooks"]["poststop"][0]["path"], "/usr/bin/vendor-hook");
+    golden("cdi", &g.spec);
+}
+
+#[test]
+fn cdi_intel_rdt_and_net_devices_are_refused() {
+    let c = ContainerConfig {
+        command: vec!["sh".into()],
+        ..Default::default()
+    };
+    let (p, i, pp) = (pod(), image(), paths());
+    let mut inp = input(&p, &c, &i, &pp);
+    inp.cdi.intel_rdt = Some(Default::default());
+    let e = generate(&inp).err().unwrap();
+    assert!(
+        e.to_string().contains("intelRdt") && e.kind() == Kind::InvalidArgument,
+        "{e}"
+    );
+    inp.cdi.intel_rdt = None;
+    inp.cdi.net_devices = vec![crate::cdi::NetDevice {
+        host_interface_name: "eth1".into(),
+        name: "net1".into(),
+    }];
+    let e = generate(&inp).err().unwrap();
+    assert!(e.to_string().contains("not supported by ferrio yet"), "{e}");
+}
+
+#[test]
+fn no_cdi_edits_leave_the_spec_as_it_was() {
+    let c = ContainerConfig {
+        command: vec!["sh".into()],
+        cdi_devices: vec!["vendor.com/gpu=gpu0".into()],
+        ..Default::default()
+    };
+    let (p, i, pp) = (pod(), image(), paths());
+    let v = serde_json::to_value(generate(&input(&p, &c, &i, &pp)).unwrap().spec).unwrap();
+    assert!(v.get("hooks").is_none());
+    let mounts: Vec<&str> = v["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["destination"].as_str().unwrap())
+        .collect();
+    assert_eq!(mounts[..2], ["/proc", "/dev"], "not reordered");
+    assert_eq!(mounts[mounts.len() - 1], "/etc/hostname");
 }
