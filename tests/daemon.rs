@@ -181,6 +181,11 @@ async fn runtime_service_version_status_config_and_unimplemented() {
         .container_stats(api::ContainerStatsRequest::default())
         .await
         .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "an empty ID");
+    let e = rt
+        .get_container_events(api::GetEventsRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
     let e = rt.attach(api::AttachRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
