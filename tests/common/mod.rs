@@ -178,7 +178,8 @@ impl Daemon {
             format!(
                 // Tests reach every registry on 127.0.0.1 over plain HTTP; CNI configs are
                 // the test's own (none unless it writes one into <dir>/net.d).
-                "[image]\ninsecure_registries = [\"127.0.0.1\"]\n[network]\nnetwork_dir = \"{}\"\ncache_dir = \"{}\"\n{}\n",
+                // (extra_config's bare keys continue the [image] table)
+                "[network]\nnetwork_dir = \"{}\"\ncache_dir = \"{}\"\n[image]\ninsecure_registries = [\"127.0.0.1\"]\n{}\n",
                 dir.path().join("net.d").display(),
                 dir.path().join("cni-cache").display(),
                 opts.extra_config
