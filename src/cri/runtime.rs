@@ -11,6 +11,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
+/// A stream fed by a task through a small channel: the task ends when the client goes.
+fn async_stream_events<F, Fut>(f: F) -> BoxStream<api::ContainerEventResponse>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<api::ContainerEventResponse, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
 type BoxStream<T> =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
 const STREAM_CHUNK: usize = 100;
@@ -501,9 +512,76 @@ impl RuntimeService for Runtime {
             .collect();
         Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
+
+    async fn get_container_events(
+        &self,
+        _req: Request<api::GetEventsRequest>,
+    ) -> Result<Response<BoxStream<api::ContainerEventResponse>>, Status> {
+        let mut rx = self.engine.subscribe();
+        let engine = self.engine.clone();
+        let stream = async_stream_events(move |tx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(ev) => {
+                        if tx
+                            .send(Ok(Runtime::event_response(&engine, &ev)))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        engine.count_dropped_subscriber();
+                        tracing::warn!(
+                            missed = n,
+                            "a GetContainerEvents subscriber fell behind and is dropped"
+                        );
+                        let _ = tx
+                            .send(Err(Status::resource_exhausted(format!(
+                                "event subscriber fell {n} events behind and was dropped; subscribe again"
+                            ))))
+                            .await;
+                        return;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
 }
 
 impl Runtime {
+    /// The CRI form of an engine event, with the pod's status and its containers' statuses at
+    /// the time it is sent.
+    fn event_response(
+        engine: &Engine,
+        ev: &crate::engine::events::Event,
+    ) -> api::ContainerEventResponse {
+        use crate::engine::events::EventKind;
+        let kind = match ev.kind {
+            EventKind::Created => api::ContainerEventType::ContainerCreatedEvent,
+            EventKind::Started => api::ContainerEventType::ContainerStartedEvent,
+            EventKind::Stopped => api::ContainerEventType::ContainerStoppedEvent,
+            EventKind::Deleted => api::ContainerEventType::ContainerDeletedEvent,
+        };
+        let pod = engine.pod(&ev.pod_id);
+        let containers_statuses = engine
+            .list_containers()
+            .into_iter()
+            .filter(|c| c.pod_id == ev.pod_id)
+            .map(|c| convert::container_status(&c))
+            .collect();
+        api::ContainerEventResponse {
+            container_id: ev.container_id.clone(),
+            container_event_type: kind as i32,
+            created_at: ev.at_ns,
+            pod_sandbox_status: pod.as_ref().map(convert::pod_status),
+            containers_statuses,
+        }
+    }
+
     async fn container_stats_for(
         &self,
         filter: Option<api::ContainerStatsFilter>,

@@ -417,6 +417,8 @@ impl Engine {
         match result {
             Ok(()) => {
                 tracing::info!(container = %id, pod = %pod_id, name = %config.name, "container created");
+                self.emit(&id, &pod_id, super::events::EventKind::Created);
+                self.watch_exit(&id);
                 Ok(id)
             }
             Err(e) => {
@@ -779,6 +781,7 @@ impl Engine {
         rec.started_at_ns = started_at;
         self.save_container(&rec)?;
         tracing::info!(container = %id, "container started");
+        self.emit(&id, &rec.pod_id, super::events::EventKind::Started);
         Ok(())
     }
 
@@ -868,6 +871,7 @@ impl Engine {
         }
         self.drop_lock(&id);
         tracing::info!(container = %id, "container removed");
+        self.emit(&id, &rec.pod_id, super::events::EventKind::Deleted);
         Ok(())
     }
 

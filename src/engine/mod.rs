@@ -8,6 +8,7 @@
 
 pub mod container;
 pub mod error;
+pub mod events;
 pub mod pod;
 pub mod usage;
 pub mod validate;
@@ -108,6 +109,9 @@ pub struct Engine {
     sampler: crate::stats::CpuSampler,
     /// The pods' CNI network.
     pub cni: crate::network::Cni,
+    /// Container lifecycle events, to every GetContainerEvents subscriber.
+    events: tokio::sync::broadcast::Sender<events::Event>,
+    events_dropped: std::sync::atomic::AtomicU64,
 }
 
 /// Random 64-hex IDs, as CRI runtimes use.
@@ -323,6 +327,8 @@ impl Engine {
             sampler: crate::stats::CpuSampler::new(),
             cni: crate::network::Cni::load(&cfg.network, &cfg.cni_cache_dir())
                 .map_err(|e| EngineError::new(crate::error::ErrorKind::kind(&e), e.to_string()))?,
+            events: tokio::sync::broadcast::channel(events::CAPACITY).0,
+            events_dropped: std::sync::atomic::AtomicU64::new(0),
         });
         if !engine.lsm.apparmor && !engine.lsm.selinux {
             tracing::info!("this host enforces neither AppArmor nor SELinux: those fields of container security contexts are ignored");
@@ -428,6 +434,12 @@ impl Engine {
                 .insert(c.id.clone(), c.clone());
             if matches!(c.state, ContainerState::Created | ContainerState::Running) {
                 self.refresh_after_restart(&c.id);
+                if self
+                    .container(&c.id)
+                    .is_some_and(|c| c.state != ContainerState::Exited)
+                {
+                    self.watch_exit(&c.id);
+                }
             }
             nctrs += 1;
         }

@@ -1,0 +1,115 @@
+//! Container lifecycle events (CRI GetContainerEvents, evented PLEG): CREATED, STARTED,
+//! STOPPED, DELETED, broadcast to every subscriber as they happen.
+//!
+//! STOPPED comes from the monitor itself: each created container has a task holding a `Wait`
+//! request on its monitor's socket, answered the moment the container exits — no polling. A
+//! subscriber that falls more than [`CAPACITY`] events behind is dropped (and counted) rather
+//! than slowing the daemon.
+
+use super::{ContainerState, Engine};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// Events a subscriber may fall behind before it is dropped.
+pub const CAPACITY: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Created,
+    Started,
+    Stopped,
+    Deleted,
+}
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub container_id: String,
+    pub pod_id: String,
+    pub kind: EventKind,
+    pub at_ns: i64,
+}
+
+impl Engine {
+    pub(super) fn emit(&self, container_id: &str, pod_id: &str, kind: EventKind) {
+        // No subscriber is fine: send only fails when nobody listens.
+        let _ = self.events.send(Event {
+            container_id: container_id.to_string(),
+            pod_id: pod_id.to_string(),
+            kind,
+            at_ns: super::now_ns(),
+        });
+    }
+
+    /// A new subscription to the event stream.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Counts a subscriber dropped for falling behind.
+    pub fn count_dropped_subscriber(&self) {
+        self.events_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn dropped_subscribers(&self) -> u64 {
+        self.events_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Watches a container's monitor until the container exits, then records the exit and
+    /// emits STOPPED. One cheap task per live container.
+    pub(super) fn watch_exit(self: &Arc<Self>, id: &str) {
+        let this = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            let sock = this.ctr_run_dir(&id).join("monitor.sock");
+            let waited = async {
+                let mut conn = connect(&sock).await?;
+                conn.write_all(b"{\"op\":\"wait\"}\n").await?;
+                let mut line = String::new();
+                BufReader::new(conn).read_line(&mut line).await?;
+                Ok::<_, std::io::Error>(())
+            }
+            .await;
+            if let Err(e) = waited {
+                tracing::debug!(container = %id, error = %e, "exit watch ended without an answer");
+            }
+            // The exit file is written before the monitor answers; a monitor that died
+            // without one is handled as after a restart.
+            let before = this.container(&id).map(|c| c.state);
+            if matches!(
+                before,
+                Some(ContainerState::Created | ContainerState::Running)
+            ) {
+                let after = this.refreshed(&id).map(|c| c.state);
+                if after != Some(ContainerState::Exited) && !sock.exists() {
+                    this.refresh_after_restart(&id);
+                }
+            }
+            if let Some(c) = this.container(&id) {
+                if c.state == ContainerState::Exited {
+                    this.emit(&id, &c.pod_id, EventKind::Stopped);
+                }
+            }
+        });
+    }
+}
+
+/// Connects to a monitor socket at any path length (see `monitor::connect_unix`).
+async fn connect(sock: &std::path::Path) -> std::io::Result<tokio::net::UnixStream> {
+    use std::os::unix::ffi::OsStrExt;
+    if sock.as_os_str().as_bytes().len() < 100 {
+        return tokio::net::UnixStream::connect(sock).await;
+    }
+    let (dir, name) = match (sock.parent(), sock.file_name()) {
+        (Some(d), Some(n)) => (d, n),
+        _ => return Err(std::io::Error::other("bad socket path")),
+    };
+    let d = std::fs::File::open(dir)?;
+    use std::os::fd::AsRawFd;
+    let short = std::path::Path::new("/proc/self/fd")
+        .join(d.as_raw_fd().to_string())
+        .join(name);
+    let s = tokio::net::UnixStream::connect(short).await;
+    drop(d);
+    s
+}

@@ -1,0 +1,92 @@
+//! GetContainerEvents: a container's whole life, in order, on two subscribers, with STOPPED
+//! pushed by the monitor when the container exits on its own.
+
+mod common;
+
+use common::*;
+use ferrio::cri::api;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_arrive_in_order_on_every_subscriber() {
+    let reg = Registry::shared();
+    let d = Daemon::start(DaemonOpts::default());
+    let image = reg.image("ferrio-test/busybox:1.35");
+    pull(&mut d.images().await, &image).await.unwrap();
+    let mut rt = d.runtime().await;
+    let mut subs = Vec::new();
+    for _ in 0..2 {
+        let s = rt
+            .get_container_events(api::GetEventsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        subs.push(s);
+    }
+    let logs = d.dir.path().join("logs");
+    let pcfg = pod_config("events", &logs);
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    // Exits by itself after a moment: nobody asks for its status in between.
+    let id = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sh_container("short", &image, "sleep 0.5; exit 3"),
+    )
+    .await;
+    let want = [
+        api::ContainerEventType::ContainerCreatedEvent,
+        api::ContainerEventType::ContainerStartedEvent,
+        api::ContainerEventType::ContainerStoppedEvent,
+    ];
+    for s in subs.iter_mut() {
+        for w in want {
+            let ev = tokio::time::timeout(Duration::from_secs(10), s.message())
+                .await
+                .expect("an event within 10 s")
+                .unwrap()
+                .unwrap();
+            assert_eq!(ev.container_id, id);
+            assert_eq!(ev.container_event_type, w as i32, "{ev:?}");
+            assert!(ev.created_at > 0);
+            assert_eq!(ev.pod_sandbox_status.as_ref().unwrap().id, pod.id);
+            if w == api::ContainerEventType::ContainerStoppedEvent {
+                let st = ev.containers_statuses.iter().find(|c| c.id == id).unwrap();
+                assert_eq!(
+                    (st.state, st.exit_code),
+                    (api::ContainerState::ContainerExited as i32, 3)
+                );
+            }
+        }
+    }
+    rt.remove_container(api::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    for s in subs.iter_mut() {
+        let ev = tokio::time::timeout(Duration::from_secs(10), s.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (ev.container_id.as_str(), ev.container_event_type),
+            (
+                id.as_str(),
+                api::ContainerEventType::ContainerDeletedEvent as i32
+            )
+        );
+    }
+    rt.stop_pod_sandbox(api::StopPodSandboxRequest {
+        pod_sandbox_id: pod.id.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.id.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(mounts_containing(&pod.id).is_empty());
+}
