@@ -13,14 +13,21 @@ work=$(mktemp -d /tmp/ferrio-demo.XXXXXX)
 port=$(hack/free-port.sh)
 hack/registry.sh start "$work/registry" "$port" --watch $$
 hack/registry.sh push "$port"
+# A CNI network of the demo's own: bridge + host-local + loopback + portmap on a private subnet.
+conf=$(hack/cni-conf.sh "$work/net.d" 10.88.213.0/24 ferrio-demo "$work/ipam")
+bridge=$(sed -n 's/.*"bridge": "\(fr[0-9a-f]*\)".*/\1/p' "$conf")
 cat > "$work/ferrio.toml" <<TOML
+[network]
+network_dir = "$work/net.d"
+cache_dir = "$work/cni-cache"
 [image]
 insecure_registries = ["127.0.0.1:$port"]
 TOML
-ferrio=(target/release/ferrio --config "$work/ferrio.toml" --root "$work/root" --run-root "$work/run")
+target=${CARGO_TARGET_DIR:-target}
+ferrio=("$target"/release/ferrio --config "$work/ferrio.toml" --root "$work/root" --run-root "$work/run")
 "${ferrio[@]}" serve 2> "$work/ferrio.log" &
 daemon=$!
-cleanup() { kill $daemon 2>/dev/null; wait $daemon 2>/dev/null; hack/registry.sh stop "$work/registry"; rm -rf "$work"; }
+cleanup() { kill $daemon 2>/dev/null; wait $daemon 2>/dev/null; hack/registry.sh stop "$work/registry"; ip link del "$bridge" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 for _ in $(seq 100); do [ -S "$work/run/ferrio.sock" ] && break; sleep 0.05; done
 
@@ -32,7 +39,7 @@ echo "== import a docker-save archive"
 echo "== images"
 "${ferrio[@]}" image ls
 echo "== a pod from the local image, run by libcontainer inside ferrio"
-"${ferrio[@]}" run "127.0.0.1:$port/ferrio-test/busybox:1.35" sh -c 'echo "hello from $(hostname), pid $$, as $(id -un)"; cat /etc/os-release 2>/dev/null || uname -a'
+"${ferrio[@]}" run "127.0.0.1:$port/ferrio-test/busybox:1.35" sh -c 'echo "hello from $(hostname), pid $$, as $(id -un)"; ip -o -4 addr show eth0; uname -a'
 echo "== the same with runc as the runtime handler"
 "${ferrio[@]}" run --runtime runc "127.0.0.1:$port/ferrio-test/busybox:1.35" sh -c 'echo "hello via runc from $(hostname)"'
 echo "== daemon log"

@@ -323,11 +323,24 @@ async fn run_client(cfg: &Config, handler: &str, image: &str, command: Vec<Strin
         })
         .await
         .map_err(status)?;
+        let started_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let ip = rt
+            .pod_sandbox_status(api::PodSandboxStatusRequest {
+                pod_sandbox_id: pod.clone(),
+                verbose: false,
+            })
+            .await
+            .map_err(status)?
+            .into_inner()
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .filter(|ip| !ip.is_empty())
+            .unwrap_or_else(|| "no CNI network".into());
         eprintln!(
-            "pod {} container {} started in {:.1} ms",
+            "pod {} ({ip}) container {} started in {started_ms:.1} ms",
             &pod[..12],
             &ctr[..12],
-            t0.elapsed().as_secs_f64() * 1e3
         );
         let st = loop {
             let st = rt
