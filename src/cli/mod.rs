@@ -140,7 +140,9 @@ fn helper(argv: &[String]) -> Option<i32> {
     let arg = |i: usize| argv.get(i).map(String::as_str).unwrap_or("");
     match arg(1) {
         "__monitor" => Some(crate::monitor::main(Path::new(arg(2)))),
-        "__exec" => Some(crate::monitor::exec::main()),
+        "__exec" => Some(crate::monitor::exec::main(
+            argv.get(2).map(|s| Path::new(s.as_str())),
+        )),
         "__pin-ns" => Some(crate::monitor::pinns::main(arg(2))),
         "__delete" => {
             let handler: crate::runtime::Handler = match serde_json::from_str(arg(2)) {

@@ -47,6 +47,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub runtime: RuntimeConfig,
     pub image: ImageConfig,
+    pub streaming: StreamingConfig,
     pub network: NetworkConfig,
 }
 
@@ -64,6 +65,26 @@ pub struct NetworkConfig {
     pub cache_dir: PathBuf,
     /// Seconds one CNI plugin may run before it is killed.
     pub plugin_timeout: u64,
+}
+
+/// The HTTP server behind Exec, Attach and PortForward URLs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamingConfig {
+    /// The address it listens on.
+    pub address: String,
+    /// Its port; 0 picks a free one at start.
+    pub port: u16,
+    /// Seconds an Exec/Attach/PortForward URL stays valid (each is single-use).
+    pub token_ttl: u64,
+    /// Seconds a session may pass without traffic before it is closed; 0 never.
+    pub idle_timeout: u64,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        Config::default().streaming
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -183,6 +204,12 @@ impl Default for Config {
                 ],
                 seccomp_use_default_when_empty: true,
                 cdi_spec_dirs: vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")],
+            },
+            streaming: StreamingConfig {
+                address: "127.0.0.1".into(),
+                port: 0,
+                token_ttl: 60,
+                idle_timeout: 4 * 3600,
             },
             image: ImageConfig {
                 registries_conf: PathBuf::from("/etc/containers/registries.conf"),

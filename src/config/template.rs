@@ -65,6 +65,16 @@ cdi_spec_dirs = [{cdi_dirs}]
 # runtime_type "oci": an OCI runtime CLI such as runc or crun, at runtime_path.
 # runtime_root: the runtime's state directory; empty: <run_root>/runtimes/<name>.
 {runtimes}
+[streaming]
+# The HTTP server behind Exec, Attach and PortForward URLs (WebSocket v4/v5.channel.k8s.io).
+address = {s_addr}
+# 0: a free port picked at start.
+port = {s_port}
+# Seconds a streaming URL stays valid; each URL is single-use.
+token_ttl = {s_ttl}
+# Seconds a session may pass without traffic before it is closed; 0: never.
+idle_timeout = {s_idle}
+
 [image]
 # A containers-registries.conf(5) v2 file ([[registry]] prefix/location/insecure/blocked and
 # [[registry.mirror]] entries). A missing file means no rules.
@@ -124,6 +134,10 @@ plugin_timeout = {plugin_timeout}
             ))
             .collect::<Vec<_>>()
             .join("\n"),
+        s_addr = toml_str(&c.streaming.address),
+        s_port = c.streaming.port,
+        s_ttl = c.streaming.token_ttl,
+        s_idle = c.streaming.idle_timeout,
         root = s(&c.root),
         run_root = s(&c.run_root),
         log_level = toml_str(&c.log_level),

@@ -85,11 +85,20 @@ pub const CRI_VERSION: &str = "v1";
 pub struct Runtime {
     config: Arc<Config>,
     engine: Arc<Engine>,
+    streaming: Arc<crate::streaming::Streaming>,
 }
 
 impl Runtime {
-    pub fn new(config: Arc<Config>, engine: Arc<Engine>) -> Self {
-        Runtime { config, engine }
+    pub fn new(
+        config: Arc<Config>,
+        engine: Arc<Engine>,
+        streaming: Arc<crate::streaming::Streaming>,
+    ) -> Self {
+        Runtime {
+            config,
+            engine,
+            streaming,
+        }
     }
 }
 
@@ -549,6 +558,31 @@ impl RuntimeService for Runtime {
             }
         });
         Ok(Response::new(stream))
+    }
+
+    async fn exec(
+        &self,
+        req: Request<api::ExecRequest>,
+    ) -> Result<Response<api::ExecResponse>, Status> {
+        let r = req.into_inner();
+        if !(r.stdout || r.stderr || r.stdin) {
+            return Err(Status::invalid_argument(
+                "one of stdin, stdout and stderr must be set",
+            ));
+        }
+        let url = self
+            .streaming
+            .exec_url(&r.container_id, r.cmd, r.tty, r.stdin)?;
+        Ok(Response::new(api::ExecResponse { url }))
+    }
+
+    async fn port_forward(
+        &self,
+        req: Request<api::PortForwardRequest>,
+    ) -> Result<Response<api::PortForwardResponse>, Status> {
+        let r = req.into_inner();
+        let url = self.streaming.port_forward_url(&r.pod_sandbox_id, r.port)?;
+        Ok(Response::new(api::PortForwardResponse { url }))
     }
 }
 

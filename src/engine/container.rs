@@ -920,6 +920,7 @@ impl Engine {
             },
             timeout_ms: (timeout_s.max(0) as u64).saturating_mul(1000),
             result_file: result_file.clone(),
+            stdin: false,
         };
         let json = serde_json::to_vec(&req).map_err(|e| EngineError::internal(e.to_string()))?;
         let mut child = tokio::process::Command::new(Engine::exe())
@@ -1163,6 +1164,108 @@ async fn run_delete_helper(h: &Handler, id: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A process exec'd into a container for a streaming session: its stdio are pipes the
+/// streaming server relays; `finish` waits for it and returns the exit code.
+pub struct StreamExec {
+    pub child: tokio::process::Child,
+    result_file: PathBuf,
+    request_file: PathBuf,
+}
+
+impl StreamExec {
+    pub async fn finish(mut self) -> Result<i32> {
+        let _ = self.child.wait().await;
+        let (res, req) = (self.result_file.clone(), self.request_file.clone());
+        let r: ExecResult = blocking(move || {
+            let r = crate::state::read_json(&res);
+            let _ = std::fs::remove_file(&res);
+            let _ = std::fs::remove_file(&req);
+            r
+        })
+        .await?
+        .map_err(|e| EngineError::internal(format!("the exec helper left no result: {e}")))?;
+        match r.error {
+            Some(e) => Err(EngineError::internal(e)),
+            None => Ok(r.exit_code),
+        }
+    }
+}
+
+impl Engine {
+    /// Checks that an exec can run in `s` (a running container); returns its full ID.
+    pub fn exec_target(&self, s: &str) -> Result<String> {
+        let id = self.container_id(s)?;
+        let rec = self
+            .refreshed(&id)
+            .ok_or_else(|| EngineError::not_found(format!("container {s:?} not found")))?;
+        if rec.state != ContainerState::Running {
+            return Err(EngineError::precondition(format!(
+                "container {id} is not running"
+            )));
+        }
+        Ok(id)
+    }
+
+    /// Starts `cmd` in the container with piped stdio, for the streaming server.
+    pub async fn exec_stream(
+        self: &Arc<Self>,
+        id: &str,
+        cmd: Vec<String>,
+        stdin: bool,
+    ) -> Result<StreamExec> {
+        if cmd.is_empty() {
+            return Err(EngineError::invalid("cmd is required"));
+        }
+        validate::bounded("cmd", cmd.len(), 4096)?;
+        if cmd.iter().any(|c| c.contains('\0')) {
+            return Err(EngineError::invalid("cmd must not contain NUL"));
+        }
+        let id = self.exec_target(id)?;
+        let rec = self
+            .refreshed(&id)
+            .ok_or_else(|| EngineError::not_found(format!("container {id} not found")))?;
+        let handler = self.handler(&rec.handler)?;
+        let exec_dir = self.cfg().run_root.join("exec");
+        std::fs::create_dir_all(&exec_dir).map_err(EngineError::io("creating exec dir"))?;
+        let n = new_id();
+        let result_file = exec_dir.join(format!("{n}.json"));
+        let request_file = exec_dir.join(format!("{n}.req.json"));
+        let req = ExecRequest {
+            id: id.clone(),
+            handler,
+            process: ExecProcess {
+                args: cmd,
+                env: vec![],
+                cwd: None,
+                user: Some((rec.user.uid, rec.user.gid, rec.user.additional_gids.clone())),
+            },
+            timeout_ms: 0,
+            result_file: result_file.clone(),
+            stdin,
+        };
+        crate::state::write_json(&request_file, &req)
+            .map_err(EngineError::io("writing the exec request"))?;
+        let child = tokio::process::Command::new(Engine::exe())
+            .arg("__exec")
+            .arg(&request_file)
+            .stdin(if stdin {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::null()
+            })
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| EngineError::internal(format!("running the exec helper: {e}")))?;
+        Ok(StreamExec {
+            child,
+            result_file,
+            request_file,
+        })
+    }
 }
 
 #[cfg(test)]

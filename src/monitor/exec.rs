@@ -21,6 +21,9 @@ pub struct ExecRequest {
     /// 0 means no limit.
     pub timeout_ms: u64,
     pub result_file: PathBuf,
+    /// The process reads this helper's stdin (streaming exec); otherwise /dev/null.
+    #[serde(default)]
+    pub stdin: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -34,9 +37,16 @@ fn dup(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<OwnedFd> {
     fd.try_clone_to_owned()
 }
 
-/// Entry point of `ferrio __exec`.
-pub fn main() -> i32 {
-    let req: ExecRequest = match serde_json::from_reader(std::io::stdin().lock()) {
+/// Entry point of `ferrio __exec [REQUEST.json]`: the request from the file, else from stdin
+/// (then the process cannot read stdin).
+pub fn main(request_file: Option<&std::path::Path>) -> i32 {
+    let parsed = match request_file {
+        Some(p) => std::fs::read(p)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<ExecRequest>(&b).map_err(|e| e.to_string())),
+        None => serde_json::from_reader(std::io::stdin().lock()).map_err(|e| e.to_string()),
+    };
+    let req: ExecRequest = match parsed {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ferrio __exec: bad request: {e}");
@@ -59,7 +69,11 @@ fn run(req: &ExecRequest) -> ExecResult {
     }
     let stdio = (|| -> std::io::Result<Stdio> {
         Ok(Stdio {
-            stdin: std::fs::File::open("/dev/null")?.into(),
+            stdin: if req.stdin {
+                dup(std::io::stdin().as_fd())?
+            } else {
+                std::fs::File::open("/dev/null")?.into()
+            },
             stdout: dup(std::io::stdout().as_fd())?,
             stderr: dup(std::io::stderr().as_fd())?,
         })

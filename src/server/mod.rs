@@ -96,8 +96,14 @@ pub async fn serve_until(
         cfg.api.grpc_max_recv_msg_size,
         cfg.api.grpc_max_send_msg_size,
     );
+    let streaming = crate::streaming::Streaming::start(&cfg.streaming, engine.clone())
+        .await
+        .map_err(io(format!(
+            "starting the streaming server on {}:{}",
+            cfg.streaming.address, cfg.streaming.port
+        )))?;
     let routes = tonic::service::Routes::new(
-        RuntimeServiceServer::new(Runtime::new(cfg.clone(), engine))
+        RuntimeServiceServer::new(Runtime::new(cfg.clone(), engine, streaming))
             .max_decoding_message_size(recv)
             .max_encoding_message_size(send),
     )

@@ -1,0 +1,479 @@
+//! The HTTP side: single-use tokens, the upgrade to WebSocket, and the exec and port-forward
+//! sessions relayed over the channel protocol (see `ws`).
+
+use super::ws;
+use crate::engine::{Engine, EngineError};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+/// What a token stands for.
+#[derive(Debug, Clone)]
+pub enum Pending {
+    Exec {
+        container: String,
+        cmd: Vec<String>,
+        tty: bool,
+        stdin: bool,
+    },
+    PortForward {
+        pod: String,
+        ports: Vec<u16>,
+    },
+}
+
+pub struct Streaming {
+    addr: SocketAddr,
+    engine: Arc<Engine>,
+    tokens: Mutex<HashMap<String, (Pending, Instant)>>,
+    ttl: Duration,
+    idle: Option<Duration>,
+}
+
+type Body = Full<Bytes>;
+
+fn plain(code: StatusCode, msg: impl Into<String>) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(msg.into())));
+    *r.status_mut() = code;
+    r
+}
+
+fn now_secs() -> i64 {
+    crate::engine::now_ns() / 1_000_000_000
+}
+
+impl Streaming {
+    /// Binds the server and serves it in the background.
+    pub async fn start(
+        cfg: &crate::config::StreamingConfig,
+        engine: Arc<Engine>,
+    ) -> std::io::Result<Arc<Streaming>> {
+        let listener = tokio::net::TcpListener::bind((cfg.address.as_str(), cfg.port)).await?;
+        let s = Arc::new(Streaming {
+            addr: listener.local_addr()?,
+            engine,
+            tokens: Mutex::default(),
+            ttl: Duration::from_secs(cfg.token_ttl.max(1)),
+            idle: (cfg.idle_timeout > 0).then(|| Duration::from_secs(cfg.idle_timeout)),
+        });
+        tracing::info!(address = %s.addr, "streaming server listening");
+        let server = s.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let server = server.clone();
+                        async move { Ok::<_, std::convert::Infallible>(server.route(req)) }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .with_upgrades();
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "streaming connection ended with an error");
+                    }
+                });
+            }
+        });
+        Ok(s)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn issue(&self, kind: &str, p: Pending) -> String {
+        let token = crate::engine::new_id();
+        let mut t = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let ttl = self.ttl;
+        t.retain(|_, (_, at)| at.elapsed() < ttl);
+        t.insert(token.clone(), (p, Instant::now()));
+        format!("http://{}/{kind}/{token}", self.addr)
+    }
+
+    /// Takes a token: it is valid once, within the TTL.
+    fn take(&self, token: &str) -> Option<Pending> {
+        let mut t = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let (p, at) = t.remove(token)?;
+        (at.elapsed() < self.ttl).then_some(p)
+    }
+
+    /// The URL for an Exec RPC, after checking the container runs.
+    pub fn exec_url(
+        &self,
+        container: &str,
+        cmd: Vec<String>,
+        tty: bool,
+        stdin: bool,
+    ) -> Result<String, EngineError> {
+        if cmd.is_empty() {
+            return Err(EngineError::invalid("cmd is required"));
+        }
+        let container = self.engine.exec_target(container)?;
+        Ok(self.issue(
+            "exec",
+            Pending::Exec {
+                container,
+                cmd,
+                tty,
+                stdin,
+            },
+        ))
+    }
+
+    /// The URL for a PortForward RPC, after checking the pod exists.
+    pub fn port_forward_url(&self, pod: &str, ports: Vec<i32>) -> Result<String, EngineError> {
+        let pod = self.engine.pod_status(pod)?.id;
+        let ports = ports
+            .into_iter()
+            .map(|p| u16::try_from(p).ok().filter(|p| *p > 0))
+            .collect::<Option<Vec<u16>>>()
+            .ok_or_else(|| EngineError::invalid("port must be in 1..65535"))?;
+        Ok(self.issue("portforward", Pending::PortForward { pod, ports }))
+    }
+
+    fn route(self: &Arc<Self>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        let mut parts = path.trim_start_matches('/').splitn(2, '/');
+        let (kind, token) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        if !matches!(kind, "exec" | "portforward" | "attach") {
+            return plain(StatusCode::NOT_FOUND, "not found");
+        }
+        let upgrade = req
+            .headers()
+            .get(hyper::header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if upgrade.starts_with("spdy") {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "ferrio serves streaming over WebSocket (v5/v4.channel.k8s.io) only so far; SPDY/3.1 is not served yet",
+            );
+        }
+        if upgrade != "websocket" {
+            return plain(StatusCode::BAD_REQUEST, "a WebSocket upgrade is required");
+        }
+        let Some(pending) = self.take(token) else {
+            return plain(StatusCode::NOT_FOUND, "unknown, used or expired token");
+        };
+        let offered = req
+            .headers()
+            .get(hyper::header::SEC_WEBSOCKET_PROTOCOL)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let served: &[&str] = match pending {
+            Pending::Exec { .. } => &[ws::V5, ws::V4],
+            Pending::PortForward { .. } => &[ws::V4],
+        };
+        let Some(protocol) = ws::choose(offered, served) else {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                format!("no served subprotocol among {offered:?}; ferrio serves {served:?}"),
+            );
+        };
+        let Some(key) = req.headers().get(hyper::header::SEC_WEBSOCKET_KEY).cloned() else {
+            return plain(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing");
+        };
+        let query_ports: Vec<u16> = req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|kv| kv.strip_prefix("port="))
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let server = self.clone();
+        let protocol = protocol.to_string();
+        let proto2 = protocol.clone();
+        tokio::spawn(async move {
+            let upgraded = match hyper::upgrade::on(req).await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::debug!(error = %e, "streaming upgrade failed");
+                    return;
+                }
+            };
+            let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                hyper_util::rt::TokioIo::new(upgraded),
+                tokio_tungstenite::tungstenite::protocol::Role::Server,
+                None,
+            )
+            .await;
+            match pending {
+                Pending::Exec {
+                    container,
+                    cmd,
+                    tty,
+                    stdin,
+                } => {
+                    server
+                        .exec_session(ws, &proto2, container, cmd, tty, stdin)
+                        .await
+                }
+                Pending::PortForward { pod, ports } => {
+                    let ports = if query_ports.is_empty() {
+                        ports
+                    } else {
+                        query_ports
+                    };
+                    server.port_forward_session(ws, pod, ports).await
+                }
+            }
+        });
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = r.headers_mut();
+        h.insert(
+            hyper::header::CONNECTION,
+            "Upgrade".parse().unwrap_or_else(|_| unreachable!()),
+        );
+        h.insert(
+            hyper::header::UPGRADE,
+            "websocket".parse().unwrap_or_else(|_| unreachable!()),
+        );
+        if let Ok(v) = accept.parse() {
+            h.insert(hyper::header::SEC_WEBSOCKET_ACCEPT, v);
+        }
+        if let Ok(v) = protocol.parse() {
+            h.insert(hyper::header::SEC_WEBSOCKET_PROTOCOL, v);
+        }
+        r
+    }
+
+    /// Closes the session when nothing moved for the idle timeout.
+    fn idle_watch(&self, last: Arc<AtomicI64>) -> impl std::future::Future<Output = ()> {
+        let idle = self.idle;
+        async move {
+            let Some(idle) = idle else {
+                return futures::future::pending().await;
+            };
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if now_secs() - last.load(Ordering::Relaxed) > idle.as_secs() as i64 {
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn exec_session<S>(
+        &self,
+        ws: tokio_tungstenite::WebSocketStream<S>,
+        protocol: &str,
+        container: String,
+        cmd: Vec<String>,
+        tty: bool,
+        want_stdin: bool,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut sink, mut source) = ws.split();
+        if tty {
+            let msg = ws::error_status("ferrio does not serve TTY exec yet; run without a TTY");
+            let _ = sink
+                .send(Message::binary(ws::frame(ws::ERROR, msg.as_bytes())))
+                .await;
+            let _ = sink.close().await;
+            return;
+        }
+        let exec = match self.engine.exec_stream(&container, cmd, want_stdin).await {
+            Ok(e) => e,
+            Err(e) => {
+                let msg = ws::error_status(&e.to_string());
+                let _ = sink
+                    .send(Message::binary(ws::frame(ws::ERROR, msg.as_bytes())))
+                    .await;
+                let _ = sink.close().await;
+                return;
+            }
+        };
+        let last = Arc::new(AtomicI64::new(now_secs()));
+        let mut exec = exec;
+        let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(32);
+        let mut stdin = exec.child.stdin.take();
+        let pump = |mut r: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                    ch: u8,
+                    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+                    last: Arc<AtomicI64>| async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = r.read(&mut buf).await {
+                if n == 0 || tx.send(ws::frame(ch, &buf[..n])).await.is_err() {
+                    break;
+                }
+                last.store(now_secs(), Ordering::Relaxed);
+            }
+        };
+        let mut pumps = Vec::new();
+        if let Some(o) = exec.child.stdout.take() {
+            pumps.push(tokio::spawn(pump(
+                Box::new(o),
+                ws::STDOUT,
+                out_tx.clone(),
+                last.clone(),
+            )));
+        }
+        if let Some(e) = exec.child.stderr.take() {
+            pumps.push(tokio::spawn(pump(
+                Box::new(e),
+                ws::STDERR,
+                out_tx.clone(),
+                last.clone(),
+            )));
+        }
+        drop(out_tx);
+        let v5 = protocol == ws::V5;
+        // Client → process: stdin, v5's close of stdin; a client that goes away ends stdin.
+        let reader_last = last.clone();
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(msg)) = source.next().await {
+                reader_last.store(now_secs(), Ordering::Relaxed);
+                let data = match msg {
+                    Message::Binary(b) => b.to_vec(),
+                    Message::Close(_) => break,
+                    _ => continue,
+                };
+                match ws::split(&data) {
+                    Some((ws::STDIN, d)) => {
+                        if let Some(i) = stdin.as_mut() {
+                            if i.write_all(d).await.is_err() {
+                                stdin = None;
+                            }
+                        }
+                    }
+                    Some((ws::CLOSE, [ws::STDIN])) if v5 => stdin = None,
+                    _ => {}
+                }
+            }
+        });
+        let idle = self.idle_watch(last.clone());
+        tokio::pin!(idle);
+        loop {
+            tokio::select! {
+                m = out_rx.recv() => match m {
+                    Some(frame) => {
+                        if sink.send(Message::binary(frame)).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                _ = &mut idle => {
+                    tracing::info!(container = %container, "exec session idle: closing");
+                    break;
+                }
+            }
+        }
+        for p in pumps {
+            let _ = p.await;
+        }
+        let status = match exec.finish().await {
+            Ok(code) => ws::exit_status(code),
+            Err(e) => ws::error_status(&e.to_string()),
+        };
+        let _ = sink
+            .send(Message::binary(ws::frame(ws::ERROR, status.as_bytes())))
+            .await;
+        let _ = sink.close().await;
+        reader.abort();
+    }
+
+    async fn port_forward_session<S>(
+        &self,
+        ws: tokio_tungstenite::WebSocketStream<S>,
+        pod: String,
+        ports: Vec<u16>,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut sink, mut source) = ws.split();
+        let netns = self.engine.pod(&pod).and_then(|p| p.paths.net_ns.clone());
+        let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(32);
+        let mut writers: HashMap<u8, tokio::net::tcp::OwnedWriteHalf> = HashMap::new();
+        let last = Arc::new(AtomicI64::new(now_secs()));
+        for (i, port) in ports.iter().enumerate() {
+            let (data_ch, err_ch) = ((2 * i) as u8, (2 * i + 1) as u8);
+            for ch in [data_ch, err_ch] {
+                let _ = sink
+                    .send(Message::binary(ws::frame(ch, &port.to_le_bytes())))
+                    .await;
+            }
+            let port = *port;
+            let connected = match &netns {
+                // The socket is made on a fresh thread inside the pod's network namespace; it
+                // stays bound to that namespace afterwards.
+                Some(ns) => crate::sys::net::in_netns(ns, move || {
+                    std::net::TcpStream::connect(("127.0.0.1", port))
+                })
+                .and_then(|r| r),
+                None => std::net::TcpStream::connect(("127.0.0.1", port)),
+            };
+            let stream = connected
+                .and_then(|s| s.set_nonblocking(true).map(|_| s))
+                .and_then(tokio::net::TcpStream::from_std);
+            match stream {
+                Ok(s) => {
+                    let (mut r, w) = s.into_split();
+                    writers.insert(data_ch, w);
+                    let tx = out_tx.clone();
+                    let last = last.clone();
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 32 * 1024];
+                        while let Ok(n) = r.read(&mut buf).await {
+                            if n == 0 || tx.send(ws::frame(data_ch, &buf[..n])).await.is_err() {
+                                break;
+                            }
+                            last.store(now_secs(), Ordering::Relaxed);
+                        }
+                    });
+                }
+                Err(e) => {
+                    let msg = format!("connecting to port {port} in pod {pod}: {e}");
+                    let _ = sink
+                        .send(Message::binary(ws::frame(err_ch, msg.as_bytes())))
+                        .await;
+                }
+            }
+        }
+        drop(out_tx);
+        let idle = self.idle_watch(last.clone());
+        tokio::pin!(idle);
+        loop {
+            tokio::select! {
+                m = out_rx.recv() => match m {
+                    Some(f) => if sink.send(Message::binary(f)).await.is_err() { break },
+                    None => break,
+                },
+                m = source.next() => match m {
+                    Some(Ok(Message::Binary(b))) => {
+                        last.store(now_secs(), Ordering::Relaxed);
+                        if let Some((ch, d)) = ws::split(&b) {
+                            if let Some(w) = writers.get_mut(&ch) {
+                                if w.write_all(d).await.is_err() {
+                                    writers.remove(&ch);
+                                }
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                },
+                _ = &mut idle => break,
+            }
+        }
+        let _ = sink.close().await;
+    }
+}
