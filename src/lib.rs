@@ -19,5 +19,6 @@ pub mod server;
 pub mod spec;
 pub mod state;
 pub mod stats;
+pub mod streaming;
 pub mod sys;
 pub mod telemetry;
