@@ -5,9 +5,10 @@
 //! `v4.channel.k8s.io` for exec (stdin, stdout, stderr, the error channel carrying a Status
 //! with the exit code, v5's close signal) and `v4.channel.k8s.io` for port-forward (a data
 //! and an error channel per port). SPDY/3.1 upgrades are refused with a clear message until
-//! the SPDY transport is wired in; TTY exec and attach are not served yet.
+//! the SPDY transport (`spdy/`, the framing layer, done) is wired to the server; TTY exec and attach are not served yet.
 
 pub mod server;
+pub mod spdy;
 pub mod ws;
 
 pub use server::Streaming;
