@@ -1,7 +1,8 @@
 //! Runtime benchmark against any CRI v1 socket (ferrio, containerd, CRI-O, ...).
 //!
 //! Pulls the image, then N rounds of RunPodSandbox + CreateContainer + StartContainer with
-//! host-network pods (no CNI involved); keeps all N pods running while it measures the daemon's
+//! host-network pods (no CNI involved) or, with `--cni`, pods in their own network namespace
+//! (the runtime's CNI network; no port mappings); keeps all N pods running while it measures the daemon's
 //! RSS; then StopContainer (timeout 0), RemoveContainer, StopPodSandbox and RemovePodSandbox for
 //! each pod. Every RPC is timed; it prints min / median / p90 / max per RPC as a markdown table,
 //! and the RSS of the daemon (`--pid`) and of its per-container helpers (shims, monitors), idle
@@ -18,6 +19,10 @@
 //! name their pod with `-id`, ferrio's monitors name their container), plus, with
 //! `--descendants`, every descendant of the daemon. Sums of RSS count shared pages once per
 //! process; the PSS column splits shared pages between the processes that map them.
+//!
+//! With `--cni`, PodSandboxStatus (untimed) is read after each RunPodSandbox and a warning is
+//! printed when the pod has no IP or shares one with an earlier pod of the run, so a pod
+//! without a network cannot go unnoticed; the report says how many pods got an IP.
 //!
 //! If an RPC fails, the gRPC status is printed, every pod and container created so far is
 //! stopped and removed, and the exit code is 1 (3 when the runtime answered `Unimplemented`).
@@ -65,6 +70,10 @@ struct Args {
     /// Leave the pods running (no teardown) and print their IDs.
     #[arg(long)]
     keep_running: bool,
+    /// Pods get their own network namespace, set up by the runtime's CNI network (default: the
+    /// host's network). Warns about pods whose PodSandboxStatus shows no IP.
+    #[arg(long)]
+    cni: bool,
     /// The runtime handler for RunPodSandbox (empty: the runtime's default).
     #[arg(long, default_value = "")]
     runtime_handler: String,
@@ -136,6 +145,8 @@ struct Bench {
     /// What exists on the runtime right now, for the teardown and for cleanup after a failure.
     pods: Vec<Pod>,
     samples: Vec<Vec<Duration>>,
+    /// With --cni: the IP each pod got (empty: none), in order of creation.
+    pod_ips: Vec<String>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -236,6 +247,7 @@ async fn setup(args: Args, socket: &str, image: &str) -> Result<(Bench, String)>
         run_id,
         log_root,
         pods: Vec::new(),
+        pod_ips: Vec::new(),
     };
     Ok((b, image_ref))
 }
@@ -326,7 +338,11 @@ impl Bench {
                 cgroup_parent: String::new(),
                 security_context: Some(api::LinuxSandboxSecurityContext {
                     namespace_options: Some(api::NamespaceOption {
-                        network: api::NamespaceMode::Node as i32,
+                        network: if self.args.cni {
+                            api::NamespaceMode::Pod
+                        } else {
+                            api::NamespaceMode::Node
+                        } as i32,
                         pid: api::NamespaceMode::Container as i32,
                         ipc: api::NamespaceMode::Pod as i32,
                         ..Default::default()
@@ -385,6 +401,9 @@ impl Bench {
                 id: pod_id.clone(),
                 container: None,
             });
+            if self.args.cni {
+                self.check_pod_ip(i, &pod_id).await;
+            }
             let (resp, create) = timed(
                 &mut self.samples,
                 CREATE,
@@ -471,6 +490,43 @@ impl Bench {
         }
         let after = self.rss().await;
         Ok((loaded, Some(after)))
+    }
+
+    /// Untimed PodSandboxStatus: records the pod's IP and warns when it has none (or one an
+    /// earlier pod of this run has too).
+    async fn check_pod_ip(&mut self, i: usize, pod_id: &str) {
+        let status = self
+            .rt
+            .pod_sandbox_status(request(
+                api::PodSandboxStatusRequest {
+                    pod_sandbox_id: pod_id.to_string(),
+                    verbose: false,
+                },
+                self.timeout,
+            ))
+            .await;
+        let ip = match status {
+            Ok(r) => r
+                .into_inner()
+                .status
+                .and_then(|s| s.network)
+                .map(|n| n.ip)
+                .unwrap_or_default(),
+            Err(s) => {
+                eprintln!(
+                    "warning: pod bench-{i} ({pod_id}): PodSandboxStatus failed: {:?}: {}",
+                    s.code(),
+                    s.message()
+                );
+                String::new()
+            }
+        };
+        if ip.is_empty() {
+            eprintln!("warning: pod bench-{i} ({pod_id}) has no IP: its network is missing");
+        } else if let Some(j) = self.pod_ips.iter().position(|p| *p == ip) {
+            eprintln!("warning: pod bench-{i} ({pod_id}) has IP {ip}, as pod bench-{j} has");
+        }
+        self.pod_ips.push(ip);
     }
 
     /// Best effort, untimed: stop and remove whatever this run still has on the runtime.
@@ -569,7 +625,12 @@ impl Bench {
 
     fn report(&self, idle: Rss, loaded: Rss, after: Option<Rss>) {
         let n = self.args.rounds;
-        println!("\n{n} rounds, host-network pods, one `sleep 3600` container each; times in ms\n");
+        let kind = if self.args.cni {
+            "CNI-network"
+        } else {
+            "host-network"
+        };
+        println!("\n{n} rounds, {kind} pods, one `sleep 3600` container each; times in ms\n");
         println!("| RPC | min | median | p90 | max |");
         println!("|---|---:|---:|---:|---:|");
         for (name, s) in RPCS.iter().zip(&self.samples) {
@@ -584,6 +645,20 @@ impl Bench {
                 median(&v),
                 p90(&v),
                 v[v.len() - 1]
+            );
+        }
+        if self.args.cni {
+            let with_ip: Vec<&String> = self.pod_ips.iter().filter(|ip| !ip.is_empty()).collect();
+            let distinct: HashSet<&String> = with_ip.iter().copied().collect();
+            println!(
+                "\npod IPs (PodSandboxStatus): {} of {} pods had one, {} distinct{}",
+                with_ip.len(),
+                self.pod_ips.len(),
+                distinct.len(),
+                match (with_ip.first(), with_ip.last()) {
+                    (Some(a), Some(b)) => format!(" ({a} .. {b})"),
+                    _ => String::new(),
+                }
             );
         }
         let Some(pid) = self.args.pid else {

@@ -6,6 +6,15 @@
 # and then against ferrio (skipped with a note while ferrio answers Unimplemented for pods).
 # Usage: hack/bench-runtime.sh [ROUNDS]   (default 20; as root). ONLY=containerd|ferrio runs one
 # side. Prints numbers; asserts nothing. Everything lives under one temp dir, removed at the end.
+#
+# CNI=1: the pods get their own network namespace instead (`cri --cni`; no port mappings),
+# attached by both runtimes to the same network: one conflist from hack/cni-conf.sh in a temp
+# net.d (a free 10.88.<x>.0/24, its own bridge, host-local IPAM data under the temp dir; plugins
+# from /usr/lib/cni). The bench warns about pods without an IP. After each side's run this prints
+# what the network kept (IPAM allocations, veths on the bridge, netns pins, CNI result caches,
+# iptables rules naming the network) and removes it; the bridge is deleted at the end. portmap's
+# own chains (CNI-HOSTPORT-*, shared by every portmap user on the host) are left alone; a note
+# says when this run created them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-20}
@@ -22,6 +31,8 @@ work=$(mktemp -d /tmp/ferrio-bench-runtime.XXXXXX)
 # runc removes each pod's, we remove the parents if this run made them.
 k8s_cgroups_before=$(ls -d /sys/fs/cgroup/k8s.io /sys/fs/cgroup/*/k8s.io 2>/dev/null || true)
 ctrd="" fpid="" status=0
+cni=0 netd="" ipam="" netname="" bridge="" netns_before="" hostport_before=""
+case ${CNI:-0} in 0|"") ;; *) cni=1 ;; esac
 
 # Kill what a run may leave behind under $1: containers (through runc's root $2 when given),
 # helper processes whose command line names $1, mounts below $1.
@@ -44,11 +55,48 @@ sweep() {
   done
 }
 
+# CNI=1: print what the pod network still holds after a run ($1 names it) and remove it.
+net_leftovers() {
+  local who=$1 f n=0 l
+  [ $cni = 1 ] || return 0
+  for f in "$ipam/$netname"/*; do
+    [ -f "$f" ] || continue
+    case ${f##*/} in last_reserved_ip.*|lock) continue ;; esac
+    echo "$who: leftover IPAM allocation ${f##*/} (owner: $(tr '\n' ' ' < "$f"))"; rm -f "$f"; n=$((n + 1))
+  done
+  for l in $(ip -o link show master "$bridge" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
+    echo "$who: leftover veth $l on $bridge"; ip link del "$l" 2>/dev/null || true; n=$((n + 1))
+  done
+  for l in $(ip netns list 2>/dev/null | awk '{print $1}'); do
+    grep -qxF "$l" <<< "$netns_before" && continue
+    echo "$who: leftover netns $l"; ip netns delete "$l" 2>/dev/null || true; n=$((n + 1))
+  done
+  for f in /var/lib/cni/results/"$netname"-* "$work"/ferrio/cni-cache/results/*; do
+    [ -e "$f" ] || continue
+    echo "$who: leftover CNI result cache $f"; rm -f "$f"; n=$((n + 1))
+  done
+  local t rule
+  for t in nat filter; do
+    while read -r rule; do
+      [ -n "$rule" ] || continue
+      echo "$who: leftover iptables -t $t $rule"; n=$((n + 1))
+      eval "iptables -t $t ${rule/#-A/-D}" 2>/dev/null || true
+    done < <(iptables-save -t "$t" 2>/dev/null | grep -F -- "$netname" | grep '^-A' || true)
+  done
+  [ $n -eq 0 ] && echo "$who: no network leftovers (IPAM, veths, netns, CNI caches, iptables)"
+  return 0
+}
+
 cleanup() {
-  if [ -n "$ctrd" ]; then kill "$ctrd" 2>/dev/null; wait "$ctrd" 2>/dev/null || true; fi
-  if [ -n "$fpid" ]; then kill "$fpid" 2>/dev/null; wait "$fpid" 2>/dev/null || true; fi
+  set +e # runs to the end whatever fails (a daemon that never started, say)
+  if [ -n "$ctrd" ]; then kill "$ctrd" 2>/dev/null; wait "$ctrd" 2>/dev/null; fi
+  if [ -n "$fpid" ]; then kill "$fpid" 2>/dev/null; wait "$fpid" 2>/dev/null; fi
   sweep "$work/containerd" "$work/containerd/runc/k8s.io"
   sweep "$work/ferrio"
+  if [ $cni = 1 ] && [ -n "$bridge" ]; then
+    net_leftovers cleanup | grep -v 'no network leftovers' >&2
+    ip link del "$bridge" 2>/dev/null || true
+  fi
   hack/registry.sh stop "$work/registry"
   rm -rf "$work"
 }
@@ -70,12 +118,31 @@ wait_socket() { # wait_socket PATH PID
   return 1
 }
 
+bench_args=()
+if [ $cni = 1 ]; then
+  for _ in $(seq 50); do
+    subnet="10.88.$(( 100 + RANDOM % 100 )).0/24"
+    [ -z "$(ip route show to match "${subnet%/*}" | grep -v '^default' || true)" ] && break
+    subnet=""
+  done
+  [ -n "$subnet" ] || { echo "no free 10.88.x.0/24 subnet" >&2; exit 1; }
+  netd=$work/net.d ipam=$work/ipam
+  conf=$(hack/cni-conf.sh "$netd" "$subnet" "ferrio-bench-$$" "$ipam")
+  netname=$(jq -r .name "$conf") bridge=$(jq -r '.plugins[0].bridge' "$conf")
+  netns_before=$(ip netns list 2>/dev/null | awk '{print $1}')
+  hostport_before=$(iptables-save -t nat 2>/dev/null | grep -c '^:CNI-HOSTPORT-' || true)
+  bench_args=(--cni)
+fi
+
 echo "host: $(nproc) CPUs, kernel $(uname -r), $(runc --version | head -1), bench: $N rounds"
+[ $cni = 1 ] && echo "network: CNI $netname, $subnet on bridge $bridge ($conf)"
 
 run_containerd() {
   local d=$work/containerd rc=0
   local cri='plugins."io.containerd.grpc.v1.cri"'
-  mkdir -p "$d/cni"
+  local conf_dir=$d/cni
+  [ $cni = 1 ] && conf_dir=$netd
+  mkdir -p "$d" "$conf_dir"
   cat > "$d/config.toml" <<TOML
 version = 2
 root = "$d/root"
@@ -102,22 +169,24 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         SystemdCgroup = false
   [$cri.cni]
     bin_dir = "/usr/lib/cni"
-    conf_dir = "$d/cni"
+    conf_dir = "$conf_dir"
   [$cri.registry.mirrors."127.0.0.1:$port"]
     endpoint = ["http://127.0.0.1:$port"]
 TOML
   containerd --config "$d/config.toml" > "$d/containerd.log" 2>&1 &
   ctrd=$!
   if ! wait_socket "$d/containerd.sock" "$ctrd"; then
-    echo "containerd did not start:" >&2; tail -20 "$d/containerd.log" >&2; return 1
+    echo "containerd did not start:" >&2; tail -20 "$d/containerd.log" >&2
+    kill "$ctrd" 2>/dev/null; wait "$ctrd" 2>/dev/null; ctrd=""; return 1
   fi
   echo
   echo "## containerd $(containerd --version | awk '{print $3}') (CRI plugin, runc, cgroupfs)"
   # Helpers: containerd-shim-runc-v2, one per pod, re-parented to init; each names its pod.
   "$bench" --socket "$d/containerd.sock" --image "$image" --rounds "$N" --pid "$ctrd" \
-    --helper containerd-shim-runc-v2 --helper "$d/containerd.sock" || rc=$?
+    --helper containerd-shim-runc-v2 --helper "$d/containerd.sock" "${bench_args[@]}" || rc=$?
   if [ $rc -ne 0 ]; then echo "containerd: bench failed ($rc); log:" >&2; tail -30 "$d/containerd.log" >&2; fi
   kill "$ctrd"; wait "$ctrd" 2>/dev/null || true; ctrd=""
+  net_leftovers containerd
   sweep "$d" "$d/runc/k8s.io"
   local c
   for c in /sys/fs/cgroup/k8s.io /sys/fs/cgroup/*/k8s.io; do
@@ -130,11 +199,16 @@ run_ferrio() {
   local d=$work/ferrio rc=0
   mkdir -p "$d"
   printf '[image]\ninsecure_registries = ["127.0.0.1:%s"]\n' "$port" > "$d/ferrio.toml"
+  if [ $cni = 1 ]; then
+    printf '[network]\nnetwork_dir = "%s"\nplugin_dirs = ["/usr/lib/cni"]\ncache_dir = "%s"\n' \
+      "$netd" "$d/cni-cache" >> "$d/ferrio.toml"
+  fi
   "$target/release/ferrio" --config "$d/ferrio.toml" --root "$d/root" --run-root "$d/run" \
     --log-level warn serve 2> "$d/ferrio.log" &
   fpid=$!
   if ! wait_socket "$d/run/ferrio.sock" "$fpid"; then
-    echo "ferrio did not start:" >&2; tail -20 "$d/ferrio.log" >&2; return 1
+    echo "ferrio did not start:" >&2; cat "$d/ferrio.log" >&2
+    kill "$fpid" 2>/dev/null; wait "$fpid" 2>/dev/null; fpid=""; return 1
   fi
   echo
   local v; v=$("$target/release/ferrio" version)
@@ -142,17 +216,22 @@ run_ferrio() {
   # Helpers: `ferrio __monitor <container-id>` (and any other ferrio process naming a pod or
   # container of the run).
   "$bench" --socket "$d/run/ferrio.sock" --image "$image" --rounds "$N" --pid "$fpid" \
-    --helper ferrio || rc=$?
+    --helper ferrio "${bench_args[@]}" || rc=$?
   case $rc in
     0) ;;
     3) echo "ferrio answers Unimplemented for pods (the runtime core has not landed): skipped"; rc=0 ;;
-    *) echo "ferrio: bench failed ($rc); log:" >&2; tail -30 "$d/ferrio.log" >&2 ;;
+    *) echo "ferrio: bench failed ($rc); log ($d/ferrio.log):" >&2; cat "$d/ferrio.log" >&2 ;;
   esac
   kill "$fpid"; wait "$fpid" 2>/dev/null || true; fpid=""
+  net_leftovers ferrio
   sweep "$d"
   return $rc
 }
 
 case ${ONLY:-} in containerd|"") run_containerd || status=1 ;; esac
 case ${ONLY:-} in ferrio|"") run_ferrio || status=1 ;; esac
+if [ $cni = 1 ] && [ "$hostport_before" = 0 ] &&
+  iptables-save -t nat 2>/dev/null | grep -q '^:CNI-HOSTPORT-'; then
+  echo "note: portmap created its shared nat chains CNI-HOSTPORT-* (left in place)"
+fi
 exit $status
