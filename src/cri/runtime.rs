@@ -572,7 +572,7 @@ impl RuntimeService for Runtime {
         }
         let url = self
             .streaming
-            .exec_url(&r.container_id, r.cmd, r.tty, r.stdin)?;
+            .exec_url(&r.container_id, r.cmd, r.tty, (r.stdin, r.stdout, r.stderr))?;
         Ok(Response::new(api::ExecResponse { url }))
     }
 

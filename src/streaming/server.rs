@@ -23,6 +23,8 @@ pub enum Pending {
         cmd: Vec<String>,
         tty: bool,
         stdin: bool,
+        stdout: bool,
+        stderr: bool,
     },
     PortForward {
         pod: String,
@@ -116,7 +118,7 @@ impl Streaming {
         container: &str,
         cmd: Vec<String>,
         tty: bool,
-        stdin: bool,
+        (stdin, stdout, stderr): (bool, bool, bool),
     ) -> Result<String, EngineError> {
         if cmd.is_empty() {
             return Err(EngineError::invalid("cmd is required"));
@@ -129,6 +131,8 @@ impl Streaming {
                 cmd,
                 tty,
                 stdin,
+                stdout,
+                stderr,
             },
         ))
     }
@@ -157,11 +161,8 @@ impl Streaming {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
-        if upgrade.starts_with("spdy") {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                "ferrio serves streaming over WebSocket (v5/v4.channel.k8s.io) only so far; SPDY/3.1 is not served yet",
-            );
+        if upgrade.starts_with("spdy/3.1") {
+            return self.spdy_upgrade(req, token);
         }
         if upgrade != "websocket" {
             return plain(StatusCode::BAD_REQUEST, "a WebSocket upgrade is required");
@@ -219,6 +220,7 @@ impl Streaming {
                     cmd,
                     tty,
                     stdin,
+                    ..
                 } => {
                     server
                         .exec_session(ws, &proto2, container, cmd, tty, stdin)
@@ -475,5 +477,236 @@ impl Streaming {
             }
         }
         let _ = sink.close().await;
+    }
+}
+
+/// remotecommand protocols served over SPDY, best first; v4 and v5 put a Status JSON on the
+/// error stream, v2 and v3 a plain message (only on failure).
+const SPDY_EXEC: [&str; 4] = [ws::V5, ws::V4, "v3.channel.k8s.io", "v2.channel.k8s.io"];
+const SPDY_PORT_FORWARD: [&str; 1] = ["portforward.k8s.io"];
+
+impl Streaming {
+    /// The HTTP/1.1 `Upgrade: SPDY/3.1` answer with `X-Stream-Protocol-Version` negotiation;
+    /// the session then runs on the upgraded socket.
+    fn spdy_upgrade(self: &Arc<Self>, req: Request<hyper::body::Incoming>, token: &str) -> Response<Body> {
+        let Some(pending) = self.take(token) else {
+            return plain(StatusCode::NOT_FOUND, "unknown, used or expired token");
+        };
+        let served: &[&str] = match pending {
+            Pending::Exec { .. } => &SPDY_EXEC,
+            Pending::PortForward { .. } => &SPDY_PORT_FORWARD,
+        };
+        // Clients list the versions they speak in preference order, in one or more headers.
+        let offered: Vec<String> = req
+            .headers()
+            .get_all("x-stream-protocol-version")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
+            .collect();
+        let chosen = offered.iter().find_map(|o| served.iter().find(|s| *s == o).copied());
+        let Some(protocol) = chosen.or(if offered.is_empty() { served.last().copied() } else { None }) else {
+            return plain(StatusCode::FORBIDDEN, format!("no served protocol among {offered:?}; ferrio serves {served:?}"));
+        };
+        let server = self.clone();
+        tokio::spawn(async move {
+            let upgraded = match hyper::upgrade::on(req).await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::debug!(error = %e, "SPDY upgrade failed");
+                    return;
+                }
+            };
+            let (conn, acceptor) = super::spdy::conn::SpdyConn::new(
+                hyper_util::rt::TokioIo::new(upgraded),
+                super::spdy::conn::Config::kubernetes(),
+            );
+            let handle = conn.handle();
+            let driver = tokio::spawn(async move {
+                if let Err(e) = conn.run().await {
+                    tracing::debug!(error = %e, "SPDY session ended with an error");
+                }
+            });
+            match pending {
+                Pending::Exec { container, cmd, tty, stdin, stdout, stderr } => {
+                    server
+                        .spdy_exec(acceptor, protocol, container, cmd, tty, (stdin, stdout, stderr))
+                        .await
+                }
+                Pending::PortForward { pod, .. } => server.spdy_port_forward(acceptor, pod).await,
+            }
+            handle.close();
+            let _ = driver.await;
+        });
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = r.headers_mut();
+        h.insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("Upgrade"));
+        h.insert(hyper::header::UPGRADE, hyper::header::HeaderValue::from_static("SPDY/3.1"));
+        h.insert("x-stream-protocol-version", hyper::header::HeaderValue::from_static(protocol));
+        r
+    }
+
+    async fn spdy_exec(
+        &self,
+        mut acceptor: super::spdy::conn::StreamAcceptor,
+        protocol: &str,
+        container: String,
+        cmd: Vec<String>,
+        tty: bool,
+        (want_in, want_out, want_err): (bool, bool, bool),
+    ) {
+        use super::spdy::conn::SpdyStream;
+        // The client opens an error stream and one per requested stdio (resize with a TTY).
+        let (mut error, mut stdin, mut stdout, mut stderr): (Option<SpdyStream>, Option<SpdyStream>, Option<SpdyStream>, Option<SpdyStream>) =
+            (None, None, None, None);
+        let complete = |e: &Option<SpdyStream>, i: &Option<SpdyStream>, o: &Option<SpdyStream>, r: &Option<SpdyStream>| {
+            e.is_some() && (i.is_some() || !want_in) && (o.is_some() || !want_out) && (r.is_some() || !want_err || tty)
+        };
+        let deadline = tokio::time::sleep(Duration::from_secs(30));
+        tokio::pin!(deadline);
+        while !complete(&error, &stdin, &stdout, &stderr) {
+            tokio::select! {
+                s = acceptor.accept() => match s {
+                    Some(s) => match s.headers().get("streamtype").unwrap_or("") {
+                        "error" => error = Some(s),
+                        "stdin" => stdin = Some(s),
+                        "stdout" => stdout = Some(s),
+                        "stderr" => stderr = Some(s),
+                        _ => {} // resize: no TTY is served; dropped
+                    },
+                    None => return,
+                },
+                _ = &mut deadline => {
+                    tracing::info!(container = %container, "SPDY exec: the client did not open its streams in 30 s");
+                    return;
+                }
+            }
+        }
+        let Some(mut error) = error else { return };
+        let status_json = protocol == ws::V5 || protocol == ws::V4;
+        let fail = |msg: String| if status_json { ws::error_status(&msg) } else { msg };
+        if tty {
+            let _ = error.write_all(fail("ferrio does not serve TTY exec yet; run without a TTY".into()).as_bytes()).await;
+            let _ = error.shutdown().await;
+            return;
+        }
+        let mut exec = match self.engine.exec_stream(&container, cmd, stdin.is_some()).await {
+            Ok(e) => e,
+            Err(e) => {
+                let _ = error.write_all(fail(e.to_string()).as_bytes()).await;
+                let _ = error.shutdown().await;
+                return;
+            }
+        };
+        let mut tasks = Vec::new();
+        if let (Some(mut from), Some(mut to)) = (stdin.take(), exec.child.stdin.take()) {
+            tasks.push(tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from, &mut to).await;
+                // EOF from the client closes the process's stdin.
+                drop(to);
+                drop(from);
+            }));
+        }
+        let mut outs = Vec::new();
+        if let Some(mut r) = exec.child.stdout.take() {
+            let w = stdout.take();
+            outs.push(tokio::spawn(async move {
+                match w {
+                    Some(mut w) => {
+                        let _ = tokio::io::copy(&mut r, &mut w).await;
+                        let _ = w.shutdown().await;
+                    }
+                    None => {
+                        let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
+                    }
+                }
+            }));
+        }
+        if let Some(mut r) = exec.child.stderr.take() {
+            let w = stderr.take();
+            outs.push(tokio::spawn(async move {
+                match w {
+                    Some(mut w) => {
+                        let _ = tokio::io::copy(&mut r, &mut w).await;
+                        let _ = w.shutdown().await;
+                    }
+                    None => {
+                        let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
+                    }
+                }
+            }));
+        }
+        for o in outs {
+            let _ = o.await;
+        }
+        let report = match exec.finish().await {
+            Ok(code) if status_json => Some(ws::exit_status(code)),
+            Ok(0) => None,
+            Ok(code) => Some(format!("command terminated with non-zero exit code: {code}")),
+            Err(e) => Some(fail(e.to_string())),
+        };
+        if let Some(r) = report {
+            let _ = error.write_all(r.as_bytes()).await;
+        }
+        let _ = error.shutdown().await;
+        for t in tasks {
+            t.abort();
+        }
+    }
+
+    async fn spdy_port_forward(&self, mut acceptor: super::spdy::conn::StreamAcceptor, pod: String) {
+        use super::spdy::conn::SpdyStream;
+        let netns = self.engine.pod(&pod).and_then(|p| p.paths.net_ns.clone());
+        // Streams come in pairs (error, data) sharing a request id.
+        let mut errors: HashMap<String, SpdyStream> = HashMap::new();
+        while let Some(s) = acceptor.accept().await {
+            let kind = s.headers().get("streamtype").unwrap_or("").to_string();
+            let req_id = s.headers().get("requestid").unwrap_or("").to_string();
+            let port: Option<u16> = s.headers().get("port").and_then(|p| p.parse().ok()).filter(|p| *p > 0);
+            match kind.as_str() {
+                "error" => {
+                    errors.insert(req_id, s);
+                }
+                "data" => {
+                    let mut err_stream = errors.remove(&req_id);
+                    let Some(port) = port else {
+                        if let Some(mut e) = err_stream {
+                            let _ = e.write_all(b"invalid port header").await;
+                            let _ = e.shutdown().await;
+                        }
+                        continue;
+                    };
+                    let netns = netns.clone();
+                    let pod = pod.clone();
+                    tokio::spawn(async move {
+                        let connected = match &netns {
+                            Some(ns) => crate::sys::net::in_netns(ns, move || std::net::TcpStream::connect(("127.0.0.1", port)))
+                                .and_then(|r| r),
+                            None => std::net::TcpStream::connect(("127.0.0.1", port)),
+                        }
+                        .and_then(|s| s.set_nonblocking(true).map(|_| s))
+                        .and_then(tokio::net::TcpStream::from_std);
+                        let mut data = s;
+                        match connected {
+                            Ok(mut tcp) => {
+                                let _ = tokio::io::copy_bidirectional(&mut data, &mut tcp).await;
+                            }
+                            Err(e) => {
+                                if let Some(e2) = err_stream.as_mut() {
+                                    let msg = format!("connecting to port {port} in pod {pod}: {e}");
+                                    let _ = e2.write_all(msg.as_bytes()).await;
+                                }
+                            }
+                        }
+                        let _ = data.shutdown().await;
+                        if let Some(mut e) = err_stream {
+                            let _ = e.shutdown().await;
+                        }
+                    });
+                }
+                _ => s.reset(super::spdy::frame::RstStatus::RefusedStream),
+            }
+        }
     }
 }

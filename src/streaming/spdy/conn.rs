@@ -36,7 +36,8 @@ use super::frame::{
     SETTINGS_MAX_CONCURRENT_STREAMS,
 };
 use super::header::{HeaderDecoder, HeaderEncoder, Headers};
-use super::{Config, Error, DEFAULT_WINDOW, MAX_WINDOW};
+pub use super::Config;
+use super::{Error, DEFAULT_WINDOW, MAX_WINDOW};
 
 /// How long the driver keeps writing (GOAWAY, queued data) after the reading side has ended.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
