@@ -5,6 +5,7 @@
 //! `DeadlineExceeded`, which [`deadline::Deadline`] returns (and it cancels the handler).
 
 mod deadline;
+mod metrics;
 mod socket;
 
 use crate::config::Config;
@@ -96,8 +97,19 @@ pub async fn serve_until(
         cfg.api.grpc_max_recv_msg_size,
         cfg.api.grpc_max_send_msg_size,
     );
+    let metrics = cfg.metrics.enable.then(|| {
+        crate::metrics::Metrics::new(Arc::new(crate::metrics::DaemonSource {
+            engine: engine.clone(),
+            images: images.clone(),
+        }))
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics_task = match &metrics {
+        Some(m) => Some(metrics::serve(cfg.metrics.address, m.clone(), stop_rx).await?),
+        None => None,
+    };
     let routes = tonic::service::Routes::new(
-        RuntimeServiceServer::new(Runtime::new(cfg.clone(), engine))
+        RuntimeServiceServer::new(Runtime::new(cfg.clone(), engine.clone()))
             .max_decoding_message_size(recv)
             .max_encoding_message_size(send),
     )
@@ -106,9 +118,9 @@ pub async fn serve_until(
             .max_decoding_message_size(recv)
             .max_encoding_message_size(send),
     )
-    .add_service(AdminServer::new(AdminApi::new(images.clone())))
+    .add_service(AdminServer::new(AdminApi::new(images.clone(), engine)))
     .prepare();
-    let service = deadline::Deadline::new(routes);
+    let service = deadline::Deadline::new(routes, metrics);
 
     let listener = socket::bind(&socket_path)?;
     tracing::info!(
@@ -146,6 +158,10 @@ pub async fn serve_until(
     }
     drop(listener);
     socket::remove(&socket_path);
+    let _ = stop_tx.send(true);
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     let grace = Duration::from_secs(cfg.api.shutdown_timeout);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
