@@ -12,6 +12,7 @@ pub mod cri;
 pub mod engine;
 pub mod error;
 pub mod image;
+pub mod metrics;
 pub mod monitor;
 pub mod network;
 pub mod runtime;

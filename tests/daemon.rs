@@ -183,7 +183,7 @@ async fn runtime_service_version_status_config_and_unimplemented() {
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "an empty ID");
     let e = rt
-        .get_container_events(api::GetEventsRequest::default())
+        .checkpoint_container(api::CheckpointContainerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);

@@ -1,4 +1,7 @@
-//! The `ferrio` command line: `serve` (the default), `config`, `version`, `image import`.
+//! The `ferrio` command line: `serve` (the default), `config`, `version`, `image …`, `run`,
+//! `status` (see `status.rs`).
+
+pub mod status;
 
 use crate::config::Config;
 use anyhow::{bail, Context, Result};
@@ -62,6 +65,12 @@ pub enum Command {
         /// The command and its arguments
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
+    },
+    /// What the running daemon is doing: conditions, handlers, pod and container counts;
+    /// `status config`, `status containers [ID]`
+    Status {
+        #[command(subcommand)]
+        what: Option<status::StatusCommand>,
     },
 }
 
@@ -187,6 +196,14 @@ pub fn run(cli: Cli) -> Result<()> {
                 "CRI API: {} (k8s.io/cri-api v0.37.0-beta.0)",
                 crate::cri::runtime::CRI_VERSION
             );
+            Ok(())
+        }
+        Command::Status { what } => {
+            let cfg = cli.global.load_config()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            print!("{}", rt.block_on(status::run(&cfg, what))?);
             Ok(())
         }
         Command::Run {

@@ -49,6 +49,17 @@ pub struct Config {
     pub image: ImageConfig,
     pub streaming: StreamingConfig,
     pub network: NetworkConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus metrics endpoint (`GET /metrics`), off by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve the metrics at all.
+    pub enable: bool,
+    /// TCP address (`host:port`) of the HTTP endpoint.
+    pub address: std::net::SocketAddr,
 }
 
 /// CNI pod networking.
@@ -226,6 +237,10 @@ impl Default for Config {
                 cache_dir: PathBuf::new(),
                 plugin_timeout: 60,
             },
+            metrics: MetricsConfig {
+                enable: false,
+                address: std::net::SocketAddr::from(([127, 0, 0, 1], 9090)),
+            },
         }
     }
 }
@@ -248,6 +263,11 @@ impl Default for ImageConfig {
 impl Default for NetworkConfig {
     fn default() -> Self {
         Config::default().network
+    }
+}
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Config::default().metrics
     }
 }
 
@@ -526,6 +546,21 @@ mod tests {
             msg.contains("x.toml") && msg.contains("listen_addr"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn metrics_off_by_default_and_configurable() {
+        let cfg = Config::from_toml("").unwrap();
+        assert!(!cfg.metrics.enable);
+        assert_eq!(cfg.metrics.address.to_string(), "127.0.0.1:9090");
+        let cfg =
+            Config::from_toml("[metrics]\nenable = true\naddress = \"[::1]:9191\"\n").unwrap();
+        assert!(cfg.metrics.enable);
+        assert_eq!(cfg.metrics.address.to_string(), "[::1]:9191");
+        let err = Config::from_toml("[metrics]\naddress = \"localhost\"\n").unwrap_err();
+        assert!(err.to_string().contains("address"), "{err}");
+        let err = Config::from_toml("[metrics]\nport = 1\n").unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
     }
 
     #[test]

@@ -103,6 +103,12 @@ default_network = {default_network}
 cache_dir = {cache_dir}
 # Seconds one CNI plugin may run before it is killed.
 plugin_timeout = {plugin_timeout}
+
+[metrics]
+# Prometheus metrics (ferrio_*) over HTTP at GET /metrics. Off by default.
+enable = {metrics_enable}
+# The TCP address ("host:port") the metrics endpoint listens on.
+address = {metrics_address}
 "#,
         default_runtime = toml_str(&c.runtime.default_runtime),
         cgroup_parent = toml_str(&c.runtime.default_cgroup_parent),
@@ -162,5 +168,7 @@ plugin_timeout = {plugin_timeout}
         default_network = toml_str(&c.network.default_network),
         cache_dir = s(&c.network.cache_dir),
         plugin_timeout = c.network.plugin_timeout,
+        metrics_enable = c.metrics.enable,
+        metrics_address = toml_str(&c.metrics.address.to_string()),
     )
 }

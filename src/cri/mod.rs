@@ -5,6 +5,7 @@ pub mod admin;
 pub mod convert;
 pub mod error;
 pub mod image;
+pub mod metrics;
 pub mod runtime;
 pub mod stats;
 

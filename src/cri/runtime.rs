@@ -1,7 +1,6 @@
 //! RuntimeService: pods, containers, ExecSync, and the runtime's status. Each handler is thin:
 //! convert the request, call the engine, convert the answer. RPCs of later milestones
-//! (streaming, stats, events, metrics, checkpoint) answer `Unimplemented` (the generated
-//! defaults).
+//! (streaming, checkpoint) answer `Unimplemented` (the generated defaults).
 
 use super::api::{self, runtime_service_server::RuntimeService};
 use super::convert;
@@ -570,9 +569,12 @@ impl RuntimeService for Runtime {
                 "one of stdin, stdout and stderr must be set",
             ));
         }
-        let url = self
-            .streaming
-            .exec_url(&r.container_id, r.cmd, r.tty, (r.stdin, r.stdout, r.stderr))?;
+        let url = self.streaming.exec_url(
+            &r.container_id,
+            r.cmd,
+            r.tty,
+            (r.stdin, r.stdout, r.stderr),
+        )?;
         Ok(Response::new(api::ExecResponse { url }))
     }
 
@@ -583,6 +585,41 @@ impl RuntimeService for Runtime {
         let r = req.into_inner();
         let url = self.streaming.port_forward_url(&r.pod_sandbox_id, r.port)?;
         Ok(Response::new(api::PortForwardResponse { url }))
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _req: Request<api::ListMetricDescriptorsRequest>,
+    ) -> Result<Response<api::ListMetricDescriptorsResponse>, Status> {
+        Ok(Response::new(api::ListMetricDescriptorsResponse {
+            descriptors: super::metrics::descriptors(),
+        }))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _req: Request<api::ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<api::ListPodSandboxMetricsResponse>, Status> {
+        let usage = self.engine.pod_usage(|_| true).await?;
+        Ok(Response::new(api::ListPodSandboxMetricsResponse {
+            pod_metrics: usage.iter().map(super::metrics::pod_metrics).collect(),
+        }))
+    }
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _req: Request<api::StreamPodSandboxMetricsRequest>,
+    ) -> Result<Response<BoxStream<api::StreamPodSandboxMetricsResponse>>, Status> {
+        let usage = self.engine.pod_usage(|_| true).await?;
+        let chunks: Vec<Result<api::StreamPodSandboxMetricsResponse, Status>> = usage
+            .chunks(STREAM_CHUNK)
+            .map(|c| {
+                Ok(api::StreamPodSandboxMetricsResponse {
+                    pod_sandbox_metrics: c.iter().map(super::metrics::pod_metrics).collect(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 }
 

@@ -702,10 +702,35 @@ impl Engine {
                 crate::state::read_json::<ExitInfo>(&self.ctr_run_dir(id).join("exit"))
             {
                 self.apply_exit(&mut rec, &exit);
+                // Two callers may apply the same exit file at once: only the one that moves the
+                // in-memory record to Exited counts it.
+                let first = {
+                    let mut map = self.containers.write().unwrap_or_else(|e| e.into_inner());
+                    match map.get_mut(id) {
+                        Some(c) => {
+                            let live = matches!(
+                                c.state,
+                                ContainerState::Created | ContainerState::Running
+                            );
+                            *c = rec.clone();
+                            live
+                        }
+                        None => false,
+                    }
+                };
+                if first && exit.oom_killed {
+                    self.oom_kills
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 let _ = self.save_container(&rec);
             }
         }
         Some(rec)
+    }
+
+    /// Containers whose exit the monitor recorded as an OOM kill, since the daemon started.
+    pub fn oom_kills(&self) -> u64 {
+        self.oom_kills.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn apply_exit(&self, rec: &mut ContainerRecord, exit: &ExitInfo) {

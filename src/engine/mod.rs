@@ -7,6 +7,7 @@
 //! and mount work runs on `spawn_blocking`.
 
 pub mod container;
+pub mod debug;
 pub mod error;
 pub mod events;
 pub mod pod;
@@ -112,6 +113,8 @@ pub struct Engine {
     /// Container lifecycle events, to every GetContainerEvents subscriber.
     events: tokio::sync::broadcast::Sender<events::Event>,
     events_dropped: std::sync::atomic::AtomicU64,
+    /// Container exits the monitor recorded as OOM kills, since the daemon started.
+    oom_kills: std::sync::atomic::AtomicU64,
 }
 
 /// Random 64-hex IDs, as CRI runtimes use.
@@ -329,6 +332,7 @@ impl Engine {
                 .map_err(|e| EngineError::new(crate::error::ErrorKind::kind(&e), e.to_string()))?,
             events: tokio::sync::broadcast::channel(events::CAPACITY).0,
             events_dropped: std::sync::atomic::AtomicU64::new(0),
+            oom_kills: std::sync::atomic::AtomicU64::new(0),
         });
         if !engine.lsm.apparmor && !engine.lsm.selinux {
             tracing::info!("this host enforces neither AppArmor nor SELinux: those fields of container security contexts are ignored");

@@ -27,6 +27,7 @@ use registries::RegistriesConf;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +41,28 @@ pub struct Images {
     /// cancellation), the pull itself is dropped and cancelled.
     inflight: Mutex<HashMap<String, WeakShared<PullResult>>>,
     import_dir: PathBuf,
+}
+
+/// What image pulls did since the daemon started (read by the metrics endpoint).
+#[derive(Debug, Default)]
+pub struct PullCounters {
+    /// PullImage calls that returned an image (a caller joining another's pull counts too).
+    pub succeeded: AtomicU64,
+    /// PullImage calls that failed (cancelled ones count neither way).
+    pub failed: AtomicU64,
+    /// Layer blob bytes received from registries, failed pulls included.
+    pub bytes: AtomicU64,
+    /// Layers already in the store, not downloaded again.
+    pub layers_reused: AtomicU64,
+}
+
+/// A snapshot of [`PullCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PullCounts {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub bytes: u64,
+    pub layers_reused: u64,
 }
 
 /// Used bytes and inodes of the image store.
@@ -90,6 +113,7 @@ impl Images {
             downloads: Arc::new(tokio::sync::Semaphore::new(
                 cfg.image.max_concurrent_downloads,
             )),
+            counters: Arc::default(),
         };
         Ok(Arc::new(Images {
             store,
@@ -97,6 +121,17 @@ impl Images {
             inflight: Mutex::new(HashMap::new()),
             import_dir: cfg.import_dir(),
         }))
+    }
+
+    /// What pulls did since the daemon started.
+    pub fn pull_counts(&self) -> PullCounts {
+        let c = &self.puller.counters;
+        PullCounts {
+            succeeded: c.succeeded.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+            layers_reused: c.layers_reused.load(Ordering::Relaxed),
+        }
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -132,6 +167,11 @@ impl Images {
             }
         };
         let result = fut.await;
+        let counter = match &result {
+            Ok(_) => &self.puller.counters.succeeded,
+            Err(_) => &self.puller.counters.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         if inflight
             .get(&key)

@@ -17,6 +17,7 @@ use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -34,6 +35,8 @@ pub struct Puller {
     pub stall: Option<Duration>,
     /// Layer downloads in flight, across all pulls.
     pub downloads: Arc<Semaphore>,
+    /// Bytes downloaded and layers reused, for the metrics.
+    pub counters: Arc<super::PullCounters>,
 }
 
 /// One endpoint that answered, with what is needed to fetch the rest from it.
@@ -301,6 +304,7 @@ impl Puller {
         };
         if store.layer_exists(chain) {
             tracing::debug!(image = %name, layer = %desc.digest, "layer already stored, reused");
+            self.counters.layers_reused.fetch_add(1, Relaxed);
             return Ok(record(
                 desc.digest.clone(),
                 desc.size,
@@ -363,6 +367,7 @@ impl Puller {
                 }
             };
             received += chunk.len() as u64;
+            self.counters.bytes.fetch_add(chunk.len() as u64, Relaxed);
             if received > desc.size {
                 failed = Some(ImageError::SizeMismatch {
                     what: format!("layer {} of {name}", desc.digest),

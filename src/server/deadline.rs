@@ -1,10 +1,12 @@
 //! A tower layer that enforces the client's `grpc-timeout`: when it expires, the handler's future
 //! is dropped (cancelling its work) and the client gets `DeadlineExceeded`. It also gives every
-//! RPC a tracing span with its method.
+//! RPC a tracing span with its method, and records each RPC in the metrics when they are on.
 
+use crate::metrics::Metrics;
 use futures::future::BoxFuture;
 use http::{HeaderMap, Request, Response};
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tracing::Instrument;
@@ -12,12 +14,22 @@ use tracing::Instrument;
 #[derive(Clone)]
 pub struct Deadline<S> {
     inner: S,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl<S> Deadline<S> {
-    pub fn new(inner: S) -> Self {
-        Deadline { inner }
+    pub fn new(inner: S, metrics: Option<Arc<Metrics>>) -> Self {
+        Deadline { inner, metrics }
     }
+}
+
+/// The gRPC status of a response, as far as its headers tell: an error answered at once
+/// (tonic's trailers-only form) carries `grpc-status` there; a success carries it in the
+/// trailers, so no header means OK.
+fn status_code<B>(res: &Response<B>) -> tonic::Code {
+    res.headers()
+        .get("grpc-status")
+        .map_or(tonic::Code::Ok, |v| tonic::Code::from_bytes(v.as_bytes()))
 }
 
 /// Parses a `grpc-timeout` header: up to 8 digits and a unit (H, M, S, m, u, n).
@@ -59,6 +71,7 @@ where
         let timeout = parse_grpc_timeout(req.headers());
         let method = req.uri().path().to_string();
         let span = tracing::info_span!("rpc", method = %method);
+        let metrics = self.metrics.clone();
         let fut = self.inner.call(req);
         Box::pin(
             async move {
@@ -76,10 +89,11 @@ where
                         }
                     },
                 };
-                tracing::debug!(
-                    elapsed_us = started.elapsed().as_micros() as u64,
-                    "rpc done"
-                );
+                let elapsed = started.elapsed();
+                tracing::debug!(elapsed_us = elapsed.as_micros() as u64, "rpc done");
+                if let (Some(m), Ok(r)) = (&metrics, &res) {
+                    m.observe_rpc(&method, status_code(r), elapsed);
+                }
                 res
             }
             .instrument(span),
@@ -90,6 +104,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_code_from_headers() {
+        let ok = Response::new(());
+        assert_eq!(status_code(&ok), tonic::Code::Ok);
+        let err = tonic::Status::not_found("x").into_http::<()>();
+        assert_eq!(status_code(&err), tonic::Code::NotFound);
+    }
 
     #[test]
     fn grpc_timeout_units() {

@@ -5,6 +5,7 @@
 //! `DeadlineExceeded`, which [`deadline::Deadline`] returns (and it cancels the handler).
 
 mod deadline;
+mod metrics;
 mod socket;
 
 use crate::config::Config;
@@ -96,6 +97,17 @@ pub async fn serve_until(
         cfg.api.grpc_max_recv_msg_size,
         cfg.api.grpc_max_send_msg_size,
     );
+    let metrics = cfg.metrics.enable.then(|| {
+        crate::metrics::Metrics::new(Arc::new(crate::metrics::DaemonSource {
+            engine: engine.clone(),
+            images: images.clone(),
+        }))
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics_task = match &metrics {
+        Some(m) => Some(metrics::serve(cfg.metrics.address, m.clone(), stop_rx).await?),
+        None => None,
+    };
     let streaming = crate::streaming::Streaming::start(&cfg.streaming, engine.clone())
         .await
         .map_err(io(format!(
@@ -103,7 +115,7 @@ pub async fn serve_until(
             cfg.streaming.address, cfg.streaming.port
         )))?;
     let routes = tonic::service::Routes::new(
-        RuntimeServiceServer::new(Runtime::new(cfg.clone(), engine, streaming))
+        RuntimeServiceServer::new(Runtime::new(cfg.clone(), engine.clone(), streaming))
             .max_decoding_message_size(recv)
             .max_encoding_message_size(send),
     )
@@ -112,9 +124,9 @@ pub async fn serve_until(
             .max_decoding_message_size(recv)
             .max_encoding_message_size(send),
     )
-    .add_service(AdminServer::new(AdminApi::new(images.clone())))
+    .add_service(AdminServer::new(AdminApi::new(images.clone(), engine)))
     .prepare();
-    let service = deadline::Deadline::new(routes);
+    let service = deadline::Deadline::new(routes, metrics);
 
     let listener = socket::bind(&socket_path)?;
     tracing::info!(
@@ -152,6 +164,10 @@ pub async fn serve_until(
     }
     drop(listener);
     socket::remove(&socket_path);
+    let _ = stop_tx.send(true);
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     let grace = Duration::from_secs(cfg.api.shutdown_timeout);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),

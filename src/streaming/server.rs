@@ -488,7 +488,11 @@ const SPDY_PORT_FORWARD: [&str; 1] = ["portforward.k8s.io"];
 impl Streaming {
     /// The HTTP/1.1 `Upgrade: SPDY/3.1` answer with `X-Stream-Protocol-Version` negotiation;
     /// the session then runs on the upgraded socket.
-    fn spdy_upgrade(self: &Arc<Self>, req: Request<hyper::body::Incoming>, token: &str) -> Response<Body> {
+    fn spdy_upgrade(
+        self: &Arc<Self>,
+        req: Request<hyper::body::Incoming>,
+        token: &str,
+    ) -> Response<Body> {
         let Some(pending) = self.take(token) else {
             return plain(StatusCode::NOT_FOUND, "unknown, used or expired token");
         };
@@ -504,9 +508,18 @@ impl Streaming {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
             .collect();
-        let chosen = offered.iter().find_map(|o| served.iter().find(|s| *s == o).copied());
-        let Some(protocol) = chosen.or(if offered.is_empty() { served.last().copied() } else { None }) else {
-            return plain(StatusCode::FORBIDDEN, format!("no served protocol among {offered:?}; ferrio serves {served:?}"));
+        let chosen = offered
+            .iter()
+            .find_map(|o| served.iter().find(|s| *s == o).copied());
+        let Some(protocol) = chosen.or(if offered.is_empty() {
+            served.last().copied()
+        } else {
+            None
+        }) else {
+            return plain(
+                StatusCode::FORBIDDEN,
+                format!("no served protocol among {offered:?}; ferrio serves {served:?}"),
+            );
         };
         let server = self.clone();
         tokio::spawn(async move {
@@ -528,9 +541,23 @@ impl Streaming {
                 }
             });
             match pending {
-                Pending::Exec { container, cmd, tty, stdin, stdout, stderr } => {
+                Pending::Exec {
+                    container,
+                    cmd,
+                    tty,
+                    stdin,
+                    stdout,
+                    stderr,
+                } => {
                     server
-                        .spdy_exec(acceptor, protocol, container, cmd, tty, (stdin, stdout, stderr))
+                        .spdy_exec(
+                            acceptor,
+                            protocol,
+                            container,
+                            cmd,
+                            tty,
+                            (stdin, stdout, stderr),
+                        )
                         .await
                 }
                 Pending::PortForward { pod, .. } => server.spdy_port_forward(acceptor, pod).await,
@@ -541,9 +568,18 @@ impl Streaming {
         let mut r = Response::new(Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let h = r.headers_mut();
-        h.insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("Upgrade"));
-        h.insert(hyper::header::UPGRADE, hyper::header::HeaderValue::from_static("SPDY/3.1"));
-        h.insert("x-stream-protocol-version", hyper::header::HeaderValue::from_static(protocol));
+        h.insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("Upgrade"),
+        );
+        h.insert(
+            hyper::header::UPGRADE,
+            hyper::header::HeaderValue::from_static("SPDY/3.1"),
+        );
+        h.insert(
+            "x-stream-protocol-version",
+            hyper::header::HeaderValue::from_static(protocol),
+        );
         r
     }
 
@@ -558,10 +594,20 @@ impl Streaming {
     ) {
         use super::spdy::conn::SpdyStream;
         // The client opens an error stream and one per requested stdio (resize with a TTY).
-        let (mut error, mut stdin, mut stdout, mut stderr): (Option<SpdyStream>, Option<SpdyStream>, Option<SpdyStream>, Option<SpdyStream>) =
-            (None, None, None, None);
-        let complete = |e: &Option<SpdyStream>, i: &Option<SpdyStream>, o: &Option<SpdyStream>, r: &Option<SpdyStream>| {
-            e.is_some() && (i.is_some() || !want_in) && (o.is_some() || !want_out) && (r.is_some() || !want_err || tty)
+        let (mut error, mut stdin, mut stdout, mut stderr): (
+            Option<SpdyStream>,
+            Option<SpdyStream>,
+            Option<SpdyStream>,
+            Option<SpdyStream>,
+        ) = (None, None, None, None);
+        let complete = |e: &Option<SpdyStream>,
+                        i: &Option<SpdyStream>,
+                        o: &Option<SpdyStream>,
+                        r: &Option<SpdyStream>| {
+            e.is_some()
+                && (i.is_some() || !want_in)
+                && (o.is_some() || !want_out)
+                && (r.is_some() || !want_err || tty)
         };
         let deadline = tokio::time::sleep(Duration::from_secs(30));
         tokio::pin!(deadline);
@@ -585,13 +631,27 @@ impl Streaming {
         }
         let Some(mut error) = error else { return };
         let status_json = protocol == ws::V5 || protocol == ws::V4;
-        let fail = |msg: String| if status_json { ws::error_status(&msg) } else { msg };
+        let fail = |msg: String| {
+            if status_json {
+                ws::error_status(&msg)
+            } else {
+                msg
+            }
+        };
         if tty {
-            let _ = error.write_all(fail("ferrio does not serve TTY exec yet; run without a TTY".into()).as_bytes()).await;
+            let _ = error
+                .write_all(
+                    fail("ferrio does not serve TTY exec yet; run without a TTY".into()).as_bytes(),
+                )
+                .await;
             let _ = error.shutdown().await;
             return;
         }
-        let mut exec = match self.engine.exec_stream(&container, cmd, stdin.is_some()).await {
+        let mut exec = match self
+            .engine
+            .exec_stream(&container, cmd, stdin.is_some())
+            .await
+        {
             Ok(e) => e,
             Err(e) => {
                 let _ = error.write_all(fail(e.to_string()).as_bytes()).await;
@@ -643,7 +703,9 @@ impl Streaming {
         let report = match exec.finish().await {
             Ok(code) if status_json => Some(ws::exit_status(code)),
             Ok(0) => None,
-            Ok(code) => Some(format!("command terminated with non-zero exit code: {code}")),
+            Ok(code) => Some(format!(
+                "command terminated with non-zero exit code: {code}"
+            )),
             Err(e) => Some(fail(e.to_string())),
         };
         if let Some(r) = report {
@@ -655,7 +717,11 @@ impl Streaming {
         }
     }
 
-    async fn spdy_port_forward(&self, mut acceptor: super::spdy::conn::StreamAcceptor, pod: String) {
+    async fn spdy_port_forward(
+        &self,
+        mut acceptor: super::spdy::conn::StreamAcceptor,
+        pod: String,
+    ) {
         use super::spdy::conn::SpdyStream;
         let netns = self.engine.pod(&pod).and_then(|p| p.paths.net_ns.clone());
         // Streams come in pairs (error, data) sharing a request id.
@@ -663,7 +729,11 @@ impl Streaming {
         while let Some(s) = acceptor.accept().await {
             let kind = s.headers().get("streamtype").unwrap_or("").to_string();
             let req_id = s.headers().get("requestid").unwrap_or("").to_string();
-            let port: Option<u16> = s.headers().get("port").and_then(|p| p.parse().ok()).filter(|p| *p > 0);
+            let port: Option<u16> = s
+                .headers()
+                .get("port")
+                .and_then(|p| p.parse().ok())
+                .filter(|p| *p > 0);
             match kind.as_str() {
                 "error" => {
                     errors.insert(req_id, s);
@@ -681,8 +751,10 @@ impl Streaming {
                     let pod = pod.clone();
                     tokio::spawn(async move {
                         let connected = match &netns {
-                            Some(ns) => crate::sys::net::in_netns(ns, move || std::net::TcpStream::connect(("127.0.0.1", port)))
-                                .and_then(|r| r),
+                            Some(ns) => crate::sys::net::in_netns(ns, move || {
+                                std::net::TcpStream::connect(("127.0.0.1", port))
+                            })
+                            .and_then(|r| r),
                             None => std::net::TcpStream::connect(("127.0.0.1", port)),
                         }
                         .and_then(|s| s.set_nonblocking(true).map(|_| s))
@@ -694,7 +766,8 @@ impl Streaming {
                             }
                             Err(e) => {
                                 if let Some(e2) = err_stream.as_mut() {
-                                    let msg = format!("connecting to port {port} in pod {pod}: {e}");
+                                    let msg =
+                                        format!("connecting to port {port} in pod {pod}: {e}");
                                     let _ = e2.write_all(msg.as_bytes()).await;
                                 }
                             }

@@ -1,0 +1,429 @@
+//! Prometheus metrics, CRI pod sandbox metrics and `ferrio status` against a real daemon
+//! (issue: observability).
+
+mod common;
+
+use common::*;
+use ferrio::cri::api;
+use std::collections::HashMap;
+
+/// A daemon with the metrics endpoint on a free port; returns it and the endpoint's URL.
+fn daemon_with_metrics() -> (Daemon, String) {
+    let port = free_port();
+    let d = Daemon::start(DaemonOpts {
+        extra_config: format!("[metrics]\nenable = true\naddress = \"127.0.0.1:{port}\"\n"),
+        ..Default::default()
+    });
+    (d, format!("http://127.0.0.1:{port}/metrics"))
+}
+
+async fn scrape(url: &str) -> prometheus_parse::Scrape {
+    let res = reqwest::get(url).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let ctype = res
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
+    let text = res.text().await.unwrap();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("unparseable metrics ({e}):\n{text}"))
+}
+
+fn value(v: &prometheus_parse::Value) -> f64 {
+    match v {
+        prometheus_parse::Value::Counter(x)
+        | prometheus_parse::Value::Gauge(x)
+        | prometheus_parse::Value::Untyped(x) => *x,
+        other => panic!("not a single value: {other:?}"),
+    }
+}
+
+/// The value of the one sample `name` with these labels (among others), if any.
+fn sample(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    s.samples
+        .iter()
+        .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| value(&x.value))
+}
+
+async fn hog_and_sleeper(
+    rt: &mut ferrio::cri::api::runtime_service_client::RuntimeServiceClient<
+        tonic::transport::Channel,
+    >,
+    image: &str,
+    logs: &std::path::Path,
+) -> (TestPod, String, String) {
+    let pcfg = pod_config("metrics", logs);
+    let pod = run_pod(rt, pcfg.clone(), "").await;
+    let sleeper = create_start(rt, &pod, &pcfg, sh_container("sleeper", image, "sleep 300")).await;
+    let mut c = sh_container("hog", image, "head -c 200000000 /dev/zero | tail");
+    c.linux = Some(api::LinuxContainerConfig {
+        resources: Some(api::LinuxContainerResources {
+            memory_limit_in_bytes: 15 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let hog = create_start(rt, &pod, &pcfg, c).await;
+    (pod, sleeper, hog)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_endpoint_serves_parseable_ferrio_metrics() {
+    let reg = Registry::shared();
+    let (d, url) = daemon_with_metrics();
+    let image = reg.image("ferrio-test/busybox:1.35");
+    pull(&mut d.images().await, &image).await.unwrap();
+    // Pulled again: every layer is reused.
+    pull(&mut d.images().await, &image).await.unwrap();
+    let mut rt = d.runtime().await;
+    // An error, counted by code.
+    let err = rt
+        .container_status(api::ContainerStatusRequest {
+            container_id: "nonexistent".into(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let logs = d.dir.path().join("logs");
+    let (pod, _sleeper, hog) = hog_and_sleeper(&mut rt, &image, &logs).await;
+    let st = wait_exited(&mut rt, &hog, 60).await;
+    assert_eq!(st.reason, "OOMKilled", "{st:?}");
+
+    let s = scrape(&url).await;
+    assert!(
+        sample(
+            &s,
+            "ferrio_operations_total",
+            &[("operation", "RunPodSandbox")]
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert_eq!(
+        sample(&s, "ferrio_operations_total", &[("operation", "PullImage")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &s,
+            "ferrio_operation_errors_total",
+            &[("operation", "ContainerStatus"), ("code", "NotFound")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&s, "ferrio_containers", &[("state", "running")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&s, "ferrio_containers", &[("state", "exited")]),
+        Some(1.0)
+    );
+    assert_eq!(sample(&s, "ferrio_pods", &[("state", "ready")]), Some(1.0));
+    assert_eq!(sample(&s, "ferrio_monitor_processes", &[]), Some(1.0));
+    assert_eq!(sample(&s, "ferrio_containers_oom_total", &[]), Some(1.0));
+    assert_eq!(
+        sample(&s, "ferrio_image_pulls_total", &[("result", "success")]),
+        Some(2.0)
+    );
+    assert!(sample(&s, "ferrio_image_pull_bytes_total", &[]).unwrap() > 0.0);
+    assert!(sample(&s, "ferrio_image_layer_reuse_total", &[]).unwrap() >= 1.0);
+    assert_eq!(
+        sample(&s, "ferrio_events_dropped_subscribers_total", &[]),
+        Some(0.0)
+    );
+    // The latency histogram, parsed as one.
+    let h = s
+        .samples
+        .iter()
+        .find(|x| {
+            x.metric == "ferrio_operation_duration_seconds"
+                && x.labels.get("operation") == Some("RunPodSandbox")
+        })
+        .expect("RunPodSandbox latency histogram");
+    match &h.value {
+        prometheus_parse::Value::Histogram(b) => {
+            assert!(b
+                .iter()
+                .any(|b| b.less_than.is_infinite() && b.count >= 1.0));
+        }
+        other => panic!("not a histogram: {other:?}"),
+    }
+    // Only /metrics is served.
+    let other = reqwest::get(url.replace("/metrics", "/other"))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+
+    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.id.clone(),
+    })
+    .await
+    .unwrap();
+    let s = scrape(&url).await;
+    assert_eq!(
+        sample(&s, "ferrio_containers", &[("state", "running")]),
+        Some(0.0)
+    );
+    assert_eq!(sample(&s, "ferrio_monitor_processes", &[]), Some(0.0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_endpoint_is_off_by_default() {
+    let d = Daemon::start(DaemonOpts::default());
+    assert!(!d.log_text().contains("serving metrics"));
+    assert!(
+        std::net::TcpStream::connect("127.0.0.1:9090").is_err() || {
+            // Something else may own 9090 on this host: then at least it is not ours.
+            !d.log_text().contains("9090")
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_sandbox_metrics_follow_the_descriptors() {
+    let reg = Registry::shared();
+    let d = Daemon::start(DaemonOpts::default());
+    let image = reg.image("ferrio-test/busybox:1.35");
+    pull(&mut d.images().await, &image).await.unwrap();
+    let mut rt = d.runtime().await;
+    let logs = d.dir.path().join("logs");
+    let pcfg = pod_config("cri-metrics", &logs);
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    let ctr = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sh_container("worker", &image, "echo hi > /written; sleep 300"),
+    )
+    .await;
+
+    let descriptors: HashMap<String, api::MetricDescriptor> = rt
+        .list_metric_descriptors(api::ListMetricDescriptorsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .descriptors
+        .into_iter()
+        .map(|d| (d.name.clone(), d))
+        .collect();
+    for name in [
+        "container_cpu_usage_seconds_total",
+        "container_memory_working_set_bytes",
+        "container_memory_usage_bytes",
+        "container_spec_memory_limit_bytes",
+        "container_network_receive_bytes_total",
+        "container_network_transmit_errors_total",
+        "container_fs_usage_bytes",
+        "container_processes",
+        "container_last_seen",
+    ] {
+        assert!(descriptors.contains_key(name), "{name} not described");
+    }
+
+    let pods = rt
+        .list_pod_sandbox_metrics(api::ListPodSandboxMetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_metrics;
+    assert_eq!(pods.len(), 1);
+    let p = &pods[0];
+    assert_eq!(p.pod_sandbox_id, pod.id);
+    let check = |m: &api::Metric| {
+        let d = descriptors
+            .get(&m.name)
+            .unwrap_or_else(|| panic!("{} is not among the descriptors", m.name));
+        assert_eq!(d.label_keys.len(), m.label_values.len(), "{m:?}");
+        assert!(m.timestamp > 0 && m.value.is_some(), "{m:?}");
+    };
+    p.metrics.iter().for_each(check);
+    // Network series of the pod's namespace: its loopback, labelled by interface.
+    let rx: Vec<&api::Metric> = p
+        .metrics
+        .iter()
+        .filter(|m| m.name == "container_network_receive_bytes_total")
+        .collect();
+    assert!(!rx.is_empty(), "{:?}", p.metrics);
+    let d = &descriptors["container_network_receive_bytes_total"];
+    let iface = d.label_keys.iter().position(|k| k == "interface").unwrap();
+    assert!(rx.iter().any(|m| m.label_values[iface] == "lo"), "{rx:?}");
+    assert!(p
+        .metrics
+        .iter()
+        .any(|m| m.name == "container_cpu_usage_seconds_total"));
+
+    assert_eq!(p.container_metrics.len(), 1);
+    let c = &p.container_metrics[0];
+    assert_eq!(c.container_id, ctr);
+    c.metrics.iter().for_each(check);
+    let get = |name: &str| {
+        c.metrics
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("{name} missing: {:?}", c.metrics))
+    };
+    let ws = get("container_memory_working_set_bytes");
+    assert!(ws.value.unwrap().value > 0);
+    assert_eq!(ws.metric_type, api::MetricType::Gauge as i32);
+    assert_eq!(
+        get("container_cpu_usage_seconds_total").metric_type,
+        api::MetricType::Counter as i32
+    );
+    assert!(get("container_processes").value.unwrap().value >= 1);
+    assert!(get("container_fs_usage_bytes").value.unwrap().value > 0);
+    // cAdvisor's labels: container name, ID, image, pod and namespace.
+    let keys = &descriptors["container_memory_working_set_bytes"].label_keys;
+    let label = |k: &str| ws.label_values[keys.iter().position(|x| x == k).unwrap()].clone();
+    assert_eq!(label("container"), "worker");
+    assert_eq!(label("id"), ctr);
+    assert_eq!(label("image"), image);
+    assert_eq!(label("namespace"), "test");
+    assert_eq!(label("pod"), pcfg.metadata.as_ref().unwrap().name);
+
+    // The stream form carries the same pods.
+    use futures::StreamExt;
+    let mut stream = rt
+        .stream_pod_sandbox_metrics(api::StreamPodSandboxMetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut streamed = Vec::new();
+    while let Some(r) = stream.next().await {
+        streamed.extend(r.unwrap().pod_sandbox_metrics);
+    }
+    assert_eq!(streamed.len(), 1);
+    assert_eq!(streamed[0].pod_sandbox_id, pod.id);
+
+    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.id,
+    })
+    .await
+    .unwrap();
+}
+
+fn ferrio(d: &Daemon, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrio"))
+        .arg("--config")
+        .arg(&d.config)
+        .arg("--listen")
+        .arg(&d.socket)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ferrio {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_cli_reports_the_daemon_and_a_container() {
+    let reg = Registry::shared();
+    let d = Daemon::start(DaemonOpts::default());
+    let image = reg.image("ferrio-test/busybox:1.35");
+    pull(&mut d.images().await, &image).await.unwrap();
+    let mut rt = d.runtime().await;
+    let logs = d.dir.path().join("logs");
+    let pcfg = pod_config("status", &logs);
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    let ctr = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sh_container("app", &image, "sleep 300"),
+    )
+    .await;
+    let verbose = rt
+        .container_status(api::ContainerStatusRequest {
+            container_id: ctr.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
+    let pid = info["pid"].as_i64().unwrap();
+    let monitor_pid = info["monitorPid"].as_i64().unwrap();
+    assert!(pid > 0 && monitor_pid > 0);
+
+    // The CLI is a separate process: blocking on it here is fine on a multi-thread runtime.
+    let overview = ferrio(&d, &["status"]);
+    println!("{overview}");
+    assert!(overview.contains("RuntimeReady   true"), "{overview}");
+    assert!(overview.contains("NetworkReady   false"), "{overview}");
+    assert!(
+        overview.contains("ferrio (recursive read-only mounts)"),
+        "{overview}"
+    );
+    assert!(
+        overview.contains("pods:       1 (0 notready, 1 ready)"),
+        "{overview}"
+    );
+    assert!(
+        overview.contains("containers: 1 (0 created, 0 exited, 1 running)"),
+        "{overview}"
+    );
+
+    let detail = ferrio(&d, &["status", "containers", &ctr[..12]]);
+    println!("{detail}");
+    let field = |k: &str| {
+        detail
+            .lines()
+            .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| panic!("no {k} in {detail}"))
+    };
+    assert_eq!(field("container:"), ctr);
+    assert_eq!(field("state:"), "running");
+    assert_eq!(field("pid:"), pid.to_string());
+    assert_eq!(field("monitor pid:"), monitor_pid.to_string());
+    assert_eq!(
+        field("monitor:"),
+        format!("answered: pid {pid}, started"),
+        "{detail}"
+    );
+    assert!(field("exit file:").ends_with("(absent)"), "{detail}");
+
+    let table = ferrio(&d, &["status", "containers"]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&ctr[..13]))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.contains("running") && row.contains(&pid.to_string()),
+        "{row}"
+    );
+
+    let toml_cfg = ferrio(&d, &["status", "config"]);
+    let cfg: ferrio::config::Config = toml::from_str(&toml_cfg).unwrap();
+    assert_eq!(cfg.socket_path(), d.socket);
+    let json_cfg = ferrio(&d, &["status", "config", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json_cfg).unwrap();
+    assert_eq!(v["metrics"]["enable"], false);
+
+    // After the container is stopped: the exit file is there, the monitor is gone.
+    rt.stop_container(api::StopContainerRequest {
+        container_id: ctr.clone(),
+        timeout: 1,
+    })
+    .await
+    .unwrap();
+    let after = ferrio(&d, &["status", "containers", &ctr]);
+    assert!(after.contains("state:        exited"), "{after}");
+    assert!(after.contains("monitor:      no answer"), "{after}");
+    assert!(!after.contains("(absent)"), "{after}");
+
+    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.id,
+    })
+    .await
+    .unwrap();
+}
