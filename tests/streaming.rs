@@ -202,3 +202,273 @@ async fn exec_and_port_forward_over_websocket() {
     .unwrap();
     assert!(mounts_containing(&pod.id).is_empty() && processes_containing(&id).is_empty());
 }
+
+/// A minimal SPDY/3.1 client, as kubectl and crictl speak it (moby/spdystream): the HTTP/1.1
+/// upgrade, then SYN_STREAMs with `streamtype` headers and DATA frames.
+mod spdy_client {
+    use bytes::{Bytes, BytesMut};
+    use ferrio::streaming::spdy::frame::{self, Frame, FrameHead, Limits};
+    use ferrio::streaming::spdy::header::{HeaderDecoder, HeaderEncoder, Headers};
+    use std::collections::HashMap;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    pub struct Client {
+        io: tokio::net::TcpStream,
+        enc: HeaderEncoder,
+        dec: HeaderDecoder,
+        pub protocol: String,
+    }
+
+    impl Client {
+        /// Upgrades `url` offering `protocols`; Err(status line + body) when refused.
+        pub async fn connect(url: &str, protocols: &[&str]) -> Result<Client, String> {
+            let rest = url.trim_start_matches("http://");
+            let (host, path) = rest.split_once('/').unwrap();
+            let mut io = tokio::net::TcpStream::connect(host).await.unwrap();
+            let mut req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n");
+            for p in protocols {
+                req.push_str(&format!("X-Stream-Protocol-Version: {p}\r\n"));
+            }
+            req.push_str("\r\n");
+            io.write_all(req.as_bytes()).await.unwrap();
+            // Read the response head byte by byte: SPDY frames may follow it at once.
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                if io.read(&mut b).await.unwrap() == 0 {
+                    return Err(String::from_utf8_lossy(&head).into_owned());
+                }
+                head.push(b[0]);
+            }
+            let text = String::from_utf8_lossy(&head).into_owned();
+            if !text.starts_with("HTTP/1.1 101") {
+                let mut body = vec![0u8; 512];
+                let n = io.read(&mut body).await.unwrap_or(0);
+                return Err(text + &String::from_utf8_lossy(&body[..n]));
+            }
+            let protocol = text
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("x-stream-protocol-version:")
+                        .map(|v| v.trim().to_string())
+                })
+                .unwrap_or_default();
+            Ok(Client {
+                io,
+                enc: HeaderEncoder::new(),
+                dec: HeaderDecoder::new(1 << 20),
+                protocol,
+            })
+        }
+
+        pub async fn send(&mut self, f: Frame) {
+            let mut out = BytesMut::new();
+            frame::encode(&f, &mut self.enc, &mut out).unwrap();
+            self.io.write_all(&out).await.unwrap();
+        }
+
+        pub async fn open(&mut self, id: u32, headers: &[(&str, &str)], fin: bool) {
+            let mut h = Headers::new();
+            for (k, v) in headers {
+                h.insert(k, *v).unwrap();
+            }
+            self.send(Frame::SynStream {
+                stream_id: id,
+                associated_to: 0,
+                priority: 0,
+                slot: 0,
+                fin,
+                unidirectional: false,
+                headers: h,
+            })
+            .await;
+        }
+
+        pub async fn data(&mut self, id: u32, data: &[u8], fin: bool) {
+            self.send(Frame::Data {
+                stream_id: id,
+                fin,
+                data: Bytes::copy_from_slice(data),
+            })
+            .await;
+        }
+
+        pub async fn next(&mut self) -> Option<Frame> {
+            let mut h = [0u8; 8];
+            self.io.read_exact(&mut h).await.ok()?;
+            let limits = Limits {
+                max_control_frame: 1 << 20,
+                max_data_frame: 1 << 20,
+            };
+            let head = FrameHead::parse(h, &limits).unwrap();
+            let len = match head {
+                FrameHead::Control { len, .. } | FrameHead::Data { len, .. } => len,
+            };
+            let mut payload = vec![0u8; len];
+            self.io.read_exact(&mut payload).await.ok()?;
+            Some(frame::decode(head, Bytes::from(payload), &mut self.dec).unwrap())
+        }
+
+        /// Reads until stream `until` ends (FIN or reset), collecting each stream's data.
+        pub async fn collect(&mut self, until: u32) -> HashMap<u32, Vec<u8>> {
+            let mut got: HashMap<u32, Vec<u8>> = HashMap::new();
+            loop {
+                let f = tokio::time::timeout(std::time::Duration::from_secs(20), self.next())
+                    .await
+                    .expect("a frame within 20 s")
+                    .expect("the connection goes on");
+                match f {
+                    Frame::Data {
+                        stream_id,
+                        fin,
+                        data,
+                    } => {
+                        got.entry(stream_id).or_default().extend_from_slice(&data);
+                        if fin && stream_id == until {
+                            return got;
+                        }
+                    }
+                    Frame::SynReply {
+                        stream_id,
+                        fin: true,
+                        ..
+                    } if stream_id == until => return got,
+                    Frame::RstStream { stream_id, .. } if stream_id == until => return got,
+                    Frame::Ping { id } => self.send(Frame::Ping { id }).await,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_and_port_forward_over_spdy() {
+    use spdy_client::Client;
+    let reg = Registry::shared();
+    let d = Daemon::start(DaemonOpts::default());
+    let image = reg.image("ferrio-test/busybox:1.35");
+    pull(&mut d.images().await, &image).await.unwrap();
+    let mut rt = d.runtime().await;
+    let logs = d.dir.path().join("logs");
+    let pcfg = pod_config("spdy", &logs);
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    let id = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sh_container(
+            "web",
+            &image,
+            "echo spdy-served > /tmp/index.html; httpd -f -p 8080 -h /tmp",
+        ),
+    )
+    .await;
+    let exec_url = |cmd: &[&str], stdin: bool| {
+        let mut rt = rt.clone();
+        let req = api::ExecRequest {
+            container_id: id.clone(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            tty: false,
+            stdin,
+            stdout: true,
+            stderr: true,
+        };
+        async move { rt.exec(req).await.unwrap().into_inner().url }
+    };
+
+    // Exit code and both streams (v4: a Status on the error stream).
+    let url = exec_url(&["sh", "-c", "echo out; echo err >&2; exit 5"], false).await;
+    let mut c = Client::connect(&url, &["v4.channel.k8s.io", "v3.channel.k8s.io"])
+        .await
+        .unwrap();
+    assert_eq!(c.protocol, "v4.channel.k8s.io");
+    c.open(1, &[("streamtype", "error")], true).await;
+    c.open(3, &[("streamtype", "stdout")], true).await;
+    c.open(5, &[("streamtype", "stderr")], true).await;
+    let got = c.collect(1).await;
+    assert_eq!(
+        got.get(&3)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .as_deref(),
+        Some("out\n")
+    );
+    assert_eq!(
+        got.get(&5)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .as_deref(),
+        Some("err\n")
+    );
+    let status: serde_json::Value = serde_json::from_slice(got.get(&1).unwrap()).unwrap();
+    assert_eq!(status["details"]["causes"][0]["message"], "5", "{status}");
+
+    // stdin through, closed by FIN.
+    let url = exec_url(&["tr", "a-z", "A-Z"], true).await;
+    let mut c = Client::connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
+    c.open(1, &[("streamtype", "error")], true).await;
+    c.open(3, &[("streamtype", "stdin")], false).await;
+    c.open(5, &[("streamtype", "stdout")], true).await;
+    c.open(7, &[("streamtype", "stderr")], true).await;
+    c.data(3, b"spdy stdin\n", true).await;
+    let got = c.collect(1).await;
+    assert_eq!(
+        String::from_utf8_lossy(got.get(&5).unwrap()),
+        "SPDY STDIN\n"
+    );
+    let status: serde_json::Value = serde_json::from_slice(got.get(&1).unwrap()).unwrap();
+    assert_eq!(status["status"], "Success");
+
+    // A protocol we do not speak is refused, and a token cannot be reused.
+    let url = exec_url(&["true"], false).await;
+    assert!(Client::connect(&url, &["v9.channel.k8s.io"]).await.is_err());
+    assert!(
+        Client::connect(&url, &["v4.channel.k8s.io"]).await.is_err(),
+        "used token"
+    );
+
+    // Port-forward: an error and a data stream per request id.
+    let pf = rt
+        .port_forward(api::PortForwardRequest {
+            pod_sandbox_id: pod.id.clone(),
+            port: vec![8080],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut c = Client::connect(&pf, &["portforward.k8s.io"]).await.unwrap();
+    c.open(
+        1,
+        &[
+            ("streamtype", "error"),
+            ("port", "8080"),
+            ("requestid", "0"),
+        ],
+        true,
+    )
+    .await;
+    c.open(
+        3,
+        &[("streamtype", "data"), ("port", "8080"), ("requestid", "0")],
+        false,
+    )
+    .await;
+    c.data(3, b"GET /index.html HTTP/1.0\r\n\r\n", false).await;
+    let got = c.collect(3).await;
+    assert!(String::from_utf8_lossy(got.get(&3).unwrap()).contains("spdy-served"));
+
+    let (out, _, _) = sh_in(&mut rt, &id, "echo healthy").await;
+    assert_eq!(out, "healthy");
+    rt.stop_pod_sandbox(api::StopPodSandboxRequest {
+        pod_sandbox_id: pod.id.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.id.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(mounts_containing(&pod.id).is_empty() && processes_containing(&id).is_empty());
+}
