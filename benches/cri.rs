@@ -147,6 +147,8 @@ struct Bench {
     samples: Vec<Vec<Duration>>,
     /// With --cni: the IP each pod got (empty: none), in order of creation.
     pod_ips: Vec<String>,
+    /// ListContainerStats (all containers) while every pod runs.
+    list_stats: Vec<Duration>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -248,6 +250,7 @@ async fn setup(args: Args, socket: &str, image: &str) -> Result<(Bench, String)>
         log_root,
         pods: Vec::new(),
         pod_ips: Vec::new(),
+        list_stats: Vec::new(),
     };
     Ok((b, image_ref))
 }
@@ -435,6 +438,22 @@ impl Bench {
             self.samples[CREATE_START].push(create + start);
         }
         let loaded = self.rss().await;
+        // The cost of kubelet's periodic stats call with every container running; runtimes
+        // without the RPC are skipped.
+        for _ in 0..21 {
+            let t = std::time::Instant::now();
+            let r = self
+                .rt
+                .list_container_stats(request(
+                    api::ListContainerStatsRequest { filter: None },
+                    timeout,
+                ))
+                .await;
+            if r.is_err() {
+                break;
+            }
+            self.list_stats.push(t.elapsed());
+        }
         if self.args.keep_running {
             return Ok((loaded, None));
         }
@@ -645,6 +664,17 @@ impl Bench {
                 median(&v),
                 p90(&v),
                 v[v.len() - 1]
+            );
+        }
+        if !self.list_stats.is_empty() {
+            let mut v: Vec<f64> = self.list_stats.iter().map(|d| ms(*d)).collect();
+            v.sort_by(f64::total_cmp);
+            println!(
+                "\nListContainerStats with {n} containers running: median {:.1} ms (min {:.1}, p90 {:.1}, {} calls)",
+                median(&v),
+                v[0],
+                p90(&v),
+                v.len()
             );
         }
         if self.args.cni {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Writes a CNI network config for tests and the demo:
 #   hack/cni-conf.sh DIR SUBNET [NAME] [IPAM_DATA_DIR]
-# DIR/10-NAME.conflist: bridge (+ host-local IPAM) → loopback → portmap, cniVersion 1.0.0.
+# DIR/10-NAME.conflist: bridge (+ host-local IPAM) → loopback → portmap → bandwidth, cniVersion 1.0.0.
 # The bridge's name is derived from SUBNET (fr + 8 hex digits), so configs with different subnets
 # never share a bridge and tests can run in parallel. ipMasq is off and no default route is
 # given: pod traffic stays on this machine (pod subnets exist only on bridges made here).
@@ -33,7 +33,8 @@ cat >"$file" <<JSON
       "ipam": { $ipam }
     },
     { "type": "loopback" },
-    { "type": "portmap", "capabilities": { "portMappings": true }, "snat": true }
+    { "type": "portmap", "capabilities": { "portMappings": true }, "snat": true },
+    { "type": "bandwidth", "capabilities": { "bandwidth": true } }
   ]
 }
 JSON

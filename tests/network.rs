@@ -147,7 +147,10 @@ async fn pods_get_addresses_reach_each_other_and_a_host_port() {
         host_port,
         host_ip: String::new(),
     }];
-    let bcfg = pod_config("netb", &logs);
+    let mut bcfg = pod_config("netb", &logs);
+    // Pod B's traffic is shaped by the bandwidth plugin (tbf on its host-side veth).
+    bcfg.annotations
+        .insert("kubernetes.io/ingress-bandwidth".into(), "1M".into());
     let a = run_pod(&mut rt, acfg.clone(), "").await;
     let b = run_pod(&mut rt, bcfg.clone(), "").await;
     let (ip_a, ip_b) = (pod_ip(&mut rt, &a.id).await, pod_ip(&mut rt, &b.id).await);
@@ -182,6 +185,18 @@ async fn pods_get_addresses_reach_each_other_and_a_host_port() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(got, "hello-from-a", "pod B reaches pod A at {ip_a}");
+    let qdiscs = String::from_utf8_lossy(
+        &Command::new("tc")
+            .args(["qdisc", "show"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        qdiscs.contains("tbf") && qdiscs.contains("rate 1Mbit"),
+        "{qdiscs}"
+    );
     let (eth0, _, _) = sh_in(&mut rt, &client, "ip -o -4 addr show eth0").await;
     assert!(eth0.contains(&ip_b), "{eth0}");
 

@@ -14,6 +14,51 @@ pub fn pod_name(c: &PodConfig) -> String {
     format!("k8s_POD_{}_{}_{}_{}", c.name, c.namespace, c.uid, c.attempt)
 }
 
+/// A Kubernetes quantity of bits per second (`10M`, `1Gi`, `500k`, `100`).
+fn quantity(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// The bandwidth plugin's runtime config from the pod's `kubernetes.io/ingress-bandwidth` and
+/// `kubernetes.io/egress-bandwidth` annotations (bits per second); the burst is left unlimited,
+/// as containerd does.
+pub fn bandwidth(
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Option<crate::network::Bandwidth> {
+    let ingress = annotations
+        .get("kubernetes.io/ingress-bandwidth")
+        .and_then(|v| quantity(v));
+    let egress = annotations
+        .get("kubernetes.io/egress-bandwidth")
+        .and_then(|v| quantity(v));
+    if ingress.is_none() && egress.is_none() {
+        return None;
+    }
+    let burst = u32::MAX as u64;
+    Some(crate::network::Bandwidth {
+        ingress_rate: ingress.unwrap_or(0),
+        ingress_burst: if ingress.is_some() { burst } else { 0 },
+        egress_rate: egress.unwrap_or(0),
+        egress_burst: if egress.is_some() { burst } else { 0 },
+    })
+}
+
 /// resolv.conf from the pod's DNS config.
 pub fn resolv_conf(d: &Dns) -> String {
     let mut s = String::new();
@@ -97,6 +142,18 @@ pub fn validate_pod(c: &PodConfig) -> Result<()> {
         }
     }
     validate::bounded("port_mappings", c.port_mappings.len(), 256)?;
+    for key in [
+        "kubernetes.io/ingress-bandwidth",
+        "kubernetes.io/egress-bandwidth",
+    ] {
+        if let Some(v) = c.annotations.get(key) {
+            if quantity(v).is_none() {
+                return Err(EngineError::invalid(format!(
+                    "annotation {key}: {v:?} is not a bandwidth quantity"
+                )));
+            }
+        }
+    }
     for m in &c.port_mappings {
         if m.container_port == 0 {
             return Err(EngineError::invalid(format!(
@@ -308,7 +365,7 @@ impl Engine {
                     host_ip: m.host_ip.clone(),
                 })
                 .collect(),
-            bandwidth: None,
+            bandwidth: bandwidth(&rec.config.annotations),
         })
     }
 
@@ -528,6 +585,25 @@ mod tests {
             options: vec!["ndots:5".into()],
         };
         assert_eq!(resolv_conf(&d), "search ns.svc.cluster.local cluster.local\nnameserver 10.0.0.10\nnameserver 8.8.8.8\noptions ndots:5\n");
+    }
+
+    #[test]
+    fn bandwidth_annotations() {
+        let mut a = std::collections::BTreeMap::new();
+        assert!(bandwidth(&a).is_none());
+        a.insert(
+            "kubernetes.io/ingress-bandwidth".to_string(),
+            "10M".to_string(),
+        );
+        a.insert(
+            "kubernetes.io/egress-bandwidth".to_string(),
+            "1Mi".to_string(),
+        );
+        let b = bandwidth(&a).unwrap();
+        assert_eq!((b.ingress_rate, b.egress_rate), (10_000_000, 1 << 20));
+        assert!(b.ingress_burst > 0 && b.egress_burst > 0);
+        assert_eq!(quantity("bogus"), None);
+        assert_eq!(quantity("100"), Some(100));
     }
 
     #[test]
