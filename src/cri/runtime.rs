@@ -127,15 +127,9 @@ impl RuntimeService for Runtime {
                 message: String::new(),
             },
             {
-                // Re-read the network dir on each Status: kubelet polls it, so NetworkReady
-                // follows a conflist appearing or going.
-                let engine = self.engine.clone();
-                let ready = tokio::task::spawn_blocking(move || {
-                    let _ = engine.cni.reload();
-                    engine.cni.ready()
-                })
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()));
+                // The network dir is read again on each Status (kubelet polls it), and the
+                // plugins answer CNI STATUS/VERSION (cached 10 s).
+                let ready = self.engine.network_ready().await;
                 match ready {
                     Ok(()) => api::RuntimeCondition {
                         r#type: "NetworkReady".into(),

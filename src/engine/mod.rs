@@ -110,6 +110,8 @@ pub struct Engine {
     sampler: crate::stats::CpuSampler,
     /// The pods' CNI network.
     pub cni: crate::network::Cni,
+    /// The last CNI STATUS (or VERSION) check of the network's plugins, and when it ran.
+    net_status: Mutex<Option<(std::time::Instant, std::result::Result<(), String>)>>,
     /// Container lifecycle events, to every GetContainerEvents subscriber.
     events: tokio::sync::broadcast::Sender<events::Event>,
     events_dropped: std::sync::atomic::AtomicU64,
@@ -330,6 +332,7 @@ impl Engine {
             sampler: crate::stats::CpuSampler::new(),
             cni: crate::network::Cni::load(&cfg.network, &cfg.cni_cache_dir())
                 .map_err(|e| EngineError::new(crate::error::ErrorKind::kind(&e), e.to_string()))?,
+            net_status: Mutex::default(),
             events: tokio::sync::broadcast::channel(events::CAPACITY).0,
             events_dropped: std::sync::atomic::AtomicU64::new(0),
             oom_kills: std::sync::atomic::AtomicU64::new(0),

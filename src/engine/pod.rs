@@ -369,6 +369,37 @@ impl Engine {
         })
     }
 
+    /// NetworkReady: the network dir read again (so a conflist appearing or going is seen on
+    /// kubelet's next Status), then the plugins asked with CNI STATUS (1.1+) or VERSION, at
+    /// most every 10 s.
+    pub async fn network_ready(self: &Arc<Self>) -> std::result::Result<(), String> {
+        let this = self.clone();
+        let conf = blocking(move || {
+            let _ = this.cni.reload();
+            this.cni.ready()
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        if let Err(why) = conf {
+            *self.net_status.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            return Err(why);
+        }
+        if let Some((at, r)) = self
+            .net_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            if at.elapsed() < std::time::Duration::from_secs(10) {
+                return r;
+            }
+        }
+        let r = self.cni.status().await.map_err(|e| e.to_string());
+        *self.net_status.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::Instant::now(), r.clone()));
+        r
+    }
+
     /// CNI ADD for a pod with its own network namespace. Without a configured network the pod
     /// keeps a loopback-only namespace (NetworkReady is false then, so kubelet starts no such
     /// pods; crictl users get a warning in the log).
