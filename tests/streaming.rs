@@ -8,6 +8,26 @@ use ferrio::cri::api;
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 
+/// An Exec URL for `cmd` in `container`, stdout and stderr apart, no TTY.
+async fn exec_url(
+    mut rt: ferrio::cri::api::runtime_service_client::RuntimeServiceClient<
+        tonic::transport::Channel,
+    >,
+    container: String,
+    cmd: Vec<String>,
+    stdin: bool,
+) -> String {
+    let req = api::ExecRequest {
+        container_id: container,
+        cmd,
+        tty: false,
+        stdin,
+        stdout: true,
+        stderr: true,
+    };
+    rt.exec(req).await.unwrap().into_inner().url
+}
+
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -68,16 +88,8 @@ async fn exec_and_port_forward_over_websocket() {
     )
     .await;
     let exec_url = |cmd: &[&str], stdin: bool| {
-        let mut rt = rt.clone();
-        let req = api::ExecRequest {
-            container_id: id.clone(),
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            tty: false,
-            stdin,
-            stdout: true,
-            stderr: true,
-        };
-        async move { rt.exec(req).await.unwrap().into_inner().url }
+        let cmd: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+        exec_url(rt.clone(), id.clone(), cmd, stdin)
     };
 
     // Output on both streams and the exit code in the error channel's Status (v5).
@@ -366,16 +378,8 @@ async fn exec_and_port_forward_over_spdy() {
     )
     .await;
     let exec_url = |cmd: &[&str], stdin: bool| {
-        let mut rt = rt.clone();
-        let req = api::ExecRequest {
-            container_id: id.clone(),
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            tty: false,
-            stdin,
-            stdout: true,
-            stderr: true,
-        };
-        async move { rt.exec(req).await.unwrap().into_inner().url }
+        let cmd: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+        exec_url(rt.clone(), id.clone(), cmd, stdin)
     };
 
     // Exit code and both streams (v4: a Status on the error stream).

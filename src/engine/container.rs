@@ -914,39 +914,9 @@ impl Engine {
         timeout_s: i64,
     ) -> Result<(Vec<u8>, Vec<u8>, i32)> {
         use tokio::io::AsyncReadExt;
-        if cmd.is_empty() {
-            return Err(EngineError::invalid("cmd is required"));
-        }
-        validate::bounded("cmd", cmd.len(), 4096)?;
-        if cmd.iter().any(|c| c.contains('\0')) {
-            return Err(EngineError::invalid("cmd must not contain NUL"));
-        }
-        let id = self.container_id(s)?;
-        let rec = self
-            .refreshed(&id)
-            .ok_or_else(|| EngineError::not_found(format!("container {s:?} not found")))?;
-        if rec.state != ContainerState::Running {
-            return Err(EngineError::precondition(format!(
-                "container {id} is not running"
-            )));
-        }
-        let handler = self.handler(&rec.handler)?;
-        let exec_dir = self.cfg().run_root.join("exec");
-        std::fs::create_dir_all(&exec_dir).map_err(EngineError::io("creating exec dir"))?;
-        let result_file = exec_dir.join(format!("{}.json", new_id()));
-        let req = ExecRequest {
-            id: id.clone(),
-            handler,
-            process: ExecProcess {
-                args: cmd,
-                env: vec![],
-                cwd: None,
-                user: Some((rec.user.uid, rec.user.gid, rec.user.additional_gids.clone())),
-            },
-            timeout_ms: (timeout_s.max(0) as u64).saturating_mul(1000),
-            result_file: result_file.clone(),
-            stdin: false,
-        };
+        let timeout_ms = (timeout_s.max(0) as u64).saturating_mul(1000);
+        let (id, req) = self.exec_request(s, cmd, timeout_ms, false)?;
+        let result_file = req.result_file.clone();
         let json = serde_json::to_vec(&req).map_err(|e| EngineError::internal(e.to_string()))?;
         let mut child = tokio::process::Command::new(Engine::exe())
             .arg("__exec")
@@ -1191,6 +1161,47 @@ async fn run_delete_helper(h: &Handler, id: &str) -> Result<()> {
     Ok(())
 }
 
+impl Engine {
+    /// What ExecSync and streaming exec share: the command checked, the container running, and
+    /// the helper's request (run as the container's user) with its result file.
+    fn exec_request(
+        &self,
+        s: &str,
+        cmd: Vec<String>,
+        timeout_ms: u64,
+        stdin: bool,
+    ) -> Result<(String, ExecRequest)> {
+        if cmd.is_empty() {
+            return Err(EngineError::invalid("cmd is required"));
+        }
+        validate::bounded("cmd", cmd.len(), 4096)?;
+        if cmd.iter().any(|c| c.contains('\0')) {
+            return Err(EngineError::invalid("cmd must not contain NUL"));
+        }
+        let id = self.exec_target(s)?;
+        let rec = self
+            .refreshed(&id)
+            .ok_or_else(|| EngineError::not_found(format!("container {s:?} not found")))?;
+        let handler = self.handler(&rec.handler)?;
+        let exec_dir = self.cfg().run_root.join("exec");
+        std::fs::create_dir_all(&exec_dir).map_err(EngineError::io("creating exec dir"))?;
+        let req = ExecRequest {
+            id: id.clone(),
+            handler,
+            process: ExecProcess {
+                args: cmd,
+                env: vec![],
+                cwd: None,
+                user: Some((rec.user.uid, rec.user.gid, rec.user.additional_gids.clone())),
+            },
+            timeout_ms,
+            result_file: exec_dir.join(format!("{}.json", new_id())),
+            stdin,
+        };
+        Ok((id, req))
+    }
+}
+
 /// A process exec'd into a container for a streaming session: its stdio are pipes the
 /// streaming server relays; `finish` waits for it and returns the exit code.
 pub struct StreamExec {
@@ -1240,36 +1251,9 @@ impl Engine {
         cmd: Vec<String>,
         stdin: bool,
     ) -> Result<StreamExec> {
-        if cmd.is_empty() {
-            return Err(EngineError::invalid("cmd is required"));
-        }
-        validate::bounded("cmd", cmd.len(), 4096)?;
-        if cmd.iter().any(|c| c.contains('\0')) {
-            return Err(EngineError::invalid("cmd must not contain NUL"));
-        }
-        let id = self.exec_target(id)?;
-        let rec = self
-            .refreshed(&id)
-            .ok_or_else(|| EngineError::not_found(format!("container {id} not found")))?;
-        let handler = self.handler(&rec.handler)?;
-        let exec_dir = self.cfg().run_root.join("exec");
-        std::fs::create_dir_all(&exec_dir).map_err(EngineError::io("creating exec dir"))?;
-        let n = new_id();
-        let result_file = exec_dir.join(format!("{n}.json"));
-        let request_file = exec_dir.join(format!("{n}.req.json"));
-        let req = ExecRequest {
-            id: id.clone(),
-            handler,
-            process: ExecProcess {
-                args: cmd,
-                env: vec![],
-                cwd: None,
-                user: Some((rec.user.uid, rec.user.gid, rec.user.additional_gids.clone())),
-            },
-            timeout_ms: 0,
-            result_file: result_file.clone(),
-            stdin,
-        };
+        let (_, req) = self.exec_request(id, cmd, 0, stdin)?;
+        let result_file = req.result_file.clone();
+        let request_file = result_file.with_extension("req.json");
         crate::state::write_json(&request_file, &req)
             .map_err(EngineError::io("writing the exec request"))?;
         let child = tokio::process::Command::new(Engine::exe())

@@ -480,6 +480,23 @@ impl Streaming {
     }
 }
 
+/// Copies a process's output to its SPDY stream and half-closes it; output nobody asked for
+/// is drained so the process never blocks on a full pipe.
+async fn relay_out(
+    mut r: impl tokio::io::AsyncRead + Unpin,
+    w: Option<super::spdy::conn::SpdyStream>,
+) {
+    match w {
+        Some(mut w) => {
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+            let _ = w.shutdown().await;
+        }
+        None => {
+            let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
+        }
+    }
+}
+
 /// remotecommand protocols served over SPDY, best first; v4 and v5 put a Status JSON on the
 /// error stream, v2 and v3 a plain message (only on failure).
 const SPDY_EXEC: [&str; 4] = [ws::V5, ws::V4, "v3.channel.k8s.io", "v2.channel.k8s.io"];
@@ -669,33 +686,11 @@ impl Streaming {
             }));
         }
         let mut outs = Vec::new();
-        if let Some(mut r) = exec.child.stdout.take() {
-            let w = stdout.take();
-            outs.push(tokio::spawn(async move {
-                match w {
-                    Some(mut w) => {
-                        let _ = tokio::io::copy(&mut r, &mut w).await;
-                        let _ = w.shutdown().await;
-                    }
-                    None => {
-                        let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
-                    }
-                }
-            }));
+        if let Some(r) = exec.child.stdout.take() {
+            outs.push(tokio::spawn(relay_out(r, stdout.take())));
         }
-        if let Some(mut r) = exec.child.stderr.take() {
-            let w = stderr.take();
-            outs.push(tokio::spawn(async move {
-                match w {
-                    Some(mut w) => {
-                        let _ = tokio::io::copy(&mut r, &mut w).await;
-                        let _ = w.shutdown().await;
-                    }
-                    None => {
-                        let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
-                    }
-                }
-            }));
+        if let Some(r) = exec.child.stderr.take() {
+            outs.push(tokio::spawn(relay_out(r, stderr.take())));
         }
         for o in outs {
             let _ = o.await;
