@@ -427,3 +427,40 @@ async fn status_cli_reports_the_daemon_and_a_container() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ferrio_status_shows_a_long_pull_in_progress() {
+    let reg = Registry::shared();
+    let d = Daemon::start(DaemonOpts::default());
+    // A slow registry: 100 KiB/s through the throttling proxy.
+    let proxy = Proxy::start(reg.port);
+    proxy
+        .rate
+        .store(100 << 10, std::sync::atomic::Ordering::Relaxed);
+    let image = format!("127.0.0.1:{}/ferrio-test/multilayer:latest", proxy.port);
+    let mut c = d.images().await;
+    let img = image.clone();
+    let pulling = tokio::spawn(async move { pull(&mut c, &img).await });
+    let status = || ferrio(&d, &["status"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut seen = String::new();
+    while std::time::Instant::now() < deadline {
+        seen = status();
+        let line = seen
+            .lines()
+            .find(|l| l.contains("ferrio-test/multilayer"))
+            .unwrap_or("");
+        // "<image>  <n>s, <got> of <total> bytes in <k> layers downloading" with bytes moving.
+        if line.contains("bytes in") && !line.contains(" 0 of ") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        seen.contains("ferrio-test/multilayer") && seen.contains("downloading"),
+        "{seen}"
+    );
+    proxy.rate.store(0, std::sync::atomic::Ordering::Relaxed);
+    pulling.await.unwrap().unwrap();
+    assert!(status().contains("pulls:      none in progress"));
+}

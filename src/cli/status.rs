@@ -64,10 +64,15 @@ async fn overview(ch: Channel, cfg: &Config) -> Result<String> {
         .map_err(grpc)?
         .into_inner();
     let st = rt
-        .status(api::StatusRequest { verbose: false })
+        .status(api::StatusRequest { verbose: true })
         .await
         .map_err(grpc)?
         .into_inner();
+    let pulls: Vec<crate::image::PullProgress> = st
+        .info
+        .get("pulls")
+        .and_then(|p| serde_json::from_str(p).ok())
+        .unwrap_or_default();
     let pods = rt
         .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
         .await
@@ -111,6 +116,30 @@ async fn overview(ch: Channel, cfg: &Config) -> Result<String> {
         })
         .collect();
     let _ = writeln!(o, "handlers:   {}", handlers.join(", "));
+    if pulls.is_empty() {
+        let _ = writeln!(o, "pulls:      none in progress");
+    } else {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let _ = writeln!(o, "pulls:");
+        for p in &pulls {
+            let (got, total) = p
+                .layers
+                .values()
+                .fold((0u64, 0u64), |(g, t), (r, s)| (g + r, t + s));
+            let _ = writeln!(
+                o,
+                "  {}  {}s, {} of {} bytes in {} layers downloading",
+                p.image,
+                now - p.started,
+                got,
+                total,
+                p.layers.len()
+            );
+        }
+    }
     let mut by_pod_state: BTreeMap<&str, usize> = [("ready", 0), ("notready", 0)].into();
     for p in &pods {
         let s = if p.state == api::PodSandboxState::SandboxReady as i32 {

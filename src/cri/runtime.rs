@@ -151,6 +151,9 @@ impl RuntimeService for Runtime {
             let cfg = serde_json::to_string(&*self.config)
                 .map_err(|e| Status::internal(e.to_string()))?;
             info.insert("config".to_string(), cfg);
+            let pulls = serde_json::to_string(&self.engine.pulls_in_progress())
+                .map_err(|e| Status::internal(e.to_string()))?;
+            info.insert("pulls".to_string(), pulls);
         }
         let runtime_handlers = self
             .engine

@@ -143,6 +143,11 @@ impl Engine {
         &self.cfg
     }
 
+    /// Image pulls downloading now (for `ferrio status`).
+    pub fn pulls_in_progress(&self) -> Vec<crate::image::PullProgress> {
+        self.images.pulls_in_progress()
+    }
+
     fn state_dir(&self, kind: &str) -> PathBuf {
         self.cfg.root.join("state").join(kind)
     }

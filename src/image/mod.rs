@@ -54,9 +54,88 @@ pub struct PullCounters {
     pub bytes: AtomicU64,
     /// Layers already in the store, not downloaded again.
     pub layers_reused: AtomicU64,
+    /// Pulls downloading now: image → progress (for `ferrio status`).
+    pub active: std::sync::Mutex<std::collections::HashMap<String, PullProgress>>,
 }
 
-/// A snapshot of [`PullCounters`].
+/// How far a pull in progress has come.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PullProgress {
+    pub image: String,
+    /// Unix seconds when the pull began.
+    pub started: i64,
+    /// Layer digest → (bytes received, layer size).
+    pub layers: std::collections::BTreeMap<String, (u64, u64)>,
+}
+
+impl PullCounters {
+    /// Pulls in progress, oldest first.
+    pub fn in_progress(&self) -> Vec<PullProgress> {
+        let mut v: Vec<PullProgress> = self
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by_key(|p| p.started);
+        v
+    }
+
+    pub(crate) fn layer_progress(&self, image: &str, layer: &str, received: u64, total: u64) {
+        if let Some(p) = self
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(image)
+        {
+            p.layers.insert(layer.to_string(), (received, total));
+        }
+    }
+}
+
+/// Registers a pull as in progress until dropped.
+pub(crate) struct ActivePull<'a> {
+    counters: &'a PullCounters,
+    image: String,
+}
+
+impl<'a> ActivePull<'a> {
+    pub(crate) fn new(counters: &'a PullCounters, image: &str) -> Self {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        counters
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                image.to_string(),
+                PullProgress {
+                    image: image.to_string(),
+                    started,
+                    layers: Default::default(),
+                },
+            );
+        ActivePull {
+            counters,
+            image: image.to_string(),
+        }
+    }
+}
+
+impl Drop for ActivePull<'_> {
+    fn drop(&mut self) {
+        self.counters
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.image);
+    }
+}
+
+/// A snapshot of [`PullCounters`]' totals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PullCounts {
     pub succeeded: u64,
@@ -124,6 +203,11 @@ impl Images {
     }
 
     /// What pulls did since the daemon started.
+    /// Pulls downloading now, with the last progress each layer reported.
+    pub fn pulls_in_progress(&self) -> Vec<PullProgress> {
+        self.puller.counters.in_progress()
+    }
+
     pub fn pull_counts(&self) -> PullCounts {
         let c = &self.puller.counters;
         PullCounts {

@@ -58,6 +58,7 @@ impl Puller {
     ) -> Result<ImageRecord, ImageError> {
         let name = r.whole();
         let started = Instant::now();
+        let _active = super::ActivePull::new(&self.counters, &name);
         let endpoints = self.registries.endpoints(r, &self.insecure)?;
         let mut failures: Vec<(String, ImageError)> = Vec::new();
         let mut found = None;
@@ -376,8 +377,14 @@ impl Puller {
                 });
                 break;
             }
+            if received == chunk.len() as u64 {
+                self.counters
+                    .layer_progress(name, &desc.digest.to_string(), received, desc.size);
+            }
             if last_log.elapsed() >= PROGRESS_EVERY {
                 last_log = Instant::now();
+                self.counters
+                    .layer_progress(name, &desc.digest.to_string(), received, desc.size);
                 tracing::info!(image = %name, layer = %desc.digest, received, total = desc.size, "pull progress");
             }
             if tx.send(chunk).await.is_err() {
