@@ -1205,3 +1205,59 @@ async fn the_spec_reaches_a_real_container() {
         "host files untouched"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn update_pod_sandbox_resources_reaches_the_pod_cgroup() {
+    let d = Daemon::start(DaemonOpts::default());
+    let mut rt = d.runtime().await;
+    let pcfg = pod_config("podres", &d.dir.path().join("logs"));
+    let pod = run_pod(&mut rt, pcfg, "").await;
+    rt.update_pod_sandbox_resources(api::UpdatePodSandboxResourcesRequest {
+        pod_sandbox_id: pod.id.clone(),
+        overhead: None,
+        resources: Some(api::LinuxContainerResources {
+            cpu_shares: 256,
+            memory_limit_in_bytes: 200 << 20,
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+    let h = ferrio::cgroups::hierarchies();
+    let dir = |ctrl: &str| {
+        h.iter()
+            .find(|(_, c)| c.iter().any(|c| c == ctrl))
+            .map(|(root, _)| root.join(format!("ferrio/pod-{}", pod.id)))
+    };
+    if let Some(cpu) = dir("cpu") {
+        assert_eq!(
+            std::fs::read_to_string(cpu.join("cpu.shares"))
+                .unwrap()
+                .trim(),
+            "256"
+        );
+    }
+    if let Some(mem) = dir("memory") {
+        let limit = std::fs::read_to_string(mem.join("memory.limit_in_bytes")).unwrap();
+        assert_eq!(limit.trim(), (200u64 << 20).to_string());
+    }
+    let e = rt
+        .update_pod_sandbox_resources(api::UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: "nope".into(),
+            overhead: None,
+            resources: Some(Default::default()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let e = rt
+        .update_pod_sandbox_resources(api::UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: pod.id.clone(),
+            overhead: None,
+            resources: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    teardown(&d, &mut rt, &pod.id, &[]).await;
+}

@@ -618,6 +618,21 @@ impl RuntimeService for Runtime {
             .collect();
         Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        req: Request<api::UpdatePodSandboxResourcesRequest>,
+    ) -> Result<Response<api::UpdatePodSandboxResourcesResponse>, Status> {
+        let r = req.into_inner();
+        let res = r
+            .resources
+            .as_ref()
+            .ok_or_else(|| super::error::missing("resources"))?;
+        self.engine
+            .update_pod_resources(&r.pod_sandbox_id, convert::resources(res))
+            .await?;
+        Ok(Response::new(api::UpdatePodSandboxResourcesResponse {}))
+    }
 }
 
 impl Runtime {
