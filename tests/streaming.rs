@@ -423,6 +423,39 @@ async fn exec_and_port_forward_over_spdy() {
     let status: serde_json::Value = serde_json::from_slice(got.get(&1).unwrap()).unwrap();
     assert_eq!(status["status"], "Success");
 
+    // A terminal: stdin, stdout and resize streams (no stderr with a TTY).
+    let url = {
+        let mut rt = rt.clone();
+        rt.exec(api::ExecRequest {
+            container_id: id.clone(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "read x; stty size; echo tty $x".into(),
+            ],
+            tty: true,
+            stdin: true,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url
+    };
+    let mut c = Client::connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
+    c.open(1, &[("streamtype", "error")], true).await;
+    c.open(3, &[("streamtype", "stdin")], false).await;
+    c.open(5, &[("streamtype", "stdout")], true).await;
+    c.open(7, &[("streamtype", "resize")], false).await;
+    c.data(7, b"{\"Width\":90,\"Height\":25}\n", false).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    c.data(3, b"on\r", false).await;
+    let got = c.collect(1).await;
+    let out =
+        String::from_utf8_lossy(got.get(&5).map(|v| v.as_slice()).unwrap_or(b"")).into_owned();
+    assert!(out.contains("25 90") && out.contains("tty on"), "{out:?}");
+
     // A protocol we do not speak is refused, and a token cannot be reused.
     let url = exec_url(&["true"], false).await;
     assert!(Client::connect(&url, &["v9.channel.k8s.io"]).await.is_err());
@@ -464,6 +497,67 @@ async fn exec_and_port_forward_over_spdy() {
 
     let (out, _, _) = sh_in(&mut rt, &id, "echo healthy").await;
     assert_eq!(out, "healthy");
+    rt.stop_pod_sandbox(api::StopPodSandboxRequest {
+        pod_sandbox_id: pod.id.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.id.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(mounts_containing(&pod.id).is_empty() && processes_containing(&id).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tty_exec_with_resize_over_websocket() {
+    let reg = Registry::shared();
+    let d = Daemon::start(DaemonOpts::default());
+    let image = reg.image("ferrio-test/busybox:1.35");
+    pull(&mut d.images().await, &image).await.unwrap();
+    let mut rt = d.runtime().await;
+    let logs = d.dir.path().join("logs");
+    let pcfg = pod_config("tty", &logs);
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    let id = create_start(&mut rt, &pod, &pcfg, sh_container("t", &image, "sleep 300")).await;
+    let url = rt
+        .exec(api::ExecRequest {
+            container_id: id.clone(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "read x; stty size; tty; echo got $x; exit 3".into(),
+            ],
+            tty: true,
+            stdin: true,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut ws = connect(&url, "v5.channel.k8s.io").await.unwrap();
+    ws.send(Message::binary(
+        [&[4u8][..], br#"{"Width":100,"Height":30}"#].concat(),
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    ws.send(Message::binary(b"\x00hello\r".to_vec()))
+        .await
+        .unwrap();
+    let (out, _, status) = collect(&mut ws).await;
+    assert!(
+        out.contains("30 100"),
+        "stty size after the resize: {out:?}"
+    );
+    assert!(out.contains("/dev/pts/"), "a terminal: {out:?}");
+    assert!(out.contains("got hello"), "{out:?}");
+    assert_eq!(status["details"]["causes"][0]["message"], "3", "{status}");
+    let (out, _, _) = sh_in(&mut rt, &id, "echo fine").await;
+    assert_eq!(out, "fine");
     rt.stop_pod_sandbox(api::StopPodSandboxRequest {
         pod_sandbox_id: pod.id.clone(),
     })

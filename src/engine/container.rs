@@ -1193,6 +1193,7 @@ impl Engine {
                 env: vec![],
                 cwd: None,
                 user: Some((rec.user.uid, rec.user.gid, rec.user.additional_gids.clone())),
+                console_socket: None,
             },
             timeout_ms,
             result_file: exec_dir.join(format!("{}.json", new_id())),
@@ -1208,6 +1209,22 @@ pub struct StreamExec {
     pub child: tokio::process::Child,
     result_file: PathBuf,
     request_file: PathBuf,
+    /// With a terminal: the helper's socket taking `{"width":W,"height":H}` lines.
+    pub resize: Option<PathBuf>,
+}
+
+/// Resizes an exec's terminal through its helper's resize socket. The helper makes the socket
+/// right after the process starts; a resize before that is retried briefly.
+pub async fn resize_tty(sock: &Path, width: u16, height: u16) {
+    let line = format!("{{\"width\":{width},\"height\":{height}}}\n");
+    for _ in 0..50 {
+        if let Ok(mut s) = tokio::net::UnixStream::connect(sock).await {
+            use tokio::io::AsyncWriteExt;
+            let _ = s.write_all(line.as_bytes()).await;
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 impl StreamExec {
@@ -1250,10 +1267,14 @@ impl Engine {
         id: &str,
         cmd: Vec<String>,
         stdin: bool,
+        tty: bool,
     ) -> Result<StreamExec> {
-        let (_, req) = self.exec_request(id, cmd, 0, stdin)?;
+        let (_, mut req) = self.exec_request(id, cmd, 0, stdin || tty)?;
         let result_file = req.result_file.clone();
         let request_file = result_file.with_extension("req.json");
+        if tty {
+            req.process.console_socket = Some(result_file.with_extension("console.sock"));
+        }
         crate::state::write_json(&request_file, &req)
             .map_err(EngineError::io("writing the exec request"))?;
         let child = tokio::process::Command::new(Engine::exe())
@@ -1269,10 +1290,16 @@ impl Engine {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| EngineError::internal(format!("running the exec helper: {e}")))?;
+        let resize = req
+            .process
+            .console_socket
+            .as_ref()
+            .map(|c| c.with_extension("resize"));
         Ok(StreamExec {
             child,
             result_file,
             request_file,
+            resize,
         })
     }
 }

@@ -67,6 +67,16 @@ fn run(req: &ExecRequest) -> ExecResult {
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         return fail(format!("PR_SET_CHILD_SUBREAPER: {e}"));
     }
+    if let Some(console) = &req.process.console_socket {
+        return match run_tty(req, console) {
+            Ok(code) => ExecResult {
+                exit_code: code,
+                timed_out: false,
+                error: None,
+            },
+            Err(e) => fail(e),
+        };
+    }
     let stdio = (|| -> std::io::Result<Stdio> {
         Ok(Stdio {
             stdin: if req.stdin {
@@ -141,4 +151,134 @@ fn run(req: &ExecRequest) -> ExecResult {
             None => std::thread::sleep(Duration::from_millis(10)),
         }
     }
+}
+
+/// Exec on a terminal: the runtime sends the PTY master to `console`; this helper then relays
+/// its stdin to the master and the master to its stdout, and applies `{"width":W,"height":H}`
+/// lines arriving on `<console>.resize` to the terminal, until the process exits.
+fn run_tty(req: &ExecRequest, console: &std::path::Path) -> Result<i32, String> {
+    use std::io::BufRead;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixListener;
+    let _ = std::fs::remove_file(console);
+    let listener =
+        UnixListener::bind(console).map_err(|e| format!("binding {}: {e}", console.display()))?;
+    let null = || -> Result<OwnedFd, String> {
+        std::fs::File::open("/dev/null")
+            .map(Into::into)
+            .map_err(|e| e.to_string())
+    };
+    let stdio = Stdio {
+        stdin: null()?,
+        stdout: null()?,
+        stderr: null()?,
+    };
+    let runtime = req.handler.runtime();
+    let execed = runtime.exec(&req.id, &req.process, stdio);
+    let pid = match execed {
+        Ok(e) => e.pid,
+        Err(e) => {
+            let _ = std::fs::remove_file(console);
+            return Err(e.to_string());
+        }
+    };
+    // A CLI runtime in --detach mode reports the process in its pid file.
+    let pid = match std::fs::read_to_string(console.with_extension("pid")) {
+        Ok(p) => p.trim().parse().unwrap_or(pid),
+        Err(_) => pid,
+    };
+    let (conn, _) = listener
+        .accept()
+        .map_err(|e| format!("console socket: {e}"))?;
+    let master = crate::sys::process::recv_fd(&conn).map_err(|e| format!("console socket: {e}"))?;
+    drop(listener);
+    let _ = std::fs::remove_file(console);
+    let resize_path = console.with_extension("resize");
+    let _ = std::fs::remove_file(&resize_path);
+    let resizes = UnixListener::bind(&resize_path)
+        .map_err(|e| format!("binding {}: {e}", resize_path.display()))?;
+    resizes.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let pidfd = pidfd_open(pid).map_err(|e| format!("pidfd_open({pid}): {e}"))?;
+    let stdin = std::io::stdin();
+    let mut stdin_open = req.stdin;
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut code = None;
+    while code.is_none() {
+        let mut fds = vec![
+            PollFd::new(master.as_fd(), PollFlags::POLLIN),
+            PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(resizes.as_fd(), PollFlags::POLLIN),
+        ];
+        if stdin_open {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        let _ = poll(&mut fds, PollTimeout::from(1000u16));
+        let ready = |i: usize, fds: &[PollFd]| {
+            fds.get(i)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| !r.is_empty())
+        };
+        let (m, p, r, i) = (
+            ready(0, &fds),
+            ready(1, &fds),
+            ready(2, &fds),
+            ready(3, &fds),
+        );
+        drop(fds);
+        if m {
+            match nix::unistd::read(master.as_raw_fd(), &mut buf) {
+                Ok(n) if n > 0 => {
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(&buf[..n]);
+                    let _ = out.flush();
+                }
+                _ => {}
+            }
+        }
+        if i {
+            match nix::unistd::read(stdin.as_raw_fd(), &mut buf) {
+                Ok(0) | Err(_) => stdin_open = false,
+                Ok(n) => {
+                    let _ = nix::unistd::write(&master, &buf[..n]);
+                }
+            }
+        }
+        if r {
+            while let Ok((c, _)) = resizes.accept() {
+                let _ = c.set_nonblocking(false);
+                let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut line = String::new();
+                if std::io::BufReader::new(&c).read_line(&mut line).is_ok() {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                        let w = v["width"].as_u64().unwrap_or(0) as u16;
+                        let h = v["height"].as_u64().unwrap_or(0) as u16;
+                        if w > 0 && h > 0 {
+                            let _ = crate::sys::process::set_winsize(&master, h, w);
+                        }
+                    }
+                }
+            }
+        }
+        if p || m {
+            if let Some((c, _)) = super::reap_all(Some(pid)) {
+                code = Some(c);
+            }
+        }
+    }
+    // What the process wrote last is still in the terminal.
+    let _ = nix::fcntl::fcntl(
+        master.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    );
+    while let Ok(n) = nix::unistd::read(master.as_raw_fd(), &mut buf) {
+        if n == 0 {
+            break;
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().lock().write_all(&buf[..n]);
+    }
+    let _ = std::fs::remove_file(&resize_path);
+    super::reap_all(None);
+    Ok(code.unwrap_or(255))
 }

@@ -181,6 +181,13 @@ impl OciRuntime for OciCli {
     fn exec(&self, id: &str, process: &ExecProcess, stdio: Stdio) -> Result<Execed, RuntimeError> {
         let mut c = self.cmd();
         c.arg("exec");
+        if let Some(console) = &process.console_socket {
+            c.arg("--tty")
+                .arg("--detach")
+                .arg("--console-socket")
+                .arg(console);
+            c.arg("--pid-file").arg(console.with_extension("pid"));
+        }
         if let Some(cwd) = &process.cwd {
             c.arg("--cwd").arg(cwd);
         }
@@ -198,6 +205,36 @@ impl OciRuntime for OciCli {
             .stdin(PStdio::from(stdio.stdin))
             .stdout(PStdio::from(stdio.stdout))
             .stderr(PStdio::from(stdio.stderr));
+        if let Some(console) = &process.console_socket {
+            // --detach: the runtime returns once the process runs; its pid is in the pid file.
+            let out = c.output().map_err(|e| {
+                RuntimeError::new(
+                    &self.name_str(),
+                    "exec",
+                    id,
+                    format!("running {}: {e}", self.path.display()),
+                )
+            })?;
+            if !out.status.success() {
+                return Err(RuntimeError::new(
+                    &self.name_str(),
+                    "exec",
+                    id,
+                    format!(
+                        "{}: {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                ));
+            }
+            let pid = std::fs::read_to_string(console.with_extension("pid"))
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+                .ok_or_else(|| {
+                    RuntimeError::new(&self.name_str(), "exec", id, "no pid file after exec")
+                })?;
+            return Ok(Execed { pid });
+        }
         let child = c.spawn().map_err(|e| {
             RuntimeError::new(
                 &self.name_str(),

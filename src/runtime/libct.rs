@@ -67,6 +67,62 @@ impl libcontainer::workload::Executor for ConfinedExec {
 }
 
 impl Libcontainer {
+    /// Exec on a terminal: the container's own process settings (capabilities, rlimits, …)
+    /// with this command, user and environment, `terminal: true`; the PTY master goes to
+    /// `console`. libcontainer's tenant builder only takes a terminal through a process file.
+    fn exec_tty(
+        &self,
+        id: &str,
+        process: &ExecProcess,
+        console: &Path,
+        seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    ) -> Result<Execed, RuntimeError> {
+        let c = self
+            .load(id, "exec")?
+            .ok_or_else(|| RuntimeError::new(NAME, "exec", id, "container state not found"))?;
+        let spec = oci_spec::runtime::Spec::load(c.bundle().join("config.json")).map_err(|e| {
+            RuntimeError::new(NAME, "exec", id, format!("reading the bundle's spec: {e}"))
+        })?;
+        let mut proc_ = spec.process().clone().ok_or_else(|| {
+            RuntimeError::new(NAME, "exec", id, "the container's spec has no process")
+        })?;
+        let mut env = proc_.env().clone().unwrap_or_default();
+        for kv in &process.env {
+            let key = kv.split('=').next().unwrap_or("");
+            env.retain(|e| e.split('=').next() != Some(key));
+            env.push(kv.clone());
+        }
+        if !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push("TERM=xterm".into());
+        }
+        proc_.set_args(Some(process.args.clone()));
+        proc_.set_env(Some(env));
+        proc_.set_terminal(Some(true));
+        if let Some(cwd) = &process.cwd {
+            proc_.set_cwd(cwd.clone());
+        }
+        let file = console.with_extension("process.json");
+        let json = serde_json::to_vec(&proc_)
+            .map_err(|e| RuntimeError::new(NAME, "exec", id, e.to_string()))?;
+        std::fs::write(&file, json)
+            .map_err(|e| RuntimeError::new(NAME, "exec", id, format!("{}: {e}", file.display())))?;
+        let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux);
+        if let Some(seccomp) = seccomp {
+            builder = builder.with_executor(ConfinedExec { seccomp });
+        }
+        let built = builder
+            .with_root_path(&self.root)
+            .map_err(Self::err("exec", id))?
+            .with_console_socket(Some(console))
+            .as_tenant()
+            .with_process(Some(&file))
+            .with_detach(true)
+            .build();
+        let _ = std::fs::remove_file(&file);
+        let pid = built.map_err(Self::err("exec", id))?;
+        Ok(Execed { pid: pid.as_raw() })
+    }
+
     /// The seccomp section of a created container's spec (from its bundle's config.json).
     fn container_seccomp(
         &self,
@@ -159,6 +215,9 @@ impl OciRuntime for Libcontainer {
         // libcontainer 0.7's tenant builder drops `linux.seccomp` from the spec it runs exec'd
         // processes with; load the container's filter ourselves, right before the exec.
         let seccomp = self.container_seccomp(id)?;
+        if let Some(console) = &process.console_socket {
+            return self.exec_tty(id, process, console, seccomp);
+        }
         let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux);
         if let Some(seccomp) = seccomp {
             builder = builder.with_executor(ConfinedExec { seccomp });

@@ -83,6 +83,9 @@ pub struct ExecProcess {
     pub cwd: Option<PathBuf>,
     /// uid, gid and additional gids; the container's user (the runtime's default is root).
     pub user: Option<(u32, u32, Vec<u32>)>,
+    /// Run on a terminal: its master end is sent to this unix socket (the OCI console socket).
+    #[serde(default)]
+    pub console_socket: Option<PathBuf>,
 }
 
 /// How an exec'd process is waited for: its pid is a child of the caller, or (for a CLI

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 /// What a token stands for.
@@ -284,15 +284,11 @@ impl Streaming {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let (mut sink, mut source) = ws.split();
-        if tty {
-            let msg = ws::error_status("ferrio does not serve TTY exec yet; run without a TTY");
-            let _ = sink
-                .send(Message::binary(ws::frame(ws::ERROR, msg.as_bytes())))
-                .await;
-            let _ = sink.close().await;
-            return;
-        }
-        let exec = match self.engine.exec_stream(&container, cmd, want_stdin).await {
+        let exec = match self
+            .engine
+            .exec_stream(&container, cmd, want_stdin, tty)
+            .await
+        {
             Ok(e) => e,
             Err(e) => {
                 let msg = ws::error_status(&e.to_string());
@@ -338,7 +334,9 @@ impl Streaming {
         }
         drop(out_tx);
         let v5 = protocol == ws::V5;
-        // Client → process: stdin, v5's close of stdin; a client that goes away ends stdin.
+        let resize = exec.resize.clone();
+        // Client → process: stdin, v5's close of stdin, terminal resizes; a client that goes
+        // away ends stdin.
         let reader_last = last.clone();
         let reader = tokio::spawn(async move {
             while let Some(Ok(msg)) = source.next().await {
@@ -357,6 +355,11 @@ impl Streaming {
                         }
                     }
                     Some((ws::CLOSE, [ws::STDIN])) if v5 => stdin = None,
+                    Some((ws::RESIZE, d)) => {
+                        if let (Some(sock), Some((w, h))) = (&resize, parse_resize(d)) {
+                            crate::engine::container::resize_tty(sock, w, h).await;
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -478,6 +481,14 @@ impl Streaming {
         }
         let _ = sink.close().await;
     }
+}
+
+/// A resize message: `{"Width":W,"Height":H}` (Kubernetes' TerminalSize).
+fn parse_resize(d: &[u8]) -> Option<(u16, u16)> {
+    let v: serde_json::Value = serde_json::from_slice(d).ok()?;
+    let w = u16::try_from(v["Width"].as_u64()?).ok()?;
+    let h = u16::try_from(v["Height"].as_u64()?).ok()?;
+    Some((w, h))
 }
 
 /// Copies a process's output to its SPDY stream and half-closes it; output nobody asked for
@@ -617,6 +628,7 @@ impl Streaming {
             Option<SpdyStream>,
             Option<SpdyStream>,
         ) = (None, None, None, None);
+        let mut resize_stream: Option<SpdyStream> = None;
         let complete = |e: &Option<SpdyStream>,
                         i: &Option<SpdyStream>,
                         o: &Option<SpdyStream>,
@@ -636,7 +648,8 @@ impl Streaming {
                         "stdin" => stdin = Some(s),
                         "stdout" => stdout = Some(s),
                         "stderr" => stderr = Some(s),
-                        _ => {} // resize: no TTY is served; dropped
+                        "resize" => resize_stream = Some(s),
+                        _ => {}
                     },
                     None => return,
                 },
@@ -655,18 +668,9 @@ impl Streaming {
                 msg
             }
         };
-        if tty {
-            let _ = error
-                .write_all(
-                    fail("ferrio does not serve TTY exec yet; run without a TTY".into()).as_bytes(),
-                )
-                .await;
-            let _ = error.shutdown().await;
-            return;
-        }
         let mut exec = match self
             .engine
-            .exec_stream(&container, cmd, stdin.is_some())
+            .exec_stream(&container, cmd, stdin.is_some(), tty)
             .await
         {
             Ok(e) => e,
@@ -677,6 +681,31 @@ impl Streaming {
             }
         };
         let mut tasks = Vec::new();
+        if let Some(sock) = exec.resize.clone() {
+            // Terminal sizes arrive as JSON lines on the resize stream, which a client may
+            // open after the others.
+            tasks.push(tokio::spawn(async move {
+                let stream = match resize_stream {
+                    Some(s) => Some(s),
+                    None => loop {
+                        match acceptor.accept().await {
+                            Some(s) if s.headers().get("streamtype") == Some("resize") => {
+                                break Some(s)
+                            }
+                            Some(_) => continue,
+                            None => break None,
+                        }
+                    },
+                };
+                let Some(stream) = stream else { return };
+                let mut lines = tokio::io::BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some((w, h)) = parse_resize(line.as_bytes()) {
+                        crate::engine::container::resize_tty(&sock, w, h).await;
+                    }
+                }
+            }));
+        }
         if let (Some(mut from), Some(mut to)) = (stdin.take(), exec.child.stdin.take()) {
             tasks.push(tokio::spawn(async move {
                 let _ = tokio::io::copy(&mut from, &mut to).await;
