@@ -9,10 +9,7 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn events_arrive_in_order_on_every_subscriber() {
-    let reg = Registry::shared();
-    let d = Daemon::start(DaemonOpts::default());
-    let image = reg.image("ferrio-test/busybox:1.35");
-    pull(&mut d.images().await, &image).await.unwrap();
+    let (d, image, pcfg, pod) = setup_pod("events").await;
     let mut rt = d.runtime().await;
     let mut subs = Vec::new();
     for _ in 0..2 {
@@ -23,9 +20,6 @@ async fn events_arrive_in_order_on_every_subscriber() {
             .into_inner();
         subs.push(s);
     }
-    let logs = d.dir.path().join("logs");
-    let pcfg = pod_config("events", &logs);
-    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
     // Exits by itself after a moment: nobody asks for its status in between.
     let id = create_start(
         &mut rt,
@@ -78,15 +72,5 @@ async fn events_arrive_in_order_on_every_subscriber() {
             )
         );
     }
-    rt.stop_pod_sandbox(api::StopPodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    assert!(mounts_containing(&pod.id).is_empty());
+    finish_pod(&d, &pod).await;
 }

@@ -6,35 +6,6 @@ mod common;
 use common::*;
 use ferrio::cri::api;
 
-async fn setup(name: &str) -> (Daemon, String, api::PodSandboxConfig, TestPod) {
-    let reg = Registry::shared();
-    let d = Daemon::start(DaemonOpts::default());
-    let image = reg.image("ferrio-test/busybox:1.35");
-    pull(&mut d.images().await, &image).await.unwrap();
-    let logs = d.dir.path().join("logs");
-    let pcfg = pod_config(name, &logs);
-    let mut rt = d.runtime().await;
-    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
-    (d, image, pcfg, pod)
-}
-
-async fn finish(d: &Daemon, pod: &TestPod) {
-    let mut rt = d.runtime().await;
-    rt.stop_pod_sandbox(api::StopPodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    assert!(mounts_containing(&pod.id).is_empty());
-    assert!(cgroups_containing(&pod.id).is_empty());
-    assert!(entries(&d.dir.path().join("run/ctr")).is_empty());
-}
-
 fn caps(add: &[&str], drop: &[&str]) -> Option<api::Capability> {
     Some(api::Capability {
         add_capabilities: add.iter().map(|s| s.to_string()).collect(),
@@ -50,7 +21,7 @@ const DEFAULT_CAPS: u64 = 0x5fb;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn capabilities_add_drop_all_and_privileged() {
-    let (d, image, pcfg, pod) = setup("caps").await;
+    let (d, image, pcfg, pod) = setup_pod("caps").await;
     let mut rt = d.runtime().await;
     let host_bounding = cap_mask(
         &std::fs::read_to_string("/proc/self/status").unwrap(),
@@ -112,12 +83,12 @@ async fn capabilities_add_drop_all_and_privileged() {
             );
         }
     }
-    finish(&d, &pod).await;
+    finish_pod(&d, &pod).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_new_privs_readonly_rootfs_masked_and_readonly_paths() {
-    let (d, image, pcfg, pod) = setup("ro").await;
+    let (d, image, pcfg, pod) = setup_pod("ro").await;
     let mut rt = d.runtime().await;
     let sec = api::LinuxContainerSecurityContext {
         no_new_privs: true,
@@ -139,12 +110,12 @@ async fn no_new_privs_readonly_rootfs_masked_and_readonly_paths() {
     // The defaults no longer apply when the request gives its own lists.
     let (t, _, _) = sh_in(&mut rt, &id, "wc -c < /proc/timer_list").await;
     assert_ne!(t, "0");
-    finish(&d, &pod).await;
+    finish_pod(&d, &pod).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn users_groups_and_their_errors() {
-    let (d, image, pcfg, pod) = setup("users").await;
+    let (d, image, pcfg, pod) = setup_pod("users").await;
     let mut rt = d.runtime().await;
     let sec = api::LinuxContainerSecurityContext {
         run_as_user: Some(api::Int64Value { value: 1000 }),
@@ -209,7 +180,7 @@ async fn users_groups_and_their_errors() {
         e.code() == tonic::Code::InvalidArgument && e.message().contains("nobody-here"),
         "{e:?}"
     );
-    finish(&d, &pod).await;
+    finish_pod(&d, &pod).await;
 }
 
 /// A host directory with a tmpfs mounted inside it; removed with the guard.
@@ -242,7 +213,7 @@ impl Drop for HostTree {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn recursive_read_only_mounts() {
-    let (d, image, pcfg, pod) = setup("rro").await;
+    let (d, image, pcfg, pod) = setup_pod("rro").await;
     let tree = HostTree::new(d.dir.path());
     let mut rt = d.runtime().await;
     let m = |path: &str, rro: bool| api::Mount {
@@ -334,14 +305,14 @@ async fn recursive_read_only_mounts() {
     };
     assert!(feat("ferrio").recursive_read_only_mounts && !feat("runc").recursive_read_only_mounts);
     assert!(st.features.unwrap().supplemental_groups_policy);
-    finish(&d, &pod).await;
-    finish(&d, &runc_pod).await;
+    finish_pod(&d, &pod).await;
+    finish_pod(&d, &runc_pod).await;
     drop(tree);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn image_volumes() {
-    let (d, image, pcfg, pod) = setup("imgvol").await;
+    let (d, image, pcfg, pod) = setup_pod("imgvol").await;
     let reg = Registry::shared();
     let multi = reg.image("ferrio-test/multilayer");
     pull(&mut d.images().await, &multi).await.unwrap();
@@ -412,12 +383,12 @@ async fn image_volumes() {
         .await
         .unwrap_err();
     assert!(e.message().contains("no/such/dir"), "{e:?}");
-    finish(&d, &pod).await;
+    finish_pod(&d, &pod).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn localhost_seccomp_profile_blocks_a_syscall() {
-    let (d, image, pcfg, pod) = setup("local").await;
+    let (d, image, pcfg, pod) = setup_pod("local").await;
     let mut rt = d.runtime().await;
     let profile = d.dir.path().join("no-mkdir.json");
     std::fs::write(
@@ -458,12 +429,12 @@ async fn localhost_seccomp_profile_blocks_a_syscall() {
         e.code() == tonic::Code::InvalidArgument && e.message().contains("bad.json"),
         "{e:?}"
     );
-    finish(&d, &pod).await;
+    finish_pod(&d, &pod).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn escape_battery_for_a_default_container() {
-    let (d, image, pcfg, pod) = setup("escape").await;
+    let (d, image, pcfg, pod) = setup_pod("escape").await;
     let mut rt = d.runtime().await;
     let id = create_start(
         &mut rt,
@@ -506,5 +477,5 @@ async fn escape_battery_for_a_default_container() {
         ps.parse::<u32>().unwrap() < 10,
         "only the container's processes are visible: {ps}"
     );
-    finish(&d, &pod).await;
+    finish_pod(&d, &pod).await;
 }

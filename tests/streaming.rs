@@ -68,14 +68,8 @@ async fn collect(ws: &mut Ws) -> (String, String, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_and_port_forward_over_websocket() {
-    let reg = Registry::shared();
-    let d = Daemon::start(DaemonOpts::default());
-    let image = reg.image("ferrio-test/busybox:1.35");
-    pull(&mut d.images().await, &image).await.unwrap();
+    let (d, image, pcfg, pod) = setup_pod("stream").await;
     let mut rt = d.runtime().await;
-    let logs = d.dir.path().join("logs");
-    let pcfg = pod_config("stream", &logs);
-    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
     let id = create_start(
         &mut rt,
         &pod,
@@ -202,17 +196,7 @@ async fn exec_and_port_forward_over_websocket() {
     // The container and the server are fine after all that.
     let (out, _, code) = sh_in(&mut rt, &id, "echo ok").await;
     assert_eq!((out.as_str(), code), ("ok", 0));
-    rt.stop_pod_sandbox(api::StopPodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    assert!(mounts_containing(&pod.id).is_empty() && processes_containing(&id).is_empty());
+    finish_pod(&d, &pod).await;
 }
 
 /// A minimal SPDY/3.1 client, as kubectl and crictl speak it (moby/spdystream): the HTTP/1.1
@@ -358,14 +342,8 @@ mod spdy_client {
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_and_port_forward_over_spdy() {
     use spdy_client::Client;
-    let reg = Registry::shared();
-    let d = Daemon::start(DaemonOpts::default());
-    let image = reg.image("ferrio-test/busybox:1.35");
-    pull(&mut d.images().await, &image).await.unwrap();
+    let (d, image, pcfg, pod) = setup_pod("spdy").await;
     let mut rt = d.runtime().await;
-    let logs = d.dir.path().join("logs");
-    let pcfg = pod_config("spdy", &logs);
-    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
     let id = create_start(
         &mut rt,
         &pod,
@@ -497,29 +475,13 @@ async fn exec_and_port_forward_over_spdy() {
 
     let (out, _, _) = sh_in(&mut rt, &id, "echo healthy").await;
     assert_eq!(out, "healthy");
-    rt.stop_pod_sandbox(api::StopPodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    assert!(mounts_containing(&pod.id).is_empty() && processes_containing(&id).is_empty());
+    finish_pod(&d, &pod).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tty_exec_with_resize_over_websocket() {
-    let reg = Registry::shared();
-    let d = Daemon::start(DaemonOpts::default());
-    let image = reg.image("ferrio-test/busybox:1.35");
-    pull(&mut d.images().await, &image).await.unwrap();
+    let (d, image, pcfg, pod) = setup_pod("tty").await;
     let mut rt = d.runtime().await;
-    let logs = d.dir.path().join("logs");
-    let pcfg = pod_config("tty", &logs);
-    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
     let id = create_start(&mut rt, &pod, &pcfg, sh_container("t", &image, "sleep 300")).await;
     let url = rt
         .exec(api::ExecRequest {
@@ -558,15 +520,5 @@ async fn tty_exec_with_resize_over_websocket() {
     assert_eq!(status["details"]["causes"][0]["message"], "3", "{status}");
     let (out, _, _) = sh_in(&mut rt, &id, "echo fine").await;
     assert_eq!(out, "fine");
-    rt.stop_pod_sandbox(api::StopPodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    assert!(mounts_containing(&pod.id).is_empty() && processes_containing(&id).is_empty());
+    finish_pod(&d, &pod).await;
 }

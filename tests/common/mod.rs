@@ -969,3 +969,35 @@ pub fn cap_mask(status: &str, field: &str) -> u64 {
         .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
         .unwrap_or_else(|| panic!("no {field} in {status}"))
 }
+
+/// A daemon with the busybox test image pulled and one ready pod named `name`.
+pub async fn setup_pod(name: &str) -> (Daemon, String, api::PodSandboxConfig, TestPod) {
+    let reg = Registry::shared();
+    let d = Daemon::start(DaemonOpts::default());
+    let image = reg.image("ferrio-test/busybox:1.35");
+    pull(&mut d.images().await, &image).await.unwrap();
+    let logs = d.dir.path().join("logs");
+    let pcfg = pod_config(name, &logs);
+    let mut rt = d.runtime().await;
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    (d, image, pcfg, pod)
+}
+
+/// Stops and removes `pod`, then checks no mount, cgroup or container run dir is left.
+pub async fn finish_pod(d: &Daemon, pod: &TestPod) {
+    let mut rt = d.runtime().await;
+    rt.stop_pod_sandbox(api::StopPodSandboxRequest {
+        pod_sandbox_id: pod.id.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.id.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(mounts_containing(&pod.id).is_empty());
+    assert!(cgroups_containing(&pod.id).is_empty());
+    assert!(processes_containing(&pod.id).is_empty());
+    assert!(entries(&d.dir.path().join("run/ctr")).is_empty());
+}
