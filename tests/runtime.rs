@@ -1261,3 +1261,34 @@ async fn update_pod_sandbox_resources_reaches_the_pod_cgroup() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     teardown(&d, &mut rt, &pod.id, &[]).await;
 }
+
+async fn tty_container(handler: &str) {
+    let d = Daemon::start(DaemonOpts::default());
+    let image = Registry::shared().image("ferrio-test/busybox:1.35");
+    pull(&mut d.images().await, &image).await.unwrap();
+    let mut rt = d.runtime().await;
+    let logs = d.dir.path().join("logs");
+    let pcfg = pod_config("ttyc", &logs);
+    let pod = run_pod(&mut rt, pcfg.clone(), handler).await;
+    let mut c = sh_container("term", &image, "tty; echo on-a-terminal; exit 2");
+    c.tty = true;
+    let id = create_start(&mut rt, &pod, &pcfg, c).await;
+    let st = wait_exited(&mut rt, &id, 20).await;
+    assert_eq!(st.exit_code, 2, "{st:?}");
+    let log = read_log(&logs.join("term.log"));
+    assert!(
+        log.contains("/dev/pts/0") && log.contains("on-a-terminal"),
+        "{log}"
+    );
+    assert!(
+        log.lines().all(|l| l.contains(" stdout ")),
+        "a terminal has one stream: {log}"
+    );
+    teardown(&d, &mut rt, &pod.id, &[&id]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tty_containers_log_from_their_terminal() {
+    tty_container("").await;
+    tty_container("runc").await;
+}

@@ -124,9 +124,6 @@ fn validate_container(c: &ContainerConfig) -> Result<()> {
             c.stop_signal
         )));
     }
-    if c.tty {
-        return Err(EngineError::new(Kind::Unimplemented, "tty containers arrive with the streaming server; this ferrio runs containers without a terminal"));
-    }
     if let crate::spec::config::Profile::Localhost(p) = &c.security.seccomp {
         validate::absolute("seccomp.localhost_ref", p)?;
     }
@@ -544,6 +541,7 @@ impl Engine {
             socket: run.join("monitor.sock"),
             exit_file: run.join("exit"),
             cgroup: rec.cgroup.clone(),
+            tty: rec.config.tty,
         };
         {
             let (bundle, run, mcfg) = (bundle.clone(), run.clone(), mcfg.clone());

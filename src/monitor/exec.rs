@@ -86,6 +86,7 @@ fn run(req: &ExecRequest) -> ExecResult {
             },
             stdout: dup(std::io::stdout().as_fd())?,
             stderr: dup(std::io::stderr().as_fd())?,
+            console: None,
         })
     })();
     let stdio = match stdio {
@@ -172,6 +173,7 @@ fn run_tty(req: &ExecRequest, console: &std::path::Path) -> Result<i32, String> 
         stdin: null()?,
         stdout: null()?,
         stderr: null()?,
+        console: None,
     };
     let runtime = req.handler.runtime();
     let execed = runtime.exec(&req.id, &req.process, stdio);

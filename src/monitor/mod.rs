@@ -150,6 +150,18 @@ impl Monitor {
             .map_err(|e| e.to_string())?
             .into();
         let oom_baseline = crate::cgroups::oom_kills(&cfg.cgroup).unwrap_or(0);
+        // A terminal: the runtime sends the PTY master to a console socket beside ours.
+        let console = cfg.tty.then(|| cfg.socket.with_file_name("console.sock"));
+        let console_listener = match &console {
+            Some(path) => {
+                let _ = std::fs::remove_file(path);
+                Some(
+                    UnixListener::bind("console.sock")
+                        .map_err(|e| format!("binding {}: {e}", path.display()))?,
+                )
+            }
+            None => None,
+        };
         let created = runtime.create(
             &cfg.id,
             &cfg.bundle,
@@ -157,6 +169,7 @@ impl Monitor {
                 stdin,
                 stdout: out_w,
                 stderr: err_w,
+                console: console.clone(),
             },
         );
         let pid = match created {
@@ -183,6 +196,27 @@ impl Monitor {
                 return Err(format!("pidfd_open({pid}): {e}"));
             }
         };
+        let (out_r, err_r) = match console_listener {
+            // The terminal's master is the container's one output (stdout in the log).
+            Some(l) => {
+                let master = l
+                    .accept()
+                    .map_err(|e| format!("console socket: {e}"))
+                    .and_then(|(c, _)| {
+                        crate::sys::process::recv_fd(&c).map_err(|e| format!("console socket: {e}"))
+                    });
+                let _ = std::fs::remove_file("console.sock");
+                match master {
+                    Ok(m) => (m, None),
+                    Err(e) => {
+                        let _ = runtime.delete(&cfg.id, true);
+                        reap_all(None);
+                        return Err(e);
+                    }
+                }
+            }
+            None => (out_r, Some(err_r)),
+        };
         Ok(Monitor {
             cfg: cfg.clone(),
             runtime,
@@ -190,7 +224,7 @@ impl Monitor {
             pidfd,
             listener,
             stdout: Some(out_r),
-            stderr: Some(err_r),
+            stderr: err_r,
             log,
             started: false,
             oom_baseline,

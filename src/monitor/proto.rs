@@ -18,6 +18,9 @@ pub struct MonitorConfig {
     pub exit_file: PathBuf,
     /// The container's cgroup path (for its OOM-kill counter).
     pub cgroup: String,
+    /// The container runs on a terminal: its output is read from the PTY master.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

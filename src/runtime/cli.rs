@@ -87,8 +87,11 @@ impl OciRuntime for OciCli {
             .arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
-            .arg(&pid_file)
-            .arg(id)
+            .arg(&pid_file);
+        if let Some(console) = &stdio.console {
+            cmd.arg("--console-socket").arg(console);
+        }
+        cmd.arg(id)
             .stdin(PStdio::from(stdio.stdin))
             .stdout(PStdio::from(stdio.stdout))
             .stderr(PStdio::from(stdio.stderr));

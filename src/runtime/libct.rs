@@ -147,12 +147,17 @@ impl OciRuntime for Libcontainer {
         std::fs::create_dir_all(&self.root).map_err(|e| {
             RuntimeError::new(NAME, "create", id, format!("{}: {e}", self.root.display()))
         })?;
-        let container = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
+        let builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
             .with_root_path(&self.root)
-            .map_err(Self::err("create", id))?
-            .with_stdin(stdio.stdin)
-            .with_stdout(stdio.stdout)
-            .with_stderr(stdio.stderr)
+            .map_err(Self::err("create", id))?;
+        let builder = match &stdio.console {
+            Some(console) => builder.with_console_socket(Some(console)),
+            None => builder
+                .with_stdin(stdio.stdin)
+                .with_stdout(stdio.stdout)
+                .with_stderr(stdio.stderr),
+        };
+        let container = builder
             .as_init(bundle)
             .with_systemd(false)
             .with_detach(true)

@@ -59,6 +59,9 @@ pub struct Stdio {
     pub stdin: OwnedFd,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    /// A terminal instead: the runtime sends the PTY master to this unix socket (the OCI
+    /// console socket) and the fds above are not used.
+    pub console: Option<PathBuf>,
 }
 
 /// The state an OCI runtime reports.
