@@ -188,7 +188,7 @@ async fn runtime_service_version_status_config_and_unimplemented() {
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
     let e = rt.attach(api::AttachRequest::default()).await.unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented);
+    assert_eq!(e.code(), Code::InvalidArgument, "an empty container ID");
     let e = rt
         .run_pod_sandbox(api::RunPodSandboxRequest::default())
         .await

@@ -522,3 +522,107 @@ async fn tty_exec_with_resize_over_websocket() {
     assert_eq!(out, "fine");
     finish_pod(&d, &pod).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_to_a_container_with_stdin_twice() {
+    let (d, image, pcfg, pod) = setup_pod("attach").await;
+    let mut rt = d.runtime().await;
+    let mut c = sh_container("cat", &image, "cat");
+    c.stdin = true;
+    c.command = vec!["cat".into()];
+    let id = create_start(&mut rt, &pod, &pcfg, c).await;
+    let attach_url = || {
+        let mut rt = rt.clone();
+        let id = id.clone();
+        async move {
+            rt.attach(api::AttachRequest {
+                container_id: id,
+                stdin: true,
+                tty: false,
+                stdout: true,
+                stderr: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url
+        }
+    };
+    let mut a = connect(&attach_url().await, "v5.channel.k8s.io")
+        .await
+        .unwrap();
+    let mut b = connect(&attach_url().await, "v4.channel.k8s.io")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    a.send(Message::binary(b"\x00through attach\n".to_vec()))
+        .await
+        .unwrap();
+    // Both attachers see the container's output.
+    for ws in [&mut a, &mut b] {
+        let mut got = Vec::new();
+        while !String::from_utf8_lossy(&got).contains("through attach") {
+            let m = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            if let Message::Binary(d) = m {
+                if d.first() == Some(&1) {
+                    got.extend_from_slice(&d[1..]);
+                }
+            }
+        }
+    }
+    // v5's close of stdin ends `cat`, the container exits, the attach streams end with Success.
+    a.send(Message::binary(vec![255u8, 0])).await.unwrap();
+    let (_, _, status) = collect(&mut a).await;
+    assert_eq!(status["status"], "Success");
+    let st = wait_exited(&mut rt, &id, 10).await;
+    assert_eq!(st.exit_code, 0);
+    let log = std::fs::read_to_string(d.dir.path().join("logs/cat.log")).unwrap();
+    assert!(
+        log.contains("through attach"),
+        "the CRI log is still written: {log}"
+    );
+    finish_pod(&d, &pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_over_spdy() {
+    use spdy_client::Client;
+    let (d, image, pcfg, pod) = setup_pod("spdyattach").await;
+    let mut rt = d.runtime().await;
+    let mut c = sh_container("cat", &image, "cat");
+    c.stdin = true;
+    c.command = vec!["cat".into()];
+    let id = create_start(&mut rt, &pod, &pcfg, c).await;
+    let url = rt
+        .attach(api::AttachRequest {
+            container_id: id.clone(),
+            stdin: true,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut c = Client::connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
+    c.open(1, &[("streamtype", "error")], true).await;
+    c.open(3, &[("streamtype", "stdin")], false).await;
+    c.open(5, &[("streamtype", "stdout")], true).await;
+    c.open(7, &[("streamtype", "stderr")], true).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    c.data(3, b"spdy attach\n", true).await;
+    let got = c.collect(1).await;
+    assert_eq!(
+        String::from_utf8_lossy(got.get(&5).unwrap()),
+        "spdy attach\n"
+    );
+    let status: serde_json::Value = serde_json::from_slice(got.get(&1).unwrap()).unwrap();
+    assert_eq!(status["status"], "Success");
+    assert_eq!(wait_exited(&mut rt, &id, 10).await.exit_code, 0);
+    finish_pod(&d, &pod).await;
+}

@@ -633,6 +633,15 @@ impl RuntimeService for Runtime {
             .await?;
         Ok(Response::new(api::UpdatePodSandboxResourcesResponse {}))
     }
+
+    async fn attach(
+        &self,
+        req: Request<api::AttachRequest>,
+    ) -> Result<Response<api::AttachResponse>, Status> {
+        let r = req.into_inner();
+        let url = self.streaming.attach_url(&r.container_id)?;
+        Ok(Response::new(api::AttachResponse { url }))
+    }
 }
 
 impl Runtime {

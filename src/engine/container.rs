@@ -542,6 +542,8 @@ impl Engine {
             exit_file: run.join("exit"),
             cgroup: rec.cgroup.clone(),
             tty: rec.config.tty,
+            stdin: rec.config.stdin,
+            stdin_once: rec.config.stdin_once,
         };
         {
             let (bundle, run, mcfg) = (bundle.clone(), run.clone(), mcfg.clone());
@@ -1160,6 +1162,15 @@ async fn run_delete_helper(h: &Handler, id: &str) -> Result<()> {
 }
 
 impl Engine {
+    /// For Attach: a running container's monitor socket, and whether it has a terminal.
+    pub fn attach_target(&self, s: &str) -> Result<(String, PathBuf, bool)> {
+        let id = self.exec_target(s)?;
+        let rec = self
+            .container(&id)
+            .ok_or_else(|| EngineError::not_found(format!("container {s:?} not found")))?;
+        Ok((id.clone(), self.sock(&id), rec.config.tty))
+    }
+
     /// What ExecSync and streaming exec share: the command checked, the container running, and
     /// the helper's request (run as the container's user) with its result file.
     fn exec_request(

@@ -95,7 +95,7 @@ impl Engine {
 }
 
 /// Connects to a monitor socket at any path length (see `monitor::connect_unix`).
-async fn connect(sock: &std::path::Path) -> std::io::Result<tokio::net::UnixStream> {
+pub(crate) async fn connect(sock: &std::path::Path) -> std::io::Result<tokio::net::UnixStream> {
     use std::os::unix::ffi::OsStrExt;
     if sock.as_os_str().as_bytes().len() < 100 {
         return tokio::net::UnixStream::connect(sock).await;

@@ -119,6 +119,10 @@ struct Monitor {
     oom_baseline: u64,
     waiters: Vec<UnixStream>,
     exit: Option<(i32, Option<i32>)>,
+    /// Attached clients, each with the bytes of a frame not yet complete.
+    attachers: Vec<(UnixStream, Vec<u8>)>,
+    /// The write end of the container's stdin (when it was created with stdin, no TTY).
+    stdin_w: Option<OwnedFd>,
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
@@ -146,9 +150,13 @@ impl Monitor {
         let log = CriLog::open(&cfg.log_path).map_err(|e| e.to_string())?;
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
-        let stdin: OwnedFd = std::fs::File::open("/dev/null")
-            .map_err(|e| e.to_string())?
-            .into();
+        let (stdin, stdin_w): (OwnedFd, Option<OwnedFd>) = if cfg.stdin && !cfg.tty {
+            let (r, w) = pipe()?;
+            (r, Some(w))
+        } else {
+            let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
+            (null.into(), None)
+        };
         let oom_baseline = crate::cgroups::oom_kills(&cfg.cgroup).unwrap_or(0);
         // A terminal: the runtime sends the PTY master to a console socket beside ours.
         let console = cfg.tty.then(|| cfg.socket.with_file_name("console.sock"));
@@ -230,6 +238,8 @@ impl Monitor {
             oom_baseline,
             waiters: Vec::new(),
             exit: None,
+            attachers: Vec::new(),
+            stdin_w,
         })
     }
 
@@ -237,6 +247,7 @@ impl Monitor {
         let mut buf = vec![0u8; 32 * 1024];
         while self.exit.is_none() {
             let mut ready = [false; 4];
+            let attach_ready: Vec<bool>;
             {
                 let mut fds = vec![
                     PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
@@ -251,6 +262,10 @@ impl Monitor {
                     idx[1] = Some(fds.len());
                     fds.push(PollFd::new(e.as_fd(), PollFlags::POLLIN));
                 }
+                let first_attacher = fds.len();
+                for (a, _) in &self.attachers {
+                    fds.push(PollFd::new(a.as_fd(), PollFlags::POLLIN));
+                }
                 match poll(&mut fds, PollTimeout::from(1000u16)) {
                     Ok(_) => {}
                     Err(nix::errno::Errno::EINTR) => continue,
@@ -261,7 +276,9 @@ impl Monitor {
                 ready[1] = hit(&fds[1]);
                 ready[2] = idx[0].is_some_and(|i| hit(&fds[i]));
                 ready[3] = idx[1].is_some_and(|i| hit(&fds[i]));
+                attach_ready = (first_attacher..fds.len()).map(|i| hit(&fds[i])).collect();
             }
+            self.serve_attachers(&attach_ready, &mut buf);
             if ready[2] {
                 self.pump(Stream::Stdout, &mut buf);
             }
@@ -291,7 +308,19 @@ impl Monitor {
                 Stream::Stdout => self.stdout = None,
                 Stream::Stderr => self.stderr = None,
             },
-            Ok(n) => self.log.write(stream, &buf[..n]),
+            Ok(n) => {
+                self.log.write(stream, &buf[..n]);
+                if !self.attachers.is_empty() {
+                    let kind = match stream {
+                        Stream::Stdout => proto::ATTACH_STDOUT,
+                        Stream::Stderr => proto::ATTACH_STDERR,
+                    };
+                    let frame = proto::attach_frame(kind, &buf[..n]);
+                    // A client that cannot take the output within its write timeout is dropped.
+                    self.attachers
+                        .retain_mut(|(a, _)| a.write_all(&frame).is_ok());
+                }
+            }
             Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
             Err(_) => match stream {
                 Stream::Stdout => self.stdout = None,
@@ -331,8 +360,86 @@ impl Monitor {
                 self.waiters.push(conn);
                 continue;
             }
+            if matches!(req, Request::Attach) {
+                let _ = conn.set_read_timeout(None);
+                let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
+                respond(&conn, &self.base());
+                self.attachers.push((conn, Vec::new()));
+                continue;
+            }
             let resp = self.handle(req);
             respond(&conn, &resp);
+        }
+    }
+
+    /// Reads what attachers sent: stdin for the container, a close of stdin, a resize.
+    fn serve_attachers(&mut self, ready: &[bool], buf: &mut [u8]) {
+        let mut gone = Vec::new();
+        for (i, is_ready) in ready.iter().enumerate() {
+            if !is_ready || i >= self.attachers.len() {
+                continue;
+            }
+            let n = match self.attachers[i].0.read(buf) {
+                Ok(0) | Err(_) => {
+                    gone.push(i);
+                    continue;
+                }
+                Ok(n) => n,
+            };
+            self.attachers[i].1.extend_from_slice(&buf[..n]);
+            loop {
+                let pending = std::mem::take(&mut self.attachers[i].1);
+                match proto::parse_attach_frame(&pending) {
+                    Ok(Some((kind, data, used))) => {
+                        self.attach_input(kind, data);
+                        self.attachers[i].1 = pending[used..].to_vec();
+                    }
+                    Ok(None) => {
+                        self.attachers[i].1 = pending;
+                        break;
+                    }
+                    Err(_) => {
+                        gone.push(i);
+                        break;
+                    }
+                }
+            }
+        }
+        for i in gone.into_iter().rev() {
+            self.attachers.remove(i);
+            if self.cfg.stdin_once {
+                self.stdin_w = None;
+            }
+        }
+    }
+
+    fn attach_input(&mut self, kind: u8, data: &[u8]) {
+        match kind {
+            proto::ATTACH_STDIN => {
+                // The container's stdin: the pipe, or the terminal's master.
+                let target = match (&self.stdin_w, self.cfg.tty && self.cfg.stdin) {
+                    (Some(w), _) => Some(w),
+                    (None, true) => self.stdout.as_ref(),
+                    _ => None,
+                };
+                if let Some(fd) = target {
+                    let _ = nix::unistd::write(fd, data);
+                }
+            }
+            proto::ATTACH_CLOSE_STDIN => self.stdin_w = None,
+            proto::ATTACH_RESIZE if self.cfg.tty => {
+                if let (Some(master), Ok(v)) = (
+                    &self.stdout,
+                    serde_json::from_slice::<serde_json::Value>(data),
+                ) {
+                    let w = v["width"].as_u64().unwrap_or(0) as u16;
+                    let h = v["height"].as_u64().unwrap_or(0) as u16;
+                    if w > 0 && h > 0 {
+                        let _ = crate::sys::process::set_winsize(master, h, w);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 
@@ -347,7 +454,7 @@ impl Monitor {
     fn handle(&mut self, req: Request) -> Response {
         let mut r = self.base();
         let result = match req {
-            Request::State | Request::Wait => Ok(()),
+            Request::State | Request::Wait | Request::Attach => Ok(()),
             Request::Start => match self.runtime.start(&self.cfg.id) {
                 Ok(()) => {
                     self.started = true;

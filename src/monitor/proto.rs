@@ -21,6 +21,70 @@ pub struct MonitorConfig {
     /// The container runs on a terminal: its output is read from the PTY master.
     #[serde(default)]
     pub tty: bool,
+    /// Keep the container's stdin open for attachers.
+    #[serde(default)]
+    pub stdin: bool,
+    /// Close the container's stdin when the first attacher leaves.
+    #[serde(default)]
+    pub stdin_once: bool,
+}
+
+/// After an `Attach` request is answered, the connection carries frames both ways:
+/// `[kind: u8][length: u32, big-endian][data]`. Monitor → attacher: [`ATTACH_STDOUT`],
+/// [`ATTACH_STDERR`]. Attacher → monitor: [`ATTACH_STDIN`] data, [`ATTACH_CLOSE_STDIN`],
+/// [`ATTACH_RESIZE`] (`{"width":W,"height":H}`).
+pub const ATTACH_STDIN: u8 = 0;
+pub const ATTACH_STDOUT: u8 = 1;
+pub const ATTACH_STDERR: u8 = 2;
+pub const ATTACH_CLOSE_STDIN: u8 = 3;
+pub const ATTACH_RESIZE: u8 = 4;
+
+/// One attach frame.
+pub fn attach_frame(kind: u8, data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(data.len() + 5);
+    v.push(kind);
+    v.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+/// A complete frame at the start of a buffer: its kind, its data, and the bytes it took.
+pub type AttachFrame<'a> = (u8, &'a [u8], usize);
+
+/// Splits the first complete frame off `buf`; `Ok(None)` until it is complete. Frames over
+/// 1 MiB are refused.
+pub fn parse_attach_frame(buf: &[u8]) -> Result<Option<AttachFrame<'_>>, String> {
+    if buf.len() < 5 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if len > 1 << 20 {
+        return Err(format!("attach frame of {len} bytes"));
+    }
+    if buf.len() < 5 + len {
+        return Ok(None);
+    }
+    Ok(Some((buf[0], &buf[5..5 + len], 5 + len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attach_frames() {
+        let mut b = attach_frame(ATTACH_STDIN, b"abc");
+        b.extend(attach_frame(ATTACH_CLOSE_STDIN, b""));
+        let (k, d, used) = parse_attach_frame(&b).unwrap().unwrap();
+        assert_eq!((k, d, used), (ATTACH_STDIN, &b"abc"[..], 8));
+        let (k, d, _) = parse_attach_frame(&b[used..]).unwrap().unwrap();
+        assert_eq!((k, d), (ATTACH_CLOSE_STDIN, &b""[..]));
+        assert_eq!(parse_attach_frame(&b[..6]).unwrap(), None, "incomplete");
+        assert!(
+            parse_attach_frame(&[0, 0xff, 0xff, 0xff, 0xff]).is_err(),
+            "oversized"
+        );
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,10 +92,17 @@ pub struct MonitorConfig {
 pub enum Request {
     State,
     Start,
-    Kill { signal: i32, all: bool },
+    Kill {
+        signal: i32,
+        all: bool,
+    },
     ReopenLog,
-    Update { resources: serde_json::Value },
+    Update {
+        resources: serde_json::Value,
+    },
     Wait,
+    /// Turns the connection into an attach stream (see [`attach_frame`]).
+    Attach,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -30,6 +30,11 @@ pub enum Pending {
         pod: String,
         ports: Vec<u16>,
     },
+    Attach {
+        container: String,
+        sock: std::path::PathBuf,
+        tty: bool,
+    },
 }
 
 pub struct Streaming {
@@ -137,6 +142,19 @@ impl Streaming {
         ))
     }
 
+    /// The URL for an Attach RPC, after checking the container runs.
+    pub fn attach_url(&self, container: &str) -> Result<String, EngineError> {
+        let (container, sock, tty) = self.engine.attach_target(container)?;
+        Ok(self.issue(
+            "attach",
+            Pending::Attach {
+                container,
+                sock,
+                tty,
+            },
+        ))
+    }
+
     /// The URL for a PortForward RPC, after checking the pod exists.
     pub fn port_forward_url(&self, pod: &str, ports: Vec<i32>) -> Result<String, EngineError> {
         let pod = self.engine.pod_status(pod)?.id;
@@ -176,7 +194,7 @@ impl Streaming {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let served: &[&str] = match pending {
-            Pending::Exec { .. } => &[ws::V5, ws::V4],
+            Pending::Exec { .. } | Pending::Attach { .. } => &[ws::V5, ws::V4],
             Pending::PortForward { .. } => &[ws::V4],
         };
         let Some(protocol) = ws::choose(offered, served) else {
@@ -226,6 +244,11 @@ impl Streaming {
                         .exec_session(ws, &proto2, container, cmd, tty, stdin)
                         .await
                 }
+                Pending::Attach {
+                    container,
+                    sock,
+                    tty,
+                } => server.ws_attach(ws, &proto2, container, sock, tty).await,
                 Pending::PortForward { pod, ports } => {
                     let ports = if query_ports.is_empty() {
                         ports
@@ -525,7 +548,7 @@ impl Streaming {
             return plain(StatusCode::NOT_FOUND, "unknown, used or expired token");
         };
         let served: &[&str] = match pending {
-            Pending::Exec { .. } => &SPDY_EXEC,
+            Pending::Exec { .. } | Pending::Attach { .. } => &SPDY_EXEC,
             Pending::PortForward { .. } => &SPDY_PORT_FORWARD,
         };
         // Clients list the versions they speak in preference order, in one or more headers.
@@ -589,6 +612,15 @@ impl Streaming {
                         .await
                 }
                 Pending::PortForward { pod, .. } => server.spdy_port_forward(acceptor, pod).await,
+                Pending::Attach {
+                    container,
+                    sock,
+                    tty,
+                } => {
+                    server
+                        .spdy_attach(acceptor, protocol, container, sock, tty)
+                        .await
+                }
             }
             handle.close();
             let _ = driver.await;
@@ -804,6 +836,237 @@ impl Streaming {
                 }
                 _ => s.reset(super::spdy::frame::RstStatus::RefusedStream),
             }
+        }
+    }
+}
+
+/// Opens an attach stream on a container's monitor: the `attach` request, its answer line,
+/// then frames (`monitor::proto::attach_frame`).
+async fn monitor_attach(sock: &std::path::Path) -> std::io::Result<tokio::net::UnixStream> {
+    let mut conn = crate::engine::events::connect(sock).await?;
+    conn.write_all(b"{\"op\":\"attach\"}\n").await?;
+    let mut b = [0u8; 1];
+    let mut n = 0;
+    loop {
+        if conn.read(&mut b).await? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the monitor closed the attach connection",
+            ));
+        }
+        n += 1;
+        if b[0] == b'\n' || n > 1 << 16 {
+            return Ok(conn);
+        }
+    }
+}
+
+/// Reads one frame from the monitor: (kind, data); None at the end.
+async fn read_attach_frame(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<(u8, Vec<u8>)> {
+    let mut head = [0u8; 5];
+    r.read_exact(&mut head).await.ok()?;
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len > 1 << 20 {
+        return None;
+    }
+    let mut data = vec![0u8; len];
+    r.read_exact(&mut data).await.ok()?;
+    Some((head[0], data))
+}
+
+impl Streaming {
+    async fn ws_attach<S>(
+        &self,
+        ws: tokio_tungstenite::WebSocketStream<S>,
+        protocol: &str,
+        container: String,
+        sock: std::path::PathBuf,
+        tty: bool,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        use crate::monitor::proto::{
+            attach_frame, ATTACH_CLOSE_STDIN, ATTACH_RESIZE, ATTACH_STDIN,
+        };
+        let (mut sink, mut source) = ws.split();
+        let conn = match monitor_attach(&sock).await {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = ws::error_status(&format!("attaching to {container}: {e}"));
+                let _ = sink
+                    .send(Message::binary(ws::frame(ws::ERROR, msg.as_bytes())))
+                    .await;
+                let _ = sink.close().await;
+                return;
+            }
+        };
+        let (mut from_monitor, mut to_monitor) = conn.into_split();
+        let v5 = protocol == ws::V5;
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(msg)) = source.next().await {
+                let Message::Binary(b) = msg else {
+                    if matches!(msg, Message::Close(_)) {
+                        break;
+                    }
+                    continue;
+                };
+                let frame = match ws::split(&b) {
+                    Some((ws::STDIN, d)) => attach_frame(ATTACH_STDIN, d),
+                    Some((ws::CLOSE, [ws::STDIN])) if v5 => attach_frame(ATTACH_CLOSE_STDIN, &[]),
+                    Some((ws::RESIZE, d)) if tty => match parse_resize(d) {
+                        Some((w, h)) => attach_frame(
+                            ATTACH_RESIZE,
+                            format!("{{\"width\":{w},\"height\":{h}}}").as_bytes(),
+                        ),
+                        None => continue,
+                    },
+                    _ => continue,
+                };
+                if to_monitor.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+        });
+        while let Some((kind, data)) = read_attach_frame(&mut from_monitor).await {
+            let ch = if kind == crate::monitor::proto::ATTACH_STDERR {
+                ws::STDERR
+            } else {
+                ws::STDOUT
+            };
+            if sink
+                .send(Message::binary(ws::frame(ch, &data)))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let _ = sink
+            .send(Message::binary(ws::frame(
+                ws::ERROR,
+                ws::exit_status(0).as_bytes(),
+            )))
+            .await;
+        let _ = sink.close().await;
+        reader.abort();
+    }
+
+    async fn spdy_attach(
+        &self,
+        mut acceptor: super::spdy::conn::StreamAcceptor,
+        protocol: &str,
+        container: String,
+        sock: std::path::PathBuf,
+        tty: bool,
+    ) {
+        use super::spdy::conn::SpdyStream;
+        use crate::monitor::proto::{
+            attach_frame, ATTACH_CLOSE_STDIN, ATTACH_RESIZE, ATTACH_STDERR, ATTACH_STDIN,
+        };
+        // Streams: error first, then the stdio the client wants and resize; wait briefly.
+        let mut streams: HashMap<String, SpdyStream> = HashMap::new();
+        let deadline = tokio::time::sleep(Duration::from_millis(1500));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                s = acceptor.accept() => match s {
+                    Some(s) => {
+                        let kind = s.headers().get("streamtype").unwrap_or("").to_string();
+                        streams.insert(kind, s);
+                        if streams.contains_key("error") && streams.contains_key("stdout") && (!tty || streams.contains_key("resize")) {
+                            break;
+                        }
+                    }
+                    None => return,
+                },
+                _ = &mut deadline => break,
+            }
+        }
+        let Some(mut error) = streams.remove("error") else {
+            return;
+        };
+        let status_json = protocol == ws::V5 || protocol == ws::V4;
+        let conn = match monitor_attach(&sock).await {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("attaching to {container}: {e}");
+                let _ = error
+                    .write_all(
+                        if status_json {
+                            ws::error_status(&msg)
+                        } else {
+                            msg
+                        }
+                        .as_bytes(),
+                    )
+                    .await;
+                let _ = error.shutdown().await;
+                return;
+            }
+        };
+        let (mut from_monitor, to_monitor) = conn.into_split();
+        let to_monitor = Arc::new(tokio::sync::Mutex::new(to_monitor));
+        let mut tasks = Vec::new();
+        if let Some(mut stdin) = streams.remove("stdin") {
+            let w = to_monitor.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; 32 * 1024];
+                while let Ok(n) = stdin.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if w.lock()
+                        .await
+                        .write_all(&attach_frame(ATTACH_STDIN, &buf[..n]))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                let _ = w
+                    .lock()
+                    .await
+                    .write_all(&attach_frame(ATTACH_CLOSE_STDIN, &[]))
+                    .await;
+            }));
+        }
+        if let Some(resize) = streams.remove("resize") {
+            let w = to_monitor.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(resize).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some((wd, h)) = parse_resize(line.as_bytes()) {
+                        let f = attach_frame(
+                            ATTACH_RESIZE,
+                            format!("{{\"width\":{wd},\"height\":{h}}}").as_bytes(),
+                        );
+                        let _ = w.lock().await.write_all(&f).await;
+                    }
+                }
+            }));
+        }
+        let mut stdout = streams.remove("stdout");
+        let mut stderr = streams.remove("stderr");
+        while let Some((kind, data)) = read_attach_frame(&mut from_monitor).await {
+            let target = if kind == ATTACH_STDERR {
+                stderr.as_mut()
+            } else {
+                stdout.as_mut()
+            };
+            if let Some(t) = target {
+                let _ = t.write_all(&data).await;
+            }
+        }
+        for s in [stdout.as_mut(), stderr.as_mut()].into_iter().flatten() {
+            let _ = s.shutdown().await;
+        }
+        if status_json {
+            let _ = error.write_all(ws::exit_status(0).as_bytes()).await;
+        }
+        let _ = error.shutdown().await;
+        for t in tasks {
+            t.abort();
         }
     }
 }
