@@ -434,6 +434,16 @@ async fn exec_and_port_forward_over_spdy() {
         String::from_utf8_lossy(got.get(&5).map(|v| v.as_slice()).unwrap_or(b"")).into_owned();
     assert!(out.contains("25 90") && out.contains("tty on"), "{out:?}");
 
+    // The oldest remotecommand protocol (v1, `channel.k8s.io`): plain text on the error stream.
+    let url = exec_url(&["sh", "-c", "exit 4"], false).await;
+    let mut c = Client::connect(&url, &["channel.k8s.io"]).await.unwrap();
+    assert_eq!(c.protocol, "channel.k8s.io");
+    c.open(1, &[("streamtype", "error")], true).await;
+    c.open(3, &[("streamtype", "stdout")], true).await;
+    c.open(5, &[("streamtype", "stderr")], true).await;
+    let got = c.collect(1).await;
+    assert!(String::from_utf8_lossy(got.get(&1).unwrap()).contains("non-zero exit code: 4"));
+
     // A protocol we do not speak is refused, and a token cannot be reused.
     let url = exec_url(&["true"], false).await;
     assert!(Client::connect(&url, &["v9.channel.k8s.io"]).await.is_err());
@@ -624,5 +634,61 @@ async fn attach_over_spdy() {
     let status: serde_json::Value = serde_json::from_slice(got.get(&1).unwrap()).unwrap();
     assert_eq!(status["status"], "Success");
     assert_eq!(wait_exited(&mut rt, &id, 10).await.exit_code, 0);
+    finish_pod(&d, &pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_streaming_server_speaks_tls_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let d = Daemon::start(DaemonOpts {
+        extra_config: format!(
+            "[streaming]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+        ..Default::default()
+    });
+    let image = Registry::shared().image("ferrio-test/busybox:1.35");
+    pull(&mut d.images().await, &image).await.unwrap();
+    let mut rt = d.runtime().await;
+    let pcfg = pod_config("tls", &d.dir.path().join("logs"));
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    let id = create_start(&mut rt, &pod, &pcfg, sh_container("s", &image, "sleep 300")).await;
+    let url = exec_url(rt.clone(), id.clone(), vec!["true".into()], false).await;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    // A client that trusts the certificate completes the handshake; the server then answers
+    // this non-upgrade request plainly.
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "%{http_code}", "--cacert"])
+        .arg(&cert)
+        .arg(&url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("400") && text.contains("upgrade"), "{text}");
     finish_pod(&d, &pod).await;
 }

@@ -90,6 +90,9 @@ pub struct StreamingConfig {
     pub token_ttl: u64,
     /// Seconds a session may pass without traffic before it is closed; 0 never.
     pub idle_timeout: u64,
+    /// PEM certificate chain and private key: serve HTTPS. Both empty: plain HTTP.
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
 }
 
 impl Default for StreamingConfig {
@@ -221,6 +224,8 @@ impl Default for Config {
                 port: 0,
                 token_ttl: 60,
                 idle_timeout: 4 * 3600,
+                tls_cert: PathBuf::new(),
+                tls_key: PathBuf::new(),
             },
             image: ImageConfig {
                 registries_conf: PathBuf::from("/etc/containers/registries.conf"),

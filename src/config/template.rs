@@ -74,6 +74,9 @@ port = {s_port}
 token_ttl = {s_ttl}
 # Seconds a session may pass without traffic before it is closed; 0: never.
 idle_timeout = {s_idle}
+# A PEM certificate chain and its private key: the server speaks HTTPS. Both empty: plain HTTP.
+tls_cert = {s_cert}
+tls_key = {s_key}
 
 [image]
 # A containers-registries.conf(5) v2 file ([[registry]] prefix/location/insecure/blocked and
@@ -144,6 +147,8 @@ address = {metrics_address}
         s_port = c.streaming.port,
         s_ttl = c.streaming.token_ttl,
         s_idle = c.streaming.idle_timeout,
+        s_cert = s(&c.streaming.tls_cert),
+        s_key = s(&c.streaming.tls_key),
         root = s(&c.root),
         run_root = s(&c.run_root),
         log_level = toml_str(&c.log_level),

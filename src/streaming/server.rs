@@ -39,6 +39,7 @@ pub enum Pending {
 
 pub struct Streaming {
     addr: SocketAddr,
+    scheme: &'static str,
     engine: Arc<Engine>,
     tokens: Mutex<HashMap<String, (Pending, Instant)>>,
     ttl: Duration,
@@ -53,6 +54,37 @@ fn plain(code: StatusCode, msg: impl Into<String>) -> Response<Body> {
     r
 }
 
+/// The TLS acceptor when the config names a certificate and key (both or neither).
+fn tls_acceptor(
+    cfg: &crate::config::StreamingConfig,
+) -> std::io::Result<Option<tokio_rustls::TlsAcceptor>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, key) = (&cfg.tls_cert, &cfg.tls_key);
+    if cert.as_os_str().is_empty() && key.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+    if cert.as_os_str().is_empty() || key.as_os_str().is_empty() {
+        return Err(bad(
+            "streaming.tls_cert and streaming.tls_key go together".into()
+        ));
+    }
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect())
+        .map_err(|e| bad(format!("{}: {e}", cert.display())))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| bad(format!("{}: {e}", key.display())))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad(format!("streaming TLS: {e}")))?;
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+}
+
 fn now_secs() -> i64 {
     crate::engine::now_ns() / 1_000_000_000
 }
@@ -63,9 +95,11 @@ impl Streaming {
         cfg: &crate::config::StreamingConfig,
         engine: Arc<Engine>,
     ) -> std::io::Result<Arc<Streaming>> {
+        let tls = tls_acceptor(cfg)?;
         let listener = tokio::net::TcpListener::bind((cfg.address.as_str(), cfg.port)).await?;
         let s = Arc::new(Streaming {
             addr: listener.local_addr()?,
+            scheme: if tls.is_some() { "https" } else { "http" },
             engine,
             tokens: Mutex::default(),
             ttl: Duration::from_secs(cfg.token_ttl.max(1)),
@@ -80,15 +114,32 @@ impl Streaming {
                     continue;
                 };
                 let server = server.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let server = server.clone();
                         async move { Ok::<_, std::convert::Infallible>(server.route(req)) }
                     });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .with_upgrades();
-                    if let Err(e) = conn.await {
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let done = match tls {
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(s) => {
+                                http.serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                                    .with_upgrades()
+                                    .await
+                            }
+                            Err(e) => {
+                                tracing::debug!(error = %e, "streaming TLS handshake failed");
+                                return;
+                            }
+                        },
+                        None => {
+                            http.serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                                .with_upgrades()
+                                .await
+                        }
+                    };
+                    if let Err(e) = done {
                         tracing::debug!(error = %e, "streaming connection ended with an error");
                     }
                 });
@@ -107,7 +158,7 @@ impl Streaming {
         let ttl = self.ttl;
         t.retain(|_, (_, at)| at.elapsed() < ttl);
         t.insert(token.clone(), (p, Instant::now()));
-        format!("http://{}/{kind}/{token}", self.addr)
+        format!("{}://{}/{kind}/{token}", self.scheme, self.addr)
     }
 
     /// Takes a token: it is valid once, within the TTL.
@@ -532,8 +583,14 @@ async fn relay_out(
 }
 
 /// remotecommand protocols served over SPDY, best first; v4 and v5 put a Status JSON on the
-/// error stream, v2 and v3 a plain message (only on failure).
-const SPDY_EXEC: [&str; 4] = [ws::V5, ws::V4, "v3.channel.k8s.io", "v2.channel.k8s.io"];
+/// error stream, v1 (`channel.k8s.io`) to v3 a plain message (only on failure).
+const SPDY_EXEC: [&str; 5] = [
+    ws::V5,
+    ws::V4,
+    "v3.channel.k8s.io",
+    "v2.channel.k8s.io",
+    "channel.k8s.io",
+];
 const SPDY_PORT_FORWARD: [&str; 1] = ["portforward.k8s.io"];
 
 impl Streaming {
