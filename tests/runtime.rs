@@ -175,11 +175,8 @@ fn text(b: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_sync_output_exit_code_and_timeout() {
-    let (d, image) = setup().await;
+    let (d, image, pcfg, pod) = setup_pod("exec").await;
     let mut rt = d.runtime().await;
-    let logs = d.dir.path().join("logs");
-    let pcfg = pod_config("exec", &logs);
-    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
     let id = create_start(
         &mut rt,
         &pod,
@@ -242,11 +239,8 @@ async fn exec_sync_output_exit_code_and_timeout() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_escalates_to_sigkill_and_is_idempotent() {
-    let (d, image) = setup().await;
+    let (d, image, pcfg, pod) = setup_pod("stop").await;
     let mut rt = d.runtime().await;
-    let logs = d.dir.path().join("logs");
-    let pcfg = pod_config("stop", &logs);
-    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
     // A process that ignores SIGTERM; and one that exits on it.
     let stubborn = create_start(
         &mut rt,
@@ -355,11 +349,8 @@ async fn stop_escalates_to_sigkill_and_is_idempotent() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn oom_killed_under_a_15_mib_limit() {
-    let (d, image) = setup().await;
+    let (d, image, pcfg, pod) = setup_pod("oom").await;
     let mut rt = d.runtime().await;
-    let logs = d.dir.path().join("logs");
-    let pcfg = pod_config("oom", &logs);
-    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
     let mut c = sh_container("hog", &image, "head -c 200000000 /dev/zero | tail");
     c.linux = Some(api::LinuxContainerConfig {
         resources: Some(api::LinuxContainerResources {
@@ -898,11 +889,9 @@ async fn users_seccomp_update_and_log_reopen() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn runtime_default_seccomp_blocks_user_namespaces() {
-    let (d, image) = setup().await;
+    let (d, image, pcfg, pod) = setup_pod("seccomp").await;
     let mut rt = d.runtime().await;
     let logs = d.dir.path().join("logs");
-    let pcfg = pod_config("seccomp", &logs);
-    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
     let with = |profile: i32, name: &str| {
         let mut c = sh_container(name, &image, "unshare -U true; echo rc=$?");
         c.linux = Some(api::LinuxContainerConfig {
