@@ -742,7 +742,7 @@ impl Engine {
 
     /// After a restart: a live monitor keeps the container as it was; a written exit file ends
     /// it; neither means the monitor died with it.
-    pub(super) fn refresh_after_restart(&self, id: &str) {
+    pub(super) async fn refresh_after_restart(&self, id: &str) {
         let Some(mut rec) = self.refreshed(id) else {
             return;
         };
@@ -750,7 +750,12 @@ impl Engine {
             return;
         }
         let sock = self.sock(id);
-        match crate::monitor::call(&sock, &Request::State, Some(Duration::from_secs(2))) {
+        let answer = blocking(move || {
+            crate::monitor::call(&sock, &Request::State, Some(Duration::from_secs(2)))
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        match answer {
             Ok(r) => {
                 if r.started && rec.state == ContainerState::Created {
                     rec.state = ContainerState::Running;
@@ -836,7 +841,7 @@ impl Engine {
             return Ok(());
         }
         if !self.sock(&id).exists() {
-            self.refresh_after_restart(&id);
+            self.refresh_after_restart(&id).await;
             return Ok(());
         }
         if timeout_s > 0 && rec.state == ContainerState::Running {

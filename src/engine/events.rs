@@ -82,7 +82,7 @@ impl Engine {
             ) {
                 let after = this.refreshed(&id).map(|c| c.state);
                 if after != Some(ContainerState::Exited) && !sock.exists() {
-                    this.refresh_after_restart(&id);
+                    this.refresh_after_restart(&id).await;
                 }
             }
             if let Some(c) = this.container(&id) {
@@ -94,22 +94,8 @@ impl Engine {
     }
 }
 
-/// Connects to a monitor socket at any path length (see `monitor::connect_unix`).
+/// Connects to a monitor socket at any path length (see `monitor::socket_address`).
 pub(crate) async fn connect(sock: &std::path::Path) -> std::io::Result<tokio::net::UnixStream> {
-    use std::os::unix::ffi::OsStrExt;
-    if sock.as_os_str().as_bytes().len() < 100 {
-        return tokio::net::UnixStream::connect(sock).await;
-    }
-    let (dir, name) = match (sock.parent(), sock.file_name()) {
-        (Some(d), Some(n)) => (d, n),
-        _ => return Err(std::io::Error::other("bad socket path")),
-    };
-    let d = std::fs::File::open(dir)?;
-    use std::os::fd::AsRawFd;
-    let short = std::path::Path::new("/proc/self/fd")
-        .join(d.as_raw_fd().to_string())
-        .join(name);
-    let s = tokio::net::UnixStream::connect(short).await;
-    drop(d);
-    s
+    let (_dir, addr) = crate::monitor::socket_address(sock)?;
+    tokio::net::UnixStream::connect(addr).await
 }

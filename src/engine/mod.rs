@@ -200,11 +200,9 @@ impl Engine {
     }
 
     fn save_pod(&self, rec: &PodRecord) -> Result<()> {
-        crate::state::write_json(
-            &self.state_dir("pods").join(format!("{}.json", rec.id)),
-            rec,
-        )
-        .map_err(EngineError::io(format_args!("saving pod {}", rec.id)))?;
+        let path = self.state_dir("pods").join(format!("{}.json", rec.id));
+        off_worker(|| crate::state::write_json(&path, rec))
+            .map_err(EngineError::io(format_args!("saving pod {}", rec.id)))?;
         self.pods
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -213,13 +211,11 @@ impl Engine {
     }
 
     fn save_container(&self, rec: &ContainerRecord) -> Result<()> {
-        crate::state::write_json(
-            &self
-                .state_dir("containers")
-                .join(format!("{}.json", rec.id)),
-            rec,
-        )
-        .map_err(EngineError::io(format_args!("saving container {}", rec.id)))?;
+        let path = self
+            .state_dir("containers")
+            .join(format!("{}.json", rec.id));
+        off_worker(|| crate::state::write_json(&path, rec))
+            .map_err(EngineError::io(format_args!("saving container {}", rec.id)))?;
         self.containers
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -229,7 +225,8 @@ impl Engine {
 
     fn forget_pod(&self, id: &str) {
         self.sampler.forget(&format!("pod:{id}"));
-        let _ = std::fs::remove_file(self.state_dir("pods").join(format!("{id}.json")));
+        let path = self.state_dir("pods").join(format!("{id}.json"));
+        let _ = off_worker(|| std::fs::remove_file(path));
         self.pods
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -238,7 +235,8 @@ impl Engine {
 
     fn forget_container(&self, id: &str) {
         self.sampler.forget(id);
-        let _ = std::fs::remove_file(self.state_dir("containers").join(format!("{id}.json")));
+        let path = self.state_dir("containers").join(format!("{id}.json"));
+        let _ = off_worker(|| std::fs::remove_file(path));
         self.containers
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -445,7 +443,7 @@ impl Engine {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(c.id.clone(), c.clone());
             if matches!(c.state, ContainerState::Created | ContainerState::Running) {
-                self.refresh_after_restart(&c.id);
+                self.refresh_after_restart(&c.id).await;
                 if self
                     .container(&c.id)
                     .is_some_and(|c| c.state != ContainerState::Exited)
@@ -488,6 +486,18 @@ fn host_capabilities() -> Vec<String> {
 fn is_nsfs(p: &Path) -> bool {
     const NSFS_MAGIC: i64 = 0x6e736673;
     nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == NSFS_MAGIC)
+}
+
+/// Runs a short blocking file operation (an fsync'd record write) where the caller is: on a
+/// runtime worker thread, tokio first hands that worker's other tasks to another worker
+/// (`block_in_place`), so the write never stalls them; elsewhere it simply runs.
+fn off_worker<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 /// Runs blocking work off the async workers.

@@ -5,7 +5,7 @@ use super::{blocking, new_id, now_ns, validate, Engine, EngineError, PodRecord, 
 use crate::error::Kind;
 use crate::monitor::pinns::{PinRequest, PinResult};
 use crate::spec::config::{Dns, NamespaceMode, PodConfig, PodPaths};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The reserved name of a pod: `<name>_<namespace>_<uid>_<attempt>`, as kubelet and CRI-O
@@ -633,11 +633,6 @@ async fn run_pin_helper(req: &PinRequest) -> Result<PinResult> {
             ),
         )
     })
-}
-
-/// Whether `p` is below `dir` (for paths the pod made itself).
-pub fn inside(p: &Path, dir: &Path) -> bool {
-    p.starts_with(dir)
 }
 
 #[cfg(test)]

@@ -578,19 +578,28 @@ fn split_socket_path(socket: &Path) -> Result<(&Path, &std::ffi::OsStr), String>
     }
 }
 
-/// Connects to a unix socket whatever the length of its path: a long one is reached through
-/// `/proc/self/fd/<dir fd>/<name>` (no chdir, so this is safe on any thread).
-pub fn connect_unix(socket: &Path) -> std::io::Result<UnixStream> {
+/// An address for a unix socket whatever the length of its path: a long one is reached through
+/// `/proc/self/fd/<dir fd>/<name>` (no chdir, so this is safe on any thread). Keep the returned
+/// directory handle open until the connect is done.
+pub fn socket_address(
+    socket: &Path,
+) -> std::io::Result<(Option<std::fs::File>, std::path::PathBuf)> {
     use std::os::unix::ffi::OsStrExt;
     if socket.as_os_str().as_bytes().len() < 100 {
-        return UnixStream::connect(socket);
+        return Ok((None, socket.to_path_buf()));
     }
     let (dir, name) = split_socket_path(socket).map_err(std::io::Error::other)?;
     let d = std::fs::File::open(dir)?;
     let short = Path::new("/proc/self/fd")
         .join(d.as_raw_fd().to_string())
         .join(name);
-    UnixStream::connect(short)
+    Ok((Some(d), short))
+}
+
+/// Connects to a unix socket whatever the length of its path (see [`socket_address`]).
+pub fn connect_unix(socket: &Path) -> std::io::Result<UnixStream> {
+    let (_dir, addr) = socket_address(socket)?;
+    UnixStream::connect(addr)
 }
 
 /// A client of a monitor's control socket (blocking; the daemon calls it on a blocking thread).

@@ -491,18 +491,7 @@ impl Streaming {
                     .await;
             }
             let port = *port;
-            let connected = match &netns {
-                // The socket is made on a fresh thread inside the pod's network namespace; it
-                // stays bound to that namespace afterwards.
-                Some(ns) => crate::sys::net::in_netns(ns, move || {
-                    std::net::TcpStream::connect(("127.0.0.1", port))
-                })
-                .and_then(|r| r),
-                None => std::net::TcpStream::connect(("127.0.0.1", port)),
-            };
-            let stream = connected
-                .and_then(|s| s.set_nonblocking(true).map(|_| s))
-                .and_then(tokio::net::TcpStream::from_std);
+            let stream = connect_in_pod(netns.clone(), port).await;
             match stream {
                 Ok(s) => {
                     let (mut r, w) = s.into_split();
@@ -555,6 +544,26 @@ impl Streaming {
         }
         let _ = sink.close().await;
     }
+}
+
+/// Connects to 127.0.0.1:`port` in a pod's network namespace (its pinned nsfs file), or in
+/// the host's for a host-network pod. The socket is made on a fresh thread that entered the
+/// namespace (it stays bound to it afterwards); the whole connect runs off the async workers.
+async fn connect_in_pod(
+    netns: Option<std::path::PathBuf>,
+    port: u16,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let std_stream = tokio::task::spawn_blocking(move || match &netns {
+        Some(ns) => crate::sys::net::in_netns(ns, move || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+        })
+        .and_then(|r| r),
+        None => std::net::TcpStream::connect(("127.0.0.1", port)),
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    std_stream.set_nonblocking(true)?;
+    tokio::net::TcpStream::from_std(std_stream)
 }
 
 /// A resize message: `{"Width":W,"Height":H}` (Kubernetes' TerminalSize).
@@ -863,15 +872,7 @@ impl Streaming {
                     let netns = netns.clone();
                     let pod = pod.clone();
                     tokio::spawn(async move {
-                        let connected = match &netns {
-                            Some(ns) => crate::sys::net::in_netns(ns, move || {
-                                std::net::TcpStream::connect(("127.0.0.1", port))
-                            })
-                            .and_then(|r| r),
-                            None => std::net::TcpStream::connect(("127.0.0.1", port)),
-                        }
-                        .and_then(|s| s.set_nonblocking(true).map(|_| s))
-                        .and_then(tokio::net::TcpStream::from_std);
+                        let connected = connect_in_pod(netns, port).await;
                         let mut data = s;
                         match connected {
                             Ok(mut tcp) => {
