@@ -592,16 +592,7 @@ async fn containers_survive_a_daemon_kill_and_are_restored() {
     );
     let d2 = d.restart(DaemonOpts::default());
     let mut rt = d2.runtime().await;
-    let st = rt
-        .container_status(api::ContainerStatusRequest {
-            container_id: ticker.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let st = ctr_status(&mut rt, &ticker).await;
     assert_eq!(
         st.state,
         api::ContainerState::ContainerRunning as i32,
@@ -685,35 +676,19 @@ async fn bad_requests_get_clear_codes() {
     assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
     let mut c = sh_container("esc", &image, "true");
     c.log_path = "../../escape.log".into();
-    let e = rt
-        .create_container(api::CreateContainerRequest {
-            pod_sandbox_id: pod.id.clone(),
-            config: Some(c),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_err();
+    let e = create_err(&mut rt, &pod.id, c).await;
     assert!(
         e.code() == tonic::Code::InvalidArgument && e.message().contains("log_path"),
         "{e:?}"
     );
-    let e = rt
-        .create_container(api::CreateContainerRequest {
-            pod_sandbox_id: pod.id.clone(),
-            config: Some(sh_container("x", "no-such-image:1", "true")),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_err();
+    let e = create_err(
+        &mut rt,
+        &pod.id,
+        sh_container("x", "no-such-image:1", "true"),
+    )
+    .await;
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
-    let e = rt
-        .create_container(api::CreateContainerRequest {
-            pod_sandbox_id: "nope".into(),
-            config: Some(sh_container("x", &image, "true")),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_err();
+    let e = create_err(&mut rt, "nope", sh_container("x", &image, "true")).await;
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
     let e = rt
         .create_container(api::CreateContainerRequest {
@@ -747,14 +722,7 @@ async fn bad_requests_get_clear_codes() {
         host_path: "/proc/ferrio-no-such".into(),
         ..Default::default()
     }];
-    let e = rt
-        .create_container(api::CreateContainerRequest {
-            pod_sandbox_id: pod.id.clone(),
-            config: Some(c),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_err();
+    let e = create_err(&mut rt, &pod.id, c).await;
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     // ReopenContainerLog of a container that does not run: an error, and no file.
     let id = rt
@@ -813,16 +781,7 @@ async fn users_seccomp_update_and_log_reopen() {
         }),
     });
     let id = create_start(&mut rt, &pod, &pcfg, c).await;
-    let st = rt
-        .container_status(api::ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let st = ctr_status(&mut rt, &id).await;
     let user = st.user.unwrap().linux.unwrap();
     assert_eq!((user.uid, user.gid), (33, 33), "the image's www-data");
     assert!(user.supplemental_groups.contains(&4321));
@@ -952,14 +911,7 @@ async fn runtime_default_seccomp_blocks_user_namespaces() {
         .as_mut()
         .unwrap()
         .localhost_ref = "/nonexistent/profile.json".into();
-    let e = rt
-        .create_container(api::CreateContainerRequest {
-            pod_sandbox_id: pod.id.clone(),
-            config: Some(c),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_err();
+    let e = create_err(&mut rt, &pod.id, c).await;
     assert!(
         e.code() == tonic::Code::InvalidArgument
             && e.message().contains("/nonexistent/profile.json"),

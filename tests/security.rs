@@ -126,16 +126,7 @@ async fn users_groups_and_their_errors() {
     let id = create_start(&mut rt, &pod, &pcfg, secured("u", &image, sec, vec![])).await;
     let (out, _, _) = sh_in(&mut rt, &id, "id -u; id -g; id -G").await;
     assert_eq!(out, "1000\n2000\n2000 3000 3001");
-    let st = rt
-        .container_status(api::ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let st = ctr_status(&mut rt, &id).await;
     let u = st.user.unwrap().linux.unwrap();
     assert_eq!(
         (u.uid, u.gid, u.supplemental_groups),
@@ -144,38 +135,34 @@ async fn users_groups_and_their_errors() {
 
     let bad =
         |name: &str, sec: api::LinuxContainerSecurityContext| secured(name, &image, sec, vec![]);
-    let e = rt
-        .create_container(api::CreateContainerRequest {
-            pod_sandbox_id: pod.id.clone(),
-            config: Some(bad(
-                "g",
-                api::LinuxContainerSecurityContext {
-                    run_as_group: Some(api::Int64Value { value: 5 }),
-                    ..Default::default()
-                },
-            )),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_err();
+    let e = create_err(
+        &mut rt,
+        &pod.id,
+        bad(
+            "g",
+            api::LinuxContainerSecurityContext {
+                run_as_group: Some(api::Int64Value { value: 5 }),
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
     assert!(
         e.code() == tonic::Code::InvalidArgument && e.message().contains("run_as_group"),
         "{e:?}"
     );
-    let e = rt
-        .create_container(api::CreateContainerRequest {
-            pod_sandbox_id: pod.id.clone(),
-            config: Some(bad(
-                "n",
-                api::LinuxContainerSecurityContext {
-                    run_as_username: "nobody-here".into(),
-                    ..Default::default()
-                },
-            )),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_err();
+    let e = create_err(
+        &mut rt,
+        &pod.id,
+        bad(
+            "n",
+            api::LinuxContainerSecurityContext {
+                run_as_username: "nobody-here".into(),
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
     assert!(
         e.code() == tonic::Code::InvalidArgument && e.message().contains("nobody-here"),
         "{e:?}"
@@ -260,14 +247,12 @@ async fn recursive_read_only_mounts() {
             },
         ),
     ] {
-        let e = rt
-            .create_container(api::CreateContainerRequest {
-                pod_sandbox_id: pod.id.clone(),
-                config: Some(secured(name, &image, Default::default(), vec![mount])),
-                sandbox_config: None,
-            })
-            .await
-            .unwrap_err();
+        let e = create_err(
+            &mut rt,
+            &pod.id,
+            secured(name, &image, Default::default(), vec![mount]),
+        )
+        .await;
         assert!(
             e.code() == tonic::Code::InvalidArgument && e.message().contains("recursive_read_only"),
             "{name}: {e:?}"
@@ -276,19 +261,12 @@ async fn recursive_read_only_mounts() {
     let logs = d.dir.path().join("logs");
     let runc_cfg = pod_config("rro-runc", &logs);
     let runc_pod = run_pod(&mut rt, runc_cfg.clone(), "runc").await;
-    let e = rt
-        .create_container(api::CreateContainerRequest {
-            pod_sandbox_id: runc_pod.id.clone(),
-            config: Some(secured(
-                "r",
-                &image,
-                Default::default(),
-                vec![m("/rro", true)],
-            )),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_err();
+    let e = create_err(
+        &mut rt,
+        &runc_pod.id.clone(),
+        secured("r", &image, Default::default(), vec![m("/rro", true)]),
+    )
+    .await;
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     let st = rt
         .status(api::StatusRequest { verbose: false })
@@ -352,16 +330,7 @@ async fn image_volumes() {
     assert_eq!((out.as_str(), code), ("ok", 0));
     let (_, _, code) = sh_in(&mut rt, &id, "touch /img/x").await;
     assert_ne!(code, 0, "image volumes are read-only");
-    let st = rt
-        .container_status(api::ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let st = ctr_status(&mut rt, &id).await;
     let img_id = status(&mut d.images().await, &image).await.unwrap().id;
     let m = st
         .mounts
@@ -369,19 +338,17 @@ async fn image_volumes() {
         .find(|m| m.container_path == "/img")
         .unwrap();
     assert_eq!(m.image.as_ref().unwrap().image, img_id);
-    let e = rt
-        .create_container(api::CreateContainerRequest {
-            pod_sandbox_id: pod.id.clone(),
-            config: Some(secured(
-                "missing",
-                &image,
-                Default::default(),
-                vec![vol("/x", &image, "no/such/dir")],
-            )),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_err();
+    let e = create_err(
+        &mut rt,
+        &pod.id,
+        secured(
+            "missing",
+            &image,
+            Default::default(),
+            vec![vol("/x", &image, "no/such/dir")],
+        ),
+    )
+    .await;
     assert!(e.message().contains("no/such/dir"), "{e:?}");
     finish_pod(&d, &pod).await;
 }
@@ -417,14 +384,7 @@ async fn localhost_seccomp_profile_blocks_a_syscall() {
     assert_eq!(out, "file");
     let bad = d.dir.path().join("bad.json");
     std::fs::write(&bad, "{not json").unwrap();
-    let e = rt
-        .create_container(api::CreateContainerRequest {
-            pod_sandbox_id: pod.id.clone(),
-            config: Some(secured("b", &image, sec(&bad), vec![])),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_err();
+    let e = create_err(&mut rt, &pod.id, secured("b", &image, sec(&bad), vec![])).await;
     assert!(
         e.code() == tonic::Code::InvalidArgument && e.message().contains("bad.json"),
         "{e:?}"

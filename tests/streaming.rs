@@ -9,23 +9,32 @@ use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 
 /// An Exec URL for `cmd` in `container`, stdout and stderr apart, no TTY.
-async fn exec_url(
+fn exec_url(
     mut rt: ferrio::cri::api::runtime_service_client::RuntimeServiceClient<
         tonic::transport::Channel,
     >,
     container: String,
-    cmd: Vec<String>,
+    cmd: &[&str],
     stdin: bool,
-) -> String {
+) -> impl std::future::Future<Output = String> {
     let req = api::ExecRequest {
         container_id: container,
-        cmd,
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
         tty: false,
         stdin,
         stdout: true,
         stderr: true,
     };
-    rt.exec(req).await.unwrap().into_inner().url
+    async move { rt.exec(req).await.unwrap().into_inner().url }
+}
+
+/// A pod whose container serves `body` at http://127.0.0.1:8080/index.html (busybox httpd).
+async fn web_pod(name: &str, body: &str) -> (Daemon, TestPod, String) {
+    let (d, image, pcfg, pod) = setup_pod(name).await;
+    let mut rt = d.runtime().await;
+    let script = format!("echo {body} > /tmp/index.html; httpd -f -p 8080 -h /tmp");
+    let id = create_start(&mut rt, &pod, &pcfg, sh_container("web", &image, &script)).await;
+    (d, pod, id)
 }
 
 type Ws =
@@ -68,23 +77,9 @@ async fn collect(ws: &mut Ws) -> (String, String, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_and_port_forward_over_websocket() {
-    let (d, image, pcfg, pod) = setup_pod("stream").await;
+    let (d, pod, id) = web_pod("stream", "served").await;
     let mut rt = d.runtime().await;
-    let id = create_start(
-        &mut rt,
-        &pod,
-        &pcfg,
-        sh_container(
-            "web",
-            &image,
-            "echo served > /tmp/index.html; httpd -f -p 8080 -h /tmp",
-        ),
-    )
-    .await;
-    let exec_url = |cmd: &[&str], stdin: bool| {
-        let cmd: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
-        exec_url(rt.clone(), id.clone(), cmd, stdin)
-    };
+    let exec_url = |cmd: &[&str], stdin: bool| exec_url(rt.clone(), id.clone(), cmd, stdin);
 
     // Output on both streams and the exit code in the error channel's Status (v5).
     let url = exec_url(&["sh", "-c", "echo out; echo err >&2; exit 7"], false).await;
@@ -342,23 +337,9 @@ mod spdy_client {
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_and_port_forward_over_spdy() {
     use spdy_client::Client;
-    let (d, image, pcfg, pod) = setup_pod("spdy").await;
+    let (d, pod, id) = web_pod("spdy", "spdy-served").await;
     let mut rt = d.runtime().await;
-    let id = create_start(
-        &mut rt,
-        &pod,
-        &pcfg,
-        sh_container(
-            "web",
-            &image,
-            "echo spdy-served > /tmp/index.html; httpd -f -p 8080 -h /tmp",
-        ),
-    )
-    .await;
-    let exec_url = |cmd: &[&str], stdin: bool| {
-        let cmd: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
-        exec_url(rt.clone(), id.clone(), cmd, stdin)
-    };
+    let exec_url = |cmd: &[&str], stdin: bool| exec_url(rt.clone(), id.clone(), cmd, stdin);
 
     // Exit code and both streams (v4: a Status on the error stream).
     let url = exec_url(&["sh", "-c", "echo out; echo err >&2; exit 5"], false).await;
@@ -678,7 +659,7 @@ async fn the_streaming_server_speaks_tls_when_configured() {
     let pcfg = pod_config("tls", &d.dir.path().join("logs"));
     let pod = run_pod(&mut rt, pcfg.clone(), "").await;
     let id = create_start(&mut rt, &pod, &pcfg, sh_container("s", &image, "sleep 300")).await;
-    let url = exec_url(rt.clone(), id.clone(), vec!["true".into()], false).await;
+    let url = exec_url(rt.clone(), id.clone(), &["true"], false).await;
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
     // A client that trusts the certificate completes the handshake; the server then answers
     // this non-upgrade request plainly.

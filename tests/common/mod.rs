@@ -1001,3 +1001,31 @@ pub async fn finish_pod(d: &Daemon, pod: &TestPod) {
     assert!(processes_containing(&pod.id).is_empty());
     assert!(entries(&d.dir.path().join("run/ctr")).is_empty());
 }
+
+/// ContainerStatus of `id` (which must exist).
+pub async fn ctr_status(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> api::ContainerStatus {
+    rt.container_status(api::ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .status
+    .unwrap()
+}
+
+/// CreateContainer that must fail: its status.
+pub async fn create_err(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+    config: api::ContainerConfig,
+) -> tonic::Status {
+    rt.create_container(api::CreateContainerRequest {
+        pod_sandbox_id: pod.into(),
+        config: Some(config),
+        sandbox_config: None,
+    })
+    .await
+    .unwrap_err()
+}
