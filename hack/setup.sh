@@ -14,6 +14,7 @@ pkgs=(
   iproute2 util-linux procps  # ip, mount/nsenter, ps: the end-to-end tests inspect what pods leave
   containernetworking-plugins # CNI plugins (bridge, host-local, loopback, portmap) in /usr/lib/cni
   iptables iputils-ping       # iptables-save and ping: the CNI tests check what portmap and bridge leave
+  openssl                     # the streaming TLS test makes a throwaway certificate
 )
 missing=()
 for p in "${pkgs[@]}"; do
