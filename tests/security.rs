@@ -66,7 +66,24 @@ async fn capabilities_add_drop_all_and_privileged() {
         let id = create_start(&mut rt, &pod, &pcfg, secured(name, &image, sec, vec![])).await;
         let (out, _, _) = sh_in(&mut rt, &id, "cat /proc/1/status").await;
         assert_eq!(cap_mask(&out, "CapEff:"), want, "{name}: CapEff");
+        assert_eq!(cap_mask(&out, "CapPrm:"), want, "{name}: CapPrm");
         assert_eq!(cap_mask(&out, "CapBnd:"), want, "{name}: CapBnd");
+        assert!(
+            out.contains("NoNewPrivs:\t0"),
+            "{name}: not asked for: {out}"
+        );
+        // An exec'd process gets the same sets (the capability lent to load the seccomp
+        // filter is gone) and is confined the same way.
+        let (ex, _, _) = sh_in(&mut rt, &id, "cat /proc/self/status").await;
+        assert_eq!(cap_mask(&ex, "CapEff:"), want, "{name}: exec CapEff");
+        assert_eq!(cap_mask(&ex, "CapPrm:"), want, "{name}: exec CapPrm");
+        assert!(ex.contains("NoNewPrivs:\t0"), "{name}: exec: {ex}");
+        let mode = |st: &str| {
+            st.lines()
+                .find(|l| l.starts_with("Seccomp:"))
+                .map(str::to_string)
+        };
+        assert_eq!(mode(&ex), mode(&out), "{name}: exec seccomp");
         if name == "privileged" {
             // No seccomp unless asked, the host's devices, writable sysfs, no masked paths.
             assert!(out.contains("Seccomp:\t0"), "{out}");

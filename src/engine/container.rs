@@ -8,7 +8,7 @@ use super::{
 use crate::error::Kind;
 use crate::monitor::exec::{ExecRequest, ExecResult};
 use crate::monitor::proto::{ExitInfo, MonitorConfig, Ready, Request, Response};
-use crate::runtime::{ExecProcess, Handler};
+use crate::runtime::{seccomp, ExecProcess, Handler};
 use crate::spec::config::{ContainerConfig, ImageConfig, Mount, PodConfig, ResolvedDevice};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -531,8 +531,13 @@ impl Engine {
                 ..m.clone()
             })
             .collect();
-        let spec_json = serde_json::to_vec_pretty(&generated.spec)
-            .map_err(|e| EngineError::internal(e.to_string()))?;
+        let mut spec = generated.spec;
+        let seccomp_plan = match handler {
+            Handler::Builtin { .. } => seccomp_plan(&mut spec)?,
+            Handler::Oci { .. } => None,
+        };
+        let spec_json =
+            serde_json::to_vec_pretty(&spec).map_err(|e| EngineError::internal(e.to_string()))?;
         let mcfg = MonitorConfig {
             id: rec.id.clone(),
             bundle: bundle.clone(),
@@ -550,6 +555,10 @@ impl Engine {
             blocking(move || -> Result<()> {
                 crate::state::write_atomic(&bundle.join("config.json"), &spec_json)
                     .map_err(EngineError::io("writing config.json"))?;
+                if let Some(plan) = &seccomp_plan {
+                    crate::state::write_json(&bundle.join(seccomp::PLAN_FILE), plan)
+                        .map_err(EngineError::io("writing the seccomp plan"))?;
+                }
                 crate::state::write_json(&run.join("monitor.json"), &mcfg)
                     .map_err(EngineError::io("writing monitor.json"))
             })
@@ -1041,11 +1050,49 @@ impl Engine {
     }
 }
 
+/// For the built-in handler: takes `linux.seccomp` out of the spec into a plan that the helpers
+/// compile once and load themselves (see `runtime::seccomp`), and lends CAP_SYS_ADMIN to the
+/// effective and permitted sets when the process has neither it nor no_new_privs. A filter with
+/// notify actions stays in the spec, for libcontainer's own seccomp path and its listener.
+fn seccomp_plan(spec: &mut oci_spec::runtime::Spec) -> Result<Option<seccomp::Plan>> {
+    use oci_spec::runtime::Capability;
+    let Some(filter) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) else {
+        return Ok(None);
+    };
+    if seccomp::uses_notify(&filter) {
+        return Ok(None);
+    }
+    let mut process = spec.process().clone().unwrap_or_default();
+    let nnp = process.no_new_privileges() == Some(true);
+    let mut caps = process.capabilities().clone().unwrap_or_default();
+    let has = caps
+        .effective()
+        .as_ref()
+        .is_some_and(|e| e.contains(&Capability::SysAdmin));
+    let plan = seccomp::Plan::new(filter, nnp, has)
+        .map_err(|e| EngineError::new(crate::error::ErrorKind::kind(&e), e.to_string()))?;
+    if plan.drop_sys_admin {
+        let mut effective = caps.effective().clone().unwrap_or_default();
+        effective.insert(Capability::SysAdmin);
+        let mut permitted = caps.permitted().clone().unwrap_or_default();
+        permitted.insert(Capability::SysAdmin);
+        caps.set_effective(Some(effective));
+        caps.set_permitted(Some(permitted));
+        process.set_capabilities(Some(caps));
+        spec.set_process(Some(process));
+    }
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_seccomp(None);
+    }
+    Ok(Some(plan))
+}
+
 /// The seccomp section for a container's profile: RuntimeDefault is
 /// `seccomp-profiles/default.json`, Localhost a profile file on the host, both in the
 /// containers/moby profile format, resolved for this architecture, kernel and the container's
 /// capabilities. libcontainer reads masked-compare arguments the other way round from runc and
-/// crun, so its copy is adjusted (see `spec::seccomp::for_libcontainer`).
+/// crun, so the copy it compiles itself (a filter with notify actions) is adjusted (see
+/// `spec::seccomp::for_libcontainer`); other filters it never sees (`seccomp_plan`).
 pub fn resolve_seccomp(
     p: &crate::spec::config::Profile,
     c: &ContainerConfig,
@@ -1083,7 +1130,7 @@ pub fn resolve_seccomp(
     let mut sec = profile
         .resolve(std::env::consts::ARCH, &caps, kernel)
         .map_err(|e| EngineError::new(crate::error::ErrorKind::kind(&e), e.to_string()))?;
-    if builtin {
+    if builtin && crate::runtime::seccomp::uses_notify(&sec) {
         sec = for_libcontainer(&sec)
             .map_err(|e| EngineError::new(crate::error::ErrorKind::kind(&e), e.to_string()))?;
     }

@@ -1,5 +1,6 @@
 //! The built-in handler: youki's libcontainer, linked in. No runc, no shim.
 
+use super::seccomp::{self, Confined};
 use super::{ExecProcess, Execed, OciRuntime, OciStatus, RuntimeError, Stdio};
 use libcgroups::common::CgroupManager;
 use libcontainer::container::builder::ContainerBuilder;
@@ -36,51 +37,18 @@ impl Libcontainer {
     }
 }
 
-/// Runs an exec'd process under the container's seccomp filter. At this point the process has
-/// its final user and capabilities, so loading a filter needs no_new_privs: exec'd processes of
-/// a seccomp-confined container always get it (they cannot gain privileges through setuid
-/// binaries), a deliberate tightening over runc, which loads the filter earlier.
-#[derive(Clone)]
-struct ConfinedExec {
-    seccomp: oci_spec::runtime::LinuxSeccomp,
-}
-
-impl libcontainer::workload::Executor for ConfinedExec {
-    fn exec(
-        &self,
-        spec: &oci_spec::runtime::Spec,
-    ) -> Result<(), libcontainer::workload::ExecutorError> {
-        use libcontainer::workload::ExecutorError;
-        nix::sys::prctl::set_no_new_privs()
-            .map_err(|e| ExecutorError::Other(format!("setting no_new_privs: {e}")))?;
-        libcontainer::seccomp::initialize_seccomp(&self.seccomp)
-            .map_err(|e| ExecutorError::Other(format!("loading the seccomp filter: {e}")))?;
-        libcontainer::workload::default::get_executor().exec(spec)
-    }
-
-    fn validate(
-        &self,
-        spec: &oci_spec::runtime::Spec,
-    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
-        libcontainer::workload::default::get_executor().validate(spec)
-    }
-}
-
 impl Libcontainer {
-    /// Exec on a terminal: the container's own process settings (capabilities, rlimits, …)
-    /// with this command, user and environment, `terminal: true`; the PTY master goes to
-    /// `console`. libcontainer's tenant builder only takes a terminal through a process file.
-    fn exec_tty(
-        &self,
+    /// The process an exec runs: the container's own process settings (capabilities, rlimits,
+    /// no_new_privs, …) with this command, environment, working directory, user and terminal,
+    /// as runc exec does. It goes to the tenant builder as a process file: the builder's own
+    /// process would always get no_new_privs (libcontainer 0.7 ignores `with_no_new_privs(false)`)
+    /// and none of the container's rlimits.
+    fn exec_process(
         id: &str,
+        bundle: &Path,
         process: &ExecProcess,
-        console: &Path,
-        seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
-    ) -> Result<Execed, RuntimeError> {
-        let c = self
-            .load(id, "exec")?
-            .ok_or_else(|| RuntimeError::new(NAME, "exec", id, "container state not found"))?;
-        let spec = oci_spec::runtime::Spec::load(c.bundle().join("config.json")).map_err(|e| {
+    ) -> Result<oci_spec::runtime::Process, RuntimeError> {
+        let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).map_err(|e| {
             RuntimeError::new(NAME, "exec", id, format!("reading the bundle's spec: {e}"))
         })?;
         let mut proc_ = spec.process().clone().ok_or_else(|| {
@@ -92,49 +60,38 @@ impl Libcontainer {
             env.retain(|e| e.split('=').next() != Some(key));
             env.push(kv.clone());
         }
-        if !env.iter().any(|e| e.starts_with("TERM=")) {
+        let tty = process.console_socket.is_some();
+        if tty && !env.iter().any(|e| e.starts_with("TERM=")) {
             env.push("TERM=xterm".into());
         }
         proc_.set_args(Some(process.args.clone()));
         proc_.set_env(Some(env));
-        proc_.set_terminal(Some(true));
+        proc_.set_terminal(Some(tty));
+        proc_.set_console_size(None);
         if let Some(cwd) = &process.cwd {
             proc_.set_cwd(cwd.clone());
         }
-        let file = console.with_extension("process.json");
-        let json = serde_json::to_vec(&proc_)
-            .map_err(|e| RuntimeError::new(NAME, "exec", id, e.to_string()))?;
-        std::fs::write(&file, json)
-            .map_err(|e| RuntimeError::new(NAME, "exec", id, format!("{}: {e}", file.display())))?;
-        let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux);
-        if let Some(seccomp) = seccomp {
-            builder = builder.with_executor(ConfinedExec { seccomp });
+        if let Some((uid, gid, gids)) = &process.user {
+            let mut user = proc_.user().clone();
+            user.set_uid(*uid);
+            user.set_gid(*gid);
+            user.set_additional_gids((!gids.is_empty()).then(|| gids.clone()));
+            proc_.set_user(user);
         }
-        let built = builder
-            .with_root_path(&self.root)
-            .map_err(Self::err("exec", id))?
-            .with_console_socket(Some(console))
-            .as_tenant()
-            .with_process(Some(&file))
-            .with_detach(true)
-            .build();
-        let _ = std::fs::remove_file(&file);
-        let pid = built.map_err(Self::err("exec", id))?;
-        Ok(Execed { pid: pid.as_raw() })
+        Ok(proc_)
     }
 
-    /// The seccomp section of a created container's spec (from its bundle's config.json).
-    fn container_seccomp(
-        &self,
-        id: &str,
-    ) -> Result<Option<oci_spec::runtime::LinuxSeccomp>, RuntimeError> {
-        let c = self
-            .load(id, "exec")?
-            .ok_or_else(|| RuntimeError::new(NAME, "exec", id, "container state not found"))?;
-        let spec = oci_spec::runtime::Spec::load(c.bundle().join("config.json")).map_err(|e| {
-            RuntimeError::new(NAME, "exec", id, format!("reading the bundle's spec: {e}"))
-        })?;
-        Ok(spec.linux().as_ref().and_then(|l| l.seccomp().clone()))
+    /// How a process of this container is confined: its bundle's seccomp plan with the
+    /// compiled program (see `runtime::seccomp`).
+    fn confined(&self, id: &str, bundle: &Path) -> Result<Option<Confined>, RuntimeError> {
+        let Some(plan) = seccomp::read_plan(bundle, id)? else {
+            return Ok(None);
+        };
+        Ok(Some(Confined {
+            bpf: seccomp::program(&self.root, &plan, id)?,
+            flags: plan.flags(),
+            drop_sys_admin: plan.drop_sys_admin,
+        }))
     }
 }
 
@@ -147,7 +104,11 @@ impl OciRuntime for Libcontainer {
         std::fs::create_dir_all(&self.root).map_err(|e| {
             RuntimeError::new(NAME, "create", id, format!("{}: {e}", self.root.display()))
         })?;
-        let builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
+        let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux);
+        if let Some(confined) = self.confined(id, bundle)? {
+            builder = builder.with_executor(confined);
+        }
+        let builder = builder
             .with_root_path(&self.root)
             .map_err(Self::err("create", id))?;
         let builder = match &stdio.console {
@@ -207,40 +168,40 @@ impl OciRuntime for Libcontainer {
     }
 
     fn exec(&self, id: &str, process: &ExecProcess, stdio: Stdio) -> Result<Execed, RuntimeError> {
-        let env = process
-            .env
-            .iter()
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let (uid, gid, gids) = match &process.user {
-            Some((u, g, a)) => (Some(*u), Some(*g), a.clone()),
-            None => (None, None, Vec::new()),
-        };
-        // libcontainer 0.7's tenant builder drops `linux.seccomp` from the spec it runs exec'd
-        // processes with; load the container's filter ourselves, right before the exec.
-        let seccomp = self.container_seccomp(id)?;
-        if let Some(console) = &process.console_socket {
-            return self.exec_tty(id, process, console, seccomp);
-        }
+        let c = self
+            .load(id, "exec")?
+            .ok_or_else(|| RuntimeError::new(NAME, "exec", id, "container state not found"))?;
+        let proc_ = Self::exec_process(id, c.bundle(), process)?;
+        // Exec'd processes load the container's filter in the executor too (libcontainer 0.7's
+        // tenant builder would drop a `linux.seccomp` anyway).
+        let confined = self.confined(id, c.bundle())?;
+        let fail = |e: std::io::Error| RuntimeError::new(NAME, "exec", id, e.to_string());
+        let mut file = tempfile::Builder::new()
+            .prefix(".exec-")
+            .suffix(".json")
+            .tempfile_in(&self.root)
+            .map_err(fail)?;
+        serde_json::to_writer(&mut file, &proc_)
+            .map_err(|e| RuntimeError::new(NAME, "exec", id, e.to_string()))?;
         let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux);
-        if let Some(seccomp) = seccomp {
-            builder = builder.with_executor(ConfinedExec { seccomp });
+        if let Some(confined) = confined {
+            builder = builder.with_executor(confined);
         }
-        let pid = builder
+        let builder = builder
             .with_root_path(&self.root)
-            .map_err(Self::err("exec", id))?
-            .with_stdin(stdio.stdin)
-            .with_stdout(stdio.stdout)
-            .with_stderr(stdio.stderr)
+            .map_err(Self::err("exec", id))?;
+        let builder = match &process.console_socket {
+            // The PTY master goes to the console socket.
+            Some(console) => builder.with_console_socket(Some(console)),
+            None => builder
+                .with_stdin(stdio.stdin)
+                .with_stdout(stdio.stdout)
+                .with_stderr(stdio.stderr),
+        };
+        let pid = builder
             .as_tenant()
-            .with_container_args(process.args.clone())
-            .with_env(env)
-            .with_cwd(process.cwd.clone())
-            .with_user(uid)
-            .with_group(gid)
-            .with_additional_gids(gids)
-            .with_detach(false)
+            .with_process(Some(file.path()))
+            .with_detach(process.console_socket.is_some())
             .build()
             .map_err(Self::err("exec", id))?;
         Ok(Execed { pid: pid.as_raw() })

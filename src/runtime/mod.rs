@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod libct;
+pub mod seccomp;
 
 use serde::{Deserialize, Serialize};
 use std::os::fd::OwnedFd;

@@ -365,7 +365,9 @@ impl ArgRule {
 /// expected = `value`), so the RuntimeDefault `clone` rule `{"value": 0x7e020000, "valueTwo": 0}`
 /// would become `arg & 0 == 0x7e020000`, which libseccomp reduces to "always true": namespace
 /// flags would no longer be filtered. Pass the section through this function before handing it
-/// to libcontainer — and only to libcontainer; runc and crun get [`Profile::resolve`]'s output.
+/// to libcontainer's own seccomp code — only done for filters with notify actions; ferrio
+/// compiles every other filter itself (`runtime::seccomp`), and runc and crun get
+/// [`Profile::resolve`]'s output.
 pub fn for_libcontainer(seccomp: &LinuxSeccomp) -> Result<LinuxSeccomp, SeccompError> {
     let swap = |arg: &LinuxSeccompArg| -> Result<LinuxSeccompArg, SeccompError> {
         if arg.op() != LinuxSeccompOperator::ScmpCmpMaskedEq {

@@ -71,3 +71,4 @@ pub fn sync_filesystem(path: &Path) -> io::Result<()> {
 pub mod mount;
 pub mod net;
 pub mod process;
+pub mod seccomp;
