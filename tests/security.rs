@@ -456,3 +456,222 @@ async fn escape_battery_for_a_default_container() {
     );
     finish_pod(&d, &pod).await;
 }
+
+/// A pod with its own user namespace (mode POD): the mapping inside, root inside that is an
+/// unprivileged id outside, an idmapped rootfs (files of the image owned by root inside, new
+/// ones by the pod's root on the host), an idmapped volume against a plain one, a second
+/// container in the same user namespace; and the requests the CRI says must fail.
+#[tokio::test(flavor = "multi_thread")]
+async fn user_namespaces_and_idmapped_mounts() {
+    const HOST: u32 = 20 * 65536;
+    const LEN: u32 = 65536;
+    let map = |container_id: u32, host_id: u32| api::IdMapping {
+        container_id,
+        host_id,
+        length: LEN,
+    };
+    let with_userns = |name: &str, logs: &std::path::Path, u: api::UserNamespace| {
+        let mut c = pod_config(name, logs);
+        let linux = c.linux.get_or_insert_with(Default::default);
+        let sec = linux.security_context.get_or_insert_with(Default::default);
+        sec.namespace_options
+            .get_or_insert_with(Default::default)
+            .userns_options = Some(u);
+        c
+    };
+    let pod_mode = |uids: Vec<api::IdMapping>, gids: Vec<api::IdMapping>| api::UserNamespace {
+        mode: api::NamespaceMode::Pod as i32,
+        uids,
+        gids,
+    };
+    let reg = Registry::shared();
+    let d = Daemon::start(DaemonOpts::default());
+    let image = reg.image("ferrio-test/busybox:1.35");
+    pull(&mut d.images().await, &image).await.unwrap();
+    let mut rt = d.runtime().await;
+    let logs = d.dir.path().join("logs");
+
+    let st = rt
+        .status(api::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    for h in &st.runtime_handlers {
+        assert!(
+            h.features.as_ref().unwrap().user_namespaces,
+            "handler {} reports user namespaces",
+            h.name
+        );
+    }
+
+    // What the CRI says must fail (critest's cases, and NODE with mappings).
+    let bad = [
+        (
+            "two",
+            pod_mode(vec![map(0, HOST), map(LEN, 2 * HOST)], vec![map(0, HOST)]),
+        ),
+        ("ctr1", pod_mode(vec![map(1, HOST)], vec![map(1, HOST)])),
+        ("nogid", pod_mode(vec![map(0, HOST)], vec![])),
+        (
+            "container",
+            api::UserNamespace {
+                mode: api::NamespaceMode::Container as i32,
+                ..pod_mode(vec![map(0, HOST)], vec![map(0, HOST)])
+            },
+        ),
+        (
+            "target",
+            api::UserNamespace {
+                mode: api::NamespaceMode::Target as i32,
+                ..pod_mode(vec![map(0, HOST)], vec![map(0, HOST)])
+            },
+        ),
+        (
+            "node",
+            api::UserNamespace {
+                mode: api::NamespaceMode::Node as i32,
+                ..pod_mode(vec![map(0, HOST)], vec![map(0, HOST)])
+            },
+        ),
+    ];
+    for (name, u) in bad {
+        let err = rt
+            .run_pod_sandbox(api::RunPodSandboxRequest {
+                config: Some(with_userns(name, &logs, u)),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{name}: {err:?}");
+        assert!(err.message().contains("userns_options"), "{name}: {err:?}");
+    }
+
+    let pcfg = with_userns(
+        "userns",
+        &logs,
+        pod_mode(vec![map(0, HOST)], vec![map(0, HOST)]),
+    );
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    // A volume owned by root on the host, mounted idmapped and plain.
+    let vol = d.dir.path().join("vol");
+    std::fs::create_dir(&vol).unwrap();
+    std::fs::write(vol.join("file"), "hello\n").unwrap();
+    let bind = |path: &str, mapped: bool| api::Mount {
+        container_path: path.into(),
+        host_path: vol.display().to_string(),
+        uid_mappings: if mapped { vec![map(0, HOST)] } else { vec![] },
+        gid_mappings: if mapped { vec![map(0, HOST)] } else { vec![] },
+        ..Default::default()
+    };
+    let c = secured(
+        "u",
+        &image,
+        Default::default(),
+        vec![bind("/idm", true), bind("/plain", false)],
+    );
+    let id = create_start(&mut rt, &pod, &pcfg, c).await;
+    let words = |s: String| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let (uid_map, _, _) = sh_in(&mut rt, &id, "cat /proc/self/uid_map").await;
+    assert_eq!(words(uid_map), format!("0 {HOST} {LEN}"));
+    let (gid_map, _, _) = sh_in(&mut rt, &id, "cat /proc/1/gid_map").await;
+    assert_eq!(words(gid_map), format!("0 {HOST} {LEN}"));
+    let (who, _, _) = sh_in(&mut rt, &id, "id -u; id -g").await;
+    assert_eq!(words(who), "0 0", "root inside");
+    // The image's files are root's inside (the layers are idmapped, not chowned).
+    let (owner, _, _) = sh_in(&mut rt, &id, "stat -c %u:%g /bin/busybox /").await;
+    assert_eq!(words(owner), "0:0 0:0");
+    let (_, err, code) = sh_in(&mut rt, &id, "echo x > /newfile && mkdir /newdir").await;
+    assert_eq!(code, 0, "the rootfs is writable by root inside: {err}");
+    let upper = d.root.join("containers").join(&id).join("upper");
+    for f in ["newfile", "newdir"] {
+        let meta = std::fs::metadata(upper.join(f)).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((meta.uid(), meta.gid()), (HOST, HOST), "{f} on the host");
+    }
+    // Root inside is nobody to the host's files, except through the idmapped mount.
+    let (owners, _, _) = sh_in(&mut rt, &id, "stat -c %u /idm/file /plain/file").await;
+    assert_eq!(words(owners), "0 65534");
+    let (_, err, code) = sh_in(&mut rt, &id, "echo y > /idm/new").await;
+    assert_eq!(code, 0, "{err}");
+    let (_, _, code) = sh_in(&mut rt, &id, "echo y > /plain/new2").await;
+    assert_ne!(code, 0, "an unmapped host directory is not root's inside");
+    {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(vol.join("new")).unwrap().uid(), 0);
+    }
+    let (out, err, code) = sh_in(
+        &mut rt,
+        &id,
+        "touch /dev/shm/x && cat /etc/hostname && ls /sys/class/net",
+    )
+    .await;
+    assert_eq!(code, 0, "{out} {err}");
+    // A second container joins the same user namespace.
+    let id2 = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        secured("u2", &image, Default::default(), vec![]),
+    )
+    .await;
+    let (ns1, _, _) = sh_in(&mut rt, &id, "readlink /proc/self/ns/user").await;
+    let (ns2, _, _) = sh_in(&mut rt, &id2, "readlink /proc/self/ns/user").await;
+    assert_eq!(ns1, ns2);
+    assert_ne!(
+        ns1,
+        std::fs::read_link("/proc/self/ns/user")
+            .unwrap()
+            .display()
+            .to_string()
+    );
+    let st = rt
+        .pod_sandbox_status(api::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let u = st
+        .linux
+        .unwrap()
+        .namespaces
+        .unwrap()
+        .options
+        .unwrap()
+        .userns_options;
+    assert_eq!(u.unwrap().uids, vec![map(0, HOST)]);
+    // Exec'd processes are confined as the container is: caps, seccomp.
+    let (st, _, _) = sh_in(&mut rt, &id, "cat /proc/self/status").await;
+    assert_eq!(cap_mask(&st, "CapEff:"), DEFAULT_CAPS);
+    assert!(st.contains("Seccomp:\t2"), "{st}");
+    finish_pod(&d, &pod).await;
+
+    // runc and crun join the pod's user namespace the same way; ferrio made the idmapped
+    // rootfs and volume for them.
+    for handler in ["runc", "crun"] {
+        let pcfg = with_userns(
+            handler,
+            &logs,
+            pod_mode(vec![map(0, HOST)], vec![map(0, HOST)]),
+        );
+        let pod = run_pod(&mut rt, pcfg.clone(), handler).await;
+        let c = secured("u", &image, Default::default(), vec![bind("/idm", true)]);
+        let id = create_start(&mut rt, &pod, &pcfg, c).await;
+        let (out, err, code) = sh_in(
+            &mut rt,
+            &id,
+            "cat /proc/1/uid_map /proc/self/uid_map; stat -c %u /bin/busybox /idm/file; echo z > /z",
+        )
+        .await;
+        assert_eq!(code, 0, "{handler}: {err}");
+        assert_eq!(
+            words(out),
+            format!("0 {HOST} {LEN} 0 {HOST} {LEN} 0 0"),
+            "{handler}"
+        );
+        finish_pod(&d, &pod).await;
+    }
+}

@@ -31,6 +31,26 @@ fn ns_mode_api(m: NamespaceMode) -> i32 {
     }) as i32
 }
 
+fn id_mappings(m: &[api::IdMapping]) -> Vec<dc::IdMapping> {
+    m.iter()
+        .map(|m| dc::IdMapping {
+            container_id: m.container_id,
+            host_id: m.host_id,
+            length: m.length,
+        })
+        .collect()
+}
+
+fn id_mappings_api(m: &[dc::IdMapping]) -> Vec<api::IdMapping> {
+    m.iter()
+        .map(|m| api::IdMapping {
+            container_id: m.container_id,
+            host_id: m.host_id,
+            length: m.length,
+        })
+        .collect()
+}
+
 pub fn pod_config(c: &api::PodSandboxConfig) -> dc::PodConfig {
     let md = c.metadata.clone().unwrap_or_default();
     let linux = c.linux.clone().unwrap_or_default();
@@ -56,6 +76,11 @@ pub fn pod_config(c: &api::PodSandboxConfig) -> dc::PodConfig {
         pid: ns_mode(ns.pid),
         ipc: ns_mode(ns.ipc),
         privileged: sec.privileged,
+        userns: ns.userns_options.as_ref().map(|u| dc::UserNamespace {
+            mode: ns_mode(u.mode),
+            uids: id_mappings(&u.uids),
+            gids: id_mappings(&u.gids),
+        }),
         port_mappings: c
             .port_mappings
             .iter()
@@ -198,6 +223,8 @@ pub fn container_config(c: &api::ContainerConfig) -> dc::ContainerConfig {
                     .unwrap_or_default(),
                 image_sub_path: m.image_sub_path.clone(),
                 image_id: String::new(),
+                uid_mappings: id_mappings(&m.uid_mappings),
+                gid_mappings: id_mappings(&m.gid_mappings),
             })
             .collect(),
         devices: c
@@ -312,6 +339,11 @@ pub fn pod_status(p: &PodRecord) -> api::PodSandboxStatus {
                     network: ns_mode_api(p.config.network),
                     pid: ns_mode_api(p.config.pid),
                     ipc: ns_mode_api(p.config.ipc),
+                    userns_options: p.config.userns.as_ref().map(|u| api::UserNamespace {
+                        mode: ns_mode_api(u.mode),
+                        uids: id_mappings_api(&u.uids),
+                        gids: id_mappings_api(&u.gids),
+                    }),
                     ..Default::default()
                 }),
             }),
@@ -399,6 +431,8 @@ pub fn container_status(c: &ContainerRecord) -> api::ContainerStatus {
                     ..Default::default()
                 }),
                 image_sub_path: m.image_sub_path.clone(),
+                uid_mappings: id_mappings_api(&m.uid_mappings),
+                gid_mappings: id_mappings_api(&m.gid_mappings),
                 ..Default::default()
             })
             .collect(),

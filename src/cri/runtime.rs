@@ -168,11 +168,14 @@ impl RuntimeService for Runtime {
                     .runtimes
                     .get(&name)
                     .is_some_and(|h| h.runtime_type == "builtin");
+                // User namespaces: ferrio makes and pins the pod's user namespace and mounts
+                // the idmapped rootfs and volumes itself, so every handler that joins a user
+                // namespace by path can run such pods — when this kernel idmaps mounts.
                 api::RuntimeHandler {
                     name,
                     features: Some(api::RuntimeHandlerFeatures {
                         recursive_read_only_mounts: builtin,
-                        user_namespaces: false,
+                        user_namespaces: self.engine.idmapped_mounts_supported(),
                     }),
                 }
             })

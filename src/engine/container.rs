@@ -105,6 +105,32 @@ fn validate_container(c: &ContainerConfig) -> Result<()> {
             }
         }
     }
+    for m in &c.mounts {
+        if m.uid_mappings.is_empty() && m.gid_mappings.is_empty() {
+            continue;
+        }
+        if m.uid_mappings.is_empty() || m.gid_mappings.is_empty() || !m.image.is_empty() {
+            return Err(EngineError::invalid(format!(
+                "mount {}: an idmapped mount needs both uidMappings and gidMappings (and a host path)",
+                m.container_path
+            )));
+        }
+        for (what, maps) in [
+            ("uidMappings", &m.uid_mappings),
+            ("gidMappings", &m.gid_mappings),
+        ] {
+            validate::bounded(what, maps.len(), 340)?;
+            for x in maps {
+                let over = |base: u32| base.checked_add(x.length.saturating_sub(1)).is_none();
+                if x.length == 0 || over(x.host_id) || over(x.container_id) {
+                    return Err(EngineError::invalid(format!(
+                        "mount {}: {what} {} {} {} is empty or beyond the id range",
+                        m.container_path, x.container_id, x.host_id, x.length
+                    )));
+                }
+            }
+        }
+    }
     for d in &c.devices {
         validate::absolute("devices.container_path", &d.container_path)?;
         validate::absolute("devices.host_path", &d.host_path)?;
@@ -461,12 +487,11 @@ impl Engine {
         let data = self.ctr_data_dir(&rec.id);
         let bundle = run.join("bundle");
         let rootfs = bundle.join("rootfs");
-        let layers: Vec<PathBuf> = image
-            .layers
-            .iter()
-            .rev()
-            .map(|l| self.images.store().layer_diff_path(&l.chain_id))
-            .collect();
+        let layers = self.lower_layers(image, pod);
+        let root_ids = pod
+            .config
+            .user_namespace()
+            .map(|(u, g)| (u.host_id, g.host_id));
         let reject = self.cfg().runtime.absent_mount_sources_to_reject.clone();
         let config = rec.config.clone();
         let cdi_dirs = self.cfg().runtime.cdi_spec_dirs.clone();
@@ -483,6 +508,12 @@ impl Engine {
                 ] {
                     std::fs::create_dir_all(d)
                         .map_err(EngineError::io(format_args!("creating {}", d.display())))?;
+                }
+                if let Some((uid, gid)) = root_ids {
+                    // The rootfs's own directory and new files belong to the pod's root.
+                    std::os::unix::fs::chown(data.join("upper"), Some(uid), Some(gid))
+                        .map_err(EngineError::io("chown of the upper layer"))?;
+                    super::pod::make_accessible(&rootfs)?;
                 }
                 let lower: Vec<&Path> = layers.iter().map(|p| p.as_path()).collect();
                 if lower.is_empty() {
@@ -502,7 +533,9 @@ impl Engine {
             })
             .await??
         };
-        let sources = self.image_volumes(rec, &run, sources).await?;
+        let sources = self.image_volumes(rec, &run, pod, sources).await?;
+        let status_sources = sources.clone();
+        let sources = self.idmapped_mounts(rec, &run, sources).await?;
         let generated = crate::spec::generate(&crate::spec::Input {
             pod: &pod.config,
             container: &rec.config,
@@ -525,7 +558,7 @@ impl Engine {
             .config
             .mounts
             .iter()
-            .zip(&sources)
+            .zip(&status_sources)
             .map(|(m, s)| Mount {
                 host_path: s.display().to_string(),
                 ..m.clone()
@@ -584,6 +617,7 @@ impl Engine {
         &self,
         rec: &mut ContainerRecord,
         run: &Path,
+        pod: &super::PodRecord,
         mut sources: Vec<PathBuf>,
     ) -> Result<Vec<PathBuf>> {
         for (i, m) in rec.config.mounts.iter_mut().enumerate() {
@@ -597,12 +631,7 @@ impl Engine {
                 ))
             })?;
             m.image_id = image.id.clone();
-            let layers: Vec<PathBuf> = image
-                .layers
-                .iter()
-                .rev()
-                .map(|l| self.images.store().layer_diff_path(&l.chain_id))
-                .collect();
+            let layers = self.lower_layers(&image, pod);
             let target = run.join(format!("imgvol-{i}"));
             let sub = m.image_sub_path.clone();
             let name = m.image.clone();
@@ -627,6 +656,83 @@ impl Engine {
                     )));
                 }
                 Ok(real)
+            })
+            .await??;
+        }
+        Ok(sources)
+    }
+
+    /// The directories of an image's layers, top first, as a container of `pod` mounts them:
+    /// from the store, or from the pod's idmapped view of it when the pod has its own user
+    /// namespace.
+    fn lower_layers(
+        &self,
+        image: &crate::image::store::ImageRecord,
+        pod: &super::PodRecord,
+    ) -> Vec<PathBuf> {
+        let store = self.images.store();
+        let root = store.layers_root();
+        image
+            .layers
+            .iter()
+            .rev()
+            .map(|l| {
+                let p = store.layer_diff_path(&l.chain_id);
+                match (&pod.paths.idmapped_layers, p.strip_prefix(&root)) {
+                    (Some(idmapped), Ok(rel)) => idmapped.join(rel),
+                    _ => p,
+                }
+            })
+            .collect()
+    }
+
+    /// Mounts with uid/gid mappings: each source is mounted idmapped at `<run>/idmap/<n>`
+    /// (through a user namespace with the mount's mappings, made and pinned by `__pin-ns` and
+    /// unpinned once the mounts hold it), which the runtime then binds like any host path.
+    async fn idmapped_mounts(
+        &self,
+        rec: &ContainerRecord,
+        run: &Path,
+        mut sources: Vec<PathBuf>,
+    ) -> Result<Vec<PathBuf>> {
+        let dir = run.join("idmap");
+        for (i, m) in rec.config.mounts.iter().enumerate() {
+            if m.uid_mappings.is_empty() {
+                continue;
+            }
+            let req = crate::monitor::pinns::PinRequest {
+                dir: dir.join(format!("ns-{i}")),
+                userns: Some((m.uid_mappings.clone(), m.gid_mappings.clone())),
+                ..Default::default()
+            };
+            let res = super::pod::run_pin_helper(&req).await?;
+            if let Some(e) = res.error {
+                return Err(EngineError::internal(format!(
+                    "mount {}: making its user namespace: {e}",
+                    m.container_path
+                )));
+            }
+            let (src, target, pin) = (sources[i].clone(), dir.join(i.to_string()), req.dir);
+            sources[i] = blocking(move || -> Result<PathBuf> {
+                let meta = std::fs::metadata(&src)
+                    .map_err(EngineError::io(format_args!("{}", src.display())))?;
+                if meta.is_dir() {
+                    std::fs::create_dir_all(&target)
+                } else {
+                    std::fs::File::create(&target).map(drop)
+                }
+                .map_err(EngineError::io(format_args!(
+                    "creating {}",
+                    target.display()
+                )))?;
+                let ns = std::fs::File::open(pin.join("user"))
+                    .map_err(EngineError::io("opening the mount's user namespace"))?;
+                let mounted = crate::sys::mount::idmapped_bind(&src, &target, &ns, true)
+                    .map_err(|e| EngineError::invalid(e.to_string()));
+                drop(ns);
+                let _ = crate::sys::mount::unmount(&pin.join("user"));
+                let _ = std::fs::remove_dir_all(&pin);
+                mounted.map(|()| target)
             })
             .await??;
         }

@@ -117,6 +117,8 @@ pub struct Engine {
     events_dropped: std::sync::atomic::AtomicU64,
     /// Container exits the monitor recorded as OOM kills, since the daemon started.
     oom_kills: std::sync::atomic::AtomicU64,
+    /// Whether the image store's filesystem can be idmapped here (probed at start).
+    idmap: std::sync::atomic::AtomicBool,
 }
 
 /// Random 64-hex IDs, as CRI runtimes use.
@@ -339,6 +341,7 @@ impl Engine {
             events: tokio::sync::broadcast::channel(events::CAPACITY).0,
             events_dropped: std::sync::atomic::AtomicU64::new(0),
             oom_kills: std::sync::atomic::AtomicU64::new(0),
+            idmap: std::sync::atomic::AtomicBool::new(false),
         });
         if !engine.lsm.apparmor && !engine.lsm.selinux {
             tracing::info!("this host enforces neither AppArmor nor SELinux: those fields of container security contexts are ignored");
@@ -349,6 +352,10 @@ impl Engine {
                 .map_err(EngineError::io(format_args!("creating {}", d.display())))?;
         }
         engine.restore().await;
+        let idmap = engine.probe_idmap().await;
+        engine
+            .idmap
+            .store(idmap, std::sync::atomic::Ordering::Relaxed);
         // CNI attachments of pods ferrio no longer knows (a crash between ADD and the record,
         // or pods removed while the network was broken) are removed in the background.
         let live: Vec<String> = engine

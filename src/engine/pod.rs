@@ -5,7 +5,7 @@ use super::{blocking, new_id, now_ns, validate, Engine, EngineError, PodRecord, 
 use crate::error::Kind;
 use crate::monitor::pinns::{PinRequest, PinResult};
 use crate::spec::config::{Dns, NamespaceMode, PodConfig, PodPaths};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The reserved name of a pod: `<name>_<namespace>_<uid>_<attempt>`, as kubelet and CRI-O
@@ -92,6 +92,59 @@ fn sysctl_namespace(key: &str) -> Option<&'static str> {
     }
 }
 
+/// `userns_options`: NODE (the host's user namespace) without mappings, or POD with exactly
+/// one uid and one gid mapping that maps container id 0; CONTAINER and TARGET are not modes
+/// a pod can have. A pod with its own user namespace cannot use the host's network, PID or
+/// IPC namespace (Kubernetes does not allow it either).
+fn validate_userns(c: &PodConfig, u: &crate::spec::config::UserNamespace) -> Result<()> {
+    const FIELD: &str = "linux.security_context.namespace_options.userns_options";
+    match u.mode {
+        NamespaceMode::Node => {
+            if !u.uids.is_empty() || !u.gids.is_empty() {
+                return Err(EngineError::invalid(format!(
+                    "{FIELD}: mode NODE takes no uid or gid mappings"
+                )));
+            }
+            return Ok(());
+        }
+        NamespaceMode::Pod => {}
+        m => {
+            return Err(EngineError::invalid(format!(
+                "{FIELD}: unsupported user namespace mode {}",
+                format!("{m:?}").to_uppercase()
+            )))
+        }
+    }
+    for (what, maps) in [("uids", &u.uids), ("gids", &u.gids)] {
+        let [m] = maps.as_slice() else {
+            return Err(EngineError::invalid(format!(
+                "{FIELD}.{what}: mode POD needs exactly one mapping, got {}",
+                maps.len()
+            )));
+        };
+        if m.length == 0 || m.host_id.checked_add(m.length - 1).is_none() {
+            return Err(EngineError::invalid(format!(
+                "{FIELD}.{what}: mapping {} {} {} is empty or beyond the id range",
+                m.container_id, m.host_id, m.length
+            )));
+        }
+        if m.container_id != 0 {
+            return Err(EngineError::invalid(format!(
+                "{FIELD}.{what}: container id 0 (root) must be mapped; the mapping starts at {}",
+                m.container_id
+            )));
+        }
+    }
+    for (what, mode) in [("network", c.network), ("pid", c.pid), ("ipc", c.ipc)] {
+        if mode == NamespaceMode::Node {
+            return Err(EngineError::invalid(format!(
+                "{FIELD}: a pod with its own user namespace cannot use the host's {what} namespace"
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn validate_pod(c: &PodConfig) -> Result<()> {
     validate::name("metadata.name", &c.name, true)?;
     validate::name("metadata.namespace", &c.namespace, true)?;
@@ -104,6 +157,9 @@ pub fn validate_pod(c: &PodConfig) -> Result<()> {
         validate::absolute("log_directory", &c.log_directory)?;
     }
     validate::cgroup_parent(&c.cgroup_parent)?;
+    if let Some(u) = &c.userns {
+        validate_userns(c, u)?;
+    }
     validate::bounded("labels", c.labels.len(), 1024)?;
     validate::bounded("annotations", c.annotations.len(), 1024)?;
     validate::bounded("linux.sysctls", c.sysctls.len(), 256)?;
@@ -183,6 +239,11 @@ impl Engine {
 
     pub async fn run_pod(self: &Arc<Self>, mut config: PodConfig, handler: &str) -> Result<String> {
         validate_pod(&config)?;
+        if config.user_namespace().is_some() && !self.idmapped_mounts_supported() {
+            return Err(EngineError::precondition(
+                "pods with their own user namespace need idmapped mounts, which this host's kernel or image-store filesystem does not offer",
+            ));
+        }
         let handler = if handler.is_empty() {
             self.cfg().runtime.default_runtime.clone()
         } else {
@@ -308,6 +369,7 @@ impl Engine {
         rec.made_cgroup = made_cgroup;
         self.save_pod(rec)?;
         // Namespaces: a re-exec'd helper unshares and pins them.
+        let userns = c.user_namespace();
         let req = PinRequest {
             dir: dir.join("ns"),
             net: c.network != NamespaceMode::Node,
@@ -316,8 +378,9 @@ impl Engine {
             hostname: c.hostname.clone(),
             sysctls: c.sysctls.clone(),
             pause: c.pid == NamespaceMode::Pod,
+            userns: userns.map(|(u, g)| (vec![u], vec![g])),
         };
-        if req.net || req.ipc || req.uts || req.pause {
+        if req.net || req.ipc || req.uts || req.pause || req.userns.is_some() {
             let res = run_pin_helper(&req).await?;
             if let Some(e) = res.error {
                 // Whatever it pinned before failing is under ns/ and goes with the teardown.
@@ -339,10 +402,61 @@ impl Engine {
                 rec.pause = Some((pid, start));
                 rec.paths.pid_ns = Some(PathBuf::from(format!("/proc/{pid}/ns/pid")));
             }
+            if req.userns.is_some() {
+                rec.paths.user_ns = Some(req.dir.join("user"));
+            }
+        }
+        if let Some((uid, gid)) = userns {
+            self.setup_userns_files(rec, &dir, uid.host_id, gid.host_id)
+                .await?;
         }
         if c.network != NamespaceMode::Node {
             self.attach_network(rec).await?;
         }
+        Ok(())
+    }
+
+    /// For a pod with its own user namespace: its files belong to the pod's root (`uid`/`gid`
+    /// on the host), the directories on the way to them can be searched by it (as CRI-O's
+    /// makeAccessible does), and the layer store is idmapped for it at `<pod>/layers`, where
+    /// its containers take their lower layers from.
+    async fn setup_userns_files(
+        &self,
+        rec: &mut PodRecord,
+        dir: &Path,
+        uid: u32,
+        gid: u32,
+    ) -> Result<()> {
+        let paths = rec.paths.clone();
+        let dir = dir.to_path_buf();
+        let layers = self.images.store().layers_root();
+        let staged = blocking(move || -> Result<PathBuf> {
+            make_accessible(&dir)?;
+            let own = [Some(&paths.resolv_conf), paths.hostname_file.as_ref()];
+            let shm = (paths.shm != Path::new("/dev/shm")).then_some(&paths.shm);
+            for p in own.into_iter().chain([shm]).flatten() {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                    .map_err(EngineError::io(format_args!("chown {}", p.display())))?;
+            }
+            let staged = dir.join("layers");
+            std::fs::create_dir_all(&staged).map_err(EngineError::io(format_args!(
+                "creating {}",
+                staged.display()
+            )))?;
+            let user_ns = paths
+                .user_ns
+                .as_ref()
+                .ok_or_else(|| EngineError::internal("the pod's user namespace is not pinned"))?;
+            let ns = std::fs::File::open(user_ns).map_err(EngineError::io(format_args!(
+                "opening {}",
+                user_ns.display()
+            )))?;
+            crate::sys::mount::idmapped_bind(&layers, &staged, &ns, false)
+                .map_err(|e| EngineError::internal(e.to_string()))?;
+            Ok(staged)
+        })
+        .await??;
+        rec.paths.idmapped_layers = Some(staged);
         Ok(())
     }
 
@@ -609,7 +723,81 @@ fn kill_pause(rec: &PodRecord) {
     }
 }
 
-async fn run_pin_helper(req: &PinRequest) -> Result<PinResult> {
+impl Engine {
+    /// Whether pods can have their own user namespace here: the image store's filesystem takes
+    /// idmapped mounts (see [`Engine::probe_idmap`]).
+    pub fn idmapped_mounts_supported(&self) -> bool {
+        self.idmap.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Mounts the layer store idmapped once, through a throw-away user namespace, and undoes
+    /// it: what RunPodSandbox does for a pod with its own user namespace.
+    pub(super) async fn probe_idmap(&self) -> bool {
+        let dir = self.cfg.run_root.join("idmap-probe");
+        let map = crate::spec::config::IdMapping {
+            container_id: 0,
+            host_id: 1 << 30,
+            length: 65536,
+        };
+        let req = PinRequest {
+            dir: dir.join("ns"),
+            userns: Some((vec![map], vec![map])),
+            ..Default::default()
+        };
+        let pinned = run_pin_helper(&req).await;
+        let layers = self.images.store().layers_root();
+        let result = blocking(move || {
+            let ok = match pinned {
+                Ok(PinResult { error: None, .. }) => {
+                    let target = dir.join("mnt");
+                    std::fs::create_dir_all(&target)
+                        .and_then(|()| std::fs::File::open(dir.join("ns/user")))
+                        .and_then(|ns| {
+                            crate::sys::mount::idmapped_bind(&layers, &target, &ns, false)
+                        })
+                        .map_err(|e| {
+                            tracing::info!(error = %e, "no idmapped mounts: pods cannot have their own user namespace")
+                        })
+                        .is_ok()
+                }
+                Ok(PinResult { error: Some(e), .. }) => {
+                    tracing::info!(error = %e, "no user namespaces for pods");
+                    false
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "no user namespaces for pods");
+                    false
+                }
+            };
+            for m in crate::sys::mount::mounts_under(&dir) {
+                let _ = crate::sys::mount::unmount(&m);
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            ok
+        })
+        .await;
+        result.unwrap_or(false)
+    }
+}
+
+/// Lets every user search the directories from `/` down to `dir` (adds o+x where missing), so
+/// that a container root that is an unprivileged host id can reach the files ferrio binds into
+/// its containers.
+pub fn make_accessible(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for d in dir.ancestors() {
+        let meta =
+            std::fs::metadata(d).map_err(EngineError::io(format_args!("{}", d.display())))?;
+        let mode = meta.permissions().mode();
+        if mode & 0o001 == 0 {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode((mode | 0o001) & 0o7777))
+                .map_err(EngineError::io(format_args!("chmod o+x {}", d.display())))?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn run_pin_helper(req: &PinRequest) -> Result<PinResult> {
     let json = serde_json::to_string(req).map_err(|e| EngineError::internal(e.to_string()))?;
     let out = tokio::process::Command::new(Engine::exe())
         .arg("__pin-ns")
@@ -638,6 +826,76 @@ async fn run_pin_helper(req: &PinRequest) -> Result<PinResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::config::{IdMapping, UserNamespace};
+
+    #[test]
+    fn user_namespace_options_are_checked() {
+        let m = |c, h, l| IdMapping {
+            container_id: c,
+            host_id: h,
+            length: l,
+        };
+        let pod = |mode, uids: Vec<IdMapping>, gids: Vec<IdMapping>| PodConfig {
+            name: "p".into(),
+            namespace: "n".into(),
+            uid: "u".into(),
+            userns: Some(UserNamespace { mode, uids, gids }),
+            ..Default::default()
+        };
+        let ok = pod(
+            NamespaceMode::Pod,
+            vec![m(0, 65536, 65536)],
+            vec![m(0, 65536, 65536)],
+        );
+        validate_pod(&ok).unwrap();
+        assert_eq!(
+            ok.user_namespace(),
+            Some((m(0, 65536, 65536), m(0, 65536, 65536)))
+        );
+        validate_pod(&pod(NamespaceMode::Node, vec![], vec![])).unwrap();
+        assert_eq!(
+            pod(NamespaceMode::Node, vec![], vec![]).user_namespace(),
+            None
+        );
+        let bad = [
+            pod(NamespaceMode::Node, vec![m(0, 1, 1)], vec![]),
+            pod(NamespaceMode::Container, vec![m(0, 1, 1)], vec![m(0, 1, 1)]),
+            pod(NamespaceMode::Target, vec![m(0, 1, 1)], vec![m(0, 1, 1)]),
+            pod(
+                NamespaceMode::Pod,
+                vec![m(0, 1, 1), m(1, 5, 1)],
+                vec![m(0, 1, 1)],
+            ),
+            pod(NamespaceMode::Pod, vec![m(0, 1, 1)], vec![]),
+            pod(NamespaceMode::Pod, vec![m(1, 1, 1)], vec![m(1, 1, 1)]),
+            pod(NamespaceMode::Pod, vec![m(0, 1, 0)], vec![m(0, 1, 1)]),
+            pod(
+                NamespaceMode::Pod,
+                vec![m(0, u32::MAX, 2)],
+                vec![m(0, 1, 1)],
+            ),
+            PodConfig {
+                network: NamespaceMode::Node,
+                ..ok.clone()
+            },
+        ];
+        for p in bad {
+            let e = validate_pod(&p).unwrap_err();
+            assert_eq!(
+                crate::error::ErrorKind::kind(&e),
+                Kind::InvalidArgument,
+                "{p:?}"
+            );
+            assert!(e.to_string().contains("userns_options"), "{e}");
+        }
+        assert_eq!(m(0, 1000, 10).to_host(9), Some(1009));
+        assert_eq!(m(0, 1000, 10).to_host(10), None);
+        assert_eq!(
+            crate::monitor::pinns::map_lines(&[m(0, 1000, 10), m(10, 5, 1)]),
+            "0 1000 10\n10 5 1\n"
+        );
+    }
+
     #[test]
     fn resolv_conf_format() {
         let d = Dns {

@@ -205,6 +205,12 @@ impl Store {
     }
 
     /// The unpacked layer: the directory to use as an overlayfs lower dir.
+    /// The directory holding every layer (`layers/<chain>/diff`): idmapped whole for pods with
+    /// their own user namespace.
+    pub fn layers_root(&self) -> PathBuf {
+        self.dir.join("layers")
+    }
+
     pub fn layer_diff_path(&self, chain_id: &str) -> PathBuf {
         self.layer_dir(chain_id).join("diff")
     }

@@ -2,15 +2,25 @@
 //!
 //! It unshares the requested network, IPC and UTS namespaces, sets the hostname, brings `lo`
 //! up, applies the pod's sysctls inside the new namespaces, and bind-mounts each
-//! `/proc/self/ns/<kind>` onto a file in the pod's `ns/` directory, which keeps the namespace
+//! `/proc/<pid>/ns/<kind>` onto a file in the pod's `ns/` directory, which keeps the namespace
 //! alive after this helper exits. With `pause`, it also unshares a PID namespace and forks the
 //! pod's pause process (PID 1 there), which reaps orphans and exits on SIGTERM or SIGINT.
+//!
+//! With `userns` (a pod with its own user namespace), a forked child unshares the user
+//! namespace first; this process — root in the host's user namespace, which the child no longer
+//! is — writes the child's uid_map and gid_map, then the child makes the other namespaces, so
+//! that they belong to the new user namespace (mounting sysfs, proc and mqueue in the
+//! containers needs that), and this process pins the child's namespaces, `user` included.
+//! Only the user namespace may be asked for: `__pin-ns` then pins just that (the user
+//! namespace of an idmapped mount).
 
+use crate::spec::config::IdMapping;
 use crate::sys::mount::bind;
 use crate::sys::process::{fork_single_threaded, Forked};
 use nix::sched::{unshare, CloneFlags};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -22,6 +32,9 @@ pub struct PinRequest {
     pub hostname: String,
     pub sysctls: BTreeMap<String, String>,
     pub pause: bool,
+    /// A new user namespace with these uid and gid mappings (lines of uid_map / gid_map).
+    #[serde(default)]
+    pub userns: Option<(Vec<IdMapping>, Vec<IdMapping>)>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -90,6 +103,17 @@ pub fn sysctl_path(key: &str) -> Result<PathBuf, String> {
 }
 
 fn pin(req: &PinRequest) -> Result<Option<i32>, String> {
+    if req.userns.is_some() {
+        return pin_in_userns(req);
+    }
+    make_namespaces(req)?;
+    pin_from(req, "self", false)?;
+    fork_pause(req)
+}
+
+/// The namespaces other than the user namespace, made in this process: unshare, hostname,
+/// `lo`, sysctls.
+fn make_namespaces(req: &PinRequest) -> Result<(), String> {
     let mut flags = CloneFlags::empty();
     if req.net {
         flags |= CloneFlags::CLONE_NEWNET;
@@ -103,6 +127,9 @@ fn pin(req: &PinRequest) -> Result<Option<i32>, String> {
     if req.pause {
         flags |= CloneFlags::CLONE_NEWPID;
     }
+    if flags.is_empty() {
+        return Ok(());
+    }
     unshare(flags).map_err(|e| format!("unshare({flags:?}): {e}"))?;
     if req.uts && !req.hostname.is_empty() {
         nix::unistd::sethostname(&req.hostname).map_err(|e| format!("sethostname: {e}"))?;
@@ -114,18 +141,12 @@ fn pin(req: &PinRequest) -> Result<Option<i32>, String> {
         let p = sysctl_path(k)?;
         std::fs::write(&p, v).map_err(|e| format!("sysctl {k}={v}: {e}"))?;
     }
-    std::fs::create_dir_all(&req.dir)
-        .map_err(|e| format!("creating {}: {e}", req.dir.display()))?;
-    for (kind, on) in [("net", req.net), ("ipc", req.ipc), ("uts", req.uts)] {
-        if !on {
-            continue;
-        }
-        let target = req.dir.join(kind);
-        std::fs::File::create(&target)
-            .map_err(|e| format!("creating {}: {e}", target.display()))?;
-        bind(&PathBuf::from(format!("/proc/self/ns/{kind}")), &target)
-            .map_err(|e| e.to_string())?;
-    }
+    Ok(())
+}
+
+/// The pause process (its host pid), PID 1 of the PID namespace unshared before, when the pod
+/// shares one.
+fn fork_pause(req: &PinRequest) -> Result<Option<i32>, String> {
     if !req.pause {
         return Ok(None);
     }
@@ -135,6 +156,121 @@ fn pin(req: &PinRequest) -> Result<Option<i32>, String> {
             pause();
         }
     }
+}
+
+/// Bind-mounts `/proc/<pid>/ns/<kind>` of every namespace asked for onto `<dir>/<kind>`.
+fn pin_from(req: &PinRequest, pid: &str, user: bool) -> Result<(), String> {
+    std::fs::create_dir_all(&req.dir)
+        .map_err(|e| format!("creating {}: {e}", req.dir.display()))?;
+    for (kind, on) in [
+        ("user", user),
+        ("net", req.net),
+        ("ipc", req.ipc),
+        ("uts", req.uts),
+    ] {
+        if !on {
+            continue;
+        }
+        let target = req.dir.join(kind);
+        std::fs::File::create(&target)
+            .map_err(|e| format!("creating {}: {e}", target.display()))?;
+        bind(&PathBuf::from(format!("/proc/{pid}/ns/{kind}")), &target)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// uid_map / gid_map text: one `<inside> <outside> <length>` line per mapping.
+pub fn map_lines(maps: &[IdMapping]) -> String {
+    maps.iter()
+        .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.length))
+        .collect()
+}
+
+/// The user-namespace path (see the module documentation). The child reports on a pipe:
+/// `u` once it is in its new user namespace, then a JSON line when its other namespaces are
+/// made; after this process has pinned them (and written `p`), it forks the pause process,
+/// answers a second JSON line and exits.
+fn pin_in_userns(req: &PinRequest) -> Result<Option<i32>, String> {
+    let (uids, gids) = req.userns.clone().unwrap_or_default();
+    let (from_child, child_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (child_r, to_child) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let child = match fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
+        Forked::Child => {
+            drop(from_child);
+            drop(to_child);
+            userns_child(req, child_w, child_r);
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(child_w);
+    drop(child_r);
+    let mut from_child = std::io::BufReader::new(std::fs::File::from(from_child));
+    let mut to_child = std::fs::File::from(to_child);
+    let answer = |from_child: &mut std::io::BufReader<std::fs::File>| {
+        let mut line = String::new();
+        std::io::BufRead::read_line(from_child, &mut line).map_err(|e| e.to_string())?;
+        let res: PinResult = serde_json::from_str(line.trim())
+            .map_err(|e| format!("the user-namespace child answered {line:?}: {e}"))?;
+        match res.error {
+            Some(e) => Err(e),
+            None => Ok(res.pause_pid),
+        }
+    };
+    let result = (|| -> Result<Option<i32>, String> {
+        let mut b = [0u8; 1];
+        from_child
+            .read_exact(&mut b)
+            .map_err(|_| "the user-namespace child exited early".to_string())?;
+        if b[0] != b'u' {
+            return Err(answer(&mut from_child).err().unwrap_or_default());
+        }
+        for (file, maps) in [("uid_map", &uids), ("gid_map", &gids)] {
+            let path = format!("/proc/{child}/{file}");
+            std::fs::write(&path, map_lines(maps)).map_err(|e| format!("writing {path}: {e}"))?;
+        }
+        to_child.write_all(b"m").map_err(|e| e.to_string())?;
+        answer(&mut from_child)?;
+        pin_from(req, &child.to_string(), true)?;
+        to_child.write_all(b"p").map_err(|e| e.to_string())?;
+        answer(&mut from_child)
+    })();
+    drop(to_child);
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None);
+    result
+}
+
+/// The child of [`pin_in_userns`]; never returns.
+fn userns_child(req: &PinRequest, w: std::os::fd::OwnedFd, r: std::os::fd::OwnedFd) -> ! {
+    fn report(w: &mut std::fs::File, res: Result<Option<i32>, String>) {
+        let line = serde_json::to_string(&PinResult {
+            error: res.as_ref().err().cloned(),
+            pause_pid: res.ok().flatten(),
+        })
+        .unwrap_or_default();
+        let _ = writeln!(w, "{line}");
+    }
+    fn wait_for(r: &mut std::fs::File, what: u8) -> bool {
+        let mut b = [0u8; 1];
+        r.read_exact(&mut b).is_ok() && b[0] == what
+    }
+    let (mut w, mut r) = (std::fs::File::from(w), std::fs::File::from(r));
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER) {
+        report(&mut w, Err(format!("unshare(CLONE_NEWUSER): {e}")));
+        std::process::exit(1);
+    }
+    let _ = w.write_all(b"u");
+    if !wait_for(&mut r, b'm') {
+        std::process::exit(1);
+    }
+    let made = make_namespaces(req);
+    let failed = made.is_err();
+    report(&mut w, made.map(|()| None));
+    if failed || !wait_for(&mut r, b'p') {
+        std::process::exit(1);
+    }
+    report(&mut w, fork_pause(req));
+    std::process::exit(0);
 }
 
 /// The pod's PID 1: reaps whatever is reparented to it, exits on SIGTERM or SIGINT.

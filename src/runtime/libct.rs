@@ -81,6 +81,21 @@ impl Libcontainer {
         Ok(proc_)
     }
 
+    /// The user namespace the container joined (its spec's `user` namespace path).
+    fn user_ns_path(id: &str, bundle: &Path) -> Result<Option<PathBuf>, RuntimeError> {
+        let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).map_err(|e| {
+            RuntimeError::new(NAME, "exec", id, format!("reading the bundle's spec: {e}"))
+        })?;
+        Ok(spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .into_iter()
+            .flatten()
+            .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User)
+            .and_then(|n| n.path().clone()))
+    }
+
     /// How a process of this container is confined: its bundle's seccomp plan with the
     /// compiled program (see `runtime::seccomp`).
     fn confined(&self, id: &str, bundle: &Path) -> Result<Option<Confined>, RuntimeError> {
@@ -172,6 +187,19 @@ impl OciRuntime for Libcontainer {
             .load(id, "exec")?
             .ok_or_else(|| RuntimeError::new(NAME, "exec", id, "container state not found"))?;
         let proc_ = Self::exec_process(id, c.bundle(), process)?;
+        // libcontainer 0.7's tenant builder joins the container's namespaces except its user
+        // namespace (it leaves "user" out of the types it joins): join it here, first, as runc
+        // exec does, or the process would be host root inside the container. This helper is
+        // single-threaded, as setns(CLONE_NEWUSER) requires; the namespaces joined after it
+        // belong to it.
+        if let Some(userns) = Self::user_ns_path(id, c.bundle())? {
+            let f = std::fs::File::open(&userns).map_err(|e| {
+                RuntimeError::new(NAME, "exec", id, format!("{}: {e}", userns.display()))
+            })?;
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWUSER).map_err(|e| {
+                RuntimeError::new(NAME, "exec", id, format!("joining the user namespace: {e}"))
+            })?;
+        }
         // Exec'd processes load the container's filter in the executor too (libcontainer 0.7's
         // tenant builder would drop a `linux.seccomp` anyway).
         let confined = self.confined(id, c.bundle())?;

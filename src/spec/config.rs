@@ -47,6 +47,44 @@ pub struct PodConfig {
     /// hostPort mappings for the CNI portmap plugin.
     #[serde(default)]
     pub port_mappings: Vec<PortMapping>,
+    /// `namespace_options.userns_options` as asked (checked by the engine's validation).
+    #[serde(default)]
+    pub userns: Option<UserNamespace>,
+}
+
+impl PodConfig {
+    /// The pod's own user namespace: its uid and gid mapping (mode POD, validated).
+    pub fn user_namespace(&self) -> Option<(IdMapping, IdMapping)> {
+        match &self.userns {
+            Some(u) if u.mode == NamespaceMode::Pod => Some((*u.uids.first()?, *u.gids.first()?)),
+            _ => None,
+        }
+    }
+}
+
+/// `UserNamespace` of the CRI: the mode and the mappings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserNamespace {
+    pub mode: NamespaceMode,
+    pub uids: Vec<IdMapping>,
+    pub gids: Vec<IdMapping>,
+}
+
+/// One id mapping: `length` ids from `container_id` inside are `host_id` outside (a line of
+/// /proc/<pid>/uid_map).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMapping {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub length: u32,
+}
+
+impl IdMapping {
+    /// The host id of a container id, when mapped.
+    pub fn to_host(&self, id: u32) -> Option<u32> {
+        let off = id.checked_sub(self.container_id)?;
+        (off < self.length).then(|| self.host_id + off)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +123,12 @@ pub struct Mount {
     /// With `image`: the image's ID, as resolved at creation (reported in ContainerStatus).
     #[serde(default)]
     pub image_id: String,
+    /// An idmapped mount: files owned by `container_id` on the source appear owned by
+    /// `host_id` (the OCI mount `uidMappings`/`gidMappings`).
+    #[serde(default)]
+    pub uid_mappings: Vec<IdMapping>,
+    #[serde(default)]
+    pub gid_mappings: Vec<IdMapping>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -263,4 +307,11 @@ pub struct PodPaths {
     pub shm: PathBuf,
     pub hostname_file: Option<PathBuf>,
     pub resolv_conf: PathBuf,
+    /// The pinned user namespace of a pod with its own (mode POD).
+    #[serde(default)]
+    pub user_ns: Option<PathBuf>,
+    /// The image layer store, idmapped for the pod's user namespace: its containers' lower
+    /// layers are taken from here.
+    #[serde(default)]
+    pub idmapped_layers: Option<PathBuf>,
 }

@@ -465,6 +465,10 @@ pub fn generate(inp: &Input) -> Result<Generated, SpecError> {
             ))
         }
     }
+    // The pod's user namespace comes first: the others were made inside it.
+    if let Some(p) = &inp.pod_paths.user_ns {
+        namespaces.insert(0, json!({"type": "user", "path": p}));
+    }
     for (kind, path) in [
         ("network", &inp.pod_paths.net_ns),
         ("ipc", &inp.pod_paths.ipc_ns),
@@ -524,6 +528,13 @@ pub fn generate(inp: &Input) -> Result<Generated, SpecError> {
     });
     if !devices.is_empty() {
         linux["devices"] = json!(devices);
+    }
+    if let (Some((u, g)), Some(_)) = (inp.pod.user_namespace(), &inp.pod_paths.user_ns) {
+        // Not written by a runtime that joins the namespace by path, but runc checks that
+        // container root is mapped.
+        let map = |m: crate::spec::config::IdMapping| json!([{"containerID": m.container_id, "hostID": m.host_id, "size": m.length}]);
+        linux["uidMappings"] = map(u);
+        linux["gidMappings"] = map(g);
     }
     if let Some(s) = &inp.seccomp {
         linux["seccomp"] = s.clone();

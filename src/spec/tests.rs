@@ -25,6 +25,8 @@ fn paths() -> PodPaths {
         shm: "/run/ferrio/pods/p1/shm".into(),
         hostname_file: Some("/run/ferrio/pods/p1/hostname".into()),
         resolv_conf: "/run/ferrio/pods/p1/resolv.conf".into(),
+        user_ns: None,
+        idmapped_layers: None,
     }
 }
 
@@ -123,6 +125,70 @@ fn golden_default_container() {
     let g = generate(&input(&p, &c, &i, &pp)).unwrap();
     assert_eq!(g.args, vec!["sh", "-c", "echo hi"]);
     golden("default", &g.spec);
+}
+
+/// A pod with its own user namespace: the pinned namespace joined first, its mappings in the
+/// spec (runc checks them), and an idmapped volume whose source the engine already mounted.
+#[test]
+fn golden_userns_container() {
+    let map = IdMapping {
+        container_id: 0,
+        host_id: 1 << 20,
+        length: 65536,
+    };
+    let p = PodConfig {
+        userns: Some(UserNamespace {
+            mode: NamespaceMode::Pod,
+            uids: vec![map],
+            gids: vec![map],
+        }),
+        ..pod()
+    };
+    let pp = PodPaths {
+        user_ns: Some("/run/ferrio/pods/p1/ns/user".into()),
+        idmapped_layers: Some("/run/ferrio/pods/p1/layers".into()),
+        ..paths()
+    };
+    let c = ContainerConfig {
+        name: "app".into(),
+        image: "busybox".into(),
+        mounts: vec![Mount {
+            container_path: "/data".into(),
+            host_path: "/run/ferrio/ctr/c1/idmap/0".into(),
+            uid_mappings: vec![map],
+            gid_mappings: vec![map],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let i = image();
+    let g = generate(&input(&p, &c, &i, &pp)).unwrap();
+    let ns = g
+        .spec
+        .linux()
+        .as_ref()
+        .unwrap()
+        .namespaces()
+        .clone()
+        .unwrap();
+    assert_eq!(ns[0].typ(), oci_spec::runtime::LinuxNamespaceType::User);
+    golden("userns", &g.spec);
+    // NODE mode, or no user namespace pinned: no user namespace in the spec.
+    let node = PodConfig {
+        userns: Some(UserNamespace {
+            mode: NamespaceMode::Node,
+            ..Default::default()
+        }),
+        ..pod()
+    };
+    let g = generate(&input(&node, &c, &i, &paths())).unwrap();
+    let linux = g.spec.linux().as_ref().unwrap();
+    assert!(linux.uid_mappings().is_none());
+    assert!(!linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User));
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The OS layer: the only module that may hold `unsafe` code (none is needed yet), and the home of
+//! The OS layer: the only module that may hold `unsafe` code (each block with a `// SAFETY:` comment), and the home of
 //! small system calls the domain uses.
 
 use std::io;

@@ -169,3 +169,107 @@ mod tests {
         assert_eq!(super::unescape_mountinfo("/plain"), "/plain");
     }
 }
+
+/// Kernel ABI of the new mount API (include/uapi/linux/mount.h, fcntl.h); the libc crate has
+/// no Linux-gnu definitions of these.
+mod abi {
+    pub const OPEN_TREE_CLONE: libc::c_uint = 1;
+    pub const AT_EMPTY_PATH: libc::c_uint = 0x1000;
+    pub const AT_RECURSIVE: libc::c_uint = 0x8000;
+    pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    pub const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x04;
+    /// `struct mount_attr` (MOUNT_ATTR_SIZE_VER0).
+    #[repr(C)]
+    pub struct MountAttr {
+        pub attr_set: u64,
+        pub attr_clr: u64,
+        pub propagation: u64,
+        pub userns_fd: u64,
+    }
+}
+
+/// Mounts `src` at `target` (which must exist) idmapped through the user namespace `userns`
+/// (an open `/proc/<pid>/ns/user` or a pin of it): a file owned by id N on `src` appears owned
+/// by the host id that `userns` maps N to. `recursive`: submounts too (each must support
+/// idmapping). open_tree(OPEN_TREE_CLONE) makes a detached copy, mount_setattr(MOUNT_ATTR_IDMAP)
+/// idmaps it and move_mount attaches it; `src` itself is left as it was.
+pub fn idmapped_bind(
+    src: &Path,
+    target: &Path,
+    userns: &impl std::os::fd::AsRawFd,
+    recursive: bool,
+) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    let ctx = |what: &str, e: io::Error| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "idmapped mount of {} on {}: {what}: {e}",
+                src.display(),
+                target.display()
+            ),
+        )
+    };
+    let csrc = CString::new(src.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let ctarget = CString::new(target.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let rec = if recursive { abi::AT_RECURSIVE } else { 0 };
+    // SAFETY: `csrc` is a NUL-terminated path that outlives the call; open_tree returns a new
+    // file descriptor (or -1) and keeps no pointer.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            csrc.as_ptr(),
+            abi::OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | rec,
+        )
+    };
+    if fd < 0 {
+        return Err(ctx("open_tree", io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` was just returned by open_tree and is owned by nothing else.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let attr = abi::MountAttr {
+        attr_set: abi::MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    let empty = c"";
+    // SAFETY: `tree` is a valid mount fd, `empty` a NUL-terminated string and `attr` a
+    // `struct mount_attr` of the size passed; the kernel copies both and keeps no pointer.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            std::os::fd::AsRawFd::as_raw_fd(&tree),
+            empty.as_ptr(),
+            abi::AT_EMPTY_PATH | rec,
+            &attr as *const abi::MountAttr,
+            std::mem::size_of::<abi::MountAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(ctx(
+            "mount_setattr(MOUNT_ATTR_IDMAP)",
+            io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: as above; `ctarget` is a NUL-terminated path that outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            std::os::fd::AsRawFd::as_raw_fd(&tree),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            ctarget.as_ptr(),
+            abi::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        return Err(ctx("move_mount", io::Error::last_os_error()));
+    }
+    Ok(())
+}
