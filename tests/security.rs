@@ -643,6 +643,18 @@ async fn user_namespaces_and_idmapped_mounts() {
         .unwrap()
         .userns_options;
     assert_eq!(u.unwrap().uids, vec![map(0, HOST)]);
+    // A user the pod's user namespace does not map cannot run.
+    let mut far = secured("far", &image, Default::default(), vec![]);
+    far.linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .run_as_user = Some(api::Int64Value { value: LEN as i64 });
+    let err = create_err(&mut rt, &pod.id, far).await;
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("not mapped"), "{err:?}");
     // Exec'd processes are confined as the container is: caps, seccomp.
     let (st, _, _) = sh_in(&mut rt, &id, "cat /proc/self/status").await;
     assert_eq!(cap_mask(&st, "CapEff:"), DEFAULT_CAPS);

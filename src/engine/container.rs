@@ -553,6 +553,19 @@ impl Engine {
             lsm: self.lsm,
             cdi,
         })?;
+        if let Some((uids, gids)) = pod.config.user_namespace() {
+            let u = &generated.user;
+            let unmapped = uids.to_host(u.uid).is_none()
+                || std::iter::once(&u.gid)
+                    .chain(&u.additional_gids)
+                    .any(|g| gids.to_host(*g).is_none());
+            if unmapped {
+                return Err(EngineError::invalid(format!(
+                    "user {}:{} (groups {:?}) is not mapped in the pod's user namespace ({} uids, {} gids from 0)",
+                    u.uid, u.gid, u.additional_gids, uids.length, gids.length
+                )));
+            }
+        }
         rec.user = generated.user.clone();
         rec.mounts = rec
             .config
