@@ -639,6 +639,7 @@ impl Bench {
         Rss {
             daemon: read_mem(pid),
             helpers: helpers.iter().filter_map(|&h| read_mem(h)).collect(),
+            one_helper: helpers.first().and_then(|&h| resident_by_mapping(h)),
         }
     }
 
@@ -666,6 +667,12 @@ impl Bench {
                 v[v.len() - 1]
             );
         }
+        // In order, so a slow first round (cold caches) or a periodic stall shows.
+        let rounds: Vec<String> = self.samples[CREATE_START]
+            .iter()
+            .map(|d| format!("{:.1}", ms(*d)))
+            .collect();
+        println!("\nCreate+Start per round: {}", rounds.join(" "));
         if !self.list_stats.is_empty() {
             let mut v: Vec<f64> = self.list_stats.iter().map(|d| ms(*d)).collect();
             v.sort_by(f64::total_cmp);
@@ -703,6 +710,9 @@ impl Bench {
         if let Some(a) = after {
             a.row("after the teardown");
         }
+        if let Some(m) = &loaded.one_helper {
+            println!("\none helper's resident KiB by mapping (of which anonymous): {m}");
+        }
     }
 }
 
@@ -710,6 +720,41 @@ impl Bench {
 struct Rss {
     daemon: Option<Mem>,
     helpers: Vec<Mem>,
+    /// Where one helper's resident memory is (its largest mappings).
+    one_helper: Option<String>,
+}
+
+/// A process's resident kB per mapping (file name, `[heap]`, `anon`…), largest first, and how
+/// much of it is anonymous: `name rss(anon)`.
+fn resident_by_mapping(pid: u32) -> Option<String> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let mut by: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut name = String::new();
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            let path = f.nth(4).unwrap_or("anon");
+            name = path.rsplit('/').next().unwrap_or(path).to_string();
+            continue;
+        }
+        let v: u64 = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let e = by.entry(name.clone()).or_default();
+        match first {
+            "Rss:" => e.0 += v,
+            "Anonymous:" => e.1 += v,
+            _ => {}
+        }
+    }
+    let mut v: Vec<_> = by.into_iter().filter(|(_, (r, _))| *r > 0).collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.1 .0));
+    Some(
+        v.iter()
+            .take(8)
+            .map(|(n, (r, a))| format!("{n} {r}({a})"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
 }
 
 #[derive(Clone, Copy, Default)]

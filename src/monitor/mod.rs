@@ -367,8 +367,18 @@ impl Monitor {
                 self.attachers.push((conn, Vec::new()));
                 continue;
             }
+            let starting = matches!(req, Request::Start) && !self.started;
             let resp = self.handle(req);
             respond(&conn, &resp);
+            if starting && self.started {
+                // Setup is over (libcontainer's create and start): from here on the monitor
+                // only pumps output and answers requests, so give back what setup left
+                // resident — freed heap and the pages of code it will not run again.
+                drop(conn);
+                crate::sys::process::trim_heap();
+                let released = crate::sys::process::release_clean_file_pages();
+                tracing::debug!(released, "released setup pages");
+            }
         }
     }
 

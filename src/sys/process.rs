@@ -143,6 +143,72 @@ pub fn trim_heap() {
     }
 }
 
+/// Drops this process's page-table entries for the resident pages of its read-only file
+/// mappings that it never wrote (the code and constants of the binary and its libraries): the
+/// pages stay in the page cache, shared with every other ferrio process, and fault back in when
+/// used again. A long-lived helper calls it once its setup is done (the monitor after
+/// libcontainer's create and start), so it keeps resident only what its steady loop touches.
+/// Mappings with anonymous (copy-on-write) pages, such as relocated read-only data, are left
+/// alone: dropping those would lose their contents. Returns the bytes released.
+pub fn release_clean_file_pages() -> usize {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return 0;
+    };
+    let mut ranges = Vec::new();
+    let mut cur: Option<(usize, usize, usize)> = None; // start, end, resident kB
+    let mut candidate = false;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-') {
+            if let (Ok(start), Ok(end)) =
+                (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            {
+                let perms = fields.next().unwrap_or("");
+                let path = fields.nth(3).unwrap_or("");
+                candidate = !perms.contains('w') && path.starts_with('/');
+                cur = Some((start, end, 0));
+                continue;
+            }
+        }
+        let mut value = || {
+            fields
+                .next()
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0)
+        };
+        match first {
+            "Rss:" => {
+                if let Some(c) = cur.as_mut() {
+                    c.2 = value();
+                }
+            }
+            "Anonymous:" if value() != 0 => candidate = false,
+            "VmFlags:" => {
+                if let Some((start, end, rss)) = cur.take() {
+                    if candidate && rss > 0 && !line.contains(" lo") {
+                        ranges.push((start, end, rss));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut released = 0;
+    for (start, end, rss) in ranges {
+        // SAFETY: [start, end) is a whole mapping of this process, read from /proc/self/smaps:
+        // private, file-backed, not writable and without anonymous pages, so MADV_DONTNEED only
+        // drops page-table entries whose contents the file still holds; nothing in this
+        // single-threaded helper can map or unmap it concurrently.
+        let rc =
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+        if rc == 0 {
+            released += rss * 1024;
+        }
+    }
+    released
+}
+
 /// Sets a terminal's window size (TIOCSWINSZ) on its master `fd`.
 pub fn set_winsize(fd: &impl std::os::fd::AsRawFd, rows: u16, cols: u16) -> io::Result<()> {
     let ws = libc::winsize {
