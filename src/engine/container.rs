@@ -599,13 +599,13 @@ impl Engine {
         {
             let (bundle, run, mcfg) = (bundle.clone(), run.clone(), mcfg.clone());
             blocking(move || -> Result<()> {
-                crate::state::write_atomic(&bundle.join("config.json"), &spec_json)
+                crate::state::write_volatile(&bundle.join("config.json"), &spec_json)
                     .map_err(EngineError::io("writing config.json"))?;
                 if let Some(plan) = &seccomp_plan {
-                    crate::state::write_json(&bundle.join(seccomp::PLAN_FILE), plan)
+                    crate::state::write_json_volatile(&bundle.join(seccomp::PLAN_FILE), plan)
                         .map_err(EngineError::io("writing the seccomp plan"))?;
                 }
-                crate::state::write_json(&run.join("monitor.json"), &mcfg)
+                crate::state::write_json_volatile(&run.join("monitor.json"), &mcfg)
                     .map_err(EngineError::io("writing monitor.json"))
             })
             .await??;
@@ -1455,7 +1455,7 @@ impl Engine {
         if tty {
             req.process.console_socket = Some(result_file.with_extension("console.sock"));
         }
-        crate::state::write_json(&request_file, &req)
+        crate::state::write_json_volatile(&request_file, &req)
             .map_err(EngineError::io("writing the exec request"))?;
         let child = tokio::process::Command::new(Engine::exe())
             .arg("__exec")

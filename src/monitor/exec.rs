@@ -54,7 +54,7 @@ pub fn main(request_file: Option<&std::path::Path>) -> i32 {
         }
     };
     let result = run(&req);
-    let _ = crate::state::write_json(&req.result_file, &result);
+    let _ = crate::state::write_json_volatile(&req.result_file, &result);
     0
 }
 

@@ -524,7 +524,7 @@ impl Monitor {
             finished_at_ns,
             oom_killed,
         };
-        let _ = crate::state::write_json(&self.cfg.exit_file, &info);
+        let _ = crate::state::write_json_volatile(&self.cfg.exit_file, &info);
         let mut r = self.base();
         r.exit = Some(info);
         for w in self.waiters.drain(..) {

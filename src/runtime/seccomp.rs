@@ -229,7 +229,7 @@ pub fn program(root: &Path, plan: &Plan, id: &str) -> Result<Vec<u8>, RuntimeErr
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    if let Err(e) = crate::state::write_atomic(&path, &bpf) {
+    if let Err(e) = crate::state::write_volatile(&path, &bpf) {
         tracing::warn!(path = %path.display(), error = %e, "caching a compiled seccomp filter");
     }
     Ok(bpf)

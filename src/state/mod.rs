@@ -1,13 +1,33 @@
 //! Persisted state on disk: every record is its own file, written atomically
-//! (write to a temporary file beside it, fsync, rename, fsync the directory).
+//! (write to a temporary file beside it, fsync, rename, fsync the directory); files under the
+//! run root, which does not outlive a reboot, skip the fsyncs.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
 
 /// Writes `data` to `path` so that a reader (or a restart after `kill -9`) sees either the old
-/// content or the new one, never a mix.
+/// content or the new one, never a mix — also after a power loss (fsync of the file and the
+/// directory).
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    replace(path, data, true)
+}
+
+/// [`write_atomic`] without the fsyncs, for files under the run root, which does not outlive a
+/// reboot (a tmpfs, like /run): the rename keeps readers and daemon restarts from seeing a torn
+/// file; durability across a power loss is moot for them. (A bundle's files, helper requests
+/// and results, exit files, compiled seccomp programs.)
+pub fn write_volatile(path: &Path, data: &[u8]) -> io::Result<()> {
+    replace(path, data, false)
+}
+
+/// Serialises `value` as JSON and writes it with [`write_volatile`].
+pub fn write_json_volatile<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let data = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    write_volatile(path, &data)
+}
+
+fn replace(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
@@ -25,9 +45,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let result = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        if durable {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
