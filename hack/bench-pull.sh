@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-5}
 hack/setup.sh
-cargo build --release --locked -q
+ferrio_bin=$(hack/build-release.sh)
 hack/build-test-images.sh >/dev/null
 BIG=1 hack/build-test-images.sh >/dev/null
 work=$(mktemp -d /tmp/ferrio-bench.XXXXXX)
@@ -15,7 +15,7 @@ hack/registry.sh start "$work/registry" "$port" --watch $$
 hack/registry.sh push "$port"
 skopeo --insecure-policy copy -q --dest-tls-verify=false oci-archive:.test-images/big.tar "docker://127.0.0.1:$port/ferrio-test/big:latest" >/dev/null
 printf '[image]\ninsecure_registries = ["127.0.0.1"]\n' > "$work/ferrio.toml"
-ferrio=(target/release/ferrio --config "$work/ferrio.toml" --root "$work/root" --run-root "$work/run")
+ferrio=("$ferrio_bin" --config "$work/ferrio.toml" --root "$work/root" --run-root "$work/run")
 "${ferrio[@]}" --log-level warn serve &
 daemon=$!
 trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null; hack/registry.sh stop "$work/registry"; rm -rf "$work"' EXIT

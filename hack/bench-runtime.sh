@@ -19,9 +19,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-20}
 hack/setup-bench.sh
-target=${CARGO_TARGET_DIR:-target}
-cargo build --release --locked -q
-bench=$(cargo bench --no-run --locked --bench cri 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -1)
+ferrio_bin=$(hack/build-release.sh) # the static release binary
+bench=$(hack/build-release.sh bench)
 [ -x "$bench" ] || { echo "could not find the cri bench executable" >&2; exit 1; }
 hack/build-test-images.sh >/dev/null
 PAUSE=1 hack/build-test-images.sh >/dev/null
@@ -203,7 +202,7 @@ run_ferrio() {
     printf '[network]\nnetwork_dir = "%s"\nplugin_dirs = ["/usr/lib/cni"]\ncache_dir = "%s"\n' \
       "$netd" "$d/cni-cache" >> "$d/ferrio.toml"
   fi
-  "$target/release/ferrio" --config "$d/ferrio.toml" --root "$d/root" --run-root "$d/run" \
+  "$ferrio_bin" --config "$d/ferrio.toml" --root "$d/root" --run-root "$d/run" \
     --log-level warn serve 2> "$d/ferrio.log" &
   fpid=$!
   if ! wait_socket "$d/run/ferrio.sock" "$fpid"; then
@@ -211,7 +210,7 @@ run_ferrio() {
     kill "$fpid" 2>/dev/null; wait "$fpid" 2>/dev/null; fpid=""; return 1
   fi
   echo
-  local v; v=$("$target/release/ferrio" version)
+  local v; v=$("$ferrio_bin" version)
   echo "## ${v%%$'\n'*}"
   # Helpers: `ferrio __monitor <container-id>` (and any other ferrio process naming a pod or
   # container of the run).

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hack/setup.sh
-cargo build --release --locked
+ferrio_bin=$(hack/build-release.sh) # one static executable
 hack/build-test-images.sh >/dev/null
 
 work=$(mktemp -d /tmp/ferrio-demo.XXXXXX)
@@ -23,8 +23,7 @@ cache_dir = "$work/cni-cache"
 [image]
 insecure_registries = ["127.0.0.1:$port"]
 TOML
-target=${CARGO_TARGET_DIR:-target}
-ferrio=("$target"/release/ferrio --config "$work/ferrio.toml" --root "$work/root" --run-root "$work/run")
+ferrio=("$ferrio_bin" --config "$work/ferrio.toml" --root "$work/root" --run-root "$work/run")
 "${ferrio[@]}" serve 2> "$work/ferrio.log" &
 daemon=$!
 cleanup() { kill $daemon 2>/dev/null; wait $daemon 2>/dev/null; hack/registry.sh stop "$work/registry"; ip link del "$bridge" 2>/dev/null; rm -rf "$work"; }

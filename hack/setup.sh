@@ -9,7 +9,8 @@ pkgs=(
   apache2-utils     # htpasswd, for the registry's basic-auth tests
   curl zstd gzip tar ca-certificates
   gcc pkg-config    # C parts of crates (zstd)
-  libseccomp-dev    # libcontainer's seccomp support links libseccomp
+  libc6-dev         # libc.a: hack/build-release.sh links glibc statically
+  libseccomp-dev    # libcontainer's seccomp support links libseccomp (libseccomp.a for the static release)
   runc crun         # the external OCI runtime handlers, tested beside the built-in one
   iproute2 util-linux procps  # ip, mount/nsenter, ps: the end-to-end tests inspect what pods leave
   containernetworking-plugins # CNI plugins (bridge, host-local, loopback, portmap) in /usr/lib/cni
