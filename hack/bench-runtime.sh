@@ -134,6 +134,9 @@ if [ $cni = 1 ]; then
 fi
 
 echo "host: $(nproc) CPUs, kernel $(uname -r), $(runc --version | head -1), bench: $N rounds"
+# Dying memory cgroups (kept by page cache charges after earlier runs) slow cgroup v1 creation for
+# both runtimes; `echo 3 > /proc/sys/vm/drop_caches` releases them. Printed per side.
+memcgs() { awk '$1 == "memory" {print "memory cgroups on the host (live and dying): " $3}' /proc/cgroups; }
 [ $cni = 1 ] && echo "network: CNI $netname, $subnet on bridge $bridge ($conf)"
 
 run_containerd() {
@@ -180,6 +183,7 @@ TOML
   fi
   echo
   echo "## containerd $(containerd --version | awk '{print $3}') (CRI plugin, runc, cgroupfs)"
+  memcgs
   # Helpers: containerd-shim-runc-v2, one per pod, re-parented to init; each names its pod.
   "$bench" --socket "$d/containerd.sock" --image "$image" --rounds "$N" --pid "$ctrd" \
     --helper containerd-shim-runc-v2 --helper "$d/containerd.sock" "${bench_args[@]}" || rc=$?
@@ -212,6 +216,7 @@ run_ferrio() {
   echo
   local v; v=$("$ferrio_bin" version)
   echo "## ${v%%$'\n'*}"
+  memcgs
   # Helpers: `ferrio __monitor <container-id>` (and any other ferrio process naming a pod or
   # container of the run).
   "$bench" --socket "$d/run/ferrio.sock" --image "$image" --rounds "$N" --pid "$fpid" \
