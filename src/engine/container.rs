@@ -720,8 +720,9 @@ impl Engine {
             };
             let res = super::pod::run_pin_helper(&req).await?;
             if let Some(e) = res.error {
-                return Err(EngineError::internal(format!(
-                    "mount {}: making its user namespace: {e}",
+                // What the kernel refuses here is the request's mappings (overlapping ranges).
+                return Err(EngineError::invalid(format!(
+                    "mount {}: uidMappings/gidMappings: {e}",
                     m.container_path
                 )));
             }
@@ -740,7 +741,7 @@ impl Engine {
                 )))?;
                 let ns = std::fs::File::open(pin.join("user"))
                     .map_err(EngineError::io("opening the mount's user namespace"))?;
-                let mounted = crate::sys::mount::idmapped_bind(&src, &target, &ns, true)
+                let mounted = crate::sys::mount::idmapped_bind(&src, &target, &ns, true, false)
                     .map_err(|e| EngineError::invalid(e.to_string()));
                 drop(ns);
                 let _ = crate::sys::mount::unmount(&pin.join("user"));
@@ -786,10 +787,9 @@ impl Engine {
             }
         }
         let _ = blocking(move || {
-            for m in crate::sys::mount::mounts_under(&run) {
-                if let Err(e) = crate::sys::mount::unmount(&m) {
-                    tracing::warn!(error = %e, "unmounting container state");
-                }
+            if !crate::sys::mount::unmount_all_under(&run) {
+                tracing::warn!(dir = %run.display(), "mounts left under the container's run directory: not removing it");
+                return;
             }
             for d in [&run, &data] {
                 if let Err(e) = std::fs::remove_dir_all(d) {

@@ -451,7 +451,7 @@ impl Engine {
                 "opening {}",
                 user_ns.display()
             )))?;
-            crate::sys::mount::idmapped_bind(&layers, &staged, &ns, false)
+            crate::sys::mount::idmapped_bind(&layers, &staged, &ns, false, true)
                 .map_err(|e| EngineError::internal(e.to_string()))?;
             Ok(staged)
         })
@@ -573,12 +573,9 @@ impl Engine {
         }
         let _ = blocking(move || {
             kill_pause(&rec);
-            for m in crate::sys::mount::mounts_under(&dir) {
-                if let Err(e) = crate::sys::mount::unmount(&m) {
-                    tracing::warn!(error = %e, "unmounting pod state");
-                }
-            }
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if !crate::sys::mount::unmount_all_under(&dir) {
+                tracing::warn!(dir = %dir.display(), "mounts left under the pod directory: not removing it");
+            } else if let Err(e) = std::fs::remove_dir_all(&dir) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(dir = %dir.display(), error = %e, "removing the pod directory");
                 }
@@ -744,6 +741,16 @@ impl Engine {
             userns: Some((vec![map], vec![map])),
             ..Default::default()
         };
+        // A probe a crash left behind goes first.
+        {
+            let dir = dir.clone();
+            let _ = blocking(move || {
+                if crate::sys::mount::unmount_all_under(&dir) {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            })
+            .await;
+        }
         let pinned = run_pin_helper(&req).await;
         let layers = self.images.store().layers_root();
         let result = blocking(move || {
@@ -753,7 +760,7 @@ impl Engine {
                     std::fs::create_dir_all(&target)
                         .and_then(|()| std::fs::File::open(dir.join("ns/user")))
                         .and_then(|ns| {
-                            crate::sys::mount::idmapped_bind(&layers, &target, &ns, false)
+                            crate::sys::mount::idmapped_bind(&layers, &target, &ns, false, true)
                         })
                         .map_err(|e| {
                             tracing::info!(error = %e, "no idmapped mounts: pods cannot have their own user namespace")
@@ -769,10 +776,9 @@ impl Engine {
                     false
                 }
             };
-            for m in crate::sys::mount::mounts_under(&dir) {
-                let _ = crate::sys::mount::unmount(&m);
+            if crate::sys::mount::unmount_all_under(&dir) {
+                let _ = std::fs::remove_dir_all(&dir);
             }
-            let _ = std::fs::remove_dir_all(&dir);
             ok
         })
         .await;

@@ -223,7 +223,9 @@ fn pin_in_userns(req: &PinRequest) -> Result<Option<i32>, String> {
             .read_exact(&mut b)
             .map_err(|_| "the user-namespace child exited early".to_string())?;
         if b[0] != b'u' {
-            return Err(answer(&mut from_child).err().unwrap_or_default());
+            return Err(answer(&mut from_child)
+                .err()
+                .unwrap_or_else(|| "the user-namespace child failed".into()));
         }
         for (file, maps) in [("uid_map", &uids), ("gid_map", &gids)] {
             let path = format!("/proc/{child}/{file}");
@@ -256,11 +258,25 @@ fn userns_child(req: &PinRequest, w: std::os::fd::OwnedFd, r: std::os::fd::Owned
     }
     let (mut w, mut r) = (std::fs::File::from(w), std::fs::File::from(r));
     if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER) {
+        let _ = w.write_all(b"x");
         report(&mut w, Err(format!("unshare(CLONE_NEWUSER): {e}")));
         std::process::exit(1);
     }
     let _ = w.write_all(b"u");
     if !wait_for(&mut r, b'm') {
+        std::process::exit(1);
+    }
+    // Become the namespace's root (the pod's root on the host), so that neither this child nor
+    // the pause it forks is an unmapped host root inside the pod, and the namespaced sysctls
+    // see their namespace's owner.
+    let ids = nix::unistd::setresgid(0.into(), 0.into(), 0.into())
+        .and_then(|()| nix::unistd::setgroups(&[]))
+        .and_then(|()| nix::unistd::setresuid(0.into(), 0.into(), 0.into()));
+    if let Err(e) = ids {
+        report(
+            &mut w,
+            Err(format!("becoming root in the user namespace: {e}")),
+        );
         std::process::exit(1);
     }
     let made = make_namespaces(req);
@@ -277,6 +293,11 @@ fn userns_child(req: &PinRequest, w: std::os::fd::OwnedFd, r: std::os::fd::Owned
 fn pause() -> ! {
     use nix::sys::signal::{SigSet, SigmaskHow, Signal};
     let _ = nix::unistd::setsid();
+    // Not dumpable: its memory was set up in the host's user namespace, so nothing in the pod
+    // (not even with CAP_SYS_PTRACE there) can ptrace it or reach its root (the host's /)
+    // through /proc/1/root.
+    let _ = nix::sys::prctl::set_dumpable(false);
+    let _ = nix::unistd::chdir("/");
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -286,6 +307,18 @@ fn pause() -> ! {
         for fd in [0, 1, 2] {
             let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
         }
+    }
+    // Nothing inherited from the helper (its pipes) stays open.
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .filter(|fd| *fd > 2)
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in fds {
+        let _ = nix::unistd::close(fd);
     }
     let mut set = SigSet::empty();
     for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD] {

@@ -60,6 +60,12 @@ impl Libcontainer {
             env.retain(|e| e.split('=').next() != Some(key));
             env.push(kv.clone());
         }
+        // Never an empty HOME (see spec::generate): libcontainer would resolve it through the
+        // container's NSS modules while the process still holds what ferrio lent it.
+        env.retain(|e| e != "HOME=");
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            env.push("HOME=/".into());
+        }
         let tty = process.console_socket.is_some();
         if tty && !env.iter().any(|e| e.starts_with("TERM=")) {
             env.push("TERM=xterm".into());
@@ -98,15 +104,34 @@ impl Libcontainer {
 
     /// How a process of this container is confined: its bundle's seccomp plan with the
     /// compiled program (see `runtime::seccomp`).
-    fn confined(&self, id: &str, bundle: &Path) -> Result<Option<Confined>, RuntimeError> {
+    fn confined(
+        &self,
+        id: &str,
+        bundle: &Path,
+        exec: bool,
+    ) -> Result<Option<Confined>, RuntimeError> {
         let Some(plan) = seccomp::read_plan(bundle, id)? else {
-            return Ok(None);
+            if !exec {
+                // The init: libcontainer loads a filter left in the spec itself.
+                return Ok(None);
+            }
+            // No plan but a filter in the spec (notify actions, or a container created by an
+            // older ferrio): libcontainer compiled it for the init, and its tenant builder would
+            // drop it for an exec — load it as libcontainer does, with no_new_privs.
+            let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).map_err(|e| {
+                RuntimeError::new(NAME, "exec", id, format!("reading the bundle's spec: {e}"))
+            })?;
+            return Ok(spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.seccomp().clone())
+                .map(Confined::libcontainer));
         };
-        Ok(Some(Confined {
-            bpf: seccomp::program(&self.root, &plan, id)?,
-            flags: plan.flags(),
-            drop_sys_admin: plan.drop_sys_admin,
-        }))
+        Ok(Some(Confined::program(
+            seccomp::program(&self.root, &plan, id)?,
+            plan.flags(),
+            plan.drop_sys_admin,
+        )))
     }
 }
 
@@ -120,7 +145,7 @@ impl OciRuntime for Libcontainer {
             RuntimeError::new(NAME, "create", id, format!("{}: {e}", self.root.display()))
         })?;
         let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux);
-        if let Some(confined) = self.confined(id, bundle)? {
+        if let Some(confined) = self.confined(id, bundle, false)? {
             builder = builder.with_executor(confined);
         }
         let builder = builder
@@ -202,7 +227,7 @@ impl OciRuntime for Libcontainer {
         }
         // Exec'd processes load the container's filter in the executor too (libcontainer 0.7's
         // tenant builder would drop a `linux.seccomp` anyway).
-        let confined = self.confined(id, c.bundle())?;
+        let confined = self.confined(id, c.bundle(), true)?;
         let fail = |e: std::io::Error| RuntimeError::new(NAME, "exec", id, e.to_string());
         let mut file = tempfile::Builder::new()
             .prefix(".exec-")

@@ -72,8 +72,19 @@ impl Plan {
         }
         let json = serde_json::to_vec(&filter).map_err(|e| SeccompError::Compile(e.to_string()))?;
         use sha2::Digest;
+        // The compiler is part of the key: a program cached by another ferrio or libseccomp
+        // is not reused.
+        let v = libseccomp::ScmpVersion::current()
+            .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
+            .unwrap_or_default();
+        let mut h = sha2::Sha256::new();
+        h.update(format!(
+            "ferrio {} libseccomp {v}\n",
+            env!("CARGO_PKG_VERSION")
+        ));
+        h.update(&json);
         Ok(Plan {
-            key: hex::encode(sha2::Sha256::digest(&json)),
+            key: hex::encode(h.finalize()),
             drop_sys_admin: !no_new_privs && !has_sys_admin,
             filter,
         })
@@ -222,10 +233,21 @@ pub fn program(root: &Path, plan: &Plan, id: &str) -> Result<Vec<u8>, RuntimeErr
         return Err(fail(format!("bad filter key {:?}", plan.key)));
     }
     let path = cache_path(root, &plan.key);
+    let whole = |b: &[u8]| !b.is_empty() && b.len() % 8 == 0;
     if let Ok(bpf) = std::fs::read(&path) {
-        return Ok(bpf);
+        if whole(&bpf) {
+            return Ok(bpf);
+        }
     }
     let bpf = compile(&plan.filter).map_err(|e| fail(e.to_string()))?;
+    // Refused here, at create, rather than by the kernel when the process is about to exec.
+    if !whole(&bpf) || bpf.len() / 8 > crate::sys::seccomp::MAX_INSNS {
+        return Err(fail(format!(
+            "the filter compiles to {} bytes; the kernel takes at most {} instructions",
+            bpf.len(),
+            crate::sys::seccomp::MAX_INSNS
+        )));
+    }
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
@@ -261,13 +283,42 @@ pub fn read_plan(bundle: &Path, id: &str) -> Result<Option<Plan>, RuntimeError> 
     }
 }
 
-/// libcontainer's executor for a confined process: loads the program, gives back the
-/// capability lent for it, then execs as libcontainer's default executor does.
+/// libcontainer's executor for a confined process: loads the filter, gives back the capability
+/// lent for it, then execs as libcontainer's default executor does.
 #[derive(Clone)]
 pub struct Confined {
-    pub bpf: Vec<u8>,
-    pub flags: u32,
-    pub drop_sys_admin: bool,
+    filter: Filter,
+}
+
+#[derive(Clone)]
+enum Filter {
+    /// A cached program (see the module documentation).
+    Program {
+        bpf: Vec<u8>,
+        flags: u32,
+        drop_sys_admin: bool,
+    },
+    /// A section libcontainer compiles itself (in its operand order), with no_new_privs: a
+    /// filter with notify actions, or the spec of a container made by an older ferrio.
+    Libcontainer(LinuxSeccomp),
+}
+
+impl Confined {
+    pub fn program(bpf: Vec<u8>, flags: u32, drop_sys_admin: bool) -> Confined {
+        Confined {
+            filter: Filter::Program {
+                bpf,
+                flags,
+                drop_sys_admin,
+            },
+        }
+    }
+
+    pub fn libcontainer(section: LinuxSeccomp) -> Confined {
+        Confined {
+            filter: Filter::Libcontainer(section),
+        }
+    }
 }
 
 impl libcontainer::workload::Executor for Confined {
@@ -276,13 +327,29 @@ impl libcontainer::workload::Executor for Confined {
         spec: &oci_spec::runtime::Spec,
     ) -> Result<(), libcontainer::workload::ExecutorError> {
         use libcontainer::workload::ExecutorError;
-        crate::sys::seccomp::set_filter(self.flags, &self.bpf)
-            .map_err(|e| ExecutorError::Other(format!("loading the seccomp filter: {e}")))?;
-        if self.drop_sys_admin {
-            // A filter may refuse capset(2); execve drops the capability regardless (see the
-            // module documentation), so a failure here leaves nothing behind.
-            for set in [caps::CapSet::Effective, caps::CapSet::Permitted] {
-                let _ = caps::drop(None, set, caps::Capability::CAP_SYS_ADMIN);
+        match &self.filter {
+            Filter::Program {
+                bpf,
+                flags,
+                drop_sys_admin,
+            } => {
+                crate::sys::seccomp::set_filter(*flags, bpf).map_err(|e| {
+                    ExecutorError::Other(format!("loading the seccomp filter: {e}"))
+                })?;
+                if *drop_sys_admin {
+                    // A filter may refuse capset(2); execve drops the capability regardless
+                    // (see the module documentation), so a failure here leaves nothing behind.
+                    for set in [caps::CapSet::Effective, caps::CapSet::Permitted] {
+                        let _ = caps::drop(None, set, caps::Capability::CAP_SYS_ADMIN);
+                    }
+                }
+            }
+            Filter::Libcontainer(section) => {
+                nix::sys::prctl::set_no_new_privs()
+                    .map_err(|e| ExecutorError::Other(format!("setting no_new_privs: {e}")))?;
+                libcontainer::seccomp::initialize_seccomp(section).map_err(|e| {
+                    ExecutorError::Other(format!("loading the seccomp filter: {e}"))
+                })?;
             }
         }
         libcontainer::workload::default::get_executor().exec(spec)
@@ -352,9 +419,11 @@ mod tests {
             std::fs::read(cache_path(dir.path(), &plan.key)).unwrap(),
             bpf
         );
-        // A hit is the file, whatever the filter says.
+        // A hit is the file, whatever the filter says; a torn file is compiled again.
         std::fs::write(cache_path(dir.path(), &plan.key), [1u8; 8]).unwrap();
         assert_eq!(program(dir.path(), &plan, "c").unwrap(), vec![1u8; 8]);
+        std::fs::write(cache_path(dir.path(), &plan.key), [1u8; 5]).unwrap();
+        assert_eq!(program(dir.path(), &plan, "c").unwrap(), bpf);
         let bad = Plan {
             key: "../x".into(),
             ..plan

@@ -333,6 +333,9 @@ pub fn generate(inp: &Input) -> Result<Generated, SpecError> {
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, DEFAULT_PATH.to_string());
     }
+    // An empty HOME counts as none: libcontainer would look the user up in the container's
+    // passwd database right before exec, running the image's NSS modules inside ferrio.
+    env.retain(|e| e != "HOME=");
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!(
             "HOME={}",

@@ -127,6 +127,24 @@ fn golden_default_container() {
     golden("default", &g.spec);
 }
 
+/// An empty HOME (an image's `ENV HOME=`) is replaced by the user's home: libcontainer would
+/// otherwise resolve it through the container's NSS modules right before exec.
+#[test]
+fn an_empty_home_is_the_users_home() {
+    let c = ContainerConfig {
+        name: "app".into(),
+        image: "busybox".into(),
+        ..Default::default()
+    };
+    let mut i = image();
+    i.env.push("HOME=".into());
+    let (p, pp) = (pod(), paths());
+    let g = generate(&input(&p, &c, &i, &pp)).unwrap();
+    let env = g.spec.process().as_ref().unwrap().env().clone().unwrap();
+    let homes: Vec<&String> = env.iter().filter(|e| e.starts_with("HOME=")).collect();
+    assert_eq!(homes, vec!["HOME=/root"]);
+}
+
 /// A pod with its own user namespace: the pinned namespace joined first, its mappings in the
 /// spec (runc checks them), and an idmapped volume whose source the engine already mounted.
 #[test]

@@ -122,6 +122,24 @@ pub fn unmount(target: &Path) -> io::Result<()> {
     }
 }
 
+/// Unmounts everything at or below `dir`, again while anything is left (mounts stacked on one
+/// path); `true` when nothing is mounted there any more, so the directory can be removed
+/// without reaching through a mount into what it shows.
+pub fn unmount_all_under(dir: &Path) -> bool {
+    for _ in 0..16 {
+        let left = mounts_under(dir);
+        if left.is_empty() {
+            return true;
+        }
+        for m in left {
+            if let Err(e) = unmount(&m) {
+                tracing::warn!(error = %e, "unmounting");
+            }
+        }
+    }
+    mounts_under(dir).is_empty()
+}
+
 /// Every mount point at or below `dir`, from /proc/self/mountinfo (deepest first, so they can
 /// be unmounted in order).
 pub fn mounts_under(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -176,6 +194,7 @@ mod abi {
     pub const OPEN_TREE_CLONE: libc::c_uint = 1;
     pub const AT_EMPTY_PATH: libc::c_uint = 0x1000;
     pub const AT_RECURSIVE: libc::c_uint = 0x8000;
+    pub const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
     pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
     pub const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x04;
     /// `struct mount_attr` (MOUNT_ATTR_SIZE_VER0).
@@ -192,12 +211,14 @@ mod abi {
 /// (an open `/proc/<pid>/ns/user` or a pin of it): a file owned by id N on `src` appears owned
 /// by the host id that `userns` maps N to. `recursive`: submounts too (each must support
 /// idmapping). open_tree(OPEN_TREE_CLONE) makes a detached copy, mount_setattr(MOUNT_ATTR_IDMAP)
-/// idmaps it and move_mount attaches it; `src` itself is left as it was.
+/// idmaps it (and makes it read-only with `readonly`) and move_mount attaches it; `src` itself
+/// is left as it was.
 pub fn idmapped_bind(
     src: &Path,
     target: &Path,
     userns: &impl std::os::fd::AsRawFd,
     recursive: bool,
+    readonly: bool,
 ) -> io::Result<()> {
     use std::ffi::CString;
     use std::os::fd::{FromRawFd, OwnedFd};
@@ -233,7 +254,7 @@ pub fn idmapped_bind(
     // SAFETY: `fd` was just returned by open_tree and is owned by nothing else.
     let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let attr = abi::MountAttr {
-        attr_set: abi::MOUNT_ATTR_IDMAP,
+        attr_set: abi::MOUNT_ATTR_IDMAP | if readonly { abi::MOUNT_ATTR_RDONLY } else { 0 },
         attr_clr: 0,
         propagation: 0,
         userns_fd: userns.as_raw_fd() as u64,

@@ -148,9 +148,14 @@ pub fn trim_heap() {
 /// pages stay in the page cache, shared with every other ferrio process, and fault back in when
 /// used again. A long-lived helper calls it once its setup is done (the monitor after
 /// libcontainer's create and start), so it keeps resident only what its steady loop touches.
-/// Mappings with anonymous (copy-on-write) pages, such as relocated read-only data, are left
-/// alone: dropping those would lose their contents. Returns the bytes released.
+/// Mappings with anonymous (copy-on-write) pages, resident or swapped, such as relocated
+/// read-only data, are left alone: dropping those would lose their contents. Does nothing in a
+/// multi-threaded process. Returns the bytes released.
 pub fn release_clean_file_pages() -> usize {
+    // Only sound while no other thread can map, unmap or write meanwhile.
+    if thread_count() != 1 {
+        return 0;
+    }
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return 0;
     };
@@ -183,7 +188,8 @@ pub fn release_clean_file_pages() -> usize {
                     c.2 = value();
                 }
             }
-            "Anonymous:" if value() != 0 => candidate = false,
+            // Copy-on-write pages, resident or swapped out, are not the file's contents.
+            "Anonymous:" | "Swap:" if value() != 0 => candidate = false,
             "VmFlags:" => {
                 if let Some((start, end, rss)) = cur.take() {
                     if candidate && rss > 0 && !line.contains(" lo") {

@@ -42,8 +42,17 @@ pub fn set_filter(flags: u32, bpf: &[u8]) -> io::Result<()> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
+    if rc > 0 {
+        // With SECCOMP_FILTER_FLAG_TSYNC: the thread that could not be synchronised.
+        return Err(io::Error::other(format!(
+            "thread {rc} could not take the filter"
+        )));
+    }
     Ok(())
 }
+
+/// The most instructions the kernel takes in one filter (BPF_MAXINSNS).
+pub const MAX_INSNS: usize = 4096;
 
 #[cfg(test)]
 mod tests {
