@@ -603,16 +603,7 @@ async fn containers_survive_a_daemon_kill_and_are_restored() {
         st.exit_code, 4,
         "exit recorded while the daemon was down: {st:?}"
     );
-    let p = rt
-        .pod_sandbox_status(api::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let p = pod_status(&mut rt, &pod.id).await;
     assert_eq!(p.state, api::PodSandboxState::SandboxReady as i32);
     let r = exec(&mut rt, &ticker, &["echo", "still here"], 5)
         .await

@@ -484,10 +484,7 @@ async fn user_namespaces_and_idmapped_mounts() {
         uids,
         gids,
     };
-    let reg = Registry::shared();
-    let d = Daemon::start(DaemonOpts::default());
-    let image = reg.image("ferrio-test/busybox:1.35");
-    pull(&mut d.images().await, &image).await.unwrap();
+    let (d, image) = daemon_with_busybox().await;
     let mut rt = d.runtime().await;
     let logs = d.dir.path().join("logs");
 
@@ -624,16 +621,7 @@ async fn user_namespaces_and_idmapped_mounts() {
             .display()
             .to_string()
     );
-    let st = rt
-        .pod_sandbox_status(api::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let st = pod_status(&mut rt, &pod.id).await;
     let u = st
         .linux
         .unwrap()

@@ -970,12 +970,30 @@ pub fn cap_mask(status: &str, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in {status}"))
 }
 
+/// A daemon with the busybox test image pulled, and the image's reference.
+pub async fn daemon_with_busybox() -> (Daemon, String) {
+    let d = Daemon::start(DaemonOpts::default());
+    let image = Registry::shared().image("ferrio-test/busybox:1.35");
+    pull(&mut d.images().await, &image).await.unwrap();
+    (d, image)
+}
+
+/// PodSandboxStatus of `id` (which must exist).
+pub async fn pod_status(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> api::PodSandboxStatus {
+    rt.pod_sandbox_status(api::PodSandboxStatusRequest {
+        pod_sandbox_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .status
+    .unwrap()
+}
+
 /// A daemon with the busybox test image pulled and one ready pod named `name`.
 pub async fn setup_pod(name: &str) -> (Daemon, String, api::PodSandboxConfig, TestPod) {
-    let reg = Registry::shared();
-    let d = Daemon::start(DaemonOpts::default());
-    let image = reg.image("ferrio-test/busybox:1.35");
-    pull(&mut d.images().await, &image).await.unwrap();
+    let (d, image) = daemon_with_busybox().await;
     let logs = d.dir.path().join("logs");
     let pcfg = pod_config(name, &logs);
     let mut rt = d.runtime().await;
