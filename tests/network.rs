@@ -113,18 +113,7 @@ async fn pod_ip(
     >,
     id: &str,
 ) -> String {
-    rt.pod_sandbox_status(api::PodSandboxStatusRequest {
-        pod_sandbox_id: id.into(),
-        verbose: false,
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .status
-    .unwrap()
-    .network
-    .unwrap()
-    .ip
+    pod_status(rt, id).await.network.unwrap().ip
 }
 
 #[tokio::test(flavor = "multi_thread")]

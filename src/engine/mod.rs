@@ -119,6 +119,22 @@ pub struct Engine {
     oom_kills: std::sync::atomic::AtomicU64,
     /// Whether the image store's filesystem can be idmapped here (probed at start).
     idmap: std::sync::atomic::AtomicBool,
+    /// Serialises container record saves.
+    save_lock: Mutex<()>,
+}
+
+/// What a save must not undo (see [`Engine::save_container`]): a start time, and an exit.
+fn keep_set_once(rec: &mut ContainerRecord, cur: &ContainerRecord) {
+    if rec.started_at_ns == 0 {
+        rec.started_at_ns = cur.started_at_ns;
+    }
+    if cur.state == ContainerState::Exited && rec.state != ContainerState::Exited {
+        rec.state = ContainerState::Exited;
+        rec.exit_code = cur.exit_code;
+        rec.finished_at_ns = cur.finished_at_ns;
+        rec.reason = cur.reason.clone();
+        rec.message = cur.message.clone();
+    }
 }
 
 /// Random 64-hex IDs, as CRI runtimes use.
@@ -212,16 +228,30 @@ impl Engine {
         Ok(())
     }
 
+    /// Saves a container record. Callers work on copies (StartContainer under the container's
+    /// lock, an exit applied by whoever reads the record first), so what is only ever set once
+    /// is kept from the record in memory: a start time, and an exit. Saves are serialised, so
+    /// the file ends as the map does.
     fn save_container(&self, rec: &ContainerRecord) -> Result<()> {
+        let _g = self.save_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rec = rec.clone();
+        if let Some(cur) = self
+            .containers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&rec.id)
+        {
+            keep_set_once(&mut rec, cur);
+        }
         let path = self
             .state_dir("containers")
             .join(format!("{}.json", rec.id));
-        off_worker(|| crate::state::write_json(&path, rec))
+        off_worker(|| crate::state::write_json(&path, &rec))
             .map_err(EngineError::io(format_args!("saving container {}", rec.id)))?;
         self.containers
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(rec.id.clone(), rec.clone());
+            .insert(rec.id.clone(), rec);
         Ok(())
     }
 
@@ -342,6 +372,7 @@ impl Engine {
             events_dropped: std::sync::atomic::AtomicU64::new(0),
             oom_kills: std::sync::atomic::AtomicU64::new(0),
             idmap: std::sync::atomic::AtomicBool::new(false),
+            save_lock: Mutex::default(),
         });
         if !engine.lsm.apparmor && !engine.lsm.selinux {
             tracing::info!("this host enforces neither AppArmor nor SELinux: those fields of container security contexts are ignored");

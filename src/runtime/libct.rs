@@ -37,6 +37,12 @@ impl Libcontainer {
     }
 }
 
+/// A created container's spec, from its bundle (for an exec).
+fn bundle_spec(id: &str, bundle: &Path) -> Result<oci_spec::runtime::Spec, RuntimeError> {
+    oci_spec::runtime::Spec::load(bundle.join("config.json"))
+        .map_err(|e| RuntimeError::new(NAME, "exec", id, format!("reading the bundle's spec: {e}")))
+}
+
 impl Libcontainer {
     /// The process an exec runs: the container's own process settings (capabilities, rlimits,
     /// no_new_privs, …) with this command, environment, working directory, user and terminal,
@@ -48,9 +54,7 @@ impl Libcontainer {
         bundle: &Path,
         process: &ExecProcess,
     ) -> Result<oci_spec::runtime::Process, RuntimeError> {
-        let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).map_err(|e| {
-            RuntimeError::new(NAME, "exec", id, format!("reading the bundle's spec: {e}"))
-        })?;
+        let spec = bundle_spec(id, bundle)?;
         let mut proc_ = spec.process().clone().ok_or_else(|| {
             RuntimeError::new(NAME, "exec", id, "the container's spec has no process")
         })?;
@@ -89,9 +93,7 @@ impl Libcontainer {
 
     /// The user namespace the container joined (its spec's `user` namespace path).
     fn user_ns_path(id: &str, bundle: &Path) -> Result<Option<PathBuf>, RuntimeError> {
-        let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).map_err(|e| {
-            RuntimeError::new(NAME, "exec", id, format!("reading the bundle's spec: {e}"))
-        })?;
+        let spec = bundle_spec(id, bundle)?;
         Ok(spec
             .linux()
             .as_ref()
@@ -118,9 +120,7 @@ impl Libcontainer {
             // No plan but a filter in the spec (notify actions, or a container created by an
             // older ferrio): libcontainer compiled it for the init, and its tenant builder would
             // drop it for an exec — load it as libcontainer does, with no_new_privs.
-            let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).map_err(|e| {
-                RuntimeError::new(NAME, "exec", id, format!("reading the bundle's spec: {e}"))
-            })?;
+            let spec = bundle_spec(id, bundle)?;
             return Ok(spec
                 .linux()
                 .as_ref()
