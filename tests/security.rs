@@ -543,11 +543,22 @@ async fn user_namespaces_and_idmapped_mounts() {
         assert!(err.message().contains("userns_options"), "{name}: {err:?}");
     }
 
-    let pcfg = with_userns(
+    let mut pcfg = with_userns(
         "userns",
         &logs,
         pod_mode(vec![map(0, HOST)], vec![map(0, HOST)]),
     );
+    // One PID namespace for the pod: its pause is PID 1 there.
+    pcfg.linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap()
+        .pid = api::NamespaceMode::Pod as i32;
     let pod = run_pod(&mut rt, pcfg.clone(), "").await;
     // A volume owned by root on the host, mounted idmapped and plain.
     let vol = d.dir.path().join("vol");
@@ -631,6 +642,10 @@ async fn user_namespaces_and_idmapped_mounts() {
         .unwrap()
         .userns_options;
     assert_eq!(u.unwrap().uids, vec![map(0, HOST)]);
+    // The pod's pause (PID 1 of its shared PID namespace) is the namespace's root, not an
+    // unmapped host root, and its root directory (the host's /) is out of reach.
+    let (pause, _, _) = sh_in(&mut rt, &id, "grep -E '^(Uid|Gid):' /proc/1/status; ls /proc/1/root/ >/dev/null 2>&1 && echo reachable || echo denied; cat /proc/1/comm").await;
+    assert_eq!(words(pause), "Uid: 0 0 0 0 Gid: 0 0 0 0 denied exe");
     // A user the pod's user namespace does not map cannot run.
     let mut far = secured("far", &image, Default::default(), vec![]);
     far.linux

@@ -400,7 +400,7 @@ impl Engine {
             if let Some(pid) = res.pause_pid {
                 let start = crate::sys::process::process_start_time(pid).unwrap_or(0);
                 rec.pause = Some((pid, start));
-                rec.paths.pid_ns = Some(PathBuf::from(format!("/proc/{pid}/ns/pid")));
+                rec.paths.pid_ns = Some(req.dir.join("pid"));
             }
             if req.userns.is_some() {
                 rec.paths.user_ns = Some(req.dir.join("user"));

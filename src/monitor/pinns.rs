@@ -108,7 +108,7 @@ fn pin(req: &PinRequest) -> Result<Option<i32>, String> {
     }
     make_namespaces(req)?;
     pin_from(req, "self", false)?;
-    fork_pause(req)
+    pin_pid(req, fork_pause(req)?)
 }
 
 /// The namespaces other than the user namespace, made in this process: unshare, hostname,
@@ -168,16 +168,34 @@ fn pin_from(req: &PinRequest, pid: &str, user: bool) -> Result<(), String> {
         ("ipc", req.ipc),
         ("uts", req.uts),
     ] {
-        if !on {
-            continue;
+        if on {
+            pin_one(req, pid, kind)?;
         }
-        let target = req.dir.join(kind);
-        std::fs::File::create(&target)
-            .map_err(|e| format!("creating {}: {e}", target.display()))?;
-        bind(&PathBuf::from(format!("/proc/{pid}/ns/{kind}")), &target)
-            .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Bind-mounts `/proc/<pid>/ns/<kind>` onto `<dir>/<kind>`.
+fn pin_one(req: &PinRequest, pid: &str, kind: &str) -> Result<(), String> {
+    let target = req.dir.join(kind);
+    std::fs::File::create(&target).map_err(|e| format!("creating {}: {e}", target.display()))?;
+    bind(&PathBuf::from(format!("/proc/{pid}/ns/{kind}")), &target).map_err(|e| e.to_string())
+}
+
+/// The pod's PID namespace, pinned from its pause once that runs: containers join it by that
+/// file, which needs no access to the pause process itself (it is not dumpable).
+fn pin_pid(req: &PinRequest, pause: Option<i32>) -> Result<Option<i32>, String> {
+    if let Some(pid) = pause {
+        if let Err(e) = pin_one(req, &pid.to_string(), "pid") {
+            // Nobody would know of this pause: do not leave it behind.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            return Err(e);
+        }
+    }
+    Ok(pause)
 }
 
 /// uid_map / gid_map text: one `<inside> <outside> <length>` line per mapping.
@@ -235,7 +253,7 @@ fn pin_in_userns(req: &PinRequest) -> Result<Option<i32>, String> {
         answer(&mut from_child)?;
         pin_from(req, &child.to_string(), true)?;
         to_child.write_all(b"p").map_err(|e| e.to_string())?;
-        answer(&mut from_child)
+        pin_pid(req, answer(&mut from_child)?)
     })();
     drop(to_child);
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None);

@@ -302,7 +302,7 @@ pub struct PodPaths {
     pub net_ns: Option<PathBuf>,
     pub ipc_ns: Option<PathBuf>,
     pub uts_ns: Option<PathBuf>,
-    /// /proc/<pause>/ns/pid when the pod shares one PID namespace.
+    /// The pinned PID namespace (`ns/pid`) when the pod shares one (its PID 1 is the pause).
     pub pid_ns: Option<PathBuf>,
     pub shm: PathBuf,
     pub hostname_file: Option<PathBuf>,
