@@ -294,16 +294,7 @@ async fn host_network_pods_skip_cni() {
     let net = TestNet::write(&d, 2);
     let mut rt = d.runtime().await;
     let mut cfg = pod_config("hostnet", &d.dir.path().join("logs"));
-    cfg.linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap()
-        .namespace_options
-        .as_mut()
-        .unwrap()
-        .network = api::NamespaceMode::Node as i32;
+    ns_options(&mut cfg).network = api::NamespaceMode::Node as i32;
     let p = run_pod(&mut rt, cfg, "").await;
     assert_eq!(pod_ip(&mut rt, &p.id).await, "");
     assert!(net.allocations().is_empty());

@@ -481,16 +481,7 @@ async fn host_network_and_shared_pid_namespace() {
     let mut rt = d.runtime().await;
     let logs = d.dir.path().join("logs");
     let mut pcfg = pod_config("hostpid", &logs);
-    let ns = pcfg
-        .linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap()
-        .namespace_options
-        .as_mut()
-        .unwrap();
+    let ns = ns_options(&mut pcfg);
     ns.network = api::NamespaceMode::Node as i32;
     ns.pid = api::NamespaceMode::Pod as i32;
     let pod = run_pod(&mut rt, pcfg.clone(), "").await;

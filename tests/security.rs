@@ -549,16 +549,7 @@ async fn user_namespaces_and_idmapped_mounts() {
         pod_mode(vec![map(0, HOST)], vec![map(0, HOST)]),
     );
     // One PID namespace for the pod: its pause is PID 1 there.
-    pcfg.linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap()
-        .namespace_options
-        .as_mut()
-        .unwrap()
-        .pid = api::NamespaceMode::Pod as i32;
+    ns_options(&mut pcfg).pid = api::NamespaceMode::Pod as i32;
     let pod = run_pod(&mut rt, pcfg.clone(), "").await;
     // A volume owned by root on the host, mounted idmapped and plain.
     let vol = d.dir.path().join("vol");

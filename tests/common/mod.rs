@@ -978,6 +978,19 @@ pub async fn daemon_with_busybox() -> (Daemon, String) {
     (d, image)
 }
 
+/// The namespace options of a pod config made by [`pod_config`], to change a mode.
+pub fn ns_options(cfg: &mut api::PodSandboxConfig) -> &mut api::NamespaceOption {
+    cfg.linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap()
+}
+
 /// PodSandboxStatus of `id` (which must exist).
 pub async fn pod_status(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> api::PodSandboxStatus {
     rt.pod_sandbox_status(api::PodSandboxStatusRequest {
