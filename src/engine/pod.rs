@@ -727,8 +727,9 @@ impl Engine {
         self.idmap.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Mounts the layer store idmapped once, through a throw-away user namespace, and undoes
-    /// it: what RunPodSandbox does for a pod with its own user namespace.
+    /// Mounts the layer store idmapped once, through a throw-away user namespace, with an
+    /// overlay over it, and undoes it: what RunPodSandbox and CreateContainer do for a pod with
+    /// its own user namespace.
     pub(super) async fn probe_idmap(&self) -> bool {
         let dir = self.cfg.run_root.join("idmap-probe");
         let map = crate::spec::config::IdMapping {
@@ -756,16 +757,26 @@ impl Engine {
         let result = blocking(move || {
             let ok = match pinned {
                 Ok(PinResult { error: None, .. }) => {
+                    // An overlay over the idmapped view, as a container's rootfs is (overlayfs
+                    // takes idmapped layers from Linux 5.19).
                     let target = dir.join("mnt");
-                    std::fs::create_dir_all(&target)
+                    let (upper, work, merged) =
+                        (dir.join("upper"), dir.join("work"), dir.join("merged"));
+                    let mounted = [&target, &upper, &work, &merged]
+                        .into_iter()
+                        .try_for_each(std::fs::create_dir_all)
                         .and_then(|()| std::fs::File::open(dir.join("ns/user")))
                         .and_then(|ns| {
                             crate::sys::mount::idmapped_bind(&layers, &target, &ns, false, true)
                         })
+                        .and_then(|()| {
+                            crate::sys::mount::mount_overlay(&[&target], &upper, &work, &merged)
+                        })
                         .map_err(|e| {
                             tracing::info!(error = %e, "no idmapped mounts: pods cannot have their own user namespace")
                         })
-                        .is_ok()
+                        .is_ok();
+                    mounted
                 }
                 Ok(PinResult { error: Some(e), .. }) => {
                     tracing::info!(error = %e, "no user namespaces for pods");
