@@ -63,22 +63,6 @@ async fn container_ids(rt: &mut RuntimeServiceClient, pod: &TestPod) -> Vec<Stri
     .collect()
 }
 
-async fn remove_pod(d: &Daemon, pod: &TestPod) {
-    let mut rt = d.runtime().await;
-    rt.stop_pod_sandbox(api::StopPodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    assert!(mounts_containing(&pod.id).is_empty());
-    assert!(cgroups_containing(&pod.id).is_empty());
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn cdi_devices_env_and_mounts_reach_the_container() {
     let specs = tempfile::tempdir().unwrap();
@@ -193,7 +177,7 @@ async fn cdi_devices_env_and_mounts_reach_the_container() {
         .unwrap();
         assert!(!id.is_empty());
 
-        remove_pod(&d, &pod).await;
+        finish_pod(&d, &pod).await;
     }
     assert!(entries(&d.dir.path().join("run/ctr")).is_empty());
     assert!(mounts_containing(&d.dir.path().display().to_string()).is_empty());
@@ -259,5 +243,5 @@ async fn cdi_requests_that_cannot_be_applied_are_refused() {
     }
     assert!(container_ids(&mut rt, &pod).await.is_empty());
     assert!(entries(&d.dir.path().join("run/ctr")).is_empty());
-    remove_pod(&d, &pod).await;
+    finish_pod(&d, &pod).await;
 }

@@ -188,14 +188,8 @@ async fn metrics_endpoint_is_off_by_default() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pod_sandbox_metrics_follow_the_descriptors() {
-    let reg = Registry::shared();
-    let d = Daemon::start(DaemonOpts::default());
-    let image = reg.image("ferrio-test/busybox:1.35");
-    pull(&mut d.images().await, &image).await.unwrap();
+    let (d, image, pcfg, pod) = setup_pod("cri-metrics").await;
     let mut rt = d.runtime().await;
-    let logs = d.dir.path().join("logs");
-    let pcfg = pod_config("cri-metrics", &logs);
-    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
     let ctr = create_start(
         &mut rt,
         &pod,
@@ -327,14 +321,8 @@ fn ferrio(d: &Daemon, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_cli_reports_the_daemon_and_a_container() {
-    let reg = Registry::shared();
-    let d = Daemon::start(DaemonOpts::default());
-    let image = reg.image("ferrio-test/busybox:1.35");
-    pull(&mut d.images().await, &image).await.unwrap();
+    let (d, image, pcfg, pod) = setup_pod("status").await;
     let mut rt = d.runtime().await;
-    let logs = d.dir.path().join("logs");
-    let pcfg = pod_config("status", &logs);
-    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
     let ctr = create_start(
         &mut rt,
         &pod,

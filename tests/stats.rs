@@ -202,15 +202,5 @@ async fn container_and_pod_stats_move_with_the_workload() {
     assert_eq!(e.code(), tonic::Code::NotFound);
 
     tokio::time::sleep(Duration::from_millis(10)).await;
-    rt.stop_pod_sandbox(api::StopPodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    assert!(mounts_containing(&pod.id).is_empty() && cgroups_containing(&pod.id).is_empty());
+    finish_pod(&d, &pod).await;
 }
