@@ -1148,15 +1148,7 @@ impl Engine {
     }
 
     pub async fn reopen_log(self: &Arc<Self>, s: &str) -> Result<()> {
-        let id = self.container_id(s)?;
-        let rec = self
-            .refreshed(&id)
-            .ok_or_else(|| EngineError::not_found(format!("container {s:?} not found")))?;
-        if rec.state != ContainerState::Running {
-            return Err(EngineError::precondition(format!(
-                "container {id} is not running"
-            )));
-        }
+        let id = self.exec_target(s)?;
         let r = self
             .monitor_call(&id, Request::ReopenLog, Some(Duration::from_secs(10)))
             .await?;
@@ -1427,7 +1419,8 @@ impl StreamExec {
 }
 
 impl Engine {
-    /// Checks that an exec can run in `s` (a running container); returns its full ID.
+    /// Checks that `s` is a running container (what an exec or a log reopen needs); returns its
+    /// full ID.
     pub fn exec_target(&self, s: &str) -> Result<String> {
         let id = self.container_id(s)?;
         let rec = self
