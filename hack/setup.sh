@@ -26,6 +26,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The node VM (hack/node-vm.sh): qemu, mmdebstrap and mkfs.ext4 build and boot a Debian node.
+# qemu-system-x86 needs the qemu-utils of its own release: a newer one (a backport) is removed,
+# ferrio uses raw disk images and needs none.
+vm=()
+for p in qemu-system-x86 mmdebstrap e2fsprogs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || vm+=("$p")
+done
+if [ ${#vm[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  extra=()
+  if dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q bpo; then extra+=(qemu-utils-); fi
+  apt-get install -y -qq --no-install-recommends "${vm[@]}" "${extra[@]}" >/dev/null
+fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
 for c in clippy fmt; do
   cargo $c --version >/dev/null 2>&1 || { echo "cargo $c not found: add the Rust component (rustup component add ${c/fmt/rustfmt})" >&2; exit 1; }
