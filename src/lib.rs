@@ -4,6 +4,7 @@
 //! `cli` → `server` → `cri` (proto ⇄ domain) → `image` … → `state`, `sys`.
 //! Only `cri` sees tonic and prost types; only `sys` may hold `unsafe`.
 
+pub mod apparmor;
 pub mod cdi;
 pub mod cgroups;
 pub mod cli;

@@ -106,9 +106,9 @@ pub struct Input<'a> {
     pub cdi: crate::cdi::ContainerEdits,
 }
 
-/// The AppArmor profile ferrio's RuntimeDefault stands for (loaded by the operator or a later
-/// ferrio on AppArmor hosts).
-pub const APPARMOR_DEFAULT_PROFILE: &str = "ferrio-default";
+/// The AppArmor profile ferrio's RuntimeDefault stands for (shipped and loaded by
+/// [`crate::apparmor`] on AppArmor hosts).
+pub const APPARMOR_DEFAULT_PROFILE: &str = crate::apparmor::DEFAULT_PROFILE_NAME;
 
 /// The AppArmor profile of a container, when the host has AppArmor: RuntimeDefault (also for
 /// an unset request) → `ferrio-default`, Unconfined → `unconfined`, Localhost → its name.
