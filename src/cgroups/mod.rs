@@ -1,11 +1,19 @@
-//! The pod cgroups ferrio makes itself (cgroupfs driver), on cgroup v1 and v2 alike.
+//! Pod cgroups, the cgroups of ferrio's own helpers, and the names of both under the two cgroup
+//! drivers, on cgroup v1 and v2 alike.
 //!
 //! Containers' own cgroups are made and removed by the OCI runtime (libcontainer's libcgroups,
-//! or runc/crun) from the spec's `cgroupsPath`; this module only knows where the hierarchies are
-//! mounted, so that a pod's cgroup can be created beside them and removed in every hierarchy,
-//! and it reads the OOM-kill counters the monitor compares. Hand-written because it is a few
-//! directory operations over /proc/self/mountinfo; libcgroups manages one cgroup, not trees.
+//! or runc/crun) from the spec's `cgroupsPath`. With the cgroupfs driver a cgroup is named by its
+//! absolute path (`/ferrio/pod-…/ferrio-<id>`); with the systemd driver a pod's cgroup is a slice
+//! (`kubepods-burstable-pod<uid>.slice`, as kubelet sends it) and a container's is a transient
+//! scope, named `<slice>:ferrio:<id>` (the OCI runtimes' systemd form). [`fs_path`] maps both to
+//! the cgroup's directory under the hierarchy root. This module knows where the hierarchies are
+//! mounted, creates and removes the cgroupfs pod cgroups in every hierarchy, moves the monitors
+//! and pause processes out of the daemon's cgroup ([`place_helper`]), and reads the OOM-kill
+//! counters the monitor compares. Hand-written because it is a few directory operations over
+//! /proc/self/mountinfo; libcgroups manages one cgroup, not trees (its systemd manager does the
+//! D-Bus part of the systemd driver).
 
+use crate::config::CgroupDriver;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -52,7 +60,233 @@ pub fn is_unified() -> bool {
 }
 
 fn join(root: &Path, cgroup: &str) -> PathBuf {
-    root.join(cgroup.trim_start_matches('/'))
+    root.join(fs_path(cgroup).trim_start_matches('/'))
+}
+
+/// Whether `cgroup` is named in the systemd driver's terms (a slice, or `slice:prefix:name`).
+pub fn is_systemd_name(cgroup: &str) -> bool {
+    !cgroup.starts_with('/') && (cgroup.contains(':') || cgroup.ends_with(".slice"))
+}
+
+/// The driver a cgroup name was made under (recorded names outlive a config change).
+pub fn driver_of(cgroup: &str) -> CgroupDriver {
+    if is_systemd_name(cgroup) {
+        CgroupDriver::Systemd
+    } else {
+        CgroupDriver::Cgroupfs
+    }
+}
+
+/// A slice's path in the hierarchy: systemd nests slices by their dashes, so
+/// `kubepods-burstable-pod1.slice` is `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice`
+/// and `-.slice` is the root.
+pub fn expand_slice(slice: &str) -> Option<String> {
+    let stem = slice.strip_suffix(".slice")?;
+    if stem == "-" {
+        return Some("/".into());
+    }
+    if stem.is_empty() || slice.contains('/') || stem.split('-').any(str::is_empty) {
+        return None;
+    }
+    let mut out = String::new();
+    let mut prefix = String::new();
+    for part in stem.split('-') {
+        if !prefix.is_empty() {
+            prefix.push('-');
+        }
+        prefix.push_str(part);
+        out.push('/');
+        out.push_str(&prefix);
+        out.push_str(".slice");
+    }
+    Some(out)
+}
+
+/// The parent slice of a slice (`a-b.slice` → `a.slice`, `a.slice` → `-.slice`).
+pub fn parent_slice(slice: &str) -> String {
+    match slice
+        .strip_suffix(".slice")
+        .and_then(|s| s.rsplit_once('-'))
+    {
+        Some((parent, _)) if !parent.is_empty() => format!("{parent}.slice"),
+        _ => "-.slice".into(),
+    }
+}
+
+/// The directory of `cgroup` relative to a hierarchy root: cgroupfs paths as they are, a slice
+/// expanded, `slice:prefix:name` as the scope `<slice path>/<prefix>-<name>.scope`.
+pub fn fs_path(cgroup: &str) -> String {
+    if !is_systemd_name(cgroup) {
+        return cgroup.to_string();
+    }
+    let parts: Vec<&str> = cgroup.split(':').collect();
+    match parts.as_slice() {
+        [slice] => expand_slice(slice).unwrap_or_else(|| cgroup.to_string()),
+        [slice, prefix, name] => {
+            let slice = if slice.is_empty() {
+                "system.slice"
+            } else {
+                slice
+            };
+            let base = expand_slice(slice).unwrap_or_else(|| "/".into());
+            let unit = if name.ends_with(".slice") {
+                name.to_string()
+            } else {
+                format!("{prefix}-{name}.scope")
+            };
+            format!("{}/{unit}", base.trim_end_matches('/'))
+        }
+        _ => cgroup.to_string(),
+    }
+}
+
+/// The path libcgroups' managers take for `cgroup`: cgroupfs paths as they are; a slice as
+/// `<parent slice>:ferrio:<slice>`, so that the systemd manager addresses the slice unit itself.
+pub fn manager_path(cgroup: &str) -> String {
+    if is_systemd_name(cgroup) && !cgroup.contains(':') {
+        format!("{}:ferrio:{cgroup}", parent_slice(cgroup))
+    } else {
+        cgroup.to_string()
+    }
+}
+
+/// The cgroup of a new pod: the request's `cgroup_parent`, else one of ferrio's own under
+/// `default_parent` (cgroupfs: `<default>/pod-<id>`; systemd: the slice
+/// `<default slice stem>-pod<id>.slice`, `ferrio-pod<id>.slice` when the default is no slice).
+pub fn pod_cgroup(driver: CgroupDriver, parent: &str, default_parent: &str, id: &str) -> String {
+    if !parent.is_empty() {
+        return parent.to_string();
+    }
+    match driver {
+        CgroupDriver::Cgroupfs => format!("{}/pod-{id}", default_parent.trim_end_matches('/')),
+        CgroupDriver::Systemd => {
+            let stem = default_parent
+                .strip_suffix(".slice")
+                .filter(|s| !s.is_empty() && *s != "-")
+                .unwrap_or("ferrio");
+            format!("{stem}-pod{id}.slice")
+        }
+    }
+}
+
+/// A container's `cgroupsPath` in its pod's cgroup.
+pub fn container_cgroup(driver: CgroupDriver, pod_cgroup: &str, id: &str) -> String {
+    match driver {
+        CgroupDriver::Cgroupfs => format!("{}/ferrio-{id}", pod_cgroup.trim_end_matches('/')),
+        CgroupDriver::Systemd => format!("{pod_cgroup}:ferrio:{id}"),
+    }
+}
+
+/// Where the monitors and the pause process of a pod live, so that they are not in the
+/// daemon's cgroup (a `systemctl restart ferrio` must not kill them) and are accounted to the
+/// pod, as CRI-O's `conmon_cgroup = "pod"`: cgroupfs: the leaf `<pod>/ferrio-monitors` (cgroup
+/// v2 allows processes only in leaves); systemd: a transient scope `ferrio-<unit>.scope` in the
+/// pod's slice, started through systemd's D-Bus API, which systemd removes once it is empty.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HelperCgroup {
+    pub driver: CgroupDriver,
+    /// The pod's cgroup (a path or a slice).
+    pub pod_cgroup: String,
+}
+
+/// The cgroupfs leaf of a pod's helpers.
+pub fn helpers_leaf(pod_cgroup: &str) -> String {
+    format!("{}/ferrio-monitors", pod_cgroup.trim_end_matches('/'))
+}
+
+/// Errors of the systemd driver (D-Bus).
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("systemd: {0}")]
+    Systemd(String),
+}
+
+/// Moves `pid` (a monitor or a pause) into its pod's helper cgroup; `unit` names its systemd
+/// scope (`monitor-<ctr>`, `pause-<pod>`). Blocking (D-Bus with the systemd driver).
+pub fn place_helper(h: &HelperCgroup, unit: &str, pid: i32) -> Result<(), CgroupError> {
+    match h.driver {
+        CgroupDriver::Cgroupfs => {
+            let leaf = helpers_leaf(&h.pod_cgroup);
+            create(&leaf)?;
+            for (root, ctrls) in hierarchies() {
+                if ctrls.iter().any(|c| c.starts_with("name=")) {
+                    continue;
+                }
+                let procs = join(&root, &leaf).join("cgroup.procs");
+                std::fs::write(&procs, pid.to_string()).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("moving {pid} to {}: {e}", procs.display()),
+                    )
+                })?;
+            }
+            Ok(())
+        }
+        CgroupDriver::Systemd => {
+            use libcgroups::common::CgroupManager;
+            let path = format!("{}:ferrio:{unit}", h.pod_cgroup);
+            let m = libcgroups::systemd::manager::Manager::new(
+                PathBuf::from("/sys/fs/cgroup"),
+                PathBuf::from(&path),
+                unit.to_string(),
+                true,
+                std::time::Duration::from_secs(5),
+            )
+            .map_err(|e| CgroupError::Systemd(format!("{path}: {e}")))?;
+            m.add_task(nix::unistd::Pid::from_raw(pid))
+                .map_err(|e| CgroupError::Systemd(format!("starting scope for {path}: {e}")))
+        }
+    }
+}
+
+/// Makes a pod's cgroup: cgroupfs directories in every hierarchy; with the systemd driver
+/// nothing (systemd makes a slice when the first unit in it starts). Returns whether ferrio
+/// made it, and so must remove it.
+pub fn create_pod(driver: CgroupDriver, cgroup: &str, own: bool) -> Result<bool, CgroupError> {
+    match driver {
+        CgroupDriver::Cgroupfs => Ok(create(cgroup)?),
+        CgroupDriver::Systemd => {
+            if !libcgroups::systemd::booted() {
+                return Err(CgroupError::Systemd(
+                    "the systemd cgroup driver needs systemd as PID 1".into(),
+                ));
+            }
+            Ok(own)
+        }
+    }
+}
+
+/// Removes a pod's helper leaf and, when `made`, the pod cgroup itself (stops ferrio's own
+/// slice with the systemd driver).
+pub fn remove_pod(driver: CgroupDriver, cgroup: &str, made: bool) -> Result<(), CgroupError> {
+    match driver {
+        CgroupDriver::Cgroupfs => {
+            remove(&helpers_leaf(cgroup))?;
+            if made {
+                remove(cgroup)?;
+            }
+            Ok(())
+        }
+        CgroupDriver::Systemd => {
+            if !made {
+                return Ok(());
+            }
+            use libcgroups::common::CgroupManager;
+            let path = manager_path(cgroup);
+            let m = libcgroups::systemd::manager::Manager::new(
+                PathBuf::from("/sys/fs/cgroup"),
+                PathBuf::from(&path),
+                cgroup.to_string(),
+                true,
+                std::time::Duration::from_secs(5),
+            )
+            .map_err(|e| CgroupError::Systemd(format!("{path}: {e}")))?;
+            m.remove()
+                .map_err(|e| CgroupError::Systemd(format!("stopping {cgroup}: {e}")))
+        }
+    }
 }
 
 /// Creates `cgroup` (an absolute cgroup path such as `/ferrio/pod-…`) in every hierarchy.
@@ -164,6 +398,51 @@ fn parse_counter(text: &str, key: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn systemd_names() {
+        assert_eq!(
+            expand_slice("kubepods-burstable-pod1.slice").as_deref(),
+            Some("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice")
+        );
+        assert_eq!(expand_slice("-.slice").as_deref(), Some("/"));
+        assert_eq!(expand_slice("a--b.slice"), None);
+        assert_eq!(expand_slice("a/b.slice"), None);
+        assert_eq!(expand_slice("kubepods"), None);
+        assert_eq!(
+            parent_slice("kubepods-besteffort-pod1.slice"),
+            "kubepods-besteffort.slice"
+        );
+        assert_eq!(parent_slice("kubepods.slice"), "-.slice");
+        assert_eq!(
+            fs_path("kubepods-pod1.slice:ferrio:abc"),
+            "/kubepods.slice/kubepods-pod1.slice/ferrio-abc.scope"
+        );
+        assert_eq!(fs_path("/ferrio/pod-1/ferrio-2"), "/ferrio/pod-1/ferrio-2");
+        assert!(is_systemd_name("a.slice") && !is_systemd_name("/a.slice"));
+        assert_eq!(
+            pod_cgroup(CgroupDriver::Systemd, "", "/ferrio", "ab"),
+            "ferrio-podab.slice"
+        );
+        assert_eq!(
+            pod_cgroup(CgroupDriver::Systemd, "", "machine.slice", "ab"),
+            "machine-podab.slice"
+        );
+        assert_eq!(
+            pod_cgroup(CgroupDriver::Cgroupfs, "", "/ferrio/", "ab"),
+            "/ferrio/pod-ab"
+        );
+        assert_eq!(
+            container_cgroup(CgroupDriver::Systemd, "kubepods-pod1.slice", "c"),
+            "kubepods-pod1.slice:ferrio:c"
+        );
+        assert_eq!(
+            helpers_leaf("/kubepods/pod1"),
+            "/kubepods/pod1/ferrio-monitors"
+        );
+    }
+
     #[test]
     fn counters() {
         let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";

@@ -261,14 +261,6 @@ fn resolve_cdi(c: &ContainerConfig, dirs: &[PathBuf]) -> Result<crate::cdi::Cont
     Ok(edits)
 }
 
-/// Whether `name` is among the loaded AppArmor profiles (lines `name (mode)` of
-/// /sys/kernel/security/apparmor/profiles).
-pub fn apparmor_loaded(profiles: &str, name: &str) -> bool {
-    profiles
-        .lines()
-        .any(|l| l.rsplit_once(" (").map_or(l, |(n, _)| n) == name)
-}
-
 /// Every character and block device under /dev, for privileged containers (what runc and
 /// CRI-O give them), except the per-container ones (/dev/pts, /dev/shm, /dev/mqueue, console).
 fn host_devices() -> Vec<ResolvedDevice> {
@@ -383,14 +375,10 @@ impl Engine {
         let seccomp = self.seccomp_for(&config, &handler).await?;
         if self.lsm.apparmor {
             let name = crate::spec::apparmor_profile(&config.security);
-            if name != "unconfined" {
-                let loaded = std::fs::read_to_string("/sys/kernel/security/apparmor/profiles")
-                    .unwrap_or_default();
-                if !apparmor_loaded(&loaded, &name) {
-                    return Err(EngineError::precondition(format!(
-                        "AppArmor profile {name:?} is not loaded on this host"
-                    )));
-                }
+            if name != "unconfined" && !crate::apparmor::is_loaded(&name).unwrap_or(false) {
+                return Err(EngineError::precondition(format!(
+                    "AppArmor profile {name:?} is not loaded on this host"
+                )));
             }
         }
 
@@ -428,7 +416,11 @@ impl Engine {
             pid: 0,
             monitor_pid: 0,
             stop_signal,
-            cgroup: format!("{}/ferrio-{id}", pod.cgroup.trim_end_matches('/')),
+            cgroup: crate::cgroups::container_cgroup(
+                crate::cgroups::driver_of(&pod.cgroup),
+                &pod.cgroup,
+                &id,
+            ),
             mounts: Vec::new(),
         };
         let result = async {
@@ -592,6 +584,10 @@ impl Engine {
             socket: run.join("monitor.sock"),
             exit_file: run.join("exit"),
             cgroup: rec.cgroup.clone(),
+            helper_cgroup: Some(crate::cgroups::HelperCgroup {
+                driver: crate::cgroups::driver_of(&pod.cgroup),
+                pod_cgroup: pod.cgroup.clone(),
+            }),
             tty: rec.config.tty,
             stdin: rec.config.stdin,
             stdin_once: rec.config.stdin_once,
@@ -1479,15 +1475,6 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn apparmor_profile_lookup() {
-        let loaded = "ferrio-default (enforce)\nmy profile (complain)\n/usr/bin/x (enforce)\n";
-        assert!(super::apparmor_loaded(loaded, "ferrio-default"));
-        assert!(super::apparmor_loaded(loaded, "my profile"));
-        assert!(super::apparmor_loaded(loaded, "/usr/bin/x"));
-        assert!(!super::apparmor_loaded(loaded, "other"));
-    }
-
     #[test]
     fn signals() {
         assert_eq!(super::signal_number("SIGTERM"), Some(15));

@@ -156,7 +156,6 @@ pub fn validate_pod(c: &PodConfig) -> Result<()> {
     if !c.log_directory.is_empty() {
         validate::absolute("log_directory", &c.log_directory)?;
     }
-    validate::cgroup_parent(&c.cgroup_parent)?;
     if let Some(u) = &c.userns {
         validate_userns(c, u)?;
     }
@@ -239,6 +238,7 @@ impl Engine {
 
     pub async fn run_pod(self: &Arc<Self>, mut config: PodConfig, handler: &str) -> Result<String> {
         validate_pod(&config)?;
+        validate::cgroup_parent(self.cfg().runtime.cgroup_driver, &config.cgroup_parent)?;
         if config.user_namespace().is_some() && !self.idmapped_mounts_supported() {
             return Err(EngineError::precondition(
                 "pods with their own user namespace need idmapped mounts, which this host's kernel or image-store filesystem does not offer",
@@ -266,17 +266,13 @@ impl Engine {
         let lock = self.lock_for(&id);
         let _g = lock.lock().await;
         let dir = self.pod_dir(&id);
-        let cgroup = if config.cgroup_parent.is_empty() {
-            format!(
-                "{}/pod-{id}",
-                self.cfg()
-                    .runtime
-                    .default_cgroup_parent
-                    .trim_end_matches('/')
-            )
-        } else {
-            config.cgroup_parent.clone()
-        };
+        let rt = &self.cfg().runtime;
+        let cgroup = crate::cgroups::pod_cgroup(
+            rt.cgroup_driver,
+            &config.cgroup_parent,
+            &rt.default_cgroup_parent,
+            &id,
+        );
         let mut rec = PodRecord {
             id: id.clone(),
             config,
@@ -320,6 +316,8 @@ impl Engine {
         let c = rec.config.clone();
         let shm_size = self.cfg().runtime.shm_size;
         let cgroup = rec.cgroup.clone();
+        let driver = self.cfg().runtime.cgroup_driver;
+        let own_cgroup = c.cgroup_parent.is_empty();
         // Files and mounts (blocking, no fork).
         let (paths, made_cgroup) = {
             let dir = dir.clone();
@@ -358,9 +356,10 @@ impl Engine {
                         .map_err(|e| EngineError::internal(e.to_string()))?;
                     paths.shm = shm;
                 }
-                let made = crate::cgroups::create(&cgroup).map_err(|e| {
-                    EngineError::internal(format!("creating pod cgroup {cgroup}: {e}"))
-                })?;
+                let made =
+                    crate::cgroups::create_pod(driver, &cgroup, own_cgroup).map_err(|e| {
+                        EngineError::internal(format!("creating pod cgroup {cgroup}: {e}"))
+                    })?;
                 Ok((paths, made))
             })
             .await??
@@ -401,6 +400,20 @@ impl Engine {
                 let start = crate::sys::process::process_start_time(pid).unwrap_or(0);
                 rec.pause = Some((pid, start));
                 rec.paths.pid_ns = Some(req.dir.join("pid"));
+                self.save_pod(rec)?;
+                // Out of the daemon's cgroup, into the pod's (as the monitors).
+                let h = crate::cgroups::HelperCgroup {
+                    driver,
+                    pod_cgroup: rec.cgroup.clone(),
+                };
+                let unit = format!("pause-{}", rec.id);
+                blocking(move || crate::cgroups::place_helper(&h, &unit, pid))
+                    .await?
+                    .map_err(|e| {
+                        EngineError::internal(format!(
+                            "moving the pause process to its cgroup: {e}"
+                        ))
+                    })?;
             }
             if req.userns.is_some() {
                 rec.paths.user_ns = Some(req.dir.join("user"));
@@ -571,6 +584,7 @@ impl Engine {
         if let Err(e) = self.detach_network(&mut rec).await {
             tracing::warn!(pod = %rec.id, error = %e, "CNI DEL failed while removing a half-made pod");
         }
+        let driver = crate::cgroups::driver_of(&rec.cgroup);
         let _ = blocking(move || {
             kill_pause(&rec);
             if !crate::sys::mount::unmount_all_under(&dir) {
@@ -580,10 +594,8 @@ impl Engine {
                     tracing::warn!(dir = %dir.display(), error = %e, "removing the pod directory");
                 }
             }
-            if rec.made_cgroup {
-                if let Err(e) = crate::cgroups::remove(&rec.cgroup) {
-                    tracing::warn!(error = %e, "removing the pod cgroup");
-                }
+            if let Err(e) = crate::cgroups::remove_pod(driver, &rec.cgroup, rec.made_cgroup) {
+                tracing::warn!(error = %e, "removing the pod cgroup");
             }
         })
         .await;
@@ -674,8 +686,8 @@ impl Engine {
             use libcgroups::common::CgroupManager;
             let manager =
                 libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
-                    cgroup_path: PathBuf::from(&cgroup),
-                    systemd_cgroup: false,
+                    cgroup_path: PathBuf::from(crate::cgroups::manager_path(&cgroup)),
+                    systemd_cgroup: crate::cgroups::is_systemd_name(&cgroup),
                     container_name: String::new(),
                 })
                 .map_err(|e| EngineError::internal(format!("pod cgroup {cgroup}: {e}")))?;

@@ -83,17 +83,37 @@ pub fn absolute(field: &str, v: &str) -> Result<()> {
     Ok(())
 }
 
-/// A cgroupfs parent: empty, or an absolute cgroup path without `..`.
-pub fn cgroup_parent(v: &str) -> Result<()> {
+/// A pod's cgroup parent: empty, or with the cgroupfs driver an absolute cgroup path without
+/// `..`, with the systemd driver a slice name as kubelet sends it (`kubepods-burstable-pod<uid>.slice`:
+/// no `/`, no empty dash-separated part).
+pub fn cgroup_parent(driver: crate::config::CgroupDriver, v: &str) -> Result<()> {
+    use crate::config::CgroupDriver;
     if v.is_empty() {
         return Ok(());
     }
-    if !v.starts_with('/') {
-        return Err(EngineError::invalid(format!(
-            "cgroup_parent {v:?} must be an absolute cgroup path with the cgroupfs driver"
-        )));
+    match driver {
+        CgroupDriver::Cgroupfs => {
+            if !v.starts_with('/') {
+                let hint = if v.ends_with(".slice") {
+                    " (a systemd slice: set runtime.cgroup_driver = \"systemd\", as kubelet's cgroupDriver)"
+                } else {
+                    ""
+                };
+                return Err(EngineError::invalid(format!(
+                    "cgroup_parent {v:?} must be an absolute cgroup path with the cgroupfs driver{hint}"
+                )));
+            }
+            absolute("cgroup_parent", v)
+        }
+        CgroupDriver::Systemd => {
+            if v.contains('\0') || crate::cgroups::expand_slice(v).is_none() || v == "-.slice" {
+                return Err(EngineError::invalid(format!(
+                    "cgroup_parent {v:?} must be a systemd slice name such as kubepods-burstable-pod<uid>.slice with the systemd driver"
+                )));
+            }
+            Ok(())
+        }
     }
-    absolute("cgroup_parent", v)
 }
 
 /// Bounded lists and maps: a request cannot make us allocate without limit.
@@ -129,9 +149,19 @@ mod tests {
         assert!(absolute("host_path", "/srv/x").is_ok());
         assert!(absolute("host_path", "srv").is_err());
         assert!(absolute("host_path", "/srv/../etc").is_err());
-        assert!(cgroup_parent("/kubepods/pod1").is_ok());
-        assert!(cgroup_parent("/kubepods/../../x").is_err());
-        assert!(cgroup_parent("kubepods.slice").is_err());
+        use crate::config::CgroupDriver::{Cgroupfs, Systemd};
+        assert!(cgroup_parent(Cgroupfs, "/kubepods/pod1").is_ok());
+        assert!(cgroup_parent(Cgroupfs, "/kubepods/../../x").is_err());
+        assert!(cgroup_parent(Cgroupfs, "kubepods.slice")
+            .unwrap_err()
+            .to_string()
+            .contains("cgroup_driver"));
+        assert!(cgroup_parent(Systemd, "kubepods-burstable-pod1.slice").is_ok());
+        assert!(cgroup_parent(Systemd, "/kubepods/pod1").is_err());
+        assert!(cgroup_parent(Systemd, "kubepods/x.slice").is_err());
+        assert!(cgroup_parent(Systemd, "kubepods--x.slice").is_err());
+        assert!(cgroup_parent(Systemd, "kubepods").is_err());
+        assert!(cgroup_parent(Systemd, "-.slice").is_err());
         assert!(bounded("args", 10, 5).is_err());
     }
 }

@@ -83,6 +83,16 @@ pub fn main(config_path: &Path) -> i32 {
         }
     }
     let _ = nix::unistd::setsid();
+    // Out of the daemon's cgroup: `systemctl restart ferrio` must not take the monitor along.
+    if let Some(h) = &cfg.helper_cgroup {
+        let unit = format!("monitor-{}", cfg.id);
+        if let Err(e) = crate::cgroups::place_helper(h, &unit, std::process::id() as i32) {
+            report(&Ready::Failed {
+                error: format!("moving the monitor to its cgroup: {e}"),
+            });
+            return 1;
+        }
+    }
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         report(&Ready::Failed {
             error: format!("PR_SET_CHILD_SUBREAPER: {e}"),
@@ -170,6 +180,11 @@ impl Monitor {
             }
             None => None,
         };
+        // libcontainer writes the container's oom_score_adj into this process too: the monitor
+        // keeps the daemon's (the unit's OOMScoreAdjust), so the OOM killer takes the container,
+        // not the process that records its exit. Lowering it back needs CAP_SYS_RESOURCE; where
+        // root lacks it the monitor keeps the container's value.
+        let own_oom_score_adj = std::fs::read_to_string("/proc/self/oom_score_adj").ok();
         let created = runtime.create(
             &cfg.id,
             &cfg.bundle,
@@ -180,6 +195,9 @@ impl Monitor {
                 console: console.clone(),
             },
         );
+        if let Some(adj) = &own_oom_score_adj {
+            let _ = std::fs::write("/proc/self/oom_score_adj", adj.trim());
+        }
         let pid = match created {
             Ok(pid) => pid,
             Err(e) => {

@@ -18,6 +18,10 @@ pub struct MonitorConfig {
     pub exit_file: PathBuf,
     /// The container's cgroup path (for its OOM-kill counter).
     pub cgroup: String,
+    /// Where the monitor moves itself out of the daemon's cgroup (None: it stays; monitors
+    /// started by an older daemon).
+    #[serde(default)]
+    pub helper_cgroup: Option<crate::cgroups::HelperCgroup>,
     /// The container runs on a terminal: its output is read from the PTY master.
     #[serde(default)]
     pub tty: bool,

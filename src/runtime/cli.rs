@@ -79,6 +79,10 @@ impl OciRuntime for OciCli {
         let log = bundle.join("runtime.log");
         let _ = std::fs::remove_file(&log);
         let mut cmd = self.cmd();
+        if super::bundle_uses_systemd(bundle) {
+            // runc and crun record the driver in their state; later commands need no flag.
+            cmd.arg("--systemd-cgroup");
+        }
         cmd.arg("--log")
             .arg(&log)
             .arg("--log-format")

@@ -160,7 +160,7 @@ impl OciRuntime for Libcontainer {
         };
         let container = builder
             .as_init(bundle)
-            .with_systemd(false)
+            .with_systemd(super::bundle_uses_systemd(bundle))
             .with_detach(true)
             .build()
             .map_err(Self::err("create", id))?;
@@ -271,7 +271,7 @@ impl OciRuntime for Libcontainer {
         let spec = c.spec().map_err(Self::err("update", id))?;
         let manager = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
             cgroup_path: spec.cgroup_path.clone(),
-            systemd_cgroup: false,
+            systemd_cgroup: crate::cgroups::is_systemd_name(&spec.cgroup_path.to_string_lossy()),
             container_name: id.to_string(),
         })
         .map_err(|e| RuntimeError::new(NAME, "update", id, e.to_string()))?;
@@ -292,7 +292,7 @@ impl OciRuntime for Libcontainer {
         let spec = c.spec().map_err(Self::err("stats", id))?;
         let manager = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
             cgroup_path: spec.cgroup_path.clone(),
-            systemd_cgroup: false,
+            systemd_cgroup: crate::cgroups::is_systemd_name(&spec.cgroup_path.to_string_lossy()),
             container_name: id.to_string(),
         })
         .map_err(|e| RuntimeError::new(NAME, "stats", id, e.to_string()))?;

@@ -55,6 +55,20 @@ impl Handler {
     }
 }
 
+/// Whether the bundle's spec names its cgroup in the systemd driver's form
+/// (`<slice>:<prefix>:<name>`): the runtime then makes it a transient scope through systemd.
+pub fn bundle_uses_systemd(bundle: &Path) -> bool {
+    std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| {
+            v["linux"]["cgroupsPath"]
+                .as_str()
+                .map(crate::cgroups::is_systemd_name)
+        })
+        .unwrap_or(false)
+}
+
 /// The stdio a container's process gets.
 pub struct Stdio {
     pub stdin: OwnedFd,
