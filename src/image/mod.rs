@@ -176,17 +176,12 @@ impl Images {
     /// Opens the store and reads registries.conf and the auth file (blocking).
     pub fn open(cfg: &Config) -> Result<Arc<Images>, ImageError> {
         let store = Store::open(&cfg.image_dir())?;
-        let registries = RegistriesConf::load(&cfg.image.registries_conf)?;
-        let auth_file = if cfg.image.global_auth_file.as_os_str().is_empty() {
-            None
-        } else {
-            Some(AuthFile::load(&cfg.image.global_auth_file)?)
-        };
+        let (registries, auth_file) = Self::load_pull_config(cfg)?;
         let stall = (cfg.image.pull_progress_timeout > 0)
             .then(|| Duration::from_secs(cfg.image.pull_progress_timeout));
         let puller = Puller {
-            registries,
-            auth_file,
+            registries: std::sync::RwLock::new(registries),
+            auth_file: std::sync::RwLock::new(auth_file),
             insecure: cfg.image.insecure_registries.clone(),
             stall,
             downloads: Arc::new(tokio::sync::Semaphore::new(
@@ -202,7 +197,36 @@ impl Images {
         }))
     }
 
-    /// What pulls did since the daemon started.
+    #[allow(clippy::type_complexity)]
+    fn load_pull_config(
+        cfg: &Config,
+    ) -> Result<(Arc<RegistriesConf>, Option<Arc<AuthFile>>), ImageError> {
+        let registries = RegistriesConf::load(&cfg.image.registries_conf)?;
+        let auth_file = if cfg.image.global_auth_file.as_os_str().is_empty() {
+            None
+        } else {
+            Some(Arc::new(AuthFile::load(&cfg.image.global_auth_file)?))
+        };
+        Ok((Arc::new(registries), auth_file))
+    }
+
+    /// Reads registries.conf and the auth file again (SIGHUP, blocking). Pulls already under
+    /// way keep what they started with; a file that does not load leaves the old one in force.
+    pub fn reload(&self, cfg: &Config) -> Result<(), ImageError> {
+        let (registries, auth_file) = Self::load_pull_config(cfg)?;
+        *self
+            .puller
+            .registries
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = registries;
+        *self
+            .puller
+            .auth_file
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = auth_file;
+        Ok(())
+    }
+
     /// Pulls downloading now, with the last progress each layer reported.
     pub fn pulls_in_progress(&self) -> Vec<PullProgress> {
         self.puller.counters.in_progress()

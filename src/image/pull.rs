@@ -28,8 +28,9 @@ const USER_AGENT: &str = concat!("ferrio/", env!("CARGO_PKG_VERSION"));
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 pub struct Puller {
-    pub registries: RegistriesConf,
-    pub auth_file: Option<AuthFile>,
+    /// registries.conf and the auth file; replaced whole on SIGHUP (`Images::reload`).
+    pub registries: std::sync::RwLock<Arc<RegistriesConf>>,
+    pub auth_file: std::sync::RwLock<Option<Arc<AuthFile>>>,
     pub insecure: Vec<String>,
     /// No byte for this long aborts the pull; `None` disables.
     pub stall: Option<Duration>,
@@ -59,7 +60,12 @@ impl Puller {
         let name = r.whole();
         let started = Instant::now();
         let _active = super::ActivePull::new(&self.counters, &name);
-        let endpoints = self.registries.endpoints(r, &self.insecure)?;
+        let registries = self
+            .registries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let endpoints = registries.endpoints(r, &self.insecure)?;
         let mut failures: Vec<(String, ImageError)> = Vec::new();
         let mut found = None;
         for ep in &endpoints {
@@ -199,6 +205,8 @@ impl Puller {
     fn auth_for(&self, ep: &Endpoint, creds: &Option<Credentials>) -> Option<Credentials> {
         creds.clone().or_else(|| {
             self.auth_file
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
                 .as_ref()
                 .and_then(|f| f.lookup(ep.reference.registry(), ep.reference.repository()))
         })

@@ -34,6 +34,26 @@ pub enum ServerError {
     },
     #[error("image store: {0}")]
     Image(#[from] ImageError),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// The systemd cgroup driver needs systemd as PID 1 and the unified hierarchy (libcgroups'
+/// systemd manager is cgroup v2 only).
+fn check_cgroup_driver(cfg: &Config) -> Result<(), ServerError> {
+    if cfg.runtime.cgroup_driver == crate::config::CgroupDriver::Systemd {
+        if !libcgroups::systemd::booted() {
+            return Err(ServerError::Config(
+                "runtime.cgroup_driver = \"systemd\" needs systemd as PID 1, which this host does not run; use \"cgroupfs\"".into(),
+            ));
+        }
+        if !crate::cgroups::is_unified() {
+            return Err(ServerError::Config(
+                "runtime.cgroup_driver = \"systemd\" needs the unified cgroup v2 hierarchy; this host mounts cgroup v1: use \"cgroupfs\"".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
@@ -41,8 +61,11 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError 
     move |source| ServerError::Io { context, source }
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub async fn serve(cfg: Config) -> Result<(), ServerError> {
+/// Reads the configuration again (files and flags), for SIGHUP.
+pub type ConfigSource = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
+/// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads what can change live.
+pub async fn serve(cfg: Config, reload: ConfigSource) -> Result<(), ServerError> {
     let shutdown = async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
@@ -52,15 +75,83 @@ pub async fn serve(cfg: Config) -> Result<(), ServerError> {
             _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
         }
     };
-    serve_until(cfg, shutdown).await
+    serve_until(cfg, Some(reload), shutdown).await
+}
+
+/// What SIGHUP reloads, each part on its own (a bad file keeps the old one): the log level or
+/// filter, registries.conf and the auth file, the default AppArmor profile (written and loaded
+/// again). Everything else in the config needs a restart, which the log says.
+async fn reload(source: &ConfigSource, current: &Config, images: &Arc<Images>) {
+    let source = source.clone();
+    let new = match tokio::task::spawn_blocking(move || source()).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "SIGHUP: the configuration does not load; nothing reloaded");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: reading the configuration failed");
+            return;
+        }
+    };
+    let mut reloaded = Vec::new();
+    match crate::telemetry::set_filter(&new.log_level) {
+        Ok(()) => reloaded.push(format!("log_level={}", new.log_level)),
+        Err(e) => tracing::error!(error = %e, "SIGHUP: log_level kept"),
+    }
+    let (imgs, c) = (images.clone(), new.clone());
+    match tokio::task::spawn_blocking(move || imgs.reload(&c)).await {
+        Ok(Ok(())) => reloaded.push(format!(
+            "registries_conf={} auth_file={}",
+            new.image.registries_conf.display(),
+            new.image.global_auth_file.display()
+        )),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "SIGHUP: registries.conf or the auth file kept as they were")
+        }
+        Err(e) => tracing::error!(error = %e, "SIGHUP: reloading registries failed"),
+    }
+    if crate::apparmor::enabled() {
+        let dir = current.run_root.join("apparmor");
+        match tokio::task::spawn_blocking(move || crate::apparmor::ensure_default(true, &dir)).await
+        {
+            Ok(Ok(o)) => reloaded.push(format!(
+                "apparmor {}: {o:?}",
+                crate::apparmor::DEFAULT_PROFILE_NAME
+            )),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "SIGHUP: the AppArmor profile was not reloaded")
+            }
+            Err(e) => tracing::error!(error = %e, "SIGHUP: reloading AppArmor failed"),
+        }
+    }
+    let mut rest = new.clone();
+    rest.log_level = current.log_level.clone();
+    rest.image.registries_conf = current.image.registries_conf.clone();
+    rest.image.global_auth_file = current.image.global_auth_file.clone();
+    if rest != *current {
+        tracing::warn!("SIGHUP: other configuration changes take effect at the next restart");
+    }
+    tracing::info!(reloaded = %reloaded.join(", "), "SIGHUP: configuration reloaded");
+}
+
+/// Tells systemd (Type=notify) how the daemon is doing; nothing without $NOTIFY_SOCKET.
+fn notify(state: sd_notify::NotifyState) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        if let Err(e) = sd_notify::notify(false, &[state]) {
+            tracing::warn!(error = %e, "telling systemd the daemon's state");
+        }
+    }
 }
 
 /// Runs the daemon until `shutdown` completes.
 pub async fn serve_until(
     cfg: Config,
+    reload_source: Option<ConfigSource>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let started = std::time::Instant::now();
+    check_cgroup_driver(&cfg)?;
     for d in [&cfg.root, &cfg.run_root] {
         std::fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
     }
@@ -86,6 +177,21 @@ pub async fn serve_until(
         })??
     };
 
+    if crate::apparmor::enabled() {
+        // RuntimeDefault (and an unset profile) means ferrio-default: have it loaded.
+        let dir = cfg.run_root.join("apparmor");
+        match tokio::task::spawn_blocking(move || crate::apparmor::ensure_default(false, &dir))
+            .await
+        {
+            Ok(Ok(o)) => {
+                tracing::info!(profile = crate::apparmor::DEFAULT_PROFILE_NAME, outcome = ?o, "AppArmor default profile")
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the default AppArmor profile could not be loaded: containers that need it will be refused")
+            }
+            Err(e) => tracing::error!(error = %e, "loading the default AppArmor profile"),
+        }
+    }
     let cfg = Arc::new(cfg);
     let engine = crate::engine::Engine::open(cfg.clone(), images.clone())
         .await
@@ -133,6 +239,9 @@ pub async fn serve_until(
         socket = %socket_path.display(), root = %cfg.root.display(),
         startup_ms = started.elapsed().as_millis() as u64, "ferrio is serving the CRI"
     );
+    notify(sd_notify::NotifyState::Ready);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(io("installing a SIGHUP handler"))?;
 
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -159,9 +268,20 @@ pub async fn serve_until(
                     }
                 });
             }
+            _ = hup.recv() => {
+                match &reload_source {
+                    Some(source) => {
+                        tracing::info!("SIGHUP received, reloading");
+                        let (source, cfg, images) = (source.clone(), cfg.clone(), images.clone());
+                        tokio::spawn(async move { reload(&source, &cfg, &images).await });
+                    }
+                    None => tracing::info!("SIGHUP received; nothing to reload"),
+                }
+            }
             _ = &mut shutdown => break,
         }
     }
+    notify(sd_notify::NotifyState::Stopping);
     drop(listener);
     socket::remove(&socket_path);
     let _ = stop_tx.send(true);
