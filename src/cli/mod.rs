@@ -1,6 +1,7 @@
 //! The `ferrio` command line: `serve` (the default), `config`, `version`, `image …`, `run`,
-//! `status` (see `status.rs`).
+//! `status` (see `status.rs`), `install` and `uninstall` (see `install.rs`).
 
+pub mod install;
 pub mod status;
 
 use crate::config::Config;
@@ -72,6 +73,12 @@ pub enum Command {
         #[command(subcommand)]
         what: Option<status::StatusCommand>,
     },
+    /// Install this binary, a systemd unit (ferrio.service), the default config unless one
+    /// exists and, with --cni-bridge, a CNI bridge network; then systemctl daemon-reload
+    Install(install::InstallArgs),
+    /// Stop ferrio.service and remove the unit and the binary; the config, images and state
+    /// stay unless --purge
+    Uninstall(install::UninstallArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -183,7 +190,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 .enable_all()
                 .thread_name("ferrio")
                 .build()?;
-            rt.block_on(crate::server::serve(cfg))?;
+            let global = cli.global.clone();
+            let source: crate::server::ConfigSource =
+                std::sync::Arc::new(move || global.load_config().map_err(|e| format!("{e:#}")));
+            rt.block_on(crate::server::serve(cfg, source))?;
             Ok(())
         }
         Command::Config => {
@@ -232,6 +242,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 .build()?;
             rt.block_on(image_client(&cfg, cmd))
         }
+        Command::Install(args) => install::install(args),
+        Command::Uninstall(args) => install::uninstall(&cli.global, args),
     }
 }
 
