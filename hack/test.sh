@@ -8,3 +8,15 @@ hack/build-test-images.sh >/dev/null
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked
+# The node suite (tests/node.rs) in a Debian VM with systemd, cgroup v2 and AppArmor; 77 means
+# the VM cannot boot on this machine at all, which is reported loudly, not hidden.
+st=0
+hack/node-vm.sh test || st=$?
+if [ "$st" = 77 ]; then
+  echo "=================================================================="
+  echo "SKIPPED: the node VM suite (the VM did not boot on this machine)"
+  echo "=================================================================="
+elif [ "$st" != 0 ]; then
+  echo "the node VM suite failed (status $st)" >&2
+  exit "$st"
+fi
