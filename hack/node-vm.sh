@@ -95,7 +95,7 @@ build_image() {
     command -v $t >/dev/null || { log "need $t: apt-get install mmdebstrap e2fsprogs qemu-system-x86"; exit 1; }
   done
   mkdir -p "$CACHE"
-  local work; work=$(mktemp -d "$CACHE/build.XXXXXX")
+  work=$(mktemp -d "$CACHE/build.XXXXXX")
   trap 'rm -rf "$work"' EXIT
   local t0=$SECONDS
   log "building the node image (Debian $SUITE: $PACKAGES)"
@@ -144,7 +144,7 @@ boot() {
   timeout --foreground -k 5 "$limit" qemu-system-x86_64 "${machine[@]}" -smp "$SMP" -m "$MEM" \
     -nographic -no-reboot -nic none \
     -kernel "$dir/vmlinuz" -initrd "$dir/initrd.img" \
-    -append "root=/dev/vda rw console=ttyS0 quiet systemd.show_status=0 ${FERRIO_VM_APPEND:-}" \
+    -append "root=/dev/vda rw console=ttyS0 quiet systemd.show_status=0 psi=1 ${FERRIO_VM_APPEND:-}" \
     -drive "file=$dir/disk.img,format=raw,if=virtio,snapshot=on" \
     -virtfs "local,path=$share,mount_tag=share,security_model=none,id=share" \
     </dev/null > "$share/console.log" 2>&1
@@ -171,7 +171,7 @@ run_in_vm() {
 }
 
 cmd_test() {
-  local share; share=$(mktemp -d /tmp/ferrio-node-vm.XXXXXX)
+  share=$(mktemp -d /tmp/ferrio-node-vm.XXXXXX)
   trap 'rm -rf "$share"' EXIT
   build_image >/dev/null
   log "building ferrio (static release) and the node tests"
@@ -191,7 +191,7 @@ export FERRIO_NODE_VM=1 FERRIO_NODE_SHARE=/mnt/share RUST_BACKTRACE=1
 mkdir -p /var/tmp/node && cp -r /mnt/share/images /mnt/share/ferrio /mnt/share/node-tests /var/tmp/node/
 export FERRIO_TEST_IMAGES=/var/tmp/node/images FERRIO_NODE_BIN=/var/tmp/node/ferrio
 start=$(cut -d' ' -f1 /proc/uptime)
-/var/tmp/node/node-tests --ignored --test-threads=1 2>&1
+/var/tmp/node/node-tests --ignored --test-threads=1 --show-output 2>&1
 rc=$?
 echo "== node suite: status $rc, $(awk -v s=$start '{printf "%.0f", $1 - s}' /proc/uptime) s"
 journalctl -u ferrio --no-pager -q 2>/dev/null | tail -n 30
@@ -212,7 +212,7 @@ case "${1:-test}" in
     share=${2:-$(mktemp -d)}
     case $acc in kvm) m=(-accel kvm -cpu host,-arch-capabilities) ;; *) m=(-accel tcg,thread=multi -cpu max) ;; esac
     exec qemu-system-x86_64 "${m[@]}" -smp "$SMP" -m "$MEM" -nographic -nic none \
-      -kernel "$dir/vmlinuz" -initrd "$dir/initrd.img" -append "root=/dev/vda rw console=ttyS0" \
+      -kernel "$dir/vmlinuz" -initrd "$dir/initrd.img" -append "root=/dev/vda rw console=ttyS0 psi=1" \
       -drive "file=$dir/disk.img,format=raw,if=virtio,snapshot=on" \
       -virtfs "local,path=$share,mount_tag=share,security_model=none,id=share" ;;
   *) sed -n '2,20p' "$0"; exit 2 ;;

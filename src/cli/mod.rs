@@ -186,6 +186,7 @@ pub fn run(cli: Cli) -> Result<()> {
             crate::sys::process::limit_malloc_arenas();
             let cfg = cli.global.load_config()?;
             crate::telemetry::init(&cfg.log_level);
+            crate::server::take_notify_socket();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("ferrio")

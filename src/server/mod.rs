@@ -135,12 +135,41 @@ async fn reload(source: &ConfigSource, current: &Config, images: &Arc<Images>) {
     tracing::info!(reloaded = %reloaded.join(", "), "SIGHUP: configuration reloaded");
 }
 
-/// Tells systemd (Type=notify) how the daemon is doing; nothing without $NOTIFY_SOCKET.
-fn notify(state: sd_notify::NotifyState) {
-    if std::env::var_os("NOTIFY_SOCKET").is_some() {
-        if let Err(e) = sd_notify::notify(false, &[state]) {
-            tracing::warn!(error = %e, "telling systemd the daemon's state");
-        }
+/// systemd's notification socket ($NOTIFY_SOCKET), taken out of the environment by
+/// [`take_notify_socket`] before any thread or child starts: runc and crun read that variable as
+/// the container's own (and a monitor's long path for it fails), so no helper may inherit it.
+static NOTIFY_SOCKET: std::sync::OnceLock<std::ffi::OsString> = std::sync::OnceLock::new();
+
+/// Moves $NOTIFY_SOCKET from the environment into ferrio's keeping. Call it while the process
+/// is single-threaded (before the tokio runtime starts).
+pub fn take_notify_socket() {
+    if let Some(v) = std::env::var_os("NOTIFY_SOCKET") {
+        let _ = NOTIFY_SOCKET.set(v);
+        std::env::remove_var("NOTIFY_SOCKET");
+    }
+}
+
+/// Tells systemd (Type=notify) how the daemon is doing (`READY=1`, `STOPPING=1`): one datagram
+/// to the socket systemd named, a path or an abstract name (`@…`). Nothing without one.
+/// Hand-written: the sd-notify crate reads the socket from the environment, which ferrio must
+/// not keep (see [`NOTIFY_SOCKET`]).
+fn notify(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = NOTIFY_SOCKET.get() else {
+        return;
+    };
+    let sent = UnixDatagram::unbound().and_then(|sock| {
+        let bytes = path.as_bytes();
+        let addr = match bytes.strip_prefix(b"@") {
+            Some(name) => SocketAddr::from_abstract_name(name)?,
+            None => SocketAddr::from_pathname(std::path::Path::new(path))?,
+        };
+        sock.send_to_addr(state.as_bytes(), &addr)
+    });
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, state, "telling systemd the daemon's state");
     }
 }
 
@@ -239,7 +268,7 @@ pub async fn serve_until(
         socket = %socket_path.display(), root = %cfg.root.display(),
         startup_ms = started.elapsed().as_millis() as u64, "ferrio is serving the CRI"
     );
-    notify(sd_notify::NotifyState::Ready);
+    notify("READY=1");
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(io("installing a SIGHUP handler"))?;
 
@@ -281,7 +310,7 @@ pub async fn serve_until(
             _ = &mut shutdown => break,
         }
     }
-    notify(sd_notify::NotifyState::Stopping);
+    notify("STOPPING=1");
     drop(listener);
     socket::remove(&socket_path);
     let _ = stop_tx.send(true);
