@@ -54,7 +54,7 @@ fn iptables_rules() -> Vec<String> {
         // Table headers, COMMIT and built-in chains (`:CHAIN POLICY`) appear the first time a
         // table is used on a fresh host; they are not rules anybody left.
         .filter(|l| !l.starts_with('#') && !l.starts_with('*') && *l != "COMMIT")
-        .filter(|l| !(l.starts_with(':') && !l.split(' ').nth(1).is_some_and(|p| p == "-")))
+        .filter(|l| !l.starts_with(':') || l.split(' ').nth(1) == Some("-"))
         .map(|l| {
             if l.starts_with(':') {
                 // ":CHAIN POLICY [packets:bytes]"
