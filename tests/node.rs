@@ -128,22 +128,24 @@ fn cgroup_of(pid: impl std::fmt::Display) -> String {
 }
 
 async fn exec(rt: &mut RuntimeServiceClient<Channel>, id: &str, cmd: &str) -> (i32, String) {
-    let r = rt
-        .exec_sync(api::ExecSyncRequest {
-            container_id: id.into(),
-            cmd: vec!["sh".into(), "-c".into(), cmd.into()],
-            timeout: 30,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut out = String::from_utf8_lossy(&r.stdout).into_owned();
-    out.push_str(&String::from_utf8_lossy(&r.stderr));
-    (r.exit_code, out)
+    let (out, err, code) = sh_in(rt, id, cmd).await;
+    (code, format!("{out}{err}"))
 }
 
-/// The container's init pid, from the verbose status.
-async fn init_pid(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> i64 {
+/// ContainerStats of `id`.
+async fn stats_of(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> api::ContainerStats {
+    rt.container_stats(api::ContainerStatsRequest {
+        container_id: id.into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .stats
+    .unwrap()
+}
+
+/// The container's verbose status info (pid, monitorPid, cgroup, …).
+async fn info_of(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> serde_json::Value {
     let r = rt
         .container_status(api::ContainerStatusRequest {
             container_id: id.into(),
@@ -152,8 +154,12 @@ async fn init_pid(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> i64 {
         .await
         .unwrap()
         .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
-    info["pid"].as_i64().unwrap()
+    serde_json::from_str(&r.info["info"]).unwrap()
+}
+
+/// The container's init pid.
+async fn init_pid(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> i64 {
+    info_of(rt, id).await["pid"].as_i64().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -232,15 +238,7 @@ async fn installed_unit_serves_a_pod_on_the_cni_bridge() {
     let log = std::fs::read_to_string(pod.logs.join("web.log")).unwrap();
     assert!(log.contains("stdout F hello from the node"), "{log}");
     // Stats on cgroup v2.
-    let stats = rt
-        .container_stats(api::ContainerStatsRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .stats
-        .unwrap();
+    let stats = stats_of(&mut rt, &id).await;
     let mem = stats.memory.unwrap();
     assert!(mem.working_set_bytes.unwrap().value > 0, "{mem:?}");
     let cpu = stats.cpu.unwrap();
@@ -258,18 +256,7 @@ async fn installed_unit_serves_a_pod_on_the_cni_bridge() {
     let daemon_cg = cgroup_of(main_pid());
     assert_eq!(daemon_cg, "/system.slice/ferrio.service");
     // The monitor is protected from the OOM killer as the daemon is; the container is not.
-    let monitor_pid = {
-        let r = rt
-            .container_status(api::ContainerStatusRequest {
-                container_id: id.clone(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let info: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
-        info["monitorPid"].as_i64().unwrap()
-    };
+    let monitor_pid = info_of(&mut rt, &id).await["monitorPid"].as_i64().unwrap();
     assert_eq!(
         must(&format!("cat /proc/{monitor_pid}/oom_score_adj")).trim(),
         "-999"
@@ -460,6 +447,21 @@ async fn systemd_driver_slices_and_scopes() {
                 (96u64 << 20).to_string()
             );
         }
+        // Stats and pod stats read the scope and the slice.
+        let stats = stats_of(&mut rt, &id).await;
+        assert!(stats.memory.unwrap().working_set_bytes.unwrap().value > 0);
+        let pstats = rt
+            .pod_sandbox_stats(api::PodSandboxStatsRequest {
+                pod_sandbox_id: pod.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats
+            .unwrap();
+        let linux = pstats.linux.unwrap();
+        assert!(linux.memory.unwrap().working_set_bytes.unwrap().value > 0);
+        assert_eq!(linux.containers.len(), 1);
         // The monitor has its own scope in the pod's slice.
         let monitor = must(&format!(
             "systemctl show -p MainPID --value ferrio-monitor-{id}.scope"
@@ -549,15 +551,7 @@ async fn cgroupfs_driver_on_cgroup_v2() {
             must(&format!("cat /sys/fs/cgroup{parent}/memory.max")).trim(),
             (256u64 << 20).to_string()
         );
-        let stats = rt
-            .container_stats(api::ContainerStatsRequest {
-                container_id: id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .stats
-            .unwrap();
+        let stats = stats_of(&mut rt, &id).await;
         assert!(stats.memory.unwrap().working_set_bytes.unwrap().value > 0);
         remove_pod(&mut rt, &pod.id).await;
         assert!(!Path::new(&dir).exists(), "{dir} left");

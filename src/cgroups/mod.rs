@@ -203,6 +203,22 @@ pub enum CgroupError {
     Systemd(String),
 }
 
+/// libcgroups' systemd manager of the unit `path` names (`<slice>:<prefix>:<name>`), connected
+/// to the system bus.
+fn systemd_manager(
+    path: &str,
+    name: &str,
+) -> Result<libcgroups::systemd::manager::Manager, CgroupError> {
+    libcgroups::systemd::manager::Manager::new(
+        PathBuf::from("/sys/fs/cgroup"),
+        PathBuf::from(path),
+        name.to_string(),
+        true,
+        std::time::Duration::from_secs(5),
+    )
+    .map_err(|e| CgroupError::Systemd(format!("{path}: {e}")))
+}
+
 /// Moves `pid` (a monitor or a pause) into its pod's helper cgroup; `unit` names its systemd
 /// scope (`monitor-<ctr>`, `pause-<pod>`). Blocking (D-Bus with the systemd driver).
 pub fn place_helper(h: &HelperCgroup, unit: &str, pid: i32) -> Result<(), CgroupError> {
@@ -227,14 +243,7 @@ pub fn place_helper(h: &HelperCgroup, unit: &str, pid: i32) -> Result<(), Cgroup
         CgroupDriver::Systemd => {
             use libcgroups::common::CgroupManager;
             let path = format!("{}:ferrio:{unit}", h.pod_cgroup);
-            let m = libcgroups::systemd::manager::Manager::new(
-                PathBuf::from("/sys/fs/cgroup"),
-                PathBuf::from(&path),
-                unit.to_string(),
-                true,
-                std::time::Duration::from_secs(5),
-            )
-            .map_err(|e| CgroupError::Systemd(format!("{path}: {e}")))?;
+            let m = systemd_manager(&path, unit)?;
             m.add_task(nix::unistd::Pid::from_raw(pid))
                 .map_err(|e| CgroupError::Systemd(format!("starting scope for {path}: {e}")))
         }
@@ -275,14 +284,7 @@ pub fn remove_pod(driver: CgroupDriver, cgroup: &str, made: bool) -> Result<(), 
             }
             use libcgroups::common::CgroupManager;
             let path = manager_path(cgroup);
-            let m = libcgroups::systemd::manager::Manager::new(
-                PathBuf::from("/sys/fs/cgroup"),
-                PathBuf::from(&path),
-                cgroup.to_string(),
-                true,
-                std::time::Duration::from_secs(5),
-            )
-            .map_err(|e| CgroupError::Systemd(format!("{path}: {e}")))?;
+            let m = systemd_manager(&path, cgroup)?;
             m.remove()
                 .map_err(|e| CgroupError::Systemd(format!("stopping {cgroup}: {e}")))
         }

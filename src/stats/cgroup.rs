@@ -25,10 +25,11 @@ enum Version {
     V2,
 }
 
-/// Reads `cgroup` (an absolute cgroup path such as `/ferrio/pod-<id>/ferrio-<ctr>`) on this
-/// host; see [`Hierarchies::read`].
+/// Reads `cgroup` on this host: a cgroupfs path such as `/ferrio/pod-<id>/ferrio-<ctr>`, or a
+/// systemd name (a slice, `<slice>:ferrio:<ctr>`), mapped to its directory by
+/// `cgroups::fs_path`; see [`Hierarchies::read`].
 pub fn read(cgroup: &str) -> Result<CgroupStats, StatsError> {
-    Hierarchies::host().read(cgroup)
+    Hierarchies::host().read(&crate::cgroups::fs_path(cgroup))
 }
 
 impl Hierarchies {
