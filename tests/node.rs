@@ -475,8 +475,10 @@ async fn systemd_driver_slices_and_scopes() {
         );
         assert!(!Path::new(&dir).exists());
     }
-    // A pod with no parent gets ferrio's own slice, stopped with the pod.
-    let pcfg = pod_with("own", "");
+    // A pod with no parent gets ferrio's own slice, stopped with the pod; its pause (a shared
+    // PID namespace) has a scope there too.
+    let mut pcfg = pod_with("own", "");
+    ns_options(&mut pcfg).pid = api::NamespaceMode::Pod as i32;
     let pod = run_pod(&mut rt, pcfg.clone(), "").await;
     let id = create_start(&mut rt, &pod, &pcfg, sh_container("c", &image, "sleep 600")).await;
     let pid = init_pid(&mut rt, &id).await;
@@ -484,6 +486,11 @@ async fn systemd_driver_slices_and_scopes() {
     assert_eq!(
         cgroup_of(pid),
         format!("/ferrio.slice/{slice}/ferrio-{id}.scope")
+    );
+    let pause = format!("ferrio-pause-{}.scope", pod.id);
+    assert_eq!(
+        must(&format!("systemctl is-active {pause}")).trim(),
+        "active"
     );
     remove_pod(&mut rt, &pod.id).await;
     assert!(
