@@ -179,8 +179,9 @@ pub fn container_cgroup(driver: CgroupDriver, pod_cgroup: &str, id: &str) -> Str
 
 /// Where the monitors and the pause process of a pod live, so that they are not in the
 /// daemon's cgroup (a `systemctl restart ferrio` must not kill them) and are accounted to the
-/// pod, as CRI-O's `conmon_cgroup = "pod"`: cgroupfs: the leaf `<pod>/ferrio-monitors` (cgroup
-/// v2 allows processes only in leaves); systemd: a transient scope `ferrio-<unit>.scope` in the
+/// pod, as CRI-O's `conmon_cgroup = "pod"`: cgroupfs: the leaf `<pod>/ferrio-monitors` of the
+/// cgroup v2 hierarchy (cgroup v2 allows processes only in leaves; v1 controller hierarchies are
+/// left alone, see [`place_helper`]); systemd: a transient scope `ferrio-<unit>.scope` in the
 /// pod's slice, started through systemd's D-Bus API, which systemd removes once it is empty.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HelperCgroup {
@@ -224,13 +225,21 @@ fn systemd_manager(
 pub fn place_helper(h: &HelperCgroup, unit: &str, pid: i32) -> Result<(), CgroupError> {
     match h.driver {
         CgroupDriver::Cgroupfs => {
+            // Only the cgroup v2 hierarchy: on a unified host that is all of them; on a v1 or
+            // hybrid host it is the one systemd tracks units (and kills them) by. Moving a
+            // process into each v1 controller hierarchy as well costs 5–15 ms per container
+            // (one RCU grace period per write, measured on this machine) and would only
+            // account the monitor's few pages to the pod.
             let leaf = helpers_leaf(&h.pod_cgroup);
-            create(&leaf)?;
             for (root, ctrls) in hierarchies() {
-                if ctrls.iter().any(|c| c.starts_with("name=")) {
+                if !ctrls.is_empty() {
                     continue;
                 }
-                let procs = join(&root, &leaf).join("cgroup.procs");
+                let dir = join(&root, &leaf);
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    io::Error::new(e.kind(), format!("creating {}: {e}", dir.display()))
+                })?;
+                let procs = dir.join("cgroup.procs");
                 std::fs::write(&procs, pid.to_string()).map_err(|e| {
                     io::Error::new(
                         e.kind(),
