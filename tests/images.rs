@@ -495,6 +495,50 @@ async fn concurrent_pulls_of_one_image_share_one_download() {
     assert!(d.log_text().contains("joining a pull already in progress"));
 }
 
+/// An anonymous pull that arrives while an authorised pull of the same image runs is not
+/// merged into it: it fails as an anonymous pull does, and the authorised one succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_pulls_are_merged_only_with_the_same_credentials() {
+    let reg = Registry::with_images(Some("alice:s3cret"));
+    let proxy = Proxy::start(reg.port);
+    proxy
+        .rate
+        .store(1 << 20, std::sync::atomic::Ordering::Relaxed);
+    let d = Daemon::start(DaemonOpts::default());
+    let image = format!("127.0.0.1:{}/ferrio-test/busybox:1", proxy.port);
+    let right = api::AuthConfig {
+        username: "alice".into(),
+        password: "s3cret".into(),
+        ..Default::default()
+    };
+    let authorised = {
+        let mut c = d.images().await;
+        let image = image.clone();
+        tokio::spawn(async move { pull_auth(&mut c, &image, Some(right)).await })
+    };
+    // The authorised pull is downloading (slowly) when the others arrive.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while proxy.bytes.load(std::sync::atomic::Ordering::Relaxed) < 64 << 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the authorised pull did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut c = d.images().await;
+    let e = pull(&mut c, &image).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let wrong = api::AuthConfig {
+        username: "alice".into(),
+        password: "guess".into(),
+        ..Default::default()
+    };
+    let e = pull_auth(&mut c, &image, Some(wrong)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert!(authorised.await.unwrap().is_ok());
+    assert!(!d.log_text().contains("joining a pull already in progress"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_pull_is_aborted_after_pull_progress_timeout() {
     let reg = Registry::shared();

@@ -30,6 +30,36 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// A digest that tells credentials apart without holding them (`anonymous` for none): the
+/// SHA-256 of their kind and fields, each length-prefixed.
+pub fn fingerprint(creds: Option<&Credentials>) -> String {
+    use sha2::{Digest, Sha256};
+    let Some(c) = creds else {
+        return "anonymous".into();
+    };
+    let mut h = Sha256::new();
+    let mut field = |s: &str| {
+        h.update((s.len() as u64).to_be_bytes());
+        h.update(s.as_bytes());
+    };
+    match c {
+        Credentials::Basic { username, password } => {
+            field("basic");
+            field(username);
+            field(password);
+        }
+        Credentials::Bearer(t) => {
+            field("bearer");
+            field(t);
+        }
+        Credentials::IdentityToken(t) => {
+            field("identity");
+            field(t);
+        }
+    }
+    hex::encode(h.finalize())
+}
+
 /// The CRI AuthConfig fields, without the transport's types.
 #[derive(Default)]
 pub struct RequestAuth<'a> {
@@ -220,6 +250,28 @@ mod tests {
         };
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(!format!("{:?}", Credentials::Bearer("tok".into())).contains("tok"));
+    }
+
+    #[test]
+    fn fingerprints_tell_credentials_apart() {
+        let basic = |u: &str, p: &str| Credentials::Basic {
+            username: u.into(),
+            password: p.into(),
+        };
+        let a = fingerprint(Some(&basic("alice", "s3cret")));
+        assert_eq!(a, fingerprint(Some(&basic("alice", "s3cret"))));
+        assert_ne!(a, fingerprint(Some(&basic("alice", "other"))));
+        // Field boundaries count: ("ab", "c") is not ("a", "bc").
+        assert_ne!(
+            fingerprint(Some(&basic("ab", "c"))),
+            fingerprint(Some(&basic("a", "bc")))
+        );
+        assert_ne!(a, fingerprint(None));
+        assert_ne!(
+            fingerprint(Some(&Credentials::Bearer("t".into()))),
+            fingerprint(Some(&Credentials::IdentityToken("t".into())))
+        );
+        assert!(!a.contains("s3cret"));
     }
 
     #[test]

@@ -253,7 +253,10 @@ impl Images {
         creds: Option<Credentials>,
     ) -> Result<ImageRecord, ImageError> {
         let r = reference::parse(image)?;
-        let key = r.whole();
+        // Pulls are merged only when they would authenticate alike: an anonymous caller (or
+        // one with other credentials) never gets an image through someone else's authorised
+        // pull. The key holds a digest of the credentials, never the secret.
+        let key = format!("{}#{}", r.whole(), auth::fingerprint(creds.as_ref()));
         let fut: PullFuture = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             match inflight.get(&key).and_then(|w| w.upgrade()) {
