@@ -1211,3 +1211,43 @@ async fn tty_containers_log_from_their_terminal() {
     tty_container("").await;
     tty_container("runc").await;
 }
+
+/// RemoveImage refuses an image a container uses (FailedPrecondition naming the container),
+/// also after a daemon restart, and removes it once the container is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_in_use_is_not_removed() {
+    let (d, image, pcfg, pod) = setup_pod("inuse").await;
+    let mut rt = d.runtime().await;
+    let id = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sh_container("user", &image, "sleep 60"),
+    )
+    .await;
+    let mut images = d.images().await;
+    let remove = api::RemoveImageRequest {
+        image: Some(spec(&image)),
+    };
+    let e = images.remove_image(remove.clone()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+    assert!(e.message().contains(&id), "{e}");
+    assert!(status(&mut images, &image).await.is_some());
+    let mut d = d;
+    d.kill9();
+    let d = d.restart(DaemonOpts::default());
+    let mut images = d.images().await;
+    let e = images.remove_image(remove.clone()).await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        tonic::Code::FailedPrecondition,
+        "after a restart: {e}"
+    );
+    // The container still runs from its layers.
+    let mut rt = d.runtime().await;
+    let (out, _, code) = sh_in(&mut rt, &id, "cat /etc/passwd | head -1").await;
+    assert_eq!((code, out.as_str()), (0, "root:x:0:0:root:/root:/bin/sh"));
+    teardown(&d, &mut rt, &pod.id, &[&id]).await;
+    images.remove_image(remove).await.unwrap();
+    assert!(status(&mut images, &image).await.is_none());
+}

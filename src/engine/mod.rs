@@ -374,6 +374,16 @@ impl Engine {
             idmap: std::sync::atomic::AtomicBool::new(false),
             save_lock: Mutex::default(),
         });
+        // RemoveImage asks the live records who uses an image (rootfs or image volume).
+        let weak = Arc::downgrade(&engine);
+        engine.images.set_users(Arc::new(move |image_id: &str| {
+            let engine = weak.upgrade()?;
+            let containers = engine.containers.read().unwrap_or_else(|e| e.into_inner());
+            containers
+                .values()
+                .find(|c| c.image_id == image_id || c.mounts.iter().any(|m| m.image_id == image_id))
+                .map(|c| format!("{:?} ({})", c.config.name, c.id))
+        }));
         if !engine.lsm.apparmor && !engine.lsm.selinux {
             tracing::info!("this host enforces neither AppArmor nor SELinux: those fields of container security contexts are ignored");
         }

@@ -49,6 +49,8 @@ pub enum ImageError {
     },
     #[error("{0}")]
     Internal(String),
+    #[error("image {image} is in use by container {container}: remove the container first")]
+    InUse { image: String, container: String },
 }
 
 impl ImageError {
@@ -74,7 +76,7 @@ impl ErrorKind for ImageError {
             | ImageError::SizeMismatch { .. }
             | ImageError::Corrupt(_) => Kind::DataLoss,
             ImageError::Stalled { .. } => Kind::Aborted,
-            ImageError::Unsupported(_) => Kind::FailedPrecondition,
+            ImageError::Unsupported(_) | ImageError::InUse { .. } => Kind::FailedPrecondition,
             ImageError::Io { .. } | ImageError::Internal(_) => Kind::Internal,
         }
     }

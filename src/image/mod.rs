@@ -40,6 +40,8 @@ pub struct Images {
     /// Pulls in flight by normalised reference. Weak: when every caller has gone (deadline,
     /// cancellation), the pull itself is dropped and cancelled.
     inflight: Mutex<HashMap<String, WeakShared<PullResult>>>,
+    /// Who uses an image (set by the engine), for RemoveImage.
+    users: std::sync::RwLock<Option<ImageUsers>>,
     import_dir: PathBuf,
 }
 
@@ -172,6 +174,9 @@ pub fn image_user(user: &str) -> (Option<i64>, String) {
     }
 }
 
+/// The container (if any) that uses an image, by image ID.
+pub type ImageUsers = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 impl Images {
     /// Opens the store and reads registries.conf and the auth file (blocking).
     pub fn open(cfg: &Config) -> Result<Arc<Images>, ImageError> {
@@ -193,6 +198,7 @@ impl Images {
             store,
             puller: Arc::new(puller),
             inflight: Mutex::new(HashMap::new()),
+            users: std::sync::RwLock::new(None),
             import_dir: cfg.import_dir(),
         }))
     }
@@ -313,10 +319,29 @@ impl Images {
             .map_err(|e| ImageError::Corrupt(format!("config of {}: {e}", rec.id)))
     }
 
-    /// Removes an image and all its tags; `None` when it did not exist.
+    /// Tells the store who uses images: `users(image_id)` names a container whose rootfs or
+    /// image volume is made from that image (the engine's live records; so a restart rebuilds
+    /// it). RemoveImage refuses such an image.
+    pub fn set_users(&self, users: ImageUsers) {
+        *self.users.write().unwrap_or_else(|p| p.into_inner()) = Some(users);
+    }
+
+    /// Removes an image and all its tags; `None` when it did not exist. An image a container
+    /// still uses is refused (FailedPrecondition naming the container, as CRI-O does): its
+    /// layers are that container's lower layers.
     pub async fn remove(&self, s: &str) -> Result<Option<String>, ImageError> {
+        let Some(rec) = self.store.resolve(s) else {
+            return Ok(None);
+        };
+        let users = self.users.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(container) = users.and_then(|u| u(&rec.id)) {
+            return Err(ImageError::InUse {
+                image: s.to_string(),
+                container,
+            });
+        }
         let store = self.store.clone();
-        let s = s.to_string();
+        let s = rec.id.clone();
         tokio::task::spawn_blocking(move || store.remove(&s))
             .await
             .map_err(|e| ImageError::Internal(e.to_string()))?
