@@ -672,6 +672,33 @@ async fn bad_requests_get_clear_codes() {
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
     let e = create_err(&mut rt, "nope", sh_container("x", &image, "true")).await;
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    // A profile type the CRI does not define is refused, not read as Unconfined.
+    for field in ["seccomp", "apparmor"] {
+        let mut c = sh_container("prof", &image, "true");
+        let profile = Some(api::SecurityProfile {
+            profile_type: 7,
+            localhost_ref: String::new(),
+        });
+        let sc = api::LinuxContainerSecurityContext {
+            seccomp: if field == "seccomp" {
+                profile.clone()
+            } else {
+                None
+            },
+            apparmor: if field == "apparmor" { profile } else { None },
+            ..Default::default()
+        };
+        c.linux = Some(api::LinuxContainerConfig {
+            security_context: Some(sc),
+            ..Default::default()
+        });
+        let e = create_err(&mut rt, &pod.id, c).await;
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(
+            e.message().contains(field) && e.message().contains("profile_type"),
+            "{e:?}"
+        );
+    }
     let e = rt
         .create_container(api::CreateContainerRequest {
             pod_sandbox_id: pod.id.clone(),

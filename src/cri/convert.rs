@@ -141,17 +141,24 @@ fn resources_api(r: &dc::Resources) -> api::LinuxContainerResources {
     }
 }
 
-fn profile(p: &Option<api::SecurityProfile>) -> dc::Profile {
-    match p {
+/// A seccomp or AppArmor profile request; a profile type the CRI does not define is
+/// InvalidArgument naming the field (never read as Unconfined).
+fn profile(p: &Option<api::SecurityProfile>, field: &str) -> Result<dc::Profile, tonic::Status> {
+    use api::security_profile::ProfileType;
+    Ok(match p {
         None => dc::Profile::Unset,
-        Some(p) => match api::security_profile::ProfileType::try_from(p.profile_type) {
-            Ok(api::security_profile::ProfileType::RuntimeDefault) => dc::Profile::RuntimeDefault,
-            Ok(api::security_profile::ProfileType::Localhost) => {
-                dc::Profile::Localhost(p.localhost_ref.clone())
+        Some(p) => match ProfileType::try_from(p.profile_type) {
+            Ok(ProfileType::RuntimeDefault) => dc::Profile::RuntimeDefault,
+            Ok(ProfileType::Localhost) => dc::Profile::Localhost(p.localhost_ref.clone()),
+            Ok(ProfileType::Unconfined) => dc::Profile::Unconfined,
+            Err(_) => {
+                return Err(tonic::Status::invalid_argument(format!(
+                    "{field}.profile_type {} is not a known profile type (RuntimeDefault, Unconfined, Localhost)",
+                    p.profile_type
+                )))
             }
-            _ => dc::Profile::Unconfined,
         },
-    }
+    })
 }
 
 fn propagation(v: i32) -> dc::Propagation {
@@ -180,13 +187,13 @@ fn signal_name(v: i32) -> String {
 
 // `seccomp_profile_path` is deprecated in the CRI, but older clients still send it.
 #[allow(deprecated)]
-pub fn container_config(c: &api::ContainerConfig) -> dc::ContainerConfig {
+pub fn container_config(c: &api::ContainerConfig) -> Result<dc::ContainerConfig, tonic::Status> {
     let md = c.metadata.clone().unwrap_or_default();
     let linux = c.linux.clone().unwrap_or_default();
     let sec = linux.security_context.clone().unwrap_or_default();
     let caps = sec.capabilities.clone().unwrap_or_default();
     let ns = sec.namespace_options.clone().unwrap_or_default();
-    dc::ContainerConfig {
+    Ok(dc::ContainerConfig {
         name: md.name,
         attempt: md.attempt,
         image: c
@@ -266,7 +273,7 @@ pub fn container_config(c: &api::ContainerConfig) -> dc::ContainerConfig {
                 (None, p) if p.starts_with("localhost/") => {
                     dc::Profile::Localhost(p["localhost/".len()..].to_string())
                 }
-                (s, _) => profile(s),
+                (s, _) => profile(s, "linux.security_context.seccomp")?,
             },
             apparmor: match (&sec.apparmor, sec.apparmor_profile.as_str()) {
                 // The deprecated string form.
@@ -275,7 +282,7 @@ pub fn container_config(c: &api::ContainerConfig) -> dc::ContainerConfig {
                 (None, p) if p.starts_with("localhost/") => {
                     dc::Profile::Localhost(p["localhost/".len()..].to_string())
                 }
-                (a, _) => profile(a),
+                (a, _) => profile(a, "linux.security_context.apparmor")?,
             },
             selinux: sec.selinux_options.as_ref().map(|o| dc::SelinuxOptions {
                 user: o.user.clone(),
@@ -287,7 +294,7 @@ pub fn container_config(c: &api::ContainerConfig) -> dc::ContainerConfig {
             target_id: ns.target_id.clone(),
         },
         stop_signal: signal_name(c.stop_signal),
-    }
+    })
 }
 
 fn pod_state(s: PodState) -> i32 {

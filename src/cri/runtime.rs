@@ -304,7 +304,7 @@ impl RuntimeService for Runtime {
         let cfg = r.config.ok_or_else(|| super::error::missing("config"))?;
         let id = self
             .engine
-            .create_container(&r.pod_sandbox_id, convert::container_config(&cfg))
+            .create_container(&r.pod_sandbox_id, convert::container_config(&cfg)?)
             .await?;
         Ok(Response::new(api::CreateContainerResponse {
             container_id: id,
