@@ -146,8 +146,14 @@ impl Store {
                     records.insert(r.id.clone(), r);
                 }
                 Err(err) => {
-                    tracing::warn!(path = %p.display(), error = %err, "removing unreadable image record");
-                    let _ = fs::remove_file(&p);
+                    // Kept aside, with every layer: nobody can tell which layers it names, and
+                    // one may be a running container's. GC waits until an operator removes it.
+                    let aside = dir.join("records-unreadable");
+                    let _ = fs::create_dir_all(&aside);
+                    let to = aside.join(e.file_name());
+                    tracing::error!(path = %p.display(), kept = %to.display(), error = %err,
+                        "unreadable image record kept aside; layer garbage collection is off until it is removed");
+                    fs::rename(&p, &to).map_err(|e| io("moving aside", &p, e))?;
                 }
             }
         }
@@ -397,10 +403,20 @@ impl Store {
         Ok(Some(rec.id))
     }
 
+    /// Whether image records that could not be read are kept aside (`records-unreadable/`).
+    fn has_unreadable_records(&self) -> bool {
+        fs::read_dir(self.dir.join("records-unreadable")).is_ok_and(|mut rd| rd.next().is_some())
+    }
+
     /// Removes layers and blobs that no record references and no lease holds. Under the lock
     /// they are only renamed into tmp/ (cheap); the returned directory is deleted by its drop,
     /// after the caller released the lock.
     fn gc_locked(&self, st: &State) -> Option<tempfile::TempDir> {
+        if self.has_unreadable_records() {
+            tracing::warn!(dir = %self.dir.join("records-unreadable").display(),
+                "layer garbage collection skipped: unreadable image records are kept aside there");
+            return None;
+        }
         let trash = self.temp_dir("gc-").ok()?;
         let mut keep: HashSet<String> = st.leases.keys().cloned().collect();
         for r in st.records.values() {
@@ -549,5 +565,42 @@ mod tests {
             "an unreferenced layer is removed at start"
         );
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn an_unreadable_record_is_kept_aside_with_the_layers() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let (a, b, l1, l2) = (digest(0xa), digest(0xb), digest(1), digest(2));
+        put_layer(&s, &l1);
+        put_layer(&s, &l2);
+        s.commit_image(rec(&a, &["docker.io/library/a:1"], &[&l1]))
+            .unwrap();
+        s.commit_image(rec(&b, &["docker.io/library/b:1"], &[&l2]))
+            .unwrap();
+        drop(s);
+        let path = fs::read_dir(dir.path().join("records"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| fs::read_to_string(p).unwrap().contains(&a))
+            .unwrap();
+        fs::write(&path, b"{ torn").unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert!(s.resolve(&a).is_none());
+        assert!(dir
+            .path()
+            .join("records-unreadable")
+            .join(path.file_name().unwrap())
+            .is_file());
+        // Neither the open nor removing another image frees the unreadable record's layer.
+        assert!(s.layer_exists(&l1));
+        assert_eq!(s.remove("b:1").unwrap(), Some(b));
+        assert!(s.layer_exists(&l1));
+        // Once the operator removed it, GC runs again.
+        fs::remove_dir_all(dir.path().join("records-unreadable")).unwrap();
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert!(!s.layer_exists(&l1) && !s.layer_exists(&l2));
     }
 }
