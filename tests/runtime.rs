@@ -1278,3 +1278,93 @@ async fn an_image_in_use_is_not_removed() {
     images.remove_image(remove).await.unwrap();
     assert!(status(&mut images, &image).await.is_none());
 }
+
+/// Resource values the kernel would refuse are InvalidArgument naming the field, at
+/// CreateContainer, UpdateContainerResources and UpdatePodSandboxResources (never INTERNAL,
+/// never OK), and the running container keeps its resources.
+#[tokio::test(flavor = "multi_thread")]
+async fn resources_the_kernel_would_refuse_are_invalid_argument() {
+    let (d, image, pcfg, pod) = setup_pod("badres").await;
+    let mut rt = d.runtime().await;
+    let with = |r: api::LinuxContainerResources| {
+        let mut c = sh_container("r", &image, "sleep 60");
+        c.linux = Some(api::LinuxContainerConfig {
+            resources: Some(r),
+            ..Default::default()
+        });
+        c
+    };
+    let cases: Vec<(&str, api::LinuxContainerResources)> = vec![
+        (
+            "unified",
+            api::LinuxContainerResources {
+                unified: [("../../../etc/passwd".to_string(), "x".to_string())].into(),
+                ..Default::default()
+            },
+        ),
+        (
+            "memory_limit_in_bytes",
+            api::LinuxContainerResources {
+                memory_limit_in_bytes: 4 << 20,
+                ..Default::default()
+            },
+        ),
+        (
+            "cpuset_cpus",
+            api::LinuxContainerResources {
+                cpuset_cpus: "0-9999".into(),
+                ..Default::default()
+            },
+        ),
+        (
+            "cpu_quota",
+            api::LinuxContainerResources {
+                cpu_quota: -5,
+                ..Default::default()
+            },
+        ),
+        (
+            "oom_score_adj",
+            api::LinuxContainerResources {
+                oom_score_adj: 4000,
+                ..Default::default()
+            },
+        ),
+    ];
+    for (field, r) in &cases {
+        let e = create_err(&mut rt, &pod.id, with(r.clone())).await;
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{field}: {e:?}");
+        assert!(e.message().contains(field), "{field}: {e:?}");
+    }
+    let id = create_start(&mut rt, &pod, &pcfg, sh_container("ok", &image, "sleep 60")).await;
+    for (field, r) in cases {
+        let e = rt
+            .update_container_resources(api::UpdateContainerResourcesRequest {
+                container_id: id.clone(),
+                linux: Some(r.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.code(),
+            tonic::Code::InvalidArgument,
+            "update {field}: {e:?}"
+        );
+        assert!(e.message().contains(field), "update {field}: {e:?}");
+        let e = rt
+            .update_pod_sandbox_resources(api::UpdatePodSandboxResourcesRequest {
+                pod_sandbox_id: pod.id.clone(),
+                resources: Some(r),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "pod {field}: {e:?}");
+    }
+    assert_eq!(
+        ctr_status(&mut rt, &id).await.state,
+        api::ContainerState::ContainerRunning as i32
+    );
+    teardown(&d, &mut rt, &pod.id, &[&id]).await;
+}

@@ -48,6 +48,9 @@ fn validate_container(c: &ContainerConfig) -> Result<()> {
     if !c.log_path.is_empty() {
         validate::relative_inside("log_path", &c.log_path)?;
     }
+    if let Some(r) = &c.resources {
+        validate::resources("linux.resources", r)?;
+    }
     validate::bounded("command", c.command.len(), 4096)?;
     validate::bounded("args", c.args.len(), 4096)?;
     validate::bounded("envs", c.envs.len(), 4096)?;
@@ -1126,6 +1129,7 @@ impl Engine {
                 "container {id} is not running"
             )));
         }
+        validate::resources("linux", r)?;
         let resources = crate::spec::linux_resources(r);
         let resp = self
             .monitor_call(

@@ -678,6 +678,7 @@ impl Engine {
         r: crate::spec::config::Resources,
     ) -> Result<()> {
         let pod = self.pod_status(s)?;
+        validate::resources("resources", &r)?;
         let json = crate::spec::linux_resources(&r);
         let resources: oci_spec::runtime::LinuxResources = serde_json::from_value(json)
             .map_err(|e| EngineError::invalid(format!("resources: {e}")))?;
