@@ -1368,3 +1368,66 @@ async fn resources_the_kernel_would_refuse_are_invalid_argument() {
     );
     teardown(&d, &mut rt, &pod.id, &[&id]).await;
 }
+
+/// Requests the CRI calls malformed are InvalidArgument: Exec with a TTY and stderr, Attach
+/// with no stream, a pod CIDR that does not parse, a host port over 65535.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_stream_network_and_port_requests_are_invalid_argument() {
+    let (d, image, pcfg, pod) = setup_pod("malformed").await;
+    let mut rt = d.runtime().await;
+    let id = create_start(&mut rt, &pod, &pcfg, sh_container("c", &image, "sleep 60")).await;
+    let e = rt
+        .exec(api::ExecRequest {
+            container_id: id.clone(),
+            cmd: vec!["true".into()],
+            tty: true,
+            stdin: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("stderr"), "{e:?}");
+    let e = rt
+        .attach(api::AttachRequest {
+            container_id: id.clone(),
+            stdin: false,
+            tty: false,
+            stdout: false,
+            stderr: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let cidr = |c: &str| api::UpdateRuntimeConfigRequest {
+        runtime_config: Some(api::RuntimeConfig {
+            network_config: Some(api::NetworkConfig { pod_cidr: c.into() }),
+        }),
+    };
+    for bad in ["10.244.0.0", "10.244.0.0/33", "not-a-cidr", "fd00::/129"] {
+        let e = rt.update_runtime_config(cidr(bad)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}: {e:?}");
+        assert!(e.message().contains("pod_cidr"), "{e:?}");
+    }
+    rt.update_runtime_config(cidr("10.244.0.0/24,fd00:10:244::/64"))
+        .await
+        .unwrap();
+    let mut p = pod_config("ports", &pod.logs);
+    p.port_mappings = vec![api::PortMapping {
+        protocol: api::Protocol::Tcp as i32,
+        container_port: 80,
+        host_port: 70000,
+        host_ip: String::new(),
+    }];
+    let e = rt
+        .run_pod_sandbox(api::RunPodSandboxRequest {
+            config: Some(p),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("host_port"), "{e:?}");
+    teardown(&d, &mut rt, &pod.id, &[&id]).await;
+}

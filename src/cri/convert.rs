@@ -51,6 +51,24 @@ fn id_mappings_api(m: &[dc::IdMapping]) -> Vec<api::IdMapping> {
         .collect()
 }
 
+/// Port mappings whose ports do not fit a port number are InvalidArgument (the domain holds
+/// them as u16).
+pub fn check_ports(c: &api::PodSandboxConfig) -> Result<(), tonic::Status> {
+    for m in &c.port_mappings {
+        for (what, v) in [
+            ("host_port", m.host_port),
+            ("container_port", m.container_port),
+        ] {
+            if !(0..=65535).contains(&v) {
+                return Err(tonic::Status::invalid_argument(format!(
+                    "port_mappings.{what} {v} is outside 0..65535"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn pod_config(c: &api::PodSandboxConfig) -> dc::PodConfig {
     let md = c.metadata.clone().unwrap_or_default();
     let linux = c.linux.clone().unwrap_or_default();
@@ -92,6 +110,7 @@ pub fn pod_config(c: &api::PodSandboxConfig) -> dc::PodConfig {
                     _ => "tcp",
                 }
                 .into(),
+                // Out of range is 0, which the engine refuses (see `port` below).
                 container_port: u16::try_from(m.container_port).unwrap_or(0),
                 host_port: u16::try_from(m.host_port).unwrap_or(0),
                 host_ip: m.host_ip.clone(),

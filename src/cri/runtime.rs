@@ -214,7 +214,13 @@ impl RuntimeService for Runtime {
         let cfg = r.config.ok_or_else(|| super::error::missing("config"))?;
         let id = self
             .engine
-            .run_pod(convert::pod_config(&cfg), &r.runtime_handler)
+            .run_pod(
+                {
+                    convert::check_ports(&cfg)?;
+                    convert::pod_config(&cfg)
+                },
+                &r.runtime_handler,
+            )
             .await?;
         Ok(Response::new(api::RunPodSandboxResponse {
             pod_sandbox_id: id,
@@ -441,6 +447,22 @@ impl RuntimeService for Runtime {
             .and_then(|c| c.network_config.as_ref())
             .map(|n| n.pod_cidr.clone())
             .unwrap_or_default();
+        // kubelet sends one CIDR or a comma-separated pair (dual stack).
+        for c in cidr.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            let ok = c.split_once('/').is_some_and(|(ip, len)| {
+                let max = match ip.parse::<std::net::IpAddr>() {
+                    Ok(std::net::IpAddr::V4(_)) => 32,
+                    Ok(std::net::IpAddr::V6(_)) => 128,
+                    Err(_) => return false,
+                };
+                len.parse::<u8>().is_ok_and(|l| l <= max)
+            });
+            if !ok {
+                return Err(Status::invalid_argument(format!(
+                    "runtime_config.network_config.pod_cidr: {c:?} is not a CIDR such as 10.244.0.0/24"
+                )));
+            }
+        }
         tracing::info!(pod_cidr = %cidr, "UpdateRuntimeConfig (pod CIDR noted; CNI plugins own addressing)");
         Ok(Response::new(api::UpdateRuntimeConfigResponse {}))
     }
@@ -569,6 +591,11 @@ impl RuntimeService for Runtime {
                 "one of stdin, stdout and stderr must be set",
             ));
         }
+        if r.tty && r.stderr {
+            return Err(Status::invalid_argument(
+                "tty and stderr cannot both be set: a terminal has one output stream",
+            ));
+        }
         let url = self.streaming.exec_url(
             &r.container_id,
             r.cmd,
@@ -642,6 +669,11 @@ impl RuntimeService for Runtime {
         req: Request<api::AttachRequest>,
     ) -> Result<Response<api::AttachResponse>, Status> {
         let r = req.into_inner();
+        if !(r.stdout || r.stderr || r.stdin) {
+            return Err(Status::invalid_argument(
+                "one of stdin, stdout and stderr must be set",
+            ));
+        }
         let url = self.streaming.attach_url(&r.container_id)?;
         Ok(Response::new(api::AttachResponse { url }))
     }
