@@ -1431,3 +1431,125 @@ async fn malformed_stream_network_and_port_requests_are_invalid_argument() {
     assert!(e.message().contains("host_port"), "{e:?}");
     teardown(&d, &mut rt, &pod.id, &[&id]).await;
 }
+
+/// An image whose config holds 10⁵ environment entries: CreateContainer answers at once
+/// (InvalidArgument naming the image), other RPCs keep answering meanwhile, and one with
+/// 5000 entries (under the cap) runs with them merged.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_with_a_huge_environment_cannot_stall_the_daemon() {
+    use sha2::{Digest, Sha256};
+    let (d, image, pcfg, pod) = setup_pod("bigenv").await;
+    let work = tempfile::tempdir().unwrap();
+    // The busybox OCI archive, its config given `n` more env entries, as a new archive.
+    let make = |n: usize, name: &str| -> std::path::PathBuf {
+        let dir = work.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let st = std::process::Command::new("tar")
+            .arg("-xf")
+            .arg(test_images().join("busybox.tar"))
+            .arg("-C")
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let blob = |h: &str| dir.join("blobs/sha256").join(h);
+        let put = |v: &serde_json::Value| -> (String, usize) {
+            let bytes = serde_json::to_vec(v).unwrap();
+            let h = hex::encode(Sha256::digest(&bytes));
+            std::fs::write(blob(&h), &bytes).unwrap();
+            (format!("sha256:{h}"), bytes.len())
+        };
+        let read = |d: &str| -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(blob(d.trim_start_matches("sha256:"))).unwrap())
+                .unwrap()
+        };
+        let mut index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+        let mut manifest = read(index["manifests"][0]["digest"].as_str().unwrap());
+        let mut config = read(manifest["config"]["digest"].as_str().unwrap());
+        let env = config["config"]["Env"].as_array_mut().unwrap();
+        for i in 0..n {
+            env.push(format!("BIG_{i}=value-{i}").into());
+        }
+        let (cd, cs) = put(&config);
+        manifest["config"]["digest"] = cd.into();
+        manifest["config"]["size"] = cs.into();
+        let (md, ms) = put(&manifest);
+        index["manifests"][0]["digest"] = md.into();
+        index["manifests"][0]["size"] = ms.into();
+        index["manifests"][0]["annotations"]["io.containerd.image.name"] =
+            format!("localhost/ferrio-test/{name}:latest").into();
+        std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+        let out = work.path().join(format!("{name}.tar"));
+        let st = std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&out)
+            .arg("-C")
+            .arg(&dir)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        out
+    };
+    let mut admin = ferrio::cri::admin_api::admin_client::AdminClient::new(d.channel().await);
+    for (n, name) in [(100_000, "env-huge"), (5_000, "env-many")] {
+        let path = make(n, name);
+        admin
+            .import_images(ferrio::cri::admin_api::ImportImagesRequest {
+                paths: vec![path.display().to_string()],
+            })
+            .await
+            .unwrap();
+    }
+    let mut rt = d.runtime().await;
+    let huge = "localhost/ferrio-test/env-huge:latest";
+    let t = std::time::Instant::now();
+    let create = {
+        let mut rt = rt.clone();
+        let (pod_id, cfg) = (pod.id.clone(), pcfg.clone());
+        tokio::spawn(async move {
+            rt.create_container(api::CreateContainerRequest {
+                pod_sandbox_id: pod_id,
+                config: Some(sh_container("huge", huge, "true")),
+                sandbox_config: Some(cfg),
+            })
+            .await
+        })
+    };
+    // Other RPCs answer meanwhile.
+    for _ in 0..5 {
+        rt.version(api::VersionRequest::default()).await.unwrap();
+        rt.list_containers(api::ListContainersRequest::default())
+            .await
+            .unwrap();
+    }
+    let e = create.await.unwrap().unwrap_err();
+    eprintln!(
+        "CreateContainer with 10^5 env entries answered in {:?}",
+        t.elapsed()
+    );
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains(huge) && e.message().contains("environment"),
+        "{e:?}"
+    );
+    let id = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sh_container(
+            "many",
+            "localhost/ferrio-test/env-many:latest",
+            "echo $BIG_0 $BIG_4999; env | grep -c ^BIG_",
+        ),
+    )
+    .await;
+    let st = wait_exited(&mut rt, &id, 30).await;
+    assert_eq!(st.exit_code, 0, "{st:?}");
+    let log = std::fs::read_to_string(pod.logs.join("many.log")).unwrap();
+    assert!(log.contains("value-0 value-4999"), "{log}");
+    assert!(log.contains(" 5000\n"), "{log}");
+    let _ = image;
+    teardown(&d, &mut rt, &pod.id, &[&id]).await;
+}

@@ -264,6 +264,24 @@ fn resolve_cdi(c: &ContainerConfig, dirs: &[PathBuf]) -> Result<crate::cdi::Cont
     Ok(edits)
 }
 
+/// The most environment entries (and bytes of them) an image config may carry: beyond what any
+/// real image has, small enough that spec generation stays fast.
+const MAX_IMAGE_ENV: usize = 10_000;
+const MAX_IMAGE_ENV_BYTES: usize = 1 << 20;
+
+/// Image content that would make a container's spec unbounded is InvalidArgument naming the
+/// image.
+fn check_image_config(image: &str, c: &ImageConfig) -> Result<()> {
+    let bytes: usize = c.env.iter().map(String::len).sum();
+    if c.env.len() > MAX_IMAGE_ENV || bytes > MAX_IMAGE_ENV_BYTES {
+        return Err(EngineError::invalid(format!(
+            "image {image:?}: its config has {} environment entries ({bytes} bytes); at most {MAX_IMAGE_ENV} ({MAX_IMAGE_ENV_BYTES} bytes) are accepted",
+            c.env.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Every character and block device under /dev, for privileged containers (what runc and
 /// CRI-O give them), except the per-container ones (/dev/pts, /dev/shm, /dev/mqueue, console).
 fn host_devices() -> Vec<ResolvedDevice> {
@@ -365,7 +383,17 @@ impl Engine {
         let image = self.images.status(&config.image).ok_or_else(|| {
             EngineError::not_found(format!("image {:?} not found; pull it first", config.image))
         })?;
-        let image_cfg = ImageConfig::from_json(&self.images.config_json(&image)?);
+        // The config is image content: read and parsed off the async workers, and bounded.
+        let image_cfg = {
+            let (images, image) = (self.images.clone(), image.clone());
+            blocking(move || {
+                images
+                    .config_json(&image)
+                    .map(|v| ImageConfig::from_json(&v))
+            })
+            .await??
+        };
+        check_image_config(&config.image, &image_cfg)?;
         let handler = self.handler(&pod.runtime_handler)?;
         if matches!(handler, Handler::Oci { .. })
             && config.mounts.iter().any(|m| m.recursive_read_only)
@@ -531,23 +559,34 @@ impl Engine {
         let sources = self.image_volumes(rec, &run, pod, sources).await?;
         let status_sources = sources.clone();
         let sources = self.idmapped_mounts(rec, &run, sources).await?;
-        let generated = crate::spec::generate(&crate::spec::Input {
-            pod: &pod.config,
-            container: &rec.config,
-            image: image_cfg,
-            rootfs: rootfs.clone(),
-            pod_paths: &pod.paths,
-            mount_sources: sources.clone(),
-            devices,
-            cgroups_path: rec.cgroup.clone(),
-            passwd,
-            group,
-            min_oom_score_adj: self.min_oom_score_adj,
-            seccomp,
-            host_capabilities: self.host_capabilities.clone(),
-            lsm: self.lsm,
-            cdi,
-        })?;
+        // CPU work over request and image content: on a blocking thread.
+        let generated = {
+            let (pod_config, config, image_cfg) =
+                (pod.config.clone(), rec.config.clone(), image_cfg.clone());
+            let (rootfs, pod_paths, sources) = (rootfs.clone(), pod.paths.clone(), sources.clone());
+            let (cgroups_path, min_oom_score_adj) = (rec.cgroup.clone(), self.min_oom_score_adj);
+            let (host_capabilities, lsm) = (self.host_capabilities.clone(), self.lsm);
+            blocking(move || {
+                crate::spec::generate(&crate::spec::Input {
+                    pod: &pod_config,
+                    container: &config,
+                    image: &image_cfg,
+                    rootfs,
+                    pod_paths: &pod_paths,
+                    mount_sources: sources,
+                    devices,
+                    cgroups_path,
+                    passwd,
+                    group,
+                    min_oom_score_adj,
+                    seccomp,
+                    host_capabilities,
+                    lsm,
+                    cdi,
+                })
+            })
+            .await??
+        };
         if let Some((uids, gids)) = pod.config.user_namespace() {
             let u = &generated.user;
             let unmapped = uids.to_host(u.uid).is_none()

@@ -216,17 +216,20 @@ pub fn command_line(c: &ContainerConfig, image: &ImageConfig) -> Vec<String> {
     entry.into_iter().chain(args).collect()
 }
 
+/// The environment in order of first appearance, a later value of a key replacing the earlier
+/// one in place; linear in the number of entries (an image may carry many).
 fn merge_env(image: &[String], container: &[(String, String)], extra: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
+    let mut out: Vec<String> = Vec::with_capacity(image.len() + container.len() + extra.len());
+    let mut index: std::collections::HashMap<String, usize> =
+        std::collections::HashMap::with_capacity(out.capacity());
     let mut set = |kv: String| {
         let key = kv.split('=').next().unwrap_or("").to_string();
-        if let Some(slot) = out
-            .iter_mut()
-            .find(|e| e.split('=').next() == Some(key.as_str()))
-        {
-            *slot = kv;
-        } else {
-            out.push(kv);
+        match index.get(&key) {
+            Some(&i) => out[i] = kv,
+            None => {
+                index.insert(key, out.len());
+                out.push(kv);
+            }
         }
     };
     for e in image {

@@ -161,17 +161,19 @@ pub fn resolve(
     if let Some(g) = run_as_group {
         gid = to_id(g, "run_as_group")?;
     }
+    // Linear in the size of /etc/group (an image's file may be large): a set of what is in.
     let mut additional = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     if let Some(name) = name.as_ref().filter(|_| !strict) {
         for (_, id, members) in group_entries(group) {
-            if members.contains(&name.as_str()) && id != gid && !additional.contains(&id) {
+            if id != gid && members.contains(&name.as_str()) && seen.insert(id) {
                 additional.push(id);
             }
         }
     }
     for &g in supplemental {
         let g = to_id(g, "supplemental_groups")?;
-        if !additional.contains(&g) {
+        if seen.insert(g) {
             additional.push(g);
         }
     }
