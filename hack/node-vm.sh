@@ -179,6 +179,7 @@ cmd_test() {
   cp "$rel" "$share/ferrio"
   local bin
   bin=$(cd "$repo" && cargo test --locked --test node --no-run --message-format=json 2>/dev/null \
+        | grep '"kind":\["test"\],"crate_types":\["bin"\],"name":"node"' \
         | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
   [ -x "$bin" ] || { log "could not build tests/node.rs"; return 1; }
   cp "$bin" "$share/node-tests"
