@@ -21,8 +21,13 @@ const DEFAULT_CAPS: u64 = 0x5fb;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn capabilities_add_drop_all_and_privileged() {
-    let (d, image, pcfg, pod) = setup_pod("caps").await;
+    // The pod is privileged: a privileged container needs one.
+    let (d, image) = daemon_with_busybox().await;
+    let mut pcfg = pod_config("caps", &d.dir.path().join("logs"));
+    let lin = pcfg.linux.as_mut().unwrap();
+    lin.security_context.as_mut().unwrap().privileged = true;
     let mut rt = d.runtime().await;
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
     let host_bounding = cap_mask(
         &std::fs::read_to_string("/proc/self/status").unwrap(),
         "CapBnd:",
@@ -680,4 +685,38 @@ async fn user_namespaces_and_idmapped_mounts() {
         );
         finish_pod(&d, &pod).await;
     }
+}
+
+/// What only the pod may grant is refused at container level, as CRI-O refuses it: a
+/// privileged container in an unprivileged pod, the host PID namespace for one container.
+#[tokio::test(flavor = "multi_thread")]
+async fn privileged_and_host_pid_need_the_pod() {
+    let (d, image, _pcfg, pod) = setup_pod("podonly").await;
+    let mut rt = d.runtime().await;
+    let mut c = sh_container("priv", &image, "true");
+    c.linux = Some(api::LinuxContainerConfig {
+        security_context: Some(api::LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let e = create_err(&mut rt, &pod.id, c).await;
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("privileged"), "{e:?}");
+    let mut c = sh_container("hostpid", &image, "true");
+    c.linux = Some(api::LinuxContainerConfig {
+        security_context: Some(api::LinuxContainerSecurityContext {
+            namespace_options: Some(api::NamespaceOption {
+                pid: api::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let e = create_err(&mut rt, &pod.id, c).await;
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("pid"), "{e:?}");
+    finish_pod(&d, &pod).await;
 }

@@ -370,6 +370,20 @@ impl Engine {
             .resolve_pod(pod_s)?
             .ok_or_else(|| EngineError::not_found(format!("pod sandbox {pod_s:?} not found")))?;
         let pod = self.pod_status(&pod_id)?;
+        // What only the pod may grant (CRI-O refuses the same): kubelet marks the pod
+        // privileged, or host-PID, whenever one of its containers is.
+        if config.security.privileged && !pod.config.privileged {
+            return Err(EngineError::invalid(
+                "linux.security_context.privileged: a privileged container needs a privileged pod sandbox",
+            ));
+        }
+        if config.security.pid == crate::spec::config::NamespaceMode::Node
+            && pod.config.pid != crate::spec::config::NamespaceMode::Node
+        {
+            return Err(EngineError::invalid(
+                "linux.security_context.namespace_options.pid: the host PID namespace must be asked for by the pod sandbox, not by one container",
+            ));
+        }
         if pod.state != PodState::Ready {
             return Err(EngineError::precondition(format!(
                 "pod sandbox {pod_id} is not ready"
