@@ -14,7 +14,6 @@ use tonic::transport::Channel;
 
 const SOCKET: &str = "/run/ferrio/ferrio.sock";
 const DROPIN: &str = "/etc/ferrio/ferrio.d/50-node-test.toml";
-const VM_ONLY: &str = "the node suite runs in the node VM: hack/node-vm.sh test";
 
 /// The tests share one daemon, one config and one systemd: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -283,16 +282,7 @@ async fn create_start_timing_on_the_node() {
     let image = busybox();
     let mut rt = runtime().await;
     let mut cfg = pod_with("timing", "");
-    cfg.linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap()
-        .namespace_options
-        .as_mut()
-        .unwrap()
-        .network = api::NamespaceMode::Node as i32;
+    ns_options(&mut cfg).network = api::NamespaceMode::Node as i32;
     let pod = run_pod(&mut rt, cfg.clone(), "").await;
     let mut ms = Vec::new();
     for i in 0..10 {
@@ -809,5 +799,4 @@ async fn zz_uninstall_leaves_config_and_images() {
     assert!(Path::new("/etc/ferrio/ferrio.toml").exists());
     assert!(Path::new("/var/lib/ferrio/images").exists());
     assert!(!sh("systemctl is-active -q ferrio.service").0);
-    let _ = VM_ONLY;
 }
