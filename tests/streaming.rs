@@ -673,3 +673,48 @@ async fn the_streaming_server_speaks_tls_when_configured() {
     assert!(text.ends_with("400") && text.contains("upgrade"), "{text}");
     finish_pod(&d, &pod).await;
 }
+
+/// A port-forward whose pod is gone by the time the stream connects is refused on the error
+/// channel and never reaches the host's loopback (where this test listens on the same port).
+#[tokio::test(flavor = "multi_thread")]
+async fn port_forward_to_a_gone_pod_never_reaches_the_host() {
+    let (d, _image, _pcfg, pod) = setup_pod("pfgone").await;
+    let mut rt = d.runtime().await;
+    let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    host.set_nonblocking(true).unwrap();
+    let port = host.local_addr().unwrap().port();
+    let pf = rt
+        .port_forward(api::PortForwardRequest {
+            pod_sandbox_id: pod.id.clone(),
+            port: vec![port as i32],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    finish_pod(&d, &pod).await;
+    let mut ws = connect(&format!("{pf}?port={port}"), "v4.channel.k8s.io")
+        .await
+        .unwrap();
+    let mut error = String::new();
+    while let Ok(Some(Ok(msg))) =
+        tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await
+    {
+        if let Message::Binary(b) = msg {
+            if let Some((1, e)) = b.split_first() {
+                if e.len() > 2 {
+                    error = String::from_utf8_lossy(e).into_owned();
+                    break;
+                }
+            }
+        }
+    }
+    assert!(
+        error.contains("gone"),
+        "no refusal on the error channel: {error:?}"
+    );
+    assert!(
+        host.accept().is_err(),
+        "the port-forward reached the host's loopback"
+    );
+}

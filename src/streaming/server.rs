@@ -479,7 +479,7 @@ impl Streaming {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let (mut sink, mut source) = ws.split();
-        let netns = self.engine.pod(&pod).and_then(|p| p.paths.net_ns.clone());
+        let netns = pod_network(&self.engine, &pod);
         let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(32);
         let mut writers: HashMap<u8, tokio::net::tcp::OwnedWriteHalf> = HashMap::new();
         let last = Arc::new(AtomicI64::new(now_secs()));
@@ -546,13 +546,34 @@ impl Streaming {
     }
 }
 
+/// Where a port-forward to `pod` connects: `Ok(None)` for a host-network pod (the host's
+/// loopback), `Ok(Some(ns))` for the pod's pinned network namespace, `Err` when the pod is gone,
+/// not ready, or has no namespace — never the host's loopback for a pod that has its own.
+type PodNetwork = Result<Option<std::path::PathBuf>, String>;
+
+fn pod_network(engine: &Engine, pod: &str) -> PodNetwork {
+    let Some(p) = engine.pod(pod) else {
+        return Err(format!("pod sandbox {pod} is gone"));
+    };
+    if p.state != crate::engine::PodState::Ready {
+        return Err(format!("pod sandbox {pod} is not ready"));
+    }
+    if p.config.network == crate::spec::config::NamespaceMode::Node {
+        return Ok(None);
+    }
+    p.paths
+        .net_ns
+        .clone()
+        .map(Some)
+        .ok_or_else(|| format!("pod sandbox {pod} has no network namespace"))
+}
+
 /// Connects to 127.0.0.1:`port` in a pod's network namespace (its pinned nsfs file), or in
-/// the host's for a host-network pod. The socket is made on a fresh thread that entered the
-/// namespace (it stays bound to it afterwards); the whole connect runs off the async workers.
-async fn connect_in_pod(
-    netns: Option<std::path::PathBuf>,
-    port: u16,
-) -> std::io::Result<tokio::net::TcpStream> {
+/// the host's for a host-network pod; a refused target is an error, nothing is connected. The
+/// socket is made on a fresh thread that entered the namespace (it stays bound to it
+/// afterwards); the whole connect runs off the async workers.
+async fn connect_in_pod(netns: PodNetwork, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let netns = netns.map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e))?;
     let std_stream = tokio::task::spawn_blocking(move || match &netns {
         Some(ns) => crate::sys::net::in_netns(ns, move || {
             std::net::TcpStream::connect(("127.0.0.1", port))
@@ -845,7 +866,7 @@ impl Streaming {
         pod: String,
     ) {
         use super::spdy::conn::SpdyStream;
-        let netns = self.engine.pod(&pod).and_then(|p| p.paths.net_ns.clone());
+        let netns = pod_network(&self.engine, &pod);
         // Streams come in pairs (error, data) sharing a request id.
         let mut errors: HashMap<String, SpdyStream> = HashMap::new();
         while let Some(s) = acceptor.accept().await {
