@@ -411,6 +411,26 @@ async fn localhost_seccomp_profile_blocks_a_syscall() {
         e.code() == tonic::Code::InvalidArgument && e.message().contains("bad.json"),
         "{e:?}"
     );
+    // A FIFO nobody writes and a file past the cap are refused, not read forever or whole.
+    let fifo = d.dir.path().join("fifo.json");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let e = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        create_err(&mut rt, &pod.id, secured("f", &image, sec(&fifo), vec![])),
+    )
+    .await
+    .expect("a FIFO profile must not block CreateContainer");
+    assert!(
+        e.code() == tonic::Code::InvalidArgument && e.message().contains("not a regular file"),
+        "{e:?}"
+    );
+    let big = d.dir.path().join("big.json");
+    std::fs::write(&big, vec![b' '; 2 << 20]).unwrap();
+    let e = create_err(&mut rt, &pod.id, secured("g", &image, sec(&big), vec![])).await;
+    assert!(
+        e.code() == tonic::Code::InvalidArgument && e.message().contains("larger than"),
+        "{e:?}"
+    );
     finish_pod(&d, &pod).await;
 }
 

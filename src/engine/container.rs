@@ -168,11 +168,7 @@ fn read_image_file(rootfs: &Path, rel: &str) -> Option<String> {
             return None;
         }
     }
-    let meta = std::fs::metadata(&p).ok()?;
-    if !meta.is_file() || meta.len() > 4 << 20 {
-        return None;
-    }
-    std::fs::read_to_string(&p).ok()
+    String::from_utf8(crate::state::read_capped(&p, 4 << 20).ok()?).ok()
 }
 
 /// Resolves mount sources (a missing one is created as a directory unless it is under a
@@ -508,7 +504,14 @@ impl Engine {
             p => p.clone(),
         };
         let builtin = matches!(handler, Handler::Builtin { .. });
-        resolve_seccomp(&profile, c, &self.host_capabilities, builtin).map(Some)
+        // A Localhost profile is a file read from the host, and resolving any profile is CPU
+        // work: both stay off the async workers.
+        let c = c.clone();
+        let host_caps = self.host_capabilities.clone();
+        tokio::task::spawn_blocking(move || resolve_seccomp(&profile, &c, &host_caps, builtin))
+            .await
+            .map_err(|e| EngineError::internal(format!("seccomp resolution: {e}")))?
+            .map(Some)
     }
 
     async fn build_container(
@@ -1251,6 +1254,9 @@ fn seccomp_plan(spec: &mut oci_spec::runtime::Spec) -> Result<Option<seccomp::Pl
     Ok(Some(plan))
 }
 
+/// The largest Localhost seccomp profile read (the runtime default is 20 KB).
+const LOCALHOST_PROFILE_CAP: u64 = 1 << 20;
+
 /// The seccomp section for a container's profile: RuntimeDefault is
 /// `seccomp-profiles/default.json`, Localhost a profile file on the host, both in the
 /// containers/moby profile format, resolved for this architecture, kernel and the container's
@@ -1271,7 +1277,7 @@ pub fn resolve_seccomp(
         }
         crate::spec::config::Profile::RuntimeDefault => Profile::default_profile(),
         crate::spec::config::Profile::Localhost(path) => {
-            let data = std::fs::read(path)
+            let data = crate::state::read_capped(Path::new(path), LOCALHOST_PROFILE_CAP)
                 .map_err(|e| EngineError::invalid(format!("seccomp profile {path}: {e}")))?;
             loaded = Profile::from_json(&data)
                 .map_err(|e| EngineError::invalid(format!("seccomp profile {path}: {e}")))?;

@@ -77,6 +77,41 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<T> {
     })
 }
 
+/// Reads a regular file of at most `cap` bytes. Opening does not wait on a FIFO (`O_NONBLOCK`),
+/// and anything that is not a regular file, or grows past `cap`, is an error — for files a client
+/// or an image names (Localhost seccomp profiles, an image's /etc/passwd), which could be a pipe
+/// nobody writes or a device that never ends.
+pub fn read_capped(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let too_big = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("larger than {cap} bytes"),
+        )
+    };
+    if meta.len() > cap {
+        return Err(too_big());
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    f.take(cap + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > cap {
+        return Err(too_big());
+    }
+    Ok(data)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +129,20 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn read_capped_refuses_fifos_devices_and_big_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        fs::write(&f, b"12345").unwrap();
+        assert_eq!(read_capped(&f, 5).unwrap(), b"12345");
+        assert!(read_capped(&f, 4).is_err());
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = read_capped(&fifo, 10).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        assert!(read_capped(Path::new("/dev/zero"), 10).is_err());
+        assert!(read_capped(dir.path(), 10).is_err());
     }
 }
