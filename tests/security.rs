@@ -740,3 +740,120 @@ async fn privileged_and_host_pid_need_the_pod() {
     assert!(e.message().contains("pid"), "{e:?}");
     finish_pod(&d, &pod).await;
 }
+
+/// Every path under ferrio's roots, not following symlinks, crossing into the mounts below
+/// them (a container's rootfs, the pod's shm) as an attacker on the host would.
+fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    out.push(dir.to_path_buf());
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => walk(&p, out),
+            _ => out.push(p),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_host_user_cannot_reach_anything_under_ferrios_roots() {
+    let (d, image, pcfg, pod) = setup_pod("perm").await;
+    let mut rt = d.runtime().await;
+    let mut c = sh_container(
+        "secret",
+        &image,
+        "cp /bin/busybox /tmp/suid && chmod 4755 /tmp/suid && sleep 300",
+    );
+    c.envs.push(api::KeyValue {
+        key: "TOKEN".into(),
+        value: "s3cret-token".into(),
+    });
+    let id = create_start(&mut rt, &pod, &pcfg, c).await;
+    // The container plants a setuid binary in its writable layer (as one with CHOWN/FSETID can).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while sh_in(&mut rt, &id, "test -u /tmp/suid").await.2 != 0 {
+        assert!(std::time::Instant::now() < deadline, "no setuid file made");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Inside, the container sees the modes an image expects, whoever its user is.
+    let mut user = sh_container(
+        "user",
+        &image,
+        "stat -c %a / && cat /etc/resolv.conf /etc/hostname >/dev/null && touch /tmp/f && stat -c %a /tmp/f && echo ok",
+    );
+    user.linux = Some(api::LinuxContainerConfig {
+        security_context: Some(api::LinuxContainerSecurityContext {
+            run_as_user: Some(api::Int64Value { value: 1000 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let uid = create_start(&mut rt, &pod, &pcfg, user).await;
+    wait_exited(&mut rt, &uid, 20).await;
+    let logs = d.dir.path().join("logs");
+    let log = std::fs::read_to_string(logs.join("user.log")).unwrap();
+    let out: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.splitn(4, ' ').nth(3))
+        .collect();
+    assert_eq!(out, ["755", "644", "ok"], "{log}");
+    // CRI logs: the owner writes, its group (a log collector's) reads, nobody else.
+    use std::os::unix::fs::PermissionsExt;
+    for l in ["secret.log", "user.log"] {
+        let mode = std::fs::metadata(logs.join(l))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o640, "{l}");
+    }
+
+    let mut paths = Vec::new();
+    walk(&d.root, &mut paths);
+    walk(&d.dir.path().join("run"), &mut paths);
+    let planted: Vec<_> = paths.iter().filter(|p| p.ends_with("tmp/suid")).collect();
+    assert!(!planted.is_empty(), "the walk reaches the writable layer");
+    assert!(
+        paths.iter().any(|p| p.ends_with("bundle/config.json")),
+        "the walk reaches the bundle"
+    );
+    let list = tempfile::NamedTempFile::new().unwrap();
+    let text: String = paths.iter().map(|p| format!("{}\n", p.display())).collect();
+    std::fs::write(list.path(), text).unwrap();
+    std::fs::set_permissions(list.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    // nobody (65534), no groups: can it list, read, write or execute any of them?
+    let out = tokio::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", "sh", "-c"])
+        .arg(r#"n=0; while IFS= read -r p; do n=$((n+1)); if [ -r "$p" ] || [ -w "$p" ] || [ -x "$p" ]; then echo "REACHED $p"; fi; done < "$1"; echo "checked $n""#)
+        .arg("sh")
+        .arg(list.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout
+            .trim_end()
+            .ends_with(&format!("checked {}", paths.len())),
+        "{stdout}"
+    );
+    let reached: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("REACHED"))
+        .collect();
+    assert!(
+        reached.is_empty(),
+        "{} of {} paths reachable by another user, e.g. {:?}",
+        reached.len(),
+        paths.len(),
+        &reached[..reached.len().min(10)]
+    );
+    finish_pod(&d, &pod).await;
+}

@@ -236,7 +236,7 @@ pub fn place_helper(h: &HelperCgroup, unit: &str, pid: i32) -> Result<(), Cgroup
                     continue;
                 }
                 let dir = join(&root, &leaf);
-                std::fs::create_dir_all(&dir).map_err(|e| {
+                crate::state::create_dirs(&dir, 0o755).map_err(|e| {
                     io::Error::new(e.kind(), format!("creating {}: {e}", dir.display()))
                 })?;
                 let procs = dir.join("cgroup.procs");
@@ -320,7 +320,13 @@ pub fn create(cgroup: &str) -> io::Result<bool> {
             if cur.is_dir() {
                 continue;
             }
+            // 0755 whatever the daemon's umask, as cgroup directories are: a user-namespaced
+            // container's init walks its way to its own cgroup through these.
             std::fs::create_dir(&cur)?;
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&cur, std::fs::Permissions::from_mode(0o755))?;
+            }
             made = true;
             if ctrls.iter().any(|c| c == "cpuset") {
                 for f in ["cpuset.cpus", "cpuset.mems"] {

@@ -135,6 +135,9 @@ pub fn main() -> std::process::ExitCode {
     // The re-exec'd helpers: plain single-threaded programs, dispatched before anything else
     // (no clap, no tokio, no logging set-up) so they start fast and stay single-threaded.
     let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).is_some_and(|a| a.starts_with("__")) {
+        crate::sys::set_umask(0o022);
+    }
     if let Some(code) = helper(&argv) {
         return std::process::ExitCode::from(code.clamp(0, 255) as u8);
     }
@@ -183,6 +186,7 @@ fn helper(argv: &[String]) -> Option<i32> {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            crate::sys::set_umask(0o077);
             crate::sys::process::limit_malloc_arenas();
             let cfg = cli.global.load_config()?;
             crate::telemetry::init(&cfg.log_level);
@@ -537,8 +541,10 @@ fn import(cfg: &Config, files: &[PathBuf]) -> Result<()> {
                 .collect()
         }
         Err(_) => {
-            // No daemon: write the store directly, holding the root lock it would hold.
-            std::fs::create_dir_all(&cfg.root)?;
+            // No daemon: write the store directly, holding the root lock it would hold, and
+            // with its private modes.
+            crate::sys::set_umask(0o077);
+            crate::state::create_private_dir(&cfg.root)?;
             let Some(_lock) = crate::sys::FileLock::try_lock(&cfg.root.join("ferrio.lock"))? else {
                 bail!(
                     "a ferrio daemon holds {} but does not answer on {}",

@@ -192,7 +192,8 @@ fn prepare_host(
                     hp.display()
                 )));
             }
-            std::fs::create_dir_all(hp).map_err(EngineError::io(format_args!(
+            // 0755 like CRI-O's: a container user other than root may need to search it.
+            crate::state::create_dirs(hp, 0o755).map_err(EngineError::io(format_args!(
                 "creating mount source {}",
                 hp.display()
             )))?;
@@ -535,6 +536,7 @@ impl Engine {
         let reject = self.cfg().runtime.absent_mount_sources_to_reject.clone();
         let config = rec.config.clone();
         let cdi_dirs = self.cfg().runtime.cdi_spec_dirs.clone();
+        let top = self.cfg().run_root.clone();
         let (passwd, group, sources, devices, cdi) = {
             let (rootfs, data, run) = (rootfs.clone(), data.clone(), run.clone());
             blocking(move || -> Result<_> {
@@ -549,15 +551,29 @@ impl Engine {
                     std::fs::create_dir_all(d)
                         .map_err(EngineError::io(format_args!("creating {}", d.display())))?;
                 }
+                let lower: Vec<&Path> = layers.iter().map(|p| p.as_path()).collect();
+                if lower.is_empty() {
+                    return Err(EngineError::invalid("the image has no layers"));
+                }
+                // The upper directory is the container's `/`: it takes the mode of the image's
+                // root (the top layer's), not the daemon's private one; the directories around
+                // it keep others out.
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = std::fs::metadata(lower[0])
+                        .map(|m| m.permissions().mode() & 0o7777)
+                        .unwrap_or(0o755);
+                    std::fs::set_permissions(
+                        data.join("upper"),
+                        std::fs::Permissions::from_mode(mode),
+                    )
+                    .map_err(EngineError::io("chmod of the upper layer"))?;
+                }
                 if let Some((uid, gid)) = root_ids {
                     // The rootfs's own directory and new files belong to the pod's root.
                     std::os::unix::fs::chown(data.join("upper"), Some(uid), Some(gid))
                         .map_err(EngineError::io("chown of the upper layer"))?;
-                    super::pod::make_accessible(&rootfs)?;
-                }
-                let lower: Vec<&Path> = layers.iter().map(|p| p.as_path()).collect();
-                if lower.is_empty() {
-                    return Err(EngineError::invalid("the image has no layers"));
+                    super::pod::make_accessible(&rootfs, &top)?;
                 }
                 crate::sys::mount::mount_overlay(
                     &lower,
@@ -576,6 +592,18 @@ impl Engine {
         let sources = self.image_volumes(rec, &run, pod, sources).await?;
         let status_sources = sources.clone();
         let sources = self.idmapped_mounts(rec, &run, sources).await?;
+        if root_ids.is_some() {
+            // The runtime binds these from inside the pod's user namespace: the way to the
+            // sources ferrio mounted under the container's run directory must be searchable.
+            let (idmap, top) = (run.join("idmap"), self.cfg().run_root.clone());
+            blocking(move || {
+                if idmap.exists() {
+                    super::pod::make_accessible(&idmap, &top)?;
+                }
+                Ok::<_, EngineError>(())
+            })
+            .await??;
+        }
         // CPU work over request and image content: on a blocking thread.
         let generated = {
             let (pod_config, config, image_cfg) =

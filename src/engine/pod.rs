@@ -339,11 +339,13 @@ impl Engine {
                     }
                     _ => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
                 };
-                std::fs::write(&paths.resolv_conf, resolv)
+                // Bound into every container, whose user may be anyone: world-readable, in a
+                // directory only root can reach.
+                write_shared(&paths.resolv_conf, resolv.as_bytes())
                     .map_err(EngineError::io("writing resolv.conf"))?;
                 if c.network != NamespaceMode::Node {
                     let h = dir.join("hostname");
-                    std::fs::write(&h, format!("{}\n", c.hostname))
+                    write_shared(&h, format!("{}\n", c.hostname).as_bytes())
                         .map_err(EngineError::io("writing hostname"))?;
                     paths.hostname_file = Some(h);
                 }
@@ -443,8 +445,11 @@ impl Engine {
         let paths = rec.paths.clone();
         let dir = dir.to_path_buf();
         let layers = self.images.store().layers_root();
+        let top = self.cfg().run_root.clone();
         let staged = blocking(move || -> Result<PathBuf> {
-            make_accessible(&dir)?;
+            // The pod's directory, and its pinned namespaces, which the runtime opens from
+            // inside the user namespace.
+            make_accessible(&dir.join("ns"), &top)?;
             let own = [Some(&paths.resolv_conf), paths.hostname_file.as_ref()];
             let shm = (paths.shm != Path::new("/dev/shm")).then_some(&paths.shm);
             for p in own.into_iter().chain([shm]).flatten() {
@@ -810,15 +815,41 @@ impl Engine {
     }
 }
 
-/// Lets every user search the directories from `/` down to `dir` (adds o+x where missing), so
-/// that a container root that is an unprivileged host id can reach the files ferrio binds into
-/// its containers.
-pub fn make_accessible(dir: &Path) -> Result<()> {
+/// A file written for containers to read (resolv.conf, hostname): mode 0644 whatever the umask.
+fn write_shared(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, data)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+}
+
+/// Lets every user search the directories from `top` (one of ferrio's roots, which becomes
+/// 0711) down to `dir` (adds o+x where missing), so that a container root that is an
+/// unprivileged host id can reach the files ferrio binds into its containers. Above `top`
+/// nothing is changed: a directory there that others cannot search is a FailedPrecondition
+/// naming it.
+pub fn make_accessible(dir: &Path, top: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode_of = |d: &Path| -> Result<u32> {
+        Ok(std::fs::metadata(d)
+            .map_err(EngineError::io(format_args!("{}", d.display())))?
+            .permissions()
+            .mode())
+    };
     for d in dir.ancestors() {
-        let meta =
-            std::fs::metadata(d).map_err(EngineError::io(format_args!("{}", d.display())))?;
-        let mode = meta.permissions().mode();
+        if !d.starts_with(top) {
+            if mode_of(d)? & 0o001 == 0 {
+                return Err(EngineError::new(
+                    Kind::FailedPrecondition,
+                    format!(
+                        "a pod with its own user namespace needs every directory above {} searchable by all users; {} is not",
+                        top.display(),
+                        d.display()
+                    ),
+                ));
+            }
+            continue;
+        }
+        let mode = mode_of(d)?;
         if mode & 0o001 == 0 {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode((mode | 0o001) & 0o7777))
                 .map_err(EngineError::io(format_args!("chmod o+x {}", d.display())))?;

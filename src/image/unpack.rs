@@ -119,6 +119,14 @@ pub fn unpack_layer<R: Read>(
     dest: &Path,
 ) -> Result<Unpacked, ImageError> {
     let what = expect.what.as_str();
+    // The layer's root, and directories the archive implies without listing them, are 0755
+    // (what containerd gives them), whatever the daemon's private umask; an entry for "./"
+    // sets the root's mode.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dest, fs::Permissions::from_mode(0o755))
+            .map_err(|e| corrupt(what, e))?;
+    }
     let mut compressed = HashingReader::new(reader);
     let (diff_id, unpacked_size, compression) = {
         let (decomp, compression) = decompressor(&mut compressed).map_err(|e| corrupt(what, e))?;
@@ -322,7 +330,11 @@ fn ensure_dir(root: &Path, rel: &Path) -> Result<PathBuf, EntryError> {
                     cur.display()
                 )))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&cur)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                use std::os::unix::fs::PermissionsExt;
+                fs::create_dir(&cur)?;
+                fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))?;
+            }
             Err(e) => return Err(e.into()),
         }
     }

@@ -75,9 +75,11 @@ impl CriLog {
         if self.path.as_os_str().is_empty() {
             return Ok(());
         }
+        use std::os::unix::fs::OpenOptionsExt;
         let f = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o640)
             .open(&self.path)
             .map_err(|e| {
                 io::Error::new(

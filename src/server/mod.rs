@@ -181,8 +181,11 @@ pub async fn serve_until(
 ) -> Result<(), ServerError> {
     let started = std::time::Instant::now();
     check_cgroup_driver(&cfg)?;
+    // Nothing under ferrio's roots is other users' business: bundles hold pods' secrets, rootfs
+    // and layers hold setuid files. A user-namespaced pod adds search permission on the way to
+    // its own files only (`engine::pod::make_accessible`).
     for d in [&cfg.root, &cfg.run_root] {
-        std::fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
+        crate::state::create_private_dir(d).map_err(io(format!("creating {}", d.display())))?;
     }
     let _root_lock = crate::sys::FileLock::try_lock(&cfg.root.join("ferrio.lock"))
         .map_err(io("locking the root directory"))?

@@ -32,10 +32,7 @@ pub fn check_free(path: &Path) -> Result<(), ServerError> {
 pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o711)
-            .create(dir)
+        crate::state::create_dirs(dir, 0o711)
             .map_err(super::io(format!("creating {}", dir.display())))?;
     }
     check_free(path)?;

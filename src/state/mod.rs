@@ -43,7 +43,14 @@ fn replace(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
         std::process::id()
     ));
     let result = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?
+        };
         f.write_all(data)?;
         if durable {
             f.sync_all()?;
@@ -58,6 +65,37 @@ fn replace(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Creates `dir` (and missing parents) and makes it 0700, also when it existed with a wider mode
+/// (a root made by an older version): ferrio's roots are its own.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(dir)?;
+    let mode = fs::metadata(dir)?.permissions().mode() & 0o7777;
+    if mode != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Creates `dir` and each missing parent with exactly `mode` (the umask does not apply): for
+/// directories a container must be able to search (a mount source kubelet did not make, as
+/// CRI-O makes them 0755, the root of a layer).
+pub fn create_dirs(dir: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && fs::symlink_metadata(d).is_err())
+        .collect();
+    for d in missing.into_iter().rev() {
+        match fs::create_dir(d) {
+            Ok(()) => fs::set_permissions(d, fs::Permissions::from_mode(mode))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Serialises `value` as JSON and writes it atomically.
@@ -86,7 +124,7 @@ pub fn read_capped(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = fs::OpenOptions::new()
         .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .custom_flags(nix::libc::O_NONBLOCK)
         .open(path)?;
     let meta = f.metadata()?;
     if !meta.is_file() {
@@ -129,6 +167,26 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn modes_are_exact_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let f = dir.path().join("r.json");
+        write_json(&f, &1).unwrap();
+        assert_eq!(mode(&f), 0o600);
+        let deep = dir.path().join("a/b/c");
+        create_dirs(&deep, 0o755).unwrap();
+        for d in ["a", "a/b", "a/b/c"] {
+            assert_eq!(mode(&dir.path().join(d)), 0o755, "{d}");
+        }
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(&root).unwrap();
+        assert_eq!(mode(&root), 0o700);
     }
 
     #[test]

@@ -10,6 +10,13 @@ pub fn make_whiteout(path: &Path) -> io::Result<()> {
     mknod(path, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).map_err(io::Error::from)
 }
 
+/// Sets the process's file mode creation mask. The daemon (and the CLI when it writes the store
+/// itself) runs with 0o077, so whatever it creates is its own unless it says otherwise; the
+/// helpers run with 0o022, the mask runc and crun give a container whose spec names none.
+pub fn set_umask(mask: u32) {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+}
+
 /// An exclusive advisory lock on a file, held until dropped.
 pub struct FileLock {
     _file: nix::fcntl::Flock<std::fs::File>,

@@ -167,6 +167,12 @@ impl Daemon {
     }
 
     pub fn start_in(dir: Arc<tempfile::TempDir>, opts: DaemonOpts) -> Daemon {
+        // Where ferrio's roots live on a node (/var/lib, /run) every user may search; the test's
+        // directory is the same, so that what ferrio itself keeps private is what is tested.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         let root = opts.root.clone().unwrap_or_else(|| dir.path().join("root"));
         let run_root = dir.path().join("run");
         let socket = run_root.join("ferrio.sock");
