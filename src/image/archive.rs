@@ -35,9 +35,48 @@ pub fn import(store: &Arc<Store>, path: &Path) -> Result<Vec<ImageRecord>, Image
         // Directory entries are skipped: only files are read from the archive, and unpacking a
         // file creates its parents. (tar's own `unpack` would hold every directory entry until
         // the end, in memory.) Entries outside the archive root are skipped, as `unpack` does.
+        // Links must stay inside the archive (docker save links one layer.tar to another), and
+        // devices and FIFOs have no place in an image archive: a read of either never ends.
         unpack::for_each_entry(&mut ar, &budget, &what, |entry| {
-            if entry.header().entry_type() == tar::EntryType::Directory {
-                return Ok(());
+            use tar::EntryType as T;
+            let kind = entry.header().entry_type();
+            let member = || {
+                entry
+                    .path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            };
+            match kind {
+                T::Directory => return Ok(()),
+                T::Regular | T::Continuous => {}
+                T::Symlink | T::Link => {
+                    let name = entry.path().map_err(|e| corrupt(&what, e))?.into_owned();
+                    let target = entry
+                        .link_name()
+                        .map_err(|e| corrupt(&what, e))?
+                        .unwrap_or_default()
+                        .into_owned();
+                    // A symlink's target is relative to its own directory, a hard link's to
+                    // the archive root.
+                    let base = if kind == T::Symlink {
+                        name.parent().unwrap_or(Path::new("")).to_path_buf()
+                    } else {
+                        PathBuf::new()
+                    };
+                    if !stays_inside(&base, &target) {
+                        return Err(ImageError::Corrupt(format!(
+                            "{what}: member {} links to {} outside the archive; refused",
+                            name.display(),
+                            target.display()
+                        )));
+                    }
+                }
+                other => {
+                    return Err(ImageError::Corrupt(format!(
+                        "{what}: member {} is a {other:?} entry, not a file, directory or link; refused",
+                        member()
+                    )))
+                }
             }
             entry.unpack_in(&dst).map(drop).map_err(|e| {
                 ImageError::Corrupt(format!(
@@ -59,9 +98,65 @@ pub fn import(store: &Arc<Store>, path: &Path) -> Result<Vec<ImageRecord>, Image
     }
 }
 
-fn read_file(root: &Path, rel: &str, what: &str) -> Result<Vec<u8>, ImageError> {
+fn corrupt(what: &str, e: impl std::fmt::Display) -> ImageError {
+    ImageError::Corrupt(format!("{what}: not a readable tar archive: {e}"))
+}
+
+/// Whether `target`, taken from `base` (both relative to the archive root), names a path inside
+/// the archive: not absolute, and never above the root on the way.
+fn stays_inside(base: &Path, target: &Path) -> bool {
+    use std::path::Component as C;
+    let mut depth: usize = 0;
+    for c in base.components().chain(target.components()) {
+        match c {
+            C::Normal(_) => depth += 1,
+            C::CurDir => {}
+            C::ParentDir => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            C::RootDir | C::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+/// JSON documents of an archive that name no size (index.json, manifest.json) are read up to
+/// the cap a registry's manifests get.
+const DOCUMENT_CAP: u64 = manifest::MAX_DOCUMENT;
+
+/// Reads a member of the unpacked archive: a regular file that resolves inside the archive, of
+/// at most `cap` bytes (a blob's descriptor size).
+fn read_file(root: &Path, rel: &str, what: &str, cap: u64) -> Result<Vec<u8>, ImageError> {
+    let p = resolve_inside(root, rel, what)?;
+    crate::state::read_capped(&p, cap)
+        .map_err(|e| ImageError::Corrupt(format!("{what}: reading {rel}: {e}")))
+}
+
+/// `rel` below `root`, with its symlinks resolved, refused unless it is still below `root`.
+fn resolve_inside(root: &Path, rel: &str, what: &str) -> Result<PathBuf, ImageError> {
     let p = safe_join(root, rel, what)?;
-    std::fs::read(&p).map_err(|e| ImageError::Corrupt(format!("{what}: reading {rel}: {e}")))
+    let real = p
+        .canonicalize()
+        .map_err(|e| ImageError::Corrupt(format!("{what}: {rel}: {e}")))?;
+    let real_root = root
+        .canonicalize()
+        .map_err(|e| ImageError::io("resolving the import directory", e))?;
+    if !real.starts_with(&real_root) {
+        return Err(ImageError::Corrupt(format!(
+            "{what}: {rel} resolves outside the archive; refused"
+        )));
+    }
+    Ok(real)
+}
+
+/// A blob's descriptor size as a read cap (a descriptor without one gets the document cap).
+fn blob_cap(size: u64) -> u64 {
+    if size > 0 {
+        size
+    } else {
+        DOCUMENT_CAP
+    }
 }
 
 fn safe_join(root: &Path, rel: &str, what: &str) -> Result<PathBuf, ImageError> {
@@ -91,8 +186,9 @@ struct OciIndex {
 }
 
 fn import_oci(store: &Arc<Store>, root: &Path, what: &str) -> Result<Vec<ImageRecord>, ImageError> {
-    let index: OciIndex = serde_json::from_slice(&read_file(root, "index.json", what)?)
-        .map_err(|e| ImageError::Corrupt(format!("{what}: index.json: {e}")))?;
+    let index: OciIndex =
+        serde_json::from_slice(&read_file(root, "index.json", what, DOCUMENT_CAP)?)
+            .map_err(|e| ImageError::Corrupt(format!("{what}: index.json: {e}")))?;
     if index.manifests.is_empty() {
         return Err(ImageError::InvalidArgument(format!(
             "{what}: index.json lists no image"
@@ -101,7 +197,12 @@ fn import_oci(store: &Arc<Store>, root: &Path, what: &str) -> Result<Vec<ImageRe
     let mut out = Vec::new();
     for top in &index.manifests {
         let name = image_name(top);
-        let top_bytes = read_file(root, &blob_rel(&top.digest, what)?, what)?;
+        let top_bytes = read_file(
+            root,
+            &blob_rel(&top.digest, what)?,
+            what,
+            blob_cap(top.size),
+        )?;
         check(what, &top_bytes, &top.digest)?;
         let (manifest_bytes, manifest_digest, index_blob) = match manifest::parse(what, &top_bytes)?
         {
@@ -111,7 +212,7 @@ fn import_oci(store: &Arc<Store>, root: &Path, what: &str) -> Result<Vec<ImageRe
                     tracing::warn!(archive = %what, digest = %top.digest, "no manifest for this platform in the archive's index; skipped");
                     continue;
                 };
-                let b = read_file(root, &blob_rel(&e.digest, what)?, what)?;
+                let b = read_file(root, &blob_rel(&e.digest, what)?, what, blob_cap(e.size))?;
                 check(what, &b, &e.digest)?;
                 (b, e.digest.clone(), Some((top_bytes, top.digest.clone())))
             }
@@ -119,7 +220,12 @@ fn import_oci(store: &Arc<Store>, root: &Path, what: &str) -> Result<Vec<ImageRe
         let Parsed::Manifest(m) = manifest::parse(what, &manifest_bytes)? else {
             return Err(ImageError::Corrupt(format!("{what}: nested index")));
         };
-        let config_bytes = read_file(root, &blob_rel(&m.config.digest, what)?, what)?;
+        let config_bytes = read_file(
+            root,
+            &blob_rel(&m.config.digest, what)?,
+            what,
+            blob_cap(m.config.size),
+        )?;
         check(what, &config_bytes, &m.config.digest)?;
         let config = manifest::parse_config(what, &config_bytes)?;
         let plan = manifest::plan_layers(what, &m, &config)?;
@@ -130,7 +236,7 @@ fn import_oci(store: &Arc<Store>, root: &Path, what: &str) -> Result<Vec<ImageRe
         );
         let mut layers = Vec::new();
         for (desc, diff_id, chain) in &plan {
-            let src = safe_join(root, &blob_rel(&desc.digest, what)?, what)?;
+            let src = resolve_inside(root, &blob_rel(&desc.digest, what)?, what)?;
             let expect = LayerExpect {
                 what: format!("{what}: layer {}", desc.digest),
                 digest: Some(desc.digest.clone()),
@@ -218,6 +324,22 @@ fn store_layer(
         }
     }
     let f = File::open(src).map_err(|e| ImageError::Corrupt(format!("{}: {e}", expect.what)))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| ImageError::Corrupt(format!("{}: {e}", expect.what)))?;
+    if !meta.is_file() {
+        return Err(ImageError::Corrupt(format!(
+            "{}: not a regular file",
+            expect.what
+        )));
+    }
+    if let Some(size) = expect.size.filter(|s| meta.len() != *s) {
+        return Err(ImageError::SizeMismatch {
+            what: expect.what.clone(),
+            expected: size,
+            actual: meta.len(),
+        });
+    }
     let tmp = store.temp_dir("layer-")?;
     let diff = tmp.path().join("diff");
     std::fs::create_dir(&diff).map_err(|e| ImageError::io("creating layer directory", e))?;
@@ -274,11 +396,11 @@ fn import_docker(
     what: &str,
 ) -> Result<Vec<ImageRecord>, ImageError> {
     let entries: Vec<DockerEntry> =
-        serde_json::from_slice(&read_file(root, "manifest.json", what)?)
+        serde_json::from_slice(&read_file(root, "manifest.json", what, DOCUMENT_CAP)?)
             .map_err(|e| ImageError::Corrupt(format!("{what}: manifest.json: {e}")))?;
     let mut out = Vec::new();
     for entry in entries {
-        let config_bytes = read_file(root, &entry.config, what)?;
+        let config_bytes = read_file(root, &entry.config, what, DOCUMENT_CAP)?;
         let config_digest = sha256_digest(&config_bytes);
         let config = manifest::parse_config(what, &config_bytes)?;
         if config.rootfs.diff_ids.len() != entry.layers.len() {
@@ -297,7 +419,7 @@ fn import_docker(
             .zip(&config.rootfs.diff_ids)
             .zip(&chains)
         {
-            let src = safe_join(root, rel, what)?;
+            let src = resolve_inside(root, rel, what)?;
             let expect = LayerExpect {
                 what: format!("{what}: layer {rel}"),
                 diff_id: Some(diff_id.clone()),
@@ -352,6 +474,154 @@ fn import_docker(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What goes into a test archive besides regular files.
+    enum Member<'a> {
+        File(&'a str, Vec<u8>),
+        Symlink(&'a str, &'a str),
+        HardLink(&'a str, &'a str),
+        Fifo(&'a str),
+        CharDevice(&'a str),
+    }
+
+    fn tar_of(members: &[Member]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for m in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(0);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            match m {
+                Member::File(p, data) => {
+                    h.set_size(data.len() as u64);
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_cksum();
+                    b.append_data(&mut h, p, data.as_slice()).unwrap();
+                    continue;
+                }
+                Member::Symlink(p, t) | Member::HardLink(p, t) => {
+                    h.set_entry_type(if matches!(m, Member::Symlink(..)) {
+                        tar::EntryType::Symlink
+                    } else {
+                        tar::EntryType::Link
+                    });
+                    b.append_link(&mut h, p, t).unwrap();
+                    continue;
+                }
+                Member::Fifo(p) => {
+                    h.set_entry_type(tar::EntryType::Fifo);
+                    h.set_path(p).unwrap();
+                }
+                Member::CharDevice(p) => {
+                    h.set_entry_type(tar::EntryType::Char);
+                    h.set_device_major(1).unwrap();
+                    h.set_device_minor(5).unwrap();
+                    h.set_path(p).unwrap();
+                }
+            }
+            h.set_cksum();
+            b.append(&h, std::io::empty()).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// A one-layer docker-save archive; `config` is how the config member is stored.
+    fn docker_save(config: impl FnOnce(Vec<u8>) -> Vec<Member<'static>>) -> Vec<u8> {
+        let layer = tar_of(&[Member::File("hello", b"hi\n".to_vec())]);
+        let diff_id = sha256_digest(&layer);
+        let cfg = format!(
+            r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
+        )
+        .into_bytes();
+        let manifest =
+            br#"[{"Config":"c.json","RepoTags":["example.com/t:1"],"Layers":["l1/layer.tar"]}]"#
+                .to_vec();
+        let mut members = vec![
+            Member::File("manifest.json", manifest),
+            Member::File("l0/layer.tar", layer),
+            // docker save links a layer it has already written.
+            Member::Symlink("l1/layer.tar", "../l0/layer.tar"),
+        ];
+        members.extend(config(cfg));
+        tar_of(&members)
+    }
+
+    fn import_bytes(data: &[u8]) -> (tempfile::TempDir, Result<Vec<ImageRecord>, ImageError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("images")).unwrap();
+        let path = dir.path().join("a.tar");
+        std::fs::write(&path, data).unwrap();
+        let r = import(&store, &path);
+        (dir, r)
+    }
+
+    #[test]
+    fn links_inside_the_archive_are_followed() {
+        let (_d, r) = import_bytes(&docker_save(|cfg| {
+            vec![
+                Member::File("blobs/c", cfg),
+                Member::HardLink("c.json", "blobs/c"),
+            ]
+        }));
+        let images = r.unwrap();
+        assert_eq!(images[0].repo_tags, ["example.com/t:1"]);
+    }
+
+    #[test]
+    fn links_out_of_the_archive_devices_and_fifos_are_refused() {
+        // A valid config on the host, reached through a symlink: never read.
+        let host = tempfile::tempdir().unwrap();
+        let outside = host.path().join("config.json");
+        let target: &'static str = Box::leak(outside.display().to_string().into_boxed_str());
+        let data = docker_save(|cfg| {
+            std::fs::write(&outside, &cfg).unwrap();
+            vec![Member::Symlink("c.json", target)]
+        });
+        let (_d, r) = import_bytes(&data);
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.contains("links to") && e.contains("outside the archive"),
+            "{e}"
+        );
+        for (name, members) in [
+            (
+                "climbing symlink",
+                vec![Member::Symlink("x/c.json", "../../../etc/passwd")],
+            ),
+            (
+                "hard link out",
+                vec![Member::HardLink("c.json", "../../etc/passwd")],
+            ),
+            ("fifo", vec![Member::Fifo("c.json")]),
+            ("device", vec![Member::CharDevice("c.json")]),
+        ] {
+            let data = docker_save(move |_| members);
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let (_d, r) = import_bytes(&data);
+                let _ = tx.send(r.map(drop).map_err(|e| e.to_string()));
+            });
+            let r = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("{name}: the import does not end"));
+            let e = r.expect_err(name);
+            assert!(e.contains("refused"), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_blob_larger_than_its_descriptor_is_not_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'x'; 4096]).unwrap();
+        let e = read_file(dir.path(), "big", "t", 100)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("larger than 100 bytes"), "{e}");
+        assert_eq!(read_file(dir.path(), "big", "t", 4096).unwrap().len(), 4096);
+    }
 
     #[test]
     fn an_archive_with_a_huge_long_name_is_refused_at_the_header_cap() {
