@@ -671,6 +671,83 @@ async fn the_streaming_server_speaks_tls_when_configured() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.ends_with("400") && text.contains("upgrade"), "{text}");
+    // A client that never starts its handshake is closed after the handshake timeout.
+    let host = url
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap();
+    assert_closed_soon(host, b"").await;
+    finish_pod(&d, &pod).await;
+}
+
+/// Connects to `host`, sends `first` and then nothing: the server must close the connection
+/// within its 10 s limit (20 s allowed here).
+async fn assert_closed_soon(host: &str, first: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(host).await.unwrap();
+    c.write_all(first).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            match c.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a client that sent {first:?} was still connected after 20 s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_and_trickling_clients_are_closed() {
+    let (d, image, pcfg, pod) = setup_pod("slow").await;
+    let mut rt = d.runtime().await;
+    let id = create_start(&mut rt, &pod, &pcfg, sh_container("s", &image, "sleep 300")).await;
+    let url = exec_url(rt.clone(), id, &["true"], false).await;
+    let host = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let (a, b) = tokio::join!(
+        assert_closed_soon(&host, b""),
+        assert_closed_soon(&host, b"GET /exec/x HTTP/1.1\r\nHost: a\r\n"),
+    );
+    let ((), ()) = (a, b);
+    // 256 open connections are the limit: the next one is closed at once, long before the
+    // header timeout; once they go, connections are served again.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut held = Vec::new();
+    for _ in 0..256 {
+        held.push(tokio::net::TcpStream::connect(&host).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut extra = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let mut buf = [0u8; 64];
+    let r = tokio::time::timeout(std::time::Duration::from_secs(3), extra.read(&mut buf)).await;
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "the 257th connection was not closed at once: {r:?}"
+    );
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut c = tokio::net::TcpStream::connect(&host).await.unwrap();
+    c.write_all(b"GET /nothing HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    c.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 "),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
     finish_pod(&d, &pod).await;
 }
 

@@ -37,6 +37,14 @@ pub enum Pending {
     },
 }
 
+/// A client must send a whole request head this soon after connecting (or after its previous
+/// request), and finish a TLS handshake this soon: a silent or trickling client holds no
+/// connection for longer.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open connections at most (sessions included); more are closed as they arrive.
+const MAX_CONNECTIONS: usize = 256;
+
 pub struct Streaming {
     addr: SocketAddr,
     scheme: &'static str,
@@ -107,32 +115,51 @@ impl Streaming {
         });
         tracing::info!(address = %s.addr, "streaming server listening");
         let server = s.clone();
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                // Past the limit a connection is closed at once, before anything is read.
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, limit = MAX_CONNECTIONS, "streaming connection refused: too many open");
+                    drop(stream);
                     continue;
                 };
                 let server = server.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let svc = hyper::service::service_fn(move |req| {
                         let server = server.clone();
                         async move { Ok::<_, std::convert::Infallible>(server.route(req)) }
                     });
-                    let http = hyper::server::conn::http1::Builder::new();
+                    let mut http = hyper::server::conn::http1::Builder::new();
+                    http.timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(HEADER_READ_TIMEOUT);
                     let done = match tls {
-                        Some(acceptor) => match acceptor.accept(stream).await {
-                            Ok(s) => {
-                                http.serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                                    .with_upgrades()
-                                    .await
+                        Some(acceptor) => {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                                .await
+                                .unwrap_or_else(|_| {
+                                    Err(std::io::Error::new(
+                                        std::io::ErrorKind::TimedOut,
+                                        "TLS handshake timed out",
+                                    ))
+                                }) {
+                                Ok(s) => {
+                                    http.serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                                        .with_upgrades()
+                                        .await
+                                }
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "streaming TLS handshake failed");
+                                    return;
+                                }
                             }
-                            Err(e) => {
-                                tracing::debug!(error = %e, "streaming TLS handshake failed");
-                                return;
-                            }
-                        },
+                        }
                         None => {
                             http.serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                                 .with_upgrades()
