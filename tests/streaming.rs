@@ -114,12 +114,7 @@ async fn exec_and_port_forward_over_websocket() {
     assert_eq!(collect(&mut ws).await.0, "still fine\n");
 
     // Malformed requests: no upgrade, unknown protocol, unknown token, SPDY.
-    let host = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let host = host_of(&url);
     for req in [
         "GET /exec/abc HTTP/1.1\r\nHost: x\r\n\r\n",
         "GET /exec/abc HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n",
@@ -681,6 +676,12 @@ async fn the_streaming_server_speaks_tls_when_configured() {
     finish_pod(&d, &pod).await;
 }
 
+/// The `host:port` of a streaming URL.
+fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split('/').next().unwrap().to_string()
+}
+
 /// Connects to `host`, sends `first` and then nothing: the server must close the connection
 /// within its 10 s limit (20 s allowed here).
 async fn assert_closed_soon(host: &str, first: &[u8]) {
@@ -709,12 +710,7 @@ async fn silent_and_trickling_clients_are_closed() {
     let mut rt = d.runtime().await;
     let id = create_start(&mut rt, &pod, &pcfg, sh_container("s", &image, "sleep 300")).await;
     let url = exec_url(rt.clone(), id, &["true"], false).await;
-    let host = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let host = host_of(&url);
     let (a, b) = tokio::join!(
         assert_closed_soon(&host, b""),
         assert_closed_soon(&host, b"GET /exec/x HTTP/1.1\r\nHost: a\r\n"),
