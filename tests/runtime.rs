@@ -1553,3 +1553,65 @@ async fn an_image_with_a_huge_environment_cannot_stall_the_daemon() {
     let _ = image;
     teardown(&d, &mut rt, &pod.id, &[&id]).await;
 }
+
+/// ExecSync whose caller goes away — its deadline passed, or the client dropped the call —
+/// kills the process it started in the container, not only the helper; the container lives on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_exec_sync_kills_the_process_it_started() {
+    use std::time::Duration;
+    let (d, image, pcfg, pod) = setup_pod("execcancel").await;
+    let mut rt = d.runtime().await;
+    let id = create_start(&mut rt, &pod, &pcfg, sh_container("s", &image, "sleep 300")).await;
+    let exec = |secs: &str| api::ExecSyncRequest {
+        container_id: id.clone(),
+        cmd: vec!["sleep".into(), secs.into()],
+        timeout: 0,
+    };
+    let gone = |needle: &'static str| async move {
+        for _ in 0..100 {
+            if processes_containing(needle).is_empty() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    // The deadline passes.
+    let mut req = tonic::Request::new(exec("3331"));
+    req.set_timeout(Duration::from_secs(2));
+    let err = rt.exec_sync(req).await.unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        "{err:?}"
+    );
+    assert!(
+        gone("sleep 3331").await,
+        "{:?}",
+        processes_containing("sleep 3331")
+    );
+    // The client drops the call.
+    let mut rt2 = rt.clone();
+    let call = tokio::spawn({
+        let req = exec("3332");
+        async move { rt2.exec_sync(req).await }
+    });
+    for _ in 0..100 {
+        if !processes_containing("sleep 3332").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!processes_containing("sleep 3332").is_empty());
+    call.abort();
+    assert!(
+        gone("sleep 3332").await,
+        "{:?}",
+        processes_containing("sleep 3332")
+    );
+    let (out, _, _) = sh_in(&mut rt, &id, "echo alive").await;
+    assert_eq!(out, "alive");
+    finish_pod(&d, &pod).await;
+}

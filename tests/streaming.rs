@@ -791,3 +791,185 @@ async fn port_forward_to_a_gone_pod_never_reaches_the_host() {
         "the port-forward reached the host's loopback"
     );
 }
+
+/// Reads until the server closes the connection; how long that took (None: not within `max`).
+async fn ws_closed_after(mut ws: Ws, max: std::time::Duration) -> Option<std::time::Duration> {
+    let t = std::time::Instant::now();
+    tokio::time::timeout(max, async {
+        while let Some(Ok(m)) = ws.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|()| t.elapsed())
+}
+
+async fn spdy_closed_after(
+    mut c: spdy_client::Client,
+    max: std::time::Duration,
+) -> Option<std::time::Duration> {
+    let t = std::time::Instant::now();
+    tokio::time::timeout(max, async { while c.next().await.is_some() {} })
+        .await
+        .ok()
+        .map(|()| t.elapsed())
+}
+
+/// With `idle_timeout = 3`, every kind of session on both transports — exec, attach and
+/// port-forward over WebSocket and SPDY — is closed about 3 s after its last byte, the exec'd
+/// process with it; a session with traffic stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_session_kind_and_transport_closes_when_idle() {
+    use spdy_client::Client;
+    use std::time::Duration;
+    let d = Daemon::start(DaemonOpts {
+        extra_config: "[streaming]\nidle_timeout = 3\n".into(),
+        ..Default::default()
+    });
+    let image = Registry::shared().image("ferrio-test/busybox:1.35");
+    pull(&mut d.images().await, &image).await.unwrap();
+    let pcfg = pod_config("idle", &d.dir.path().join("logs"));
+    let mut rt = d.runtime().await;
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    let web = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sh_container("web", &image, "httpd -f -p 8080 -h /tmp"),
+    )
+    .await;
+    let mut cat = sh_container("cat", &image, "cat");
+    cat.stdin = true;
+    cat.command = vec!["cat".into()];
+    let cat = create_start(&mut rt, &pod, &pcfg, cat).await;
+    let attach_url =
+        |mut rt: api::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>| {
+            let cat = cat.clone();
+            async move {
+                rt.attach(api::AttachRequest {
+                    container_id: cat,
+                    stdin: true,
+                    tty: false,
+                    stdout: true,
+                    stderr: true,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .url
+            }
+        };
+    let pf_url =
+        |mut rt: api::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>| {
+            let pod = pod.id.clone();
+            async move {
+                rt.port_forward(api::PortForwardRequest {
+                    pod_sandbox_id: pod,
+                    port: vec![8080],
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .url
+            }
+        };
+    let max = Duration::from_secs(20);
+
+    let ws_exec = connect(
+        &exec_url(rt.clone(), web.clone(), &["sleep", "321"], false).await,
+        "v4.channel.k8s.io",
+    )
+    .await
+    .unwrap();
+    let ws_attach = connect(&attach_url(rt.clone()).await, "v4.channel.k8s.io")
+        .await
+        .unwrap();
+    let ws_pf = connect(&pf_url(rt.clone()).await, "v4.channel.k8s.io")
+        .await
+        .unwrap();
+    let mut spdy_exec = Client::connect(
+        &exec_url(rt.clone(), web.clone(), &["sleep", "322"], false).await,
+        &["v4.channel.k8s.io"],
+    )
+    .await
+    .unwrap();
+    spdy_exec.open(1, &[("streamtype", "error")], true).await;
+    spdy_exec.open(3, &[("streamtype", "stdout")], true).await;
+    spdy_exec.open(5, &[("streamtype", "stderr")], true).await;
+    let mut spdy_attach = Client::connect(&attach_url(rt.clone()).await, &["v4.channel.k8s.io"])
+        .await
+        .unwrap();
+    spdy_attach.open(1, &[("streamtype", "error")], true).await;
+    spdy_attach.open(3, &[("streamtype", "stdin")], false).await;
+    spdy_attach.open(5, &[("streamtype", "stdout")], true).await;
+    spdy_attach.open(7, &[("streamtype", "stderr")], true).await;
+    let mut spdy_pf = Client::connect(&pf_url(rt.clone()).await, &["portforward.k8s.io"])
+        .await
+        .unwrap();
+    let pf_headers = |t| [("streamtype", t), ("port", "8080"), ("requestid", "0")];
+    spdy_pf.open(1, &pf_headers("error"), true).await;
+    spdy_pf.open(3, &pf_headers("data"), false).await;
+    // A session with output every second is not idle.
+    let busy = connect(
+        &exec_url(
+            rt.clone(),
+            web.clone(),
+            &[
+                "sh",
+                "-c",
+                "for i in 1 2 3 4 5 6 7; do echo $i; sleep 1; done",
+            ],
+            false,
+        )
+        .await,
+        "v4.channel.k8s.io",
+    )
+    .await
+    .unwrap();
+
+    let (a, b, c, e, f, g, h) = tokio::join!(
+        ws_closed_after(ws_exec, max),
+        ws_closed_after(ws_attach, max),
+        ws_closed_after(ws_pf, max),
+        spdy_closed_after(spdy_exec, max),
+        spdy_closed_after(spdy_attach, max),
+        spdy_closed_after(spdy_pf, max),
+        ws_closed_after(busy, max),
+    );
+    for (kind, t) in [
+        ("websocket exec", a),
+        ("websocket attach", b),
+        ("websocket port-forward", c),
+        ("spdy exec", e),
+        ("spdy attach", f),
+        ("spdy port-forward", g),
+    ] {
+        let t = t.unwrap_or_else(|| panic!("the idle {kind} session was open after 20 s"));
+        assert!(
+            t >= Duration::from_millis(2500) && t < Duration::from_secs(10),
+            "the idle {kind} session closed after {t:?}"
+        );
+    }
+    let h = h.expect("the busy session ended");
+    assert!(
+        h >= Duration::from_secs(6),
+        "the busy session closed after {h:?}"
+    );
+    // The idle exec sessions' processes went with them; the containers live on.
+    let gone = async {
+        for _ in 0..50 {
+            if processes_containing("sleep 32").is_empty() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(gone.await, "{:?}", processes_containing("sleep 32"));
+    let (out, _, _) = sh_in(&mut rt, &web, "echo alive").await;
+    assert_eq!(out, "alive");
+    finish_pod(&d, &pod).await;
+}

@@ -1131,17 +1131,23 @@ impl Engine {
     ) -> Result<(Vec<u8>, Vec<u8>, i32)> {
         use tokio::io::AsyncReadExt;
         let timeout_ms = (timeout_s.max(0) as u64).saturating_mul(1000);
-        let (id, req) = self.exec_request(s, cmd, timeout_ms, false)?;
+        let (id, mut req) = self.exec_request(s, cmd, timeout_ms, false)?;
+        req.lifeline = true;
         let result_file = req.result_file.clone();
         let json = serde_json::to_vec(&req).map_err(|e| EngineError::internal(e.to_string()))?;
-        let mut child = tokio::process::Command::new(Engine::exe())
-            .arg("__exec")
+        let mut cmd = tokio::process::Command::new(Engine::exe());
+        cmd.arg("__exec")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
+            .stderr(std::process::Stdio::piped());
+        // Held for as long as this RPC waits: when the client cancels or its deadline ends the
+        // call, this future is dropped with it, and the helper kills the process it started.
+        let _lifeline = crate::sys::process::give_lifeline(&mut cmd)
+            .map_err(EngineError::io("making the exec helper's lifeline"))?;
+        let mut child = cmd
             .spawn()
             .map_err(|e| EngineError::internal(format!("running the exec helper: {e}")))?;
+        drop(cmd);
         if let Some(mut stdin) = child.stdin.take() {
             use tokio::io::AsyncWriteExt;
             stdin
@@ -1457,6 +1463,7 @@ impl Engine {
             timeout_ms,
             result_file: exec_dir.join(format!("{}.json", new_id())),
             stdin,
+            lifeline: false,
         };
         Ok((id, req))
     }
@@ -1470,6 +1477,8 @@ pub struct StreamExec {
     request_file: PathBuf,
     /// With a terminal: the helper's socket taking `{"width":W,"height":H}` lines.
     pub resize: Option<PathBuf>,
+    /// Dropped with the session: the helper then kills the process (see `monitor::exec`).
+    _lifeline: std::os::fd::OwnedFd,
 }
 
 /// Resizes an exec's terminal through its helper's resize socket. The helper makes the socket
@@ -1530,6 +1539,7 @@ impl Engine {
         tty: bool,
     ) -> Result<StreamExec> {
         let (_, mut req) = self.exec_request(id, cmd, 0, stdin || tty)?;
+        req.lifeline = true;
         let result_file = req.result_file.clone();
         let request_file = result_file.with_extension("req.json");
         if tty {
@@ -1537,8 +1547,8 @@ impl Engine {
         }
         crate::state::write_json_volatile(&request_file, &req)
             .map_err(EngineError::io("writing the exec request"))?;
-        let child = tokio::process::Command::new(Engine::exe())
-            .arg("__exec")
+        let mut cmd = tokio::process::Command::new(Engine::exe());
+        cmd.arg("__exec")
             .arg(&request_file)
             .stdin(if stdin {
                 std::process::Stdio::piped()
@@ -1546,10 +1556,13 @@ impl Engine {
                 std::process::Stdio::null()
             })
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
+            .stderr(std::process::Stdio::piped());
+        let lifeline = crate::sys::process::give_lifeline(&mut cmd)
+            .map_err(EngineError::io("making the exec helper's lifeline"))?;
+        let child = cmd
             .spawn()
             .map_err(|e| EngineError::internal(format!("running the exec helper: {e}")))?;
+        drop(cmd);
         let resize = req
             .process
             .console_socket
@@ -1560,6 +1573,7 @@ impl Engine {
             result_file,
             request_file,
             resize,
+            _lifeline: lifeline,
         })
     }
 }

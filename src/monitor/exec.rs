@@ -3,7 +3,10 @@
 //! The request arrives as JSON on stdin; the process gets this helper's stdout and stderr (pipes
 //! the daemon reads and caps), its stdin is /dev/null. With a timeout, the process and all its
 //! descendants are killed when it expires and reaped here (we are a child subreaper), so nothing
-//! is left running. The result is written to `result_file`.
+//! is left running. So are they when the daemon stops waiting — its RPC cancelled, its session
+//! closed, the daemon gone: the daemon holds the other end of this helper's lifeline
+//! (`sys::process::give_lifeline`), and its hang-up is the signal. The result is written to
+//! `result_file`.
 
 use crate::runtime::{ExecProcess, Handler, Stdio};
 use crate::sys::process::{descendants, pidfd_open};
@@ -24,6 +27,9 @@ pub struct ExecRequest {
     /// The process reads this helper's stdin (streaming exec); otherwise /dev/null.
     #[serde(default)]
     pub stdin: bool,
+    /// The daemon gave this helper a lifeline (descriptor 3).
+    #[serde(default)]
+    pub lifeline: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -53,12 +59,62 @@ pub fn main(request_file: Option<&std::path::Path>) -> i32 {
             return 2;
         }
     };
-    let result = run(&req);
+    let lifeline = if req.lifeline {
+        match crate::sys::process::take_lifeline() {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("ferrio __exec: the lifeline: {e}");
+                return 2;
+            }
+        }
+    } else {
+        None
+    };
+    let result = run(&req, lifeline.as_ref());
     let _ = crate::state::write_json_volatile(&req.result_file, &result);
     0
 }
 
-fn run(req: &ExecRequest) -> ExecResult {
+/// Kills `pid` and all its descendants (deepest last discovered first), then reaps it.
+fn kill_tree(pid: i32) {
+    for p in descendants(pid).into_iter().rev() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    // Wait until the process itself is reaped.
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        if super::reap_all(Some(pid)).is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    super::reap_all(None);
+}
+
+/// Whether the daemon hung up its end of the lifeline (readable means EOF or hang-up: it
+/// never writes).
+fn hung_up(fds: &[PollFd], at: Option<usize>) -> bool {
+    at.and_then(|i| fds.get(i))
+        .and_then(|f| f.revents())
+        .is_some_and(|r| !r.is_empty())
+}
+
+fn cancelled() -> ExecResult {
+    ExecResult {
+        exit_code: 137,
+        timed_out: false,
+        error: Some("cancelled: the daemon stopped waiting".into()),
+    }
+}
+
+fn run(req: &ExecRequest, lifeline: Option<&OwnedFd>) -> ExecResult {
     let fail = |e: String| ExecResult {
         exit_code: -1,
         timed_out: false,
@@ -68,7 +124,7 @@ fn run(req: &ExecRequest) -> ExecResult {
         return fail(format!("PR_SET_CHILD_SUBREAPER: {e}"));
     }
     if let Some(console) = &req.process.console_socket {
-        return match run_tty(req, console) {
+        return match run_tty(req, console, lifeline) {
             Ok(code) => ExecResult {
                 exit_code: code,
                 timed_out: false,
@@ -114,26 +170,7 @@ fn run(req: &ExecRequest) -> ExecResult {
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    // Kill the whole tree, deepest last discovered first, then the process.
-                    for p in descendants(pid).into_iter().rev() {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(p),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                    }
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                    // Wait until the process itself is reaped.
-                    let until = Instant::now() + Duration::from_secs(10);
-                    while Instant::now() < until {
-                        if super::reap_all(Some(pid)).is_some() {
-                            break;
-                        }
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    super::reap_all(None);
+                    kill_tree(pid);
                     return ExecResult {
                         exit_code: 137,
                         timed_out: true,
@@ -144,12 +181,20 @@ fn run(req: &ExecRequest) -> ExecResult {
             }
             None => 1000,
         };
-        match &pidfd {
-            Some(fd) => {
-                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-                let _ = poll(&mut fds, PollTimeout::from(wait_ms.max(1)));
-            }
-            None => std::thread::sleep(Duration::from_millis(10)),
+        let mut fds = Vec::new();
+        if let Some(fd) = &pidfd {
+            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+        }
+        let at = lifeline.map(|l| {
+            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let wait = if pidfd.is_some() { wait_ms.max(1) } else { 10 };
+        let _ = poll(&mut fds, PollTimeout::from(wait));
+        if hung_up(&fds, at) {
+            drop(fds);
+            kill_tree(pid);
+            return cancelled();
         }
     }
 }
@@ -157,7 +202,11 @@ fn run(req: &ExecRequest) -> ExecResult {
 /// Exec on a terminal: the runtime sends the PTY master to `console`; this helper then relays
 /// its stdin to the master and the master to its stdout, and applies `{"width":W,"height":H}`
 /// lines arriving on `<console>.resize` to the terminal, until the process exits.
-fn run_tty(req: &ExecRequest, console: &std::path::Path) -> Result<i32, String> {
+fn run_tty(
+    req: &ExecRequest,
+    console: &std::path::Path,
+    lifeline: Option<&OwnedFd>,
+) -> Result<i32, String> {
     use std::io::BufRead;
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixListener;
@@ -211,10 +260,21 @@ fn run_tty(req: &ExecRequest, console: &std::path::Path) -> Result<i32, String> 
             PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
             PollFd::new(resizes.as_fd(), PollFlags::POLLIN),
         ];
-        if stdin_open {
+        let at = lifeline.map(|l| {
+            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let stdin_at = stdin_open.then(|| {
             fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
-        }
+            fds.len() - 1
+        });
         let _ = poll(&mut fds, PollTimeout::from(1000u16));
+        if hung_up(&fds, at) {
+            drop(fds);
+            kill_tree(pid);
+            let _ = std::fs::remove_file(&resize_path);
+            return Err("cancelled: the daemon stopped waiting".into());
+        }
         let ready = |i: usize, fds: &[PollFd]| {
             fds.get(i)
                 .and_then(|f| f.revents())
@@ -224,7 +284,7 @@ fn run_tty(req: &ExecRequest, console: &std::path::Path) -> Result<i32, String> 
             ready(0, &fds),
             ready(1, &fds),
             ready(2, &fds),
-            ready(3, &fds),
+            hung_up(&fds, stdin_at),
         );
         drop(fds);
         if m {

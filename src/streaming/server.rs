@@ -1,6 +1,7 @@
 //! The HTTP side: single-use tokens, the upgrade to WebSocket, and the exec and port-forward
 //! sessions relayed over the channel protocol (see `ws`).
 
+use super::idle::{Tasks, Tracked};
 use super::ws;
 use crate::engine::{Engine, EngineError};
 use bytes::Bytes;
@@ -9,7 +10,6 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
@@ -91,10 +91,6 @@ fn tls_acceptor(
         .with_single_cert(certs, key)
         .map_err(|e| bad(format!("streaming TLS: {e}")))?;
     Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
-}
-
-fn now_secs() -> i64 {
-    crate::engine::now_ns() / 1_000_000_000
 }
 
 impl Streaming {
@@ -294,6 +290,7 @@ impl Streaming {
             .collect();
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
         let server = self.clone();
+        let idle = self.idle;
         let protocol = protocol.to_string();
         let proto2 = protocol.clone();
         tokio::spawn(async move {
@@ -304,36 +301,45 @@ impl Streaming {
                     return;
                 }
             };
+            let (io, activity) = Tracked::new(hyper_util::rt::TokioIo::new(upgraded));
             let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-                hyper_util::rt::TokioIo::new(upgraded),
+                io,
                 tokio_tungstenite::tungstenite::protocol::Role::Server,
                 None,
             )
             .await;
-            match pending {
-                Pending::Exec {
-                    container,
-                    cmd,
-                    tty,
-                    stdin,
-                    ..
-                } => {
-                    server
-                        .exec_session(ws, &proto2, container, cmd, tty, stdin)
-                        .await
+            let session = async move {
+                match pending {
+                    Pending::Exec {
+                        container,
+                        cmd,
+                        tty,
+                        stdin,
+                        ..
+                    } => {
+                        server
+                            .exec_session(ws, &proto2, container, cmd, tty, stdin)
+                            .await
+                    }
+                    Pending::Attach {
+                        container,
+                        sock,
+                        tty,
+                    } => server.ws_attach(ws, &proto2, container, sock, tty).await,
+                    Pending::PortForward { pod, ports } => {
+                        let ports = if query_ports.is_empty() {
+                            ports
+                        } else {
+                            query_ports
+                        };
+                        server.port_forward_session(ws, pod, ports).await
+                    }
                 }
-                Pending::Attach {
-                    container,
-                    sock,
-                    tty,
-                } => server.ws_attach(ws, &proto2, container, sock, tty).await,
-                Pending::PortForward { pod, ports } => {
-                    let ports = if query_ports.is_empty() {
-                        ports
-                    } else {
-                        query_ports
-                    };
-                    server.port_forward_session(ws, pod, ports).await
+            };
+            tokio::select! {
+                _ = session => {}
+                _ = activity.expired(idle) => {
+                    tracing::info!(kind = "websocket", "streaming session idle: closing");
                 }
             }
         });
@@ -355,22 +361,6 @@ impl Streaming {
             h.insert(hyper::header::SEC_WEBSOCKET_PROTOCOL, v);
         }
         r
-    }
-
-    /// Closes the session when nothing moved for the idle timeout.
-    fn idle_watch(&self, last: Arc<AtomicI64>) -> impl std::future::Future<Output = ()> {
-        let idle = self.idle;
-        async move {
-            let Some(idle) = idle else {
-                return futures::future::pending().await;
-            };
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                if now_secs() - last.load(Ordering::Relaxed) > idle.as_secs() as i64 {
-                    return;
-                }
-            }
-        }
     }
 
     async fn exec_session<S>(
@@ -400,48 +390,35 @@ impl Streaming {
                 return;
             }
         };
-        let last = Arc::new(AtomicI64::new(now_secs()));
         let mut exec = exec;
         let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(32);
         let mut stdin = exec.child.stdin.take();
         let pump = |mut r: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
                     ch: u8,
-                    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
-                    last: Arc<AtomicI64>| async move {
+                    tx: tokio::sync::mpsc::Sender<Vec<u8>>| async move {
             let mut buf = vec![0u8; 32 * 1024];
             while let Ok(n) = r.read(&mut buf).await {
                 if n == 0 || tx.send(ws::frame(ch, &buf[..n])).await.is_err() {
                     break;
                 }
-                last.store(now_secs(), Ordering::Relaxed);
             }
         };
-        let mut pumps = Vec::new();
+        // The output pumps end with the process's output; the reader with the client.
+        let mut tasks = Tasks::default();
         if let Some(o) = exec.child.stdout.take() {
-            pumps.push(tokio::spawn(pump(
-                Box::new(o),
-                ws::STDOUT,
-                out_tx.clone(),
-                last.clone(),
-            )));
+            tasks.spawn(pump(Box::new(o), ws::STDOUT, out_tx.clone()));
         }
         if let Some(e) = exec.child.stderr.take() {
-            pumps.push(tokio::spawn(pump(
-                Box::new(e),
-                ws::STDERR,
-                out_tx.clone(),
-                last.clone(),
-            )));
+            tasks.spawn(pump(Box::new(e), ws::STDERR, out_tx.clone()));
         }
         drop(out_tx);
         let v5 = protocol == ws::V5;
         let resize = exec.resize.clone();
         // Client → process: stdin, v5's close of stdin, terminal resizes; a client that goes
         // away ends stdin.
-        let reader_last = last.clone();
-        let reader = tokio::spawn(async move {
+        let mut reader = Tasks::default();
+        reader.spawn(async move {
             while let Some(Ok(msg)) = source.next().await {
-                reader_last.store(now_secs(), Ordering::Relaxed);
                 let data = match msg {
                     Message::Binary(b) => b.to_vec(),
                     Message::Close(_) => break,
@@ -465,27 +442,14 @@ impl Streaming {
                 }
             }
         });
-        let idle = self.idle_watch(last.clone());
-        tokio::pin!(idle);
-        loop {
-            tokio::select! {
-                m = out_rx.recv() => match m {
-                    Some(frame) => {
-                        if sink.send(Message::binary(frame)).await.is_err() {
-                            break;
-                        }
-                    }
-                    None => break,
-                },
-                _ = &mut idle => {
-                    tracing::info!(container = %container, "exec session idle: closing");
-                    break;
-                }
+        // All output relayed: both pumps have ended (their senders are gone).
+        while let Some(frame) = out_rx.recv().await {
+            if sink.send(Message::binary(frame)).await.is_err() {
+                break;
             }
         }
-        for p in pumps {
-            let _ = p.await;
-        }
+        drop(out_rx);
+        drop(tasks);
         let status = match exec.finish().await {
             Ok(code) => ws::exit_status(code),
             Err(e) => ws::error_status(&e.to_string()),
@@ -494,7 +458,7 @@ impl Streaming {
             .send(Message::binary(ws::frame(ws::ERROR, status.as_bytes())))
             .await;
         let _ = sink.close().await;
-        reader.abort();
+        drop(reader);
     }
 
     async fn port_forward_session<S>(
@@ -509,7 +473,7 @@ impl Streaming {
         let netns = pod_network(&self.engine, &pod);
         let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(32);
         let mut writers: HashMap<u8, tokio::net::tcp::OwnedWriteHalf> = HashMap::new();
-        let last = Arc::new(AtomicI64::new(now_secs()));
+        let mut tasks = Tasks::default();
         for (i, port) in ports.iter().enumerate() {
             let (data_ch, err_ch) = ((2 * i) as u8, (2 * i + 1) as u8);
             for ch in [data_ch, err_ch] {
@@ -524,14 +488,12 @@ impl Streaming {
                     let (mut r, w) = s.into_split();
                     writers.insert(data_ch, w);
                     let tx = out_tx.clone();
-                    let last = last.clone();
-                    tokio::spawn(async move {
+                    tasks.spawn(async move {
                         let mut buf = vec![0u8; 32 * 1024];
                         while let Ok(n) = r.read(&mut buf).await {
                             if n == 0 || tx.send(ws::frame(data_ch, &buf[..n])).await.is_err() {
                                 break;
                             }
-                            last.store(now_secs(), Ordering::Relaxed);
                         }
                     });
                 }
@@ -544,8 +506,6 @@ impl Streaming {
             }
         }
         drop(out_tx);
-        let idle = self.idle_watch(last.clone());
-        tokio::pin!(idle);
         loop {
             tokio::select! {
                 m = out_rx.recv() => match m {
@@ -554,7 +514,6 @@ impl Streaming {
                 },
                 m = source.next() => match m {
                     Some(Ok(Message::Binary(b))) => {
-                        last.store(now_secs(), Ordering::Relaxed);
                         if let Some((ch, d)) = ws::split(&b) {
                             if let Some(w) = writers.get_mut(&ch) {
                                 if w.write_all(d).await.is_err() {
@@ -566,9 +525,9 @@ impl Streaming {
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                     Some(Ok(_)) => {}
                 },
-                _ = &mut idle => break,
             }
         }
+        drop(tasks);
         let _ = sink.close().await;
     }
 }
@@ -687,6 +646,7 @@ impl Streaming {
             );
         };
         let server = self.clone();
+        let idle = self.idle;
         tokio::spawn(async move {
             let upgraded = match hyper::upgrade::on(req).await {
                 Ok(u) => u,
@@ -695,45 +655,54 @@ impl Streaming {
                     return;
                 }
             };
-            let (conn, acceptor) = super::spdy::conn::SpdyConn::new(
-                hyper_util::rt::TokioIo::new(upgraded),
-                super::spdy::conn::Config::kubernetes(),
-            );
+            let (io, activity) = Tracked::new(hyper_util::rt::TokioIo::new(upgraded));
+            let (conn, acceptor) =
+                super::spdy::conn::SpdyConn::new(io, super::spdy::conn::Config::kubernetes());
             let handle = conn.handle();
             let driver = tokio::spawn(async move {
                 if let Err(e) = conn.run().await {
                     tracing::debug!(error = %e, "SPDY session ended with an error");
                 }
             });
-            match pending {
-                Pending::Exec {
-                    container,
-                    cmd,
-                    tty,
-                    stdin,
-                    stdout,
-                    stderr,
-                } => {
-                    server
-                        .spdy_exec(
-                            acceptor,
-                            protocol,
-                            container,
-                            cmd,
-                            tty,
-                            (stdin, stdout, stderr),
-                        )
-                        .await
+            let session = async move {
+                match pending {
+                    Pending::Exec {
+                        container,
+                        cmd,
+                        tty,
+                        stdin,
+                        stdout,
+                        stderr,
+                    } => {
+                        server
+                            .spdy_exec(
+                                acceptor,
+                                protocol,
+                                container,
+                                cmd,
+                                tty,
+                                (stdin, stdout, stderr),
+                            )
+                            .await
+                    }
+                    Pending::PortForward { pod, .. } => {
+                        server.spdy_port_forward(acceptor, pod).await
+                    }
+                    Pending::Attach {
+                        container,
+                        sock,
+                        tty,
+                    } => {
+                        server
+                            .spdy_attach(acceptor, protocol, container, sock, tty)
+                            .await
+                    }
                 }
-                Pending::PortForward { pod, .. } => server.spdy_port_forward(acceptor, pod).await,
-                Pending::Attach {
-                    container,
-                    sock,
-                    tty,
-                } => {
-                    server
-                        .spdy_attach(acceptor, protocol, container, sock, tty)
-                        .await
+            };
+            tokio::select! {
+                _ = session => {}
+                _ = activity.expired(idle) => {
+                    tracing::info!(kind = "spdy", "streaming session idle: closing");
                 }
             }
             handle.close();
@@ -826,11 +795,11 @@ impl Streaming {
                 return;
             }
         };
-        let mut tasks = Vec::new();
+        let mut tasks = Tasks::default();
         if let Some(sock) = exec.resize.clone() {
             // Terminal sizes arrive as JSON lines on the resize stream, which a client may
             // open after the others.
-            tasks.push(tokio::spawn(async move {
+            tasks.spawn(async move {
                 let stream = match resize_stream {
                     Some(s) => Some(s),
                     None => loop {
@@ -850,26 +819,24 @@ impl Streaming {
                         crate::engine::container::resize_tty(&sock, w, h).await;
                     }
                 }
-            }));
+            });
         }
         if let (Some(mut from), Some(mut to)) = (stdin.take(), exec.child.stdin.take()) {
-            tasks.push(tokio::spawn(async move {
+            tasks.spawn(async move {
                 let _ = tokio::io::copy(&mut from, &mut to).await;
                 // EOF from the client closes the process's stdin.
                 drop(to);
                 drop(from);
-            }));
+            });
         }
-        let mut outs = Vec::new();
+        let mut outs = Tasks::default();
         if let Some(r) = exec.child.stdout.take() {
-            outs.push(tokio::spawn(relay_out(r, stdout.take())));
+            outs.spawn(relay_out(r, stdout.take()));
         }
         if let Some(r) = exec.child.stderr.take() {
-            outs.push(tokio::spawn(relay_out(r, stderr.take())));
+            outs.spawn(relay_out(r, stderr.take()));
         }
-        for o in outs {
-            let _ = o.await;
-        }
+        outs.join().await;
         let report = match exec.finish().await {
             Ok(code) if status_json => Some(ws::exit_status(code)),
             Ok(0) => None,
@@ -882,9 +849,7 @@ impl Streaming {
             let _ = error.write_all(r.as_bytes()).await;
         }
         let _ = error.shutdown().await;
-        for t in tasks {
-            t.abort();
-        }
+        drop(tasks);
     }
 
     async fn spdy_port_forward(
@@ -896,6 +861,7 @@ impl Streaming {
         let netns = pod_network(&self.engine, &pod);
         // Streams come in pairs (error, data) sharing a request id.
         let mut errors: HashMap<String, SpdyStream> = HashMap::new();
+        let mut tasks = Tasks::default();
         while let Some(s) = acceptor.accept().await {
             let kind = s.headers().get("streamtype").unwrap_or("").to_string();
             let req_id = s.headers().get("requestid").unwrap_or("").to_string();
@@ -919,7 +885,7 @@ impl Streaming {
                     };
                     let netns = netns.clone();
                     let pod = pod.clone();
-                    tokio::spawn(async move {
+                    tasks.spawn(async move {
                         let connected = connect_in_pod(netns, port).await;
                         let mut data = s;
                         match connected {
@@ -1008,7 +974,8 @@ impl Streaming {
         };
         let (mut from_monitor, mut to_monitor) = conn.into_split();
         let v5 = protocol == ws::V5;
-        let reader = tokio::spawn(async move {
+        let mut reader = Tasks::default();
+        reader.spawn(async move {
             while let Some(Ok(msg)) = source.next().await {
                 let Message::Binary(b) = msg else {
                     if matches!(msg, Message::Close(_)) {
@@ -1054,7 +1021,7 @@ impl Streaming {
             )))
             .await;
         let _ = sink.close().await;
-        reader.abort();
+        drop(reader);
     }
 
     async fn spdy_attach(
@@ -1112,10 +1079,10 @@ impl Streaming {
         };
         let (mut from_monitor, to_monitor) = conn.into_split();
         let to_monitor = Arc::new(tokio::sync::Mutex::new(to_monitor));
-        let mut tasks = Vec::new();
+        let mut tasks = Tasks::default();
         if let Some(mut stdin) = streams.remove("stdin") {
             let w = to_monitor.clone();
-            tasks.push(tokio::spawn(async move {
+            tasks.spawn(async move {
                 let mut buf = vec![0u8; 32 * 1024];
                 while let Ok(n) = stdin.read(&mut buf).await {
                     if n == 0 {
@@ -1135,11 +1102,11 @@ impl Streaming {
                     .await
                     .write_all(&attach_frame(ATTACH_CLOSE_STDIN, &[]))
                     .await;
-            }));
+            });
         }
         if let Some(resize) = streams.remove("resize") {
             let w = to_monitor.clone();
-            tasks.push(tokio::spawn(async move {
+            tasks.spawn(async move {
                 let mut lines = tokio::io::BufReader::new(resize).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     if let Some((wd, h)) = parse_resize(line.as_bytes()) {
@@ -1150,7 +1117,7 @@ impl Streaming {
                         let _ = w.lock().await.write_all(&f).await;
                     }
                 }
-            }));
+            });
         }
         let mut stdout = streams.remove("stdout");
         let mut stderr = streams.remove("stderr");
@@ -1171,8 +1138,6 @@ impl Streaming {
             let _ = error.write_all(ws::exit_status(0).as_bytes()).await;
         }
         let _ = error.shutdown().await;
-        for t in tasks {
-            t.abort();
-        }
+        drop(tasks);
     }
 }

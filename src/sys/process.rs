@@ -260,3 +260,59 @@ pub fn recv_fd(sock: &std::os::unix::net::UnixStream) -> io::Result<OwnedFd> {
         "no file descriptor in the console socket message",
     ))
 }
+
+/// The descriptor number a helper finds its lifeline at (see [`give_lifeline`]).
+pub const LIFELINE_FD: i32 = 3;
+
+/// Gives the child `cmd` will start a lifeline: the read end of a pipe, as descriptor
+/// [`LIFELINE_FD`]. The returned write end is the parent's side: when it is closed — dropped,
+/// or the parent dies — the child sees the pipe hang up ([`take_lifeline`]) and knows nobody
+/// waits for it any more.
+pub fn give_lifeline(cmd: &mut tokio::process::Command) -> io::Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let raw = read.as_raw_fd();
+    // The closure owns the read end: it stays open in the parent until the command is
+    // dropped, and is closed there then.
+    let keep = read;
+    // SAFETY: the closure runs in the forked child before exec and calls only dup2(2) and
+    // fcntl(2), which are async-signal-safe; it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            let _ = &keep;
+            let r = if raw == LIFELINE_FD {
+                // Already in place: only the close-on-exec flag must go.
+                libc::fcntl(raw, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, LIFELINE_FD)
+            };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(write)
+}
+
+/// The helper's side of [`give_lifeline`]: takes descriptor [`LIFELINE_FD`] if it is the read
+/// end of a pipe, marked close-on-exec so that no process the helper starts inherits it.
+pub fn take_lifeline() -> io::Result<OwnedFd> {
+    use std::os::unix::fs::FileTypeExt;
+    // SAFETY: fcntl on a descriptor number only queries or sets its flags; an unused number
+    // gives EBADF.
+    if unsafe { libc::fcntl(LIFELINE_FD, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is open (fcntl succeeded) and was given to this process for it
+    // alone by its parent; nothing else in the helper uses descriptor 3.
+    let fd = unsafe { OwnedFd::from_raw_fd(LIFELINE_FD) };
+    let file = std::fs::File::from(fd);
+    if !file.metadata()?.file_type().is_fifo() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "descriptor 3 is not a pipe",
+        ));
+    }
+    Ok(file.into())
+}
