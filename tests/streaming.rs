@@ -37,6 +37,26 @@ async fn web_pod(name: &str, body: &str) -> (Daemon, TestPod, String) {
     (d, pod, id)
 }
 
+/// An Attach URL for `container`: stdin, stdout and stderr, no TTY.
+async fn attach_url(
+    mut rt: ferrio::cri::api::runtime_service_client::RuntimeServiceClient<
+        tonic::transport::Channel,
+    >,
+    container: String,
+) -> String {
+    rt.attach(api::AttachRequest {
+        container_id: container,
+        stdin: true,
+        tty: false,
+        stdout: true,
+        stderr: true,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .url
+}
+
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -517,23 +537,7 @@ async fn attach_to_a_container_with_stdin_twice() {
     c.stdin = true;
     c.command = vec!["cat".into()];
     let id = create_start(&mut rt, &pod, &pcfg, c).await;
-    let attach_url = || {
-        let mut rt = rt.clone();
-        let id = id.clone();
-        async move {
-            rt.attach(api::AttachRequest {
-                container_id: id,
-                stdin: true,
-                tty: false,
-                stdout: true,
-                stderr: true,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .url
-        }
-    };
+    let attach_url = || attach_url(rt.clone(), id.clone());
     let mut a = connect(&attach_url().await, "v5.channel.k8s.io")
         .await
         .unwrap();
@@ -845,23 +849,7 @@ async fn every_session_kind_and_transport_closes_when_idle() {
     cat.stdin = true;
     cat.command = vec!["cat".into()];
     let cat = create_start(&mut rt, &pod, &pcfg, cat).await;
-    let attach_url =
-        |mut rt: api::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>| {
-            let cat = cat.clone();
-            async move {
-                rt.attach(api::AttachRequest {
-                    container_id: cat,
-                    stdin: true,
-                    tty: false,
-                    stdout: true,
-                    stderr: true,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .url
-            }
-        };
+    let attach_url = |rt| attach_url(rt, cat.clone());
     let pf_url =
         |mut rt: api::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>| {
             let pod = pod.id.clone();

@@ -54,6 +54,21 @@ impl Activity {
     }
 }
 
+/// Runs `session` until it ends or its connection has been idle for `timeout`; then drops it.
+pub async fn until_idle(
+    activity: &Activity,
+    timeout: Option<Duration>,
+    transport: &'static str,
+    session: impl std::future::Future<Output = ()>,
+) {
+    tokio::select! {
+        _ = session => {}
+        _ = activity.expired(timeout) => {
+            tracing::info!(transport, "streaming session idle: closing");
+        }
+    }
+}
+
 /// An I/O object whose traffic is noted in an [`Activity`].
 #[derive(Debug)]
 pub struct Tracked<T> {

@@ -336,12 +336,7 @@ impl Streaming {
                     }
                 }
             };
-            tokio::select! {
-                _ = session => {}
-                _ = activity.expired(idle) => {
-                    tracing::info!(kind = "websocket", "streaming session idle: closing");
-                }
-            }
+            super::idle::until_idle(&activity, idle, "websocket", session).await;
         });
         let mut r = Response::new(Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -699,12 +694,7 @@ impl Streaming {
                     }
                 }
             };
-            tokio::select! {
-                _ = session => {}
-                _ = activity.expired(idle) => {
-                    tracing::info!(kind = "spdy", "streaming session idle: closing");
-                }
-            }
+            super::idle::until_idle(&activity, idle, "spdy", session).await;
             handle.close();
             let _ = driver.await;
         });
