@@ -342,6 +342,15 @@ fn reason_for(exit: &ExitInfo) -> &'static str {
     }
 }
 
+/// What CreateContainer looked up and checked before its work starts.
+struct Resolved {
+    pod: super::PodRecord,
+    image: crate::image::store::ImageRecord,
+    image_cfg: ImageConfig,
+    handler: Handler,
+    seccomp: Option<serde_json::Value>,
+}
+
 impl Engine {
     fn handler(&self, name: &str) -> Result<Handler> {
         let h = self.cfg().runtime.runtimes.get(name).ok_or_else(|| {
@@ -424,9 +433,38 @@ impl Engine {
             }
         }
 
-        let id = new_id();
         let name = container_name(&pod.config, &config);
-        self.reserve(&name, &id)?;
+        let engine = self.clone();
+        self.create_once(
+            super::Made::Container,
+            name.clone(),
+            move |id, handoff| async move {
+                let resolved = Resolved {
+                    pod,
+                    image,
+                    image_cfg,
+                    handler,
+                    seccomp,
+                };
+                engine
+                    .make_container(id, name, config, resolved, handoff)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// CreateContainer's work, in its own task (see [`super::creates`]).
+    async fn make_container(
+        self: Arc<Self>,
+        id: String,
+        name: String,
+        config: ContainerConfig,
+        resolved: Resolved,
+        handoff: super::creates::Handoff,
+    ) -> Result<String> {
+        let (pod, image_cfg) = (&resolved.pod, &resolved.image_cfg);
+        let pod_id = pod.id.clone();
         let lock = self.lock_for(&id);
         let _g = lock.lock().await;
         let stop_signal = [config.stop_signal.as_str(), image_cfg.stop_signal.as_str()]
@@ -445,7 +483,7 @@ impl Engine {
             config: config.clone(),
             handler: pod.runtime_handler.clone(),
             image: config.image.clone(),
-            image_id: image.id.clone(),
+            image_id: resolved.image.id.clone(),
             created_at_ns: now_ns(),
             started_at_ns: 0,
             finished_at_ns: 0,
@@ -464,16 +502,16 @@ impl Engine {
                 &id,
             ),
             mounts: Vec::new(),
+            unclaimed: false,
         };
         let result = async {
             self.save_container(&rec)?;
-            self.build_container(&mut rec, &pod, &image, &image_cfg, &handler, seccomp)
-                .await
+            self.build_container(&mut rec, resolved, &handoff).await
         }
         .await;
         match result {
             Ok(()) => {
-                tracing::info!(container = %id, pod = %pod_id, name = %config.name, "container created");
+                tracing::info!(container = %id, pod = %pod_id, name = %config.name, unclaimed = rec.unclaimed, "container created");
                 self.emit(&id, &pod_id, super::events::EventKind::Created);
                 self.watch_exit(&id);
                 Ok(id)
@@ -518,12 +556,17 @@ impl Engine {
     async fn build_container(
         &self,
         rec: &mut ContainerRecord,
-        pod: &super::PodRecord,
-        image: &crate::image::store::ImageRecord,
-        image_cfg: &ImageConfig,
-        handler: &Handler,
-        seccomp: Option<serde_json::Value>,
+        resolved: Resolved,
+        handoff: &super::creates::Handoff,
     ) -> Result<()> {
+        let Resolved {
+            pod,
+            image,
+            image_cfg,
+            handler,
+            seccomp,
+        } = resolved;
+        let (pod, image, image_cfg, handler) = (&pod, &image, &image_cfg, &handler);
         let run = self.ctr_run_dir(&rec.id);
         let data = self.ctr_data_dir(&rec.id);
         let bundle = run.join("bundle");
@@ -699,6 +742,7 @@ impl Engine {
                 rec.pid = pid;
                 rec.monitor_pid = monitor_pid;
                 rec.state = ContainerState::Created;
+                rec.unclaimed = handoff.unclaimed();
                 self.save_container(rec)
             }
             Ready::Failed { error } => Err(EngineError::internal(format!(

@@ -2,7 +2,7 @@
 
 use crate::error::{ErrorKind, Kind};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct EngineError {
     pub kind: Kind,

@@ -7,6 +7,7 @@
 //! and mount work runs on `spawn_blocking`.
 
 pub mod container;
+pub mod creates;
 pub mod debug;
 pub mod error;
 pub mod events;
@@ -53,6 +54,10 @@ pub struct PodRecord {
     /// Whether the pod is attached to a CNI network (and so needs a DEL).
     #[serde(default)]
     pub cni_attached: bool,
+    /// Made, but its RunPodSandbox caller left before the answer (see [`creates`]): hidden
+    /// until a retry claims it, removed if none does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unclaimed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +94,16 @@ pub struct ContainerRecord {
     pub cgroup: String,
     /// The mounts as applied (host paths after symlinks).
     pub mounts: Vec<Mount>,
+    /// Made, but its CreateContainer caller left before the answer (see [`creates`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unclaimed: bool,
+}
+
+/// What a create makes (see [`Engine::create_once`]).
+#[derive(Debug, Clone, Copy)]
+enum Made {
+    Pod,
+    Container,
 }
 
 /// What the engine needs from the daemon.
@@ -100,6 +115,8 @@ pub struct Engine {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Reserved names → the pod or container holding them.
     names: Mutex<HashMap<String, String>>,
+    /// Creates running in their own tasks, and finished ones not yet handed back.
+    creates: creates::Creates,
     /// The lowest oom_score_adj the host lets us set (our own, without CAP_SYS_RESOURCE).
     min_oom_score_adj: i32,
     /// The daemon's bounding capability set: all a container can be given here.
@@ -211,10 +228,125 @@ impl Engine {
     }
 
     fn release(&self, name: &str, id: &str) {
-        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        if names.get(name).is_some_and(|h| h == id) {
-            names.remove(name);
+        {
+            let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+            if names.get(name).is_some_and(|h| h == id) {
+                names.remove(name);
+            }
         }
+        self.creates.take(name, id);
+    }
+
+    /// Runs the create of `name` in a task of its own (see [`creates`]): `work` gets the new
+    /// ID; this caller, and any retry of the name meanwhile, wait for its outcome. A caller
+    /// that leaves does not stop it.
+    async fn create_once<W, F>(
+        self: &Arc<Self>,
+        made: Made,
+        name: String,
+        work: W,
+    ) -> Result<String>
+    where
+        W: FnOnce(String, creates::Handoff) -> F,
+        F: std::future::Future<Output = Result<String>> + Send + 'static,
+    {
+        let joined = self.creates.join(&name, || {
+            let id = new_id();
+            self.reserve(&name, &id)?;
+            Ok(id)
+        })?;
+        let waiter = match joined {
+            creates::Joined::Existing(w) => {
+                tracing::info!(%name, "a create of this name is in progress or unclaimed: waiting for it");
+                w
+            }
+            creates::Joined::New {
+                id,
+                waiter,
+                handoff,
+            } => {
+                let work = work(id.clone(), handoff.clone());
+                let engine = self.clone();
+                let name = name.clone();
+                tokio::spawn(async move {
+                    let outcome = work.await;
+                    let made_it = outcome.is_ok();
+                    engine.creates.finish(&name, &id, &handoff, outcome);
+                    drop(handoff);
+                    if made_it {
+                        engine.expire_unclaimed(made, &name, &id).await;
+                    }
+                });
+                waiter
+            }
+        };
+        let id = waiter.outcome().await?;
+        self.claim(made, &name, &id)?;
+        Ok(id)
+    }
+
+    /// A create's outcome reached a caller: it is no longer kept for a retry.
+    fn claim(&self, made: Made, name: &str, id: &str) -> Result<()> {
+        let took = self.creates.take(name, id);
+        let lost = || {
+            EngineError::new(
+                crate::error::Kind::Aborted,
+                format!("{name:?} was created but not asked for again in time and is being removed; retry"),
+            )
+        };
+        match made {
+            Made::Pod => {
+                if let Some(mut p) = self.pod(id).filter(|p| p.unclaimed) {
+                    if !took {
+                        return Err(lost());
+                    }
+                    p.unclaimed = false;
+                    self.save_pod(&p)?;
+                    tracing::info!(pod = %id, %name, "pod sandbox handed to a retry");
+                }
+            }
+            Made::Container => {
+                if let Some(mut c) = self.container(id).filter(|c| c.unclaimed) {
+                    if !took {
+                        return Err(lost());
+                    }
+                    c.unclaimed = false;
+                    self.save_container(&c)?;
+                    tracing::info!(container = %id, %name, "container handed to a retry");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits [`creates::UNCLAIMED_TTL`] for a retry to claim `id`, then removes it if none did.
+    async fn expire_unclaimed(self: &Arc<Self>, made: Made, name: &str, id: &str) {
+        tokio::time::sleep(creates::UNCLAIMED_TTL).await;
+        if !self.creates.take(name, id) {
+            return;
+        }
+        let unclaimed = match made {
+            Made::Pod => self.pod(id).is_some_and(|p| p.unclaimed),
+            Made::Container => self.container(id).is_some_and(|c| c.unclaimed),
+        };
+        if !unclaimed {
+            return;
+        }
+        tracing::info!(%id, %name, "no retry claimed this create: removing it");
+        let removed = match made {
+            Made::Pod => self.remove_pod(id).await,
+            Made::Container => self.remove_container(id).await,
+        };
+        if let Err(e) = removed {
+            tracing::warn!(%id, error = %e, "removing an unclaimed create");
+        }
+    }
+
+    /// Restore: a create that finished unclaimed before the restart waits for its retry again.
+    fn adopt_unclaimed(self: &Arc<Self>, made: Made, name: String, id: String) {
+        self.creates.adopt(&name, &id);
+        let engine = self.clone();
+        tokio::spawn(async move { engine.expire_unclaimed(made, &name, &id).await });
     }
 
     fn save_pod(&self, rec: &PodRecord) -> Result<()> {
@@ -324,7 +456,7 @@ impl Engine {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .filter(|p| p.complete)
+            .filter(|p| p.complete && !p.unclaimed)
             .cloned()
             .collect();
         v.sort_by_key(|p| p.created_at_ns);
@@ -342,7 +474,7 @@ impl Engine {
         let mut v: Vec<ContainerRecord> = ids
             .iter()
             .filter_map(|id| self.refreshed(id))
-            .filter(|c| c.state != ContainerState::Creating)
+            .filter(|c| c.state != ContainerState::Creating && !c.unclaimed)
             .collect();
         v.sort_by_key(|c| c.created_at_ns);
         v
@@ -361,6 +493,7 @@ impl Engine {
             containers: RwLock::default(),
             locks: Mutex::default(),
             names: Mutex::default(),
+            creates: creates::Creates::default(),
             min_oom_score_adj,
             host_capabilities: host_capabilities(),
             lsm: crate::spec::config::Lsm::detect(),
@@ -399,10 +532,13 @@ impl Engine {
             .store(idmap, std::sync::atomic::Ordering::Relaxed);
         // CNI attachments of pods ferrio no longer knows (a crash between ADD and the record,
         // or pods removed while the network was broken) are removed in the background.
+        // (Unclaimed pods too: they keep their network while they wait for a retry.)
         let live: Vec<String> = engine
-            .list_pods()
-            .iter()
-            .filter(|p| p.cni_attached)
+            .pods
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|p| p.complete && p.cni_attached)
             .map(|p| p.id.clone())
             .collect();
         let e2 = engine.clone();
@@ -466,6 +602,9 @@ impl Engine {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(pod::pod_name(&p.config), p.id.clone());
+            if p.unclaimed {
+                self.adopt_unclaimed(Made::Pod, pod::pod_name(&p.config), p.id.clone());
+            }
             self.pods
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
@@ -481,10 +620,14 @@ impl Engine {
             }
             let pod = self.pod(&c.pod_id);
             if let Some(pod) = pod {
-                self.names.lock().unwrap_or_else(|e| e.into_inner()).insert(
-                    container::container_name(&pod.config, &c.config),
-                    c.id.clone(),
-                );
+                let name = container::container_name(&pod.config, &c.config);
+                self.names
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name.clone(), c.id.clone());
+                if c.unclaimed {
+                    self.adopt_unclaimed(Made::Container, name, c.id.clone());
+                }
             }
             self.containers
                 .write()

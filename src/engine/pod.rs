@@ -1,7 +1,7 @@
 //! Pods without an infra container: pinned net/ipc/uts namespaces, /dev/shm, hostname,
 //! resolv.conf, sysctls, the pod cgroup, and a pause process only for a shared PID namespace.
 
-use super::{blocking, new_id, now_ns, validate, Engine, EngineError, PodRecord, PodState, Result};
+use super::{blocking, now_ns, validate, Engine, EngineError, PodRecord, PodState, Result};
 use crate::error::Kind;
 use crate::monitor::pinns::{PinRequest, PinResult};
 use crate::spec::config::{Dns, NamespaceMode, PodConfig, PodPaths};
@@ -260,9 +260,23 @@ impl Engine {
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default();
         }
-        let id = new_id();
         let name = pod_name(&config);
-        self.reserve(&name, &id)?;
+        let engine = self.clone();
+        self.create_once(super::Made::Pod, name.clone(), move |id, handoff| async move {
+            engine.make_pod(id, name, config, handler, handoff).await
+        })
+        .await
+    }
+
+    /// RunPodSandbox's work, in its own task (see [`super::creates`]).
+    async fn make_pod(
+        self: Arc<Self>,
+        id: String,
+        name: String,
+        config: PodConfig,
+        handler: String,
+        handoff: super::creates::Handoff,
+    ) -> Result<String> {
         let lock = self.lock_for(&id);
         let _g = lock.lock().await;
         let dir = self.pod_dir(&id);
@@ -290,12 +304,14 @@ impl Engine {
             pause: None,
             ips: Vec::new(),
             cni_attached: false,
+            unclaimed: false,
         };
         let result = async {
             self.save_pod(&rec)?;
             self.setup_pod(&mut rec).await?;
             rec.state = PodState::Ready;
             rec.complete = true;
+            rec.unclaimed = handoff.unclaimed();
             self.save_pod(&rec)
         }
         .await;
@@ -307,7 +323,7 @@ impl Engine {
             self.drop_lock(&id);
             return Err(e);
         }
-        tracing::info!(pod = %id, name = %rec.config.name, namespace = %rec.config.namespace, "pod sandbox ready");
+        tracing::info!(pod = %id, name = %rec.config.name, namespace = %rec.config.namespace, unclaimed = rec.unclaimed, "pod sandbox ready");
         Ok(id)
     }
 

@@ -148,6 +148,8 @@ pub struct DaemonOpts {
     pub registries_conf: Option<String>,
     /// Reuse this root (restart tests).
     pub root: Option<PathBuf>,
+    /// Extra keys of the `[network]` table.
+    pub network_config: String,
 }
 
 /// A running ferrio daemon on its own temp root and socket. Stopped (SIGTERM) when dropped.
@@ -185,9 +187,10 @@ impl Daemon {
                 // Tests reach every registry on 127.0.0.1 over plain HTTP; CNI configs are
                 // the test's own (none unless it writes one into <dir>/net.d).
                 // (extra_config's bare keys continue the [image] table)
-                "[network]\nnetwork_dir = \"{}\"\ncache_dir = \"{}\"\n[image]\ninsecure_registries = [\"127.0.0.1\"]\n{}\n",
+                "[network]\nnetwork_dir = \"{}\"\ncache_dir = \"{}\"\n{}\n[image]\ninsecure_registries = [\"127.0.0.1\"]\n{}\n",
                 dir.path().join("net.d").display(),
                 dir.path().join("cni-cache").display(),
+                opts.network_config,
                 opts.extra_config
             ),
         )
