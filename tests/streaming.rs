@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use ferrio::cri::api;
 use futures::{SinkExt, StreamExt};
+use std::time::Duration;
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 
 /// An Exec URL for `cmd` in `container`, stdout and stderr apart, no TTY.
@@ -959,5 +960,141 @@ async fn every_session_kind_and_transport_closes_when_idle() {
     assert!(gone.await, "{:?}", processes_containing("sleep 32"));
     let (out, _, _) = sh_in(&mut rt, &web, "echo alive").await;
     assert_eq!(out, "alive");
+    finish_pod(&d, &pod).await;
+}
+
+/// The monitor of a container, by the run dir in its command line (once the processes that
+/// start as its copies have exec'd or gone).
+async fn monitor_of(d: &Daemon, id: &str) -> i32 {
+    let run = d.dir.path().join("run/ctr").join(id);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found: Vec<(i32, String)> = processes_containing("__monitor")
+            .into_iter()
+            .filter(|(_, cmd)| cmd.contains(&run.display().to_string()))
+            .collect();
+        if found.len() == 1 {
+            return found[0].0;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "one monitor for {id}: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stdin_the_container_never_reads_does_not_block_its_monitor() {
+    let (d, image, pcfg, pod) = setup_pod("deafstdin").await;
+    let mut rt = d.runtime().await;
+    let mut c = sh_container("deaf", &image, "exec sleep 300");
+    c.stdin = true;
+    let id = create_start(&mut rt, &pod, &pcfg, c).await;
+    let mut ws = connect(
+        &attach_url(rt.clone(), id.clone()).await,
+        "v4.channel.k8s.io",
+    )
+    .await
+    .unwrap();
+    // 1 MB for a stdin nobody reads, from a task of its own: the sender may be slowed.
+    let sender = tokio::spawn(async move {
+        let chunk = [vec![0u8], vec![b'x'; 16 << 10]].concat();
+        for _ in 0..64 {
+            if ws.send(Message::binary(chunk.clone())).await.is_err() {
+                break;
+            }
+        }
+        ws
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The monitor still answers (the admin status asks it), and Stop works within its timeout.
+    let t = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrio"))
+        .arg("--listen")
+        .arg(&d.socket)
+        .args(["status", "containers", &id])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "the monitor answered in {:?}: {text}",
+        t.elapsed()
+    );
+    let t = std::time::Instant::now();
+    rt.stop_container(api::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 2,
+    })
+    .await
+    .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(6),
+        "StopContainer took {:?}",
+        t.elapsed()
+    );
+    let st = wait_exited(&mut rt, &id, 10).await;
+    assert_eq!(st.exit_code, 137, "SIGKILL after the 2 s timeout: {st:?}");
+    sender.abort();
+    finish_pod(&d, &pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_monitor_that_does_not_answer_is_not_declared_dead_and_stop_still_works() {
+    let (d, image, pcfg, pod) = setup_pod("stuckmonitor").await;
+    let mut rt = d.runtime().await;
+    let id = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sh_container("sleeper", &image, "exec sleep 300"),
+    )
+    .await;
+    let monitor = nix::unistd::Pid::from_raw(monitor_of(&d, &id).await);
+    // Continued whatever happens, so that a failing test leaves no stopped monitor.
+    struct Continue(nix::unistd::Pid);
+    impl Drop for Continue {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+    let resume = Continue(monitor);
+    nix::sys::signal::kill(monitor, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    // A restart while the monitor cannot answer: the container is still running.
+    let mut d = d;
+    d.kill9();
+    let d = d.restart(DaemonOpts::default());
+    let mut rt = d.runtime().await;
+    let st = ctr_status(&mut rt, &id).await;
+    assert_eq!(
+        st.state,
+        api::ContainerState::ContainerRunning as i32,
+        "{st:?}\n{}",
+        d.log_text()
+    );
+    // Stop reaches the init without the monitor.
+    let t = std::time::Instant::now();
+    let stopped = rt
+        .stop_container(api::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 2,
+        })
+        .await;
+    let took = t.elapsed();
+    drop(resume);
+    stopped.unwrap();
+    assert!(
+        took < Duration::from_secs(10),
+        "StopContainer took {took:?}"
+    );
+    // Once the monitor runs again it records the exit.
+    let st = wait_exited(&mut rt, &id, 20).await;
+    assert_eq!(st.exit_code, 137, "{st:?}");
     finish_pod(&d, &pod).await;
 }

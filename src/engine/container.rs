@@ -1025,6 +1025,17 @@ impl Engine {
                 {
                     return;
                 }
+                // Slow is not dead: while the monitor process lives, it will answer (or record
+                // the exit) later.
+                let r = rec.clone();
+                let run = self.ctr_run_dir(id);
+                if blocking(move || monitor_alive(&r, &run))
+                    .await
+                    .unwrap_or(false)
+                {
+                    tracing::warn!(container = %id, error = %e, "the monitor does not answer but lives: keeping the container's state");
+                    return;
+                }
                 tracing::warn!(container = %id, error = %e, "monitor is gone and left no exit file");
                 rec.state = ContainerState::Exited;
                 rec.exit_code = 255;
@@ -1076,11 +1087,56 @@ impl Engine {
     }
 
     /// Waits for the monitor to report the exit, up to `timeout`; true when it has exited.
-    async fn wait_exit(&self, id: &str, timeout: Duration) -> bool {
-        let _ = self.monitor_call(id, Request::Wait, Some(timeout)).await;
-        self.refreshed(id)
-            .is_some_and(|r| r.state == ContainerState::Exited)
-            || !self.sock(id).exists()
+    /// Waits up to `timeout` for the container to exit: the monitor's answer, or the init's
+    /// pidfd when the monitor does not answer (it records the exit once it runs again).
+    async fn wait_exit(
+        &self,
+        rec: &ContainerRecord,
+        init: Option<&std::os::fd::OwnedFd>,
+        timeout: Duration,
+    ) -> bool {
+        let id = rec.id.clone();
+        let init = init.and_then(|fd| fd.try_clone().ok());
+        let monitor = self.monitor_call(&id, Request::Wait, Some(timeout));
+        let init_gone = async {
+            match init {
+                Some(fd) => crate::sys::process::pidfd_exited(fd).await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        let init_exited = tokio::select! {
+            _ = monitor => false,
+            gone = tokio::time::timeout(timeout, init_gone) => gone.unwrap_or(false),
+        };
+        init_exited
+            || self
+                .refreshed(&id)
+                .is_some_and(|r| r.state == ContainerState::Exited)
+            || !self.sock(&id).exists()
+    }
+
+    /// Signals the container: through its monitor, or straight to its init (by pidfd, checked
+    /// to be the container's) when the monitor does not answer within 2 s.
+    async fn signal(
+        &self,
+        rec: &ContainerRecord,
+        init: Option<&std::os::fd::OwnedFd>,
+        signal: i32,
+        all: bool,
+    ) {
+        let asked = self
+            .monitor_call(
+                &rec.id,
+                Request::Kill { signal, all },
+                Some(Duration::from_secs(2)),
+            )
+            .await;
+        let Err(e) = asked else { return };
+        tracing::warn!(container = %rec.id, error = %e, signal, "the monitor does not answer: signalling the init directly");
+        let sent = init.map(|fd| crate::sys::process::pidfd_send_signal(fd, signal));
+        if !matches!(sent, Some(Ok(()))) {
+            tracing::warn!(container = %rec.id, "the container's init could not be signalled (gone?)");
+        }
     }
 
     pub async fn stop_container(self: &Arc<Self>, s: &str, timeout_s: i64) -> Result<()> {
@@ -1099,19 +1155,17 @@ impl Engine {
             self.refresh_after_restart(&id).await;
             return Ok(());
         }
+        // The init, opened while it is alive and checked to be the container's: what Stop
+        // falls back on when the monitor does not answer.
+        let init = {
+            let r = rec.clone();
+            blocking(move || open_init(&r)).await.ok().flatten()
+        };
+        let init = init.as_ref();
         if timeout_s > 0 && rec.state == ContainerState::Running {
-            let _ = self
-                .monitor_call(
-                    &id,
-                    Request::Kill {
-                        signal: rec.stop_signal,
-                        all: false,
-                    },
-                    Some(Duration::from_secs(5)),
-                )
-                .await;
+            self.signal(&rec, init, rec.stop_signal, false).await;
             if self
-                .wait_exit(&id, Duration::from_secs(timeout_s as u64))
+                .wait_exit(&rec, init, Duration::from_secs(timeout_s as u64))
                 .await
             {
                 tracing::info!(container = %id, "container stopped");
@@ -1119,17 +1173,8 @@ impl Engine {
             }
             tracing::info!(container = %id, timeout_s, "stop signal timed out; killing");
         }
-        let _ = self
-            .monitor_call(
-                &id,
-                Request::Kill {
-                    signal: libc::SIGKILL,
-                    all: true,
-                },
-                Some(Duration::from_secs(10)),
-            )
-            .await;
-        if !self.wait_exit(&id, Duration::from_secs(30)).await {
+        self.signal(&rec, init, libc::SIGKILL, true).await;
+        if !self.wait_exit(&rec, init, Duration::from_secs(30)).await {
             return Err(EngineError::new(
                 Kind::DeadlineExceeded,
                 format!("container {id} did not exit after SIGKILL"),
@@ -1440,6 +1485,32 @@ async fn spawn_monitor(run: &Path) -> Result<Ready> {
             log.trim()
         ))
     })
+}
+
+/// The container's init by pidfd, if the process with its pid is still the container's (in
+/// its cgroup: never a process that reused the pid). The pidfd is opened first, so the check
+/// is of the process it names.
+fn open_init(rec: &ContainerRecord) -> Option<std::os::fd::OwnedFd> {
+    if rec.pid <= 0 {
+        return None;
+    }
+    let fd = crate::sys::process::pidfd_open(rec.pid).ok()?;
+    let cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", rec.pid)).ok()?;
+    cgroups.contains(&rec.id).then_some(fd)
+}
+
+/// Whether the container's monitor process is alive (its pid runs `__monitor` for this
+/// container's run directory).
+fn monitor_alive(rec: &ContainerRecord, run: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    if rec.monitor_pid <= 0 {
+        return false;
+    }
+    let Ok(cmd) = std::fs::read(format!("/proc/{}/cmdline", rec.monitor_pid)) else {
+        return false;
+    };
+    let has = |needle: &[u8]| cmd.windows(needle.len()).any(|w| w == needle);
+    has(b"__monitor") && has(run.as_os_str().as_bytes())
 }
 
 async fn run_delete_helper(h: &Handler, id: &str) -> Result<()> {

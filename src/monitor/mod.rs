@@ -9,6 +9,7 @@
 //! OOM-kill counter, has the runtime delete the container (cgroup, state), drains the pipes,
 //! writes the exit file atomically, answers waiters and exits.
 
+pub mod attach;
 pub mod exec;
 pub mod log;
 pub mod pinns;
@@ -129,10 +130,15 @@ struct Monitor {
     oom_baseline: u64,
     waiters: Vec<UnixStream>,
     exit: Option<(i32, Option<i32>)>,
-    /// Attached clients, each with the bytes of a frame not yet complete.
-    attachers: Vec<(UnixStream, Vec<u8>)>,
-    /// The write end of the container's stdin (when it was created with stdin, no TTY).
+    /// Attached clients (non-blocking; see [`attach`]).
+    attachers: Vec<attach::Attacher>,
+    /// The write end of the container's stdin (when it was created with stdin, no TTY;
+    /// non-blocking).
     stdin_w: Option<OwnedFd>,
+    /// Stdin the container has not read yet.
+    stdin_buf: attach::StdinBuffer,
+    /// Close `stdin_w` once `stdin_buf` is written.
+    close_stdin: bool,
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
@@ -162,6 +168,7 @@ impl Monitor {
         let (err_r, err_w) = pipe()?;
         let (stdin, stdin_w): (OwnedFd, Option<OwnedFd>) = if cfg.stdin && !cfg.tty {
             let (r, w) = pipe()?;
+            attach::set_nonblocking(&w).map_err(|e| format!("stdin pipe: {e}"))?;
             (r, Some(w))
         } else {
             let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
@@ -232,6 +239,12 @@ impl Monitor {
                         crate::sys::process::recv_fd(&c).map_err(|e| format!("console socket: {e}"))
                     });
                 let _ = std::fs::remove_file("console.sock");
+                // Non-blocking: a terminal that takes no input must not stop the monitor.
+                let master = master.and_then(|m| {
+                    attach::set_nonblocking(&m)
+                        .map(|()| m)
+                        .map_err(|e| format!("terminal master: {e}"))
+                });
                 match master {
                     Ok(m) => (m, None),
                     Err(e) => {
@@ -258,6 +271,8 @@ impl Monitor {
             exit: None,
             attachers: Vec::new(),
             stdin_w,
+            stdin_buf: attach::StdinBuffer::default(),
+            close_stdin: false,
         })
     }
 
@@ -265,7 +280,8 @@ impl Monitor {
         let mut buf = vec![0u8; 32 * 1024];
         while self.exit.is_none() {
             let mut ready = [false; 4];
-            let attach_ready: Vec<bool>;
+            let stdin_ready: bool;
+            let attach_ready: Vec<PollFlags>;
             {
                 let mut fds = vec![
                     PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
@@ -280,9 +296,26 @@ impl Monitor {
                     idx[1] = Some(fds.len());
                     fds.push(PollFd::new(e.as_fd(), PollFlags::POLLIN));
                 }
+                let stdin_idx = match self.stdin_target() {
+                    Some(fd) if !self.stdin_buf.is_empty() => {
+                        fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLOUT));
+                        Some(fds.len() - 1)
+                    }
+                    _ => None,
+                };
+                // Attachers are read only while stdin has room: a sender the container does
+                // not keep up with is slowed by its own socket.
+                let reading = !self.stdin_buf.full();
                 let first_attacher = fds.len();
-                for (a, _) in &self.attachers {
-                    fds.push(PollFd::new(a.as_fd(), PollFlags::POLLIN));
+                for a in &self.attachers {
+                    let mut ev = PollFlags::empty();
+                    if reading {
+                        ev |= PollFlags::POLLIN;
+                    }
+                    if a.behind() {
+                        ev |= PollFlags::POLLOUT;
+                    }
+                    fds.push(PollFd::new(a.conn.as_fd(), ev));
                 }
                 match poll(&mut fds, PollTimeout::from(1000u16)) {
                     Ok(_) => {}
@@ -294,7 +327,13 @@ impl Monitor {
                 ready[1] = hit(&fds[1]);
                 ready[2] = idx[0].is_some_and(|i| hit(&fds[i]));
                 ready[3] = idx[1].is_some_and(|i| hit(&fds[i]));
-                attach_ready = (first_attacher..fds.len()).map(|i| hit(&fds[i])).collect();
+                stdin_ready = stdin_idx.is_some_and(|i| hit(&fds[i]));
+                attach_ready = (first_attacher..fds.len())
+                    .map(|i| fds[i].revents().unwrap_or(PollFlags::empty()))
+                    .collect();
+            }
+            if stdin_ready {
+                self.flush_stdin();
             }
             self.serve_attachers(&attach_ready, &mut buf);
             if ready[2] {
@@ -334,9 +373,15 @@ impl Monitor {
                         Stream::Stderr => proto::ATTACH_STDERR,
                     };
                     let frame = proto::attach_frame(kind, &buf[..n]);
-                    // A client that cannot take the output within its write timeout is dropped.
-                    self.attachers
-                        .retain_mut(|(a, _)| a.write_all(&frame).is_ok());
+                    // A client too far behind is dropped (the CRI log has it all).
+                    let mut i = 0;
+                    while i < self.attachers.len() {
+                        if self.attachers[i].send(&frame) {
+                            i += 1;
+                        } else {
+                            self.drop_attacher(i);
+                        }
+                    }
                 }
             }
             Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
@@ -382,7 +427,9 @@ impl Monitor {
                 let _ = conn.set_read_timeout(None);
                 let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
                 respond(&conn, &self.base());
-                self.attachers.push((conn, Vec::new()));
+                if let Ok(a) = attach::Attacher::new(conn) {
+                    self.attachers.push(a);
+                }
                 continue;
             }
             let starting = matches!(req, Request::Start) && !self.started;
@@ -400,61 +447,83 @@ impl Monitor {
         }
     }
 
-    /// Reads what attachers sent: stdin for the container, a close of stdin, a resize.
-    fn serve_attachers(&mut self, ready: &[bool], buf: &mut [u8]) {
+    /// The container's stdin: its pipe, or the terminal's master.
+    fn stdin_target(&self) -> Option<&OwnedFd> {
+        stdin_target(&self.stdin_w, &self.stdout, self.cfg.tty && self.cfg.stdin)
+    }
+
+    /// Writes what the container's stdin takes now; closes it if that was asked and all is
+    /// written.
+    fn flush_stdin(&mut self) {
+        let tty_stdin = self.cfg.tty && self.cfg.stdin;
+        let Some(fd) = stdin_target(&self.stdin_w, &self.stdout, tty_stdin) else {
+            self.stdin_buf.clear();
+            return;
+        };
+        if self.stdin_buf.flush(fd).is_err() {
+            self.stdin_w = None;
+        }
+        if self.close_stdin && self.stdin_buf.is_empty() {
+            self.stdin_w = None;
+            self.close_stdin = false;
+        }
+    }
+
+    /// Closes the container's stdin once what waits for it is written.
+    fn close_stdin_when_flushed(&mut self) {
+        self.close_stdin = true;
+        self.flush_stdin();
+    }
+
+    fn drop_attacher(&mut self, i: usize) {
+        self.attachers.remove(i);
+        if self.cfg.stdin_once {
+            self.close_stdin_when_flushed();
+        }
+    }
+
+    /// Serves attachers by what poll said: reads stdin frames, close-stdin and resizes, and
+    /// writes queued output.
+    fn serve_attachers(&mut self, ready: &[PollFlags], buf: &mut [u8]) {
         let mut gone = Vec::new();
-        for (i, is_ready) in ready.iter().enumerate() {
-            if !is_ready || i >= self.attachers.len() {
+        let mut frames: Vec<(u8, Vec<u8>)> = Vec::new();
+        for (i, ev) in ready.iter().enumerate() {
+            if ev.is_empty() || i >= self.attachers.len() {
                 continue;
             }
-            let n = match self.attachers[i].0.read(buf) {
-                Ok(0) | Err(_) => {
-                    gone.push(i);
-                    continue;
-                }
-                Ok(n) => n,
-            };
-            self.attachers[i].1.extend_from_slice(&buf[..n]);
-            loop {
-                let pending = std::mem::take(&mut self.attachers[i].1);
-                match proto::parse_attach_frame(&pending) {
-                    Ok(Some((kind, data, used))) => {
-                        self.attach_input(kind, data);
-                        self.attachers[i].1 = pending[used..].to_vec();
-                    }
-                    Ok(None) => {
-                        self.attachers[i].1 = pending;
-                        break;
-                    }
-                    Err(_) => {
-                        gone.push(i);
-                        break;
-                    }
-                }
+            let a = &mut self.attachers[i];
+            let mut alive = true;
+            if ev.contains(PollFlags::POLLOUT) {
+                alive = a.flush();
+            }
+            if alive && ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+                alive = a.read(buf, |kind, data| frames.push((kind, data.to_vec())));
+            }
+            for (kind, data) in frames.drain(..) {
+                self.attach_input(kind, &data);
+            }
+            if !alive {
+                gone.push(i);
             }
         }
         for i in gone.into_iter().rev() {
-            self.attachers.remove(i);
-            if self.cfg.stdin_once {
-                self.stdin_w = None;
-            }
+            self.drop_attacher(i);
         }
     }
 
     fn attach_input(&mut self, kind: u8, data: &[u8]) {
         match kind {
             proto::ATTACH_STDIN => {
-                // The container's stdin: the pipe, or the terminal's master.
-                let target = match (&self.stdin_w, self.cfg.tty && self.cfg.stdin) {
-                    (Some(w), _) => Some(w),
-                    (None, true) => self.stdout.as_ref(),
-                    _ => None,
+                let tty_stdin = self.cfg.tty && self.cfg.stdin;
+                let gone = match stdin_target(&self.stdin_w, &self.stdout, tty_stdin) {
+                    Some(fd) => self.stdin_buf.push(fd, data).is_err(),
+                    None => false,
                 };
-                if let Some(fd) = target {
-                    let _ = nix::unistd::write(fd, data);
+                if gone {
+                    self.stdin_w = None;
                 }
             }
-            proto::ATTACH_CLOSE_STDIN => self.stdin_w = None,
+            proto::ATTACH_CLOSE_STDIN => self.close_stdin_when_flushed(),
             proto::ATTACH_RESIZE if self.cfg.tty => {
                 if let (Some(master), Ok(v)) = (
                     &self.stdout,
@@ -542,6 +611,9 @@ impl Monitor {
             finished_at_ns,
             oom_killed,
         };
+        for a in self.attachers.drain(..) {
+            a.finish(Duration::from_secs(1));
+        }
         let _ = crate::state::write_json_volatile(&self.cfg.exit_file, &info);
         let mut r = self.base();
         r.exit = Some(info);
@@ -549,6 +621,19 @@ impl Monitor {
             respond(&w, &r);
         }
         let _ = std::fs::remove_file(&self.cfg.socket);
+    }
+}
+
+/// The container's stdin: its pipe, or (with a terminal) the master, which is also its output.
+fn stdin_target<'a>(
+    stdin_w: &'a Option<OwnedFd>,
+    stdout: &'a Option<OwnedFd>,
+    tty_stdin: bool,
+) -> Option<&'a OwnedFd> {
+    match (stdin_w, tty_stdin) {
+        (Some(w), _) => Some(w),
+        (None, true) => stdout.as_ref(),
+        _ => None,
     }
 }
 

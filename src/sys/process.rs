@@ -15,6 +15,20 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Waits until the process behind `pidfd` has exited (a pidfd turns readable then, also while
+/// the process is a zombie nobody reaped yet).
+pub async fn pidfd_exited(pidfd: OwnedFd) -> io::Result<()> {
+    // SAFETY: the AsyncFd takes `pidfd` by value: the descriptor is open, stays open and names
+    // the same pidfd until the AsyncFd is dropped at the end of this function, and `as_raw_fd`
+    // of an OwnedFd always returns that descriptor.
+    let fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| e.into_parts().1)?;
+    let _ready = fd.readable().await?;
+    Ok(())
+}
+
 /// Sends `sig` to the process behind `pidfd` (pidfd_send_signal(2)).
 pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
     use std::os::fd::AsRawFd;
