@@ -658,9 +658,9 @@ impl Engine {
         pins_ok && pause_ok
     }
 
-    /// Where the engine keeps the helpers' binary: ourselves.
+    /// What the helpers are exec'd from: the sealed copy of this binary (`sys::exe`).
     pub fn exe() -> &'static Path {
-        Path::new("/proc/self/exe")
+        crate::sys::exe::helper_path()
     }
 }
 

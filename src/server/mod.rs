@@ -181,6 +181,20 @@ pub async fn serve_until(
 ) -> Result<(), ServerError> {
     let started = std::time::Instant::now();
     check_cgroup_driver(&cfg)?;
+    // Helpers run from a sealed in-memory copy of this binary, never from the host's file
+    // (CVE-2019-5736; see sys::exe).
+    let sealed = tokio::task::spawn_blocking(crate::sys::exe::seal_own_binary)
+        .await
+        .map_err(|e| ServerError::Io {
+            context: "copying the binary for the helpers".into(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(io("copying the binary into a sealed memfd for the helpers"))?;
+    tracing::info!(
+        bytes = sealed.bytes,
+        ms = sealed.took.as_millis() as u64,
+        "helpers run from a sealed copy of the binary"
+    );
     // Nothing under ferrio's roots is other users' business: bundles hold pods' secrets, rootfs
     // and layers hold setuid files. A user-namespaced pod adds search permission on the way to
     // its own files only (`engine::pod::make_accessible`).

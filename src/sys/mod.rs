@@ -75,6 +75,7 @@ pub fn sync_filesystem(path: &Path) -> io::Result<()> {
     nix::unistd::syncfs(f.as_raw_fd()).map_err(io::Error::from)
 }
 
+pub mod exe;
 pub mod mount;
 pub mod net;
 pub mod process;
