@@ -1098,6 +1098,7 @@ impl Engine {
         let id = rec.id.clone();
         let init = init.and_then(|fd| fd.try_clone().ok());
         let monitor = self.monitor_call(&id, Request::Wait, Some(timeout));
+        tokio::pin!(monitor);
         let init_gone = async {
             match init {
                 Some(fd) => crate::sys::process::pidfd_exited(fd).await.is_ok(),
@@ -1105,9 +1106,19 @@ impl Engine {
             }
         };
         let init_exited = tokio::select! {
-            _ = monitor => false,
+            _ = &mut monitor => false,
             gone = tokio::time::timeout(timeout, init_gone) => gone.unwrap_or(false),
         };
+        // The init went first: a monitor that lives records the exit in a moment, and what
+        // Stop's caller reads next must already say Exited. Only a monitor that does not
+        // answer leaves the exit to be read from the init alone.
+        if init_exited
+            && tokio::time::timeout(Duration::from_secs(2), &mut monitor)
+                .await
+                .is_err()
+        {
+            tracing::warn!(container = %id, "the init exited but its monitor does not answer");
+        }
         init_exited
             || self
                 .refreshed(&id)
