@@ -295,7 +295,21 @@ pub fn remove_pod(driver: CgroupDriver, cgroup: &str, made: bool) -> Result<(), 
             let path = manager_path(cgroup);
             let m = systemd_manager(&path, cgroup)?;
             m.remove()
-                .map_err(|e| CgroupError::Systemd(format!("stopping {cgroup}: {e}")))
+                .map_err(|e| CgroupError::Systemd(format!("stopping {cgroup}: {e}")))?;
+            // StopUnit only queues a job: wait for systemd to finish it, so that the slice is
+            // gone when RemovePodSandbox answers (as runc waits for its stop job).
+            let dir = Path::new("/sys/fs/cgroup").join(fs_path(cgroup).trim_start_matches('/'));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while dir.exists() {
+                if std::time::Instant::now() > deadline {
+                    return Err(CgroupError::Systemd(format!(
+                        "{cgroup}: {} still there 10 s after StopUnit",
+                        dir.display()
+                    )));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Ok(())
         }
     }
 }
