@@ -16,6 +16,7 @@ pkgs=(
   containernetworking-plugins # CNI plugins (bridge, host-local, loopback, portmap) in /usr/lib/cni
   iptables iputils-ping       # iptables-save and ping: the CNI tests check what portmap and bridge leave
   openssl                     # the streaming TLS test makes a throwaway certificate
+  python3-venv                # a venv for grpcio (PyPI), the gRPC C-core client of tests/interop.rs
 )
 missing=()
 for p in "${pkgs[@]}"; do
@@ -39,6 +40,15 @@ if [ ${#vm[@]} -gt 0 ]; then
   extra=()
   if dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q bpo; then extra+=(qemu-utils-); fi
   apt-get install -y -qq --no-install-recommends "${vm[@]}" "${extra[@]}" >/dev/null
+fi
+# gRPC C-core as a client (tests/interop.rs): grpcio from PyPI, in a venv of Debian's Python.
+# Debian's python3-grpcio (1.51) predates the authority change (1.57) the test is about.
+grpcio=1.68.1
+py=/var/cache/ferrio/pyenv
+if [ "$("$py/bin/python" -c 'import grpc; print(grpc.__version__)' 2>/dev/null)" != "$grpcio" ]; then
+  rm -rf "$py"
+  /usr/bin/python3 -m venv "$py"
+  "$py/bin/pip" install -q --disable-pip-version-check "grpcio==$grpcio"
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
 for c in clippy fmt; do

@@ -4,6 +4,7 @@
 //! built-in timeout layer answers an expired `grpc-timeout` with `Cancelled`; the CRI wants
 //! `DeadlineExceeded`, which [`deadline::Deadline`] returns (and it cancels the handler).
 
+mod authority;
 mod deadline;
 mod metrics;
 mod socket;
@@ -305,7 +306,7 @@ pub async fn serve_until(
                 let svc = TowerToHyperService::new(service.clone());
                 let conn = auto::Builder::new(TokioExecutor::new())
                     .http2_only()
-                    .serve_connection(TokioIo::new(stream), svc)
+                    .serve_connection(TokioIo::new(authority::AuthorityFix::new(stream)), svc)
                     .into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
