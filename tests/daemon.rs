@@ -174,7 +174,37 @@ async fn runtime_service_version_status_config_and_unimplemented() {
     );
 
     let handlers: Vec<String> = s.runtime_handlers.iter().map(|h| h.name.clone()).collect();
-    assert_eq!(handlers, ["crun", "ferrio", "runc"]);
+    // The CRI's empty name is the default handler (ferrio's own by default), with its features.
+    assert_eq!(handlers, ["", "crun", "ferrio", "runc"]);
+    let feat = |s: &api::StatusResponse, n: &str| {
+        s.runtime_handlers
+            .iter()
+            .find(|h| h.name == n)
+            .and_then(|h| h.features)
+            .unwrap()
+    };
+    assert_eq!(feat(&s, ""), feat(&s, "ferrio"));
+    assert!(feat(&s, "").recursive_read_only_mounts);
+    // With runc as the default, the default handler is runc's, without `rro`.
+    let runc_default = Daemon::start(DaemonOpts {
+        extra_config: "[runtime]\ndefault_runtime = \"runc\"\n".into(),
+        ..Default::default()
+    });
+    let rs = runc_default
+        .runtime()
+        .await
+        .status(api::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(feat(&rs, ""), feat(&rs, "runc"));
+    assert!(!feat(&rs, "").recursive_read_only_mounts);
+    // The CLI names it.
+    let out = runc_default.cli(&["status"]);
+    assert!(
+        out.contains("handlers:   (default), crun, ferrio (recursive read-only mounts), runc"),
+        "{out}"
+    );
 
     // Later milestones answer Unimplemented; a request without its config is InvalidArgument.
     let e = rt

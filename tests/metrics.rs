@@ -302,23 +302,6 @@ async fn pod_sandbox_metrics_follow_the_descriptors() {
     .unwrap();
 }
 
-fn ferrio(d: &Daemon, args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrio"))
-        .arg("--config")
-        .arg(&d.config)
-        .arg("--listen")
-        .arg(&d.socket)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ferrio {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn status_cli_reports_the_daemon_and_a_container() {
     let (d, image, pcfg, pod) = setup_pod("status").await;
@@ -344,7 +327,7 @@ async fn status_cli_reports_the_daemon_and_a_container() {
     assert!(pid > 0 && monitor_pid > 0);
 
     // The CLI is a separate process: blocking on it here is fine on a multi-thread runtime.
-    let overview = ferrio(&d, &["status"]);
+    let overview = d.cli(&["status"]);
     println!("{overview}");
     assert!(overview.contains("RuntimeReady   true"), "{overview}");
     assert!(overview.contains("NetworkReady   false"), "{overview}");
@@ -361,7 +344,7 @@ async fn status_cli_reports_the_daemon_and_a_container() {
         "{overview}"
     );
 
-    let detail = ferrio(&d, &["status", "containers", &ctr[..12]]);
+    let detail = d.cli(&["status", "containers", &ctr[..12]]);
     println!("{detail}");
     let field = |k: &str| {
         detail
@@ -380,7 +363,7 @@ async fn status_cli_reports_the_daemon_and_a_container() {
     );
     assert!(field("exit file:").ends_with("(absent)"), "{detail}");
 
-    let table = ferrio(&d, &["status", "containers"]);
+    let table = d.cli(&["status", "containers"]);
     let row = table
         .lines()
         .find(|l| l.starts_with(&ctr[..13]))
@@ -390,10 +373,10 @@ async fn status_cli_reports_the_daemon_and_a_container() {
         "{row}"
     );
 
-    let toml_cfg = ferrio(&d, &["status", "config"]);
+    let toml_cfg = d.cli(&["status", "config"]);
     let cfg: ferrio::config::Config = toml::from_str(&toml_cfg).unwrap();
     assert_eq!(cfg.socket_path(), d.socket);
-    let json_cfg = ferrio(&d, &["status", "config", "--format", "json"]);
+    let json_cfg = d.cli(&["status", "config", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(&json_cfg).unwrap();
     assert_eq!(v["metrics"]["enable"], false);
 
@@ -404,7 +387,7 @@ async fn status_cli_reports_the_daemon_and_a_container() {
     })
     .await
     .unwrap();
-    let after = ferrio(&d, &["status", "containers", &ctr]);
+    let after = d.cli(&["status", "containers", &ctr]);
     assert!(after.contains("state:        exited"), "{after}");
     assert!(after.contains("monitor:      no answer"), "{after}");
     assert!(!after.contains("(absent)"), "{after}");
@@ -429,7 +412,7 @@ async fn ferrio_status_shows_a_long_pull_in_progress() {
     let mut c = d.images().await;
     let img = image.clone();
     let pulling = tokio::spawn(async move { pull(&mut c, &img).await });
-    let status = || ferrio(&d, &["status"]);
+    let status = || d.cli(&["status"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut seen = String::new();
     while std::time::Instant::now() < deadline {

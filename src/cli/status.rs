@@ -105,13 +105,19 @@ async fn overview(ch: Channel, cfg: &Config) -> Result<String> {
         .runtime_handlers
         .iter()
         .map(|h| {
+            // The CRI's empty name is the default handler.
+            let name = if h.name.is_empty() {
+                "(default)"
+            } else {
+                &h.name
+            };
             if h.features
                 .as_ref()
                 .is_some_and(|f| f.recursive_read_only_mounts)
             {
-                format!("{} (recursive read-only mounts)", h.name)
+                format!("{name} (recursive read-only mounts)")
             } else {
-                h.name.clone()
+                name.to_string()
             }
         })
         .collect();

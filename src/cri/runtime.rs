@@ -155,31 +155,37 @@ impl RuntimeService for Runtime {
                 .map_err(|e| Status::internal(e.to_string()))?;
             info.insert("pulls".to_string(), pulls);
         }
-        let runtime_handlers = self
-            .engine
-            .handler_names()
-            .into_iter()
-            .map(|name| {
-                // Recursive read-only mounts: libcontainer applies `rro` (mount_setattr);
-                // the runc and crun CLIs of this Debian do not know it.
-                let builtin = self
-                    .config
-                    .runtime
-                    .runtimes
-                    .get(&name)
-                    .is_some_and(|h| h.runtime_type == "builtin");
-                // User namespaces: ferrio makes and pins the pod's user namespace and mounts
-                // the idmapped rootfs and volumes itself, so every handler that joins a user
-                // namespace by path can run such pods — when this kernel idmaps mounts.
-                api::RuntimeHandler {
+        // Recursive read-only mounts: libcontainer applies `rro` (mount_setattr); the runc and
+        // crun CLIs of this Debian do not know it. User namespaces: ferrio makes and pins the
+        // pod's user namespace and mounts the idmapped rootfs and volumes itself, so every
+        // handler that joins a user namespace by path can run such pods — when this kernel
+        // idmaps mounts.
+        let features = |name: &str| api::RuntimeHandlerFeatures {
+            recursive_read_only_mounts: self
+                .config
+                .runtime
+                .runtimes
+                .get(name)
+                .is_some_and(|h| h.runtime_type == "builtin"),
+            user_namespaces: self.engine.idmapped_mounts_supported(),
+        };
+        // The CRI: an empty name denotes the default handler (what a pod with no
+        // `runtime_handler` gets); kubelet asks it, not the default's own name.
+        let default = &self.config.runtime.default_runtime;
+        let runtime_handlers = std::iter::once(api::RuntimeHandler {
+            name: String::new(),
+            features: Some(features(default)),
+        })
+        .chain(
+            self.engine
+                .handler_names()
+                .into_iter()
+                .map(|name| api::RuntimeHandler {
+                    features: Some(features(&name)),
                     name,
-                    features: Some(api::RuntimeHandlerFeatures {
-                        recursive_read_only_mounts: builtin,
-                        user_namespaces: self.engine.idmapped_mounts_supported(),
-                    }),
-                }
-            })
-            .collect();
+                }),
+        )
+        .collect();
         Ok(Response::new(api::StatusResponse {
             status: Some(api::RuntimeStatus { conditions }),
             info,

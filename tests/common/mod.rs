@@ -248,6 +248,24 @@ impl Daemon {
         );
     }
 
+    /// Runs the `ferrio` CLI against this daemon; its stdout (it must succeed).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferrio"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--listen")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ferrio {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
