@@ -100,8 +100,8 @@ async fn capabilities_add_drop_all_and_privileged() {
             assert_ne!(t, "0", "not masked");
         } else {
             assert!(
-                out.contains("Seccomp:\t2"),
-                "RuntimeDefault when nothing is asked: {out}"
+                out.contains("Seccomp:\t0"),
+                "unconfined when nothing is asked, as CRI-O and containerd: {out}"
             );
         }
     }
@@ -373,6 +373,100 @@ async fn image_volumes() {
     .await;
     assert!(e.message().contains("no/such/dir"), "{e:?}");
     finish_pod(&d, &pod).await;
+}
+
+/// The seccomp mode of a running container's init (`Seccomp:` of /proc/1/status: 0 none, 2 a
+/// filter).
+async fn seccomp_mode(rt: &mut RtClient, id: &str) -> String {
+    let (out, _, _) = sh_in(rt, id, "grep Seccomp: /proc/1/status").await;
+    out.trim_start_matches("Seccomp:").trim().to_string()
+}
+
+type RtClient =
+    ferrio::cri::api::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;
+
+/// No profile named: unconfined (CRI-O, containerd), RuntimeDefault only with the opt-in. A
+/// privileged container: no seccomp whatever it names, unless `privileged_seccomp_profile`.
+#[tokio::test(flavor = "multi_thread")]
+async fn seccomp_defaults_as_cri_o() {
+    let profile = |t: api::security_profile::ProfileType| api::LinuxContainerSecurityContext {
+        seccomp: Some(api::SecurityProfile {
+            profile_type: t as i32,
+            localhost_ref: String::new(),
+        }),
+        ..Default::default()
+    };
+    let privileged = |sec: api::LinuxContainerSecurityContext| api::LinuxContainerSecurityContext {
+        privileged: true,
+        ..sec
+    };
+    use api::security_profile::ProfileType::{RuntimeDefault, Unconfined};
+    let image = Registry::shared().image("ferrio-test/busybox:1.35");
+    let deny_mkdir = tempfile::tempdir().unwrap();
+    let deny_mkdir_file = deny_mkdir.path().join("no-mkdir.json");
+    std::fs::write(
+        &deny_mkdir_file,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+    )
+    .unwrap();
+    // (config, container, expected mode)
+    let configs = [
+        (String::new(), "default"),
+        (
+            "[runtime]\nseccomp_use_default_when_empty = true\n".to_string(),
+            "empty-default",
+        ),
+        (
+            format!(
+                "[runtime]\nprivileged_seccomp_profile = \"{}\"\n",
+                deny_mkdir_file.display()
+            ),
+            "privileged-profile",
+        ),
+    ];
+    for (extra, label) in configs {
+        let d = Daemon::start(DaemonOpts {
+            extra_config: extra,
+            ..Default::default()
+        });
+        pull(&mut d.images().await, &image).await.unwrap();
+        let mut pcfg = pod_config(label, &d.dir.path().join("logs"));
+        let lin = pcfg.linux.as_mut().unwrap();
+        lin.security_context.as_mut().unwrap().privileged = true;
+        let mut rt = d.runtime().await;
+        let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+        let cases: Vec<(&str, api::LinuxContainerSecurityContext, &str)> = match label {
+            "default" => vec![
+                ("none", Default::default(), "0"),
+                ("rd", profile(RuntimeDefault), "2"),
+                ("unconf", profile(Unconfined), "0"),
+                ("priv-rd", privileged(profile(RuntimeDefault)), "0"),
+                ("priv-none", privileged(Default::default()), "0"),
+            ],
+            "empty-default" => vec![
+                ("none", Default::default(), "2"),
+                ("unconf", profile(Unconfined), "0"),
+                ("priv-none", privileged(Default::default()), "0"),
+            ],
+            _ => vec![
+                ("none", Default::default(), "0"),
+                ("priv-unconf", privileged(profile(Unconfined)), "2"),
+            ],
+        };
+        for (name, sec, want) in cases {
+            let id = create_start(&mut rt, &pod, &pcfg, secured(name, &image, sec, vec![])).await;
+            assert_eq!(seccomp_mode(&mut rt, &id).await, want, "{label}: {name}");
+            if label == "privileged-profile" && name == "priv-unconf" {
+                // The operator's profile, not RuntimeDefault: mkdir is refused.
+                let (_, err, code) = sh_in(&mut rt, &id, "mkdir /tmp/d").await;
+                assert!(
+                    code != 0 && err.contains("Operation not permitted"),
+                    "{err}"
+                );
+            }
+        }
+        finish_pod(&d, &pod).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

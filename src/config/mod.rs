@@ -129,8 +129,13 @@ pub struct RuntimeConfig {
     /// itself or anything below it).
     pub absent_mount_sources_to_reject: Vec<PathBuf>,
     /// Containers whose request names no seccomp profile get RuntimeDefault (true) or run
-    /// unconfined (false). Privileged containers run unconfined unless a profile is named.
+    /// unconfined (false, the default: as CRI-O and containerd; kubelet always names one,
+    /// RuntimeDefault with its `seccompDefault`, else Unconfined).
     pub seccomp_use_default_when_empty: bool,
+    /// A seccomp profile file (containers/moby JSON) for privileged containers. Empty (the
+    /// default): privileged containers run without seccomp whatever profile they name, as with
+    /// CRI-O's `privileged_seccomp_profile`.
+    pub privileged_seccomp_profile: PathBuf,
     /// Directories of Container Device Interface spec files (`*.json`, `*.yaml`, `*.yml`);
     /// a device defined in a later directory overrides the same device in an earlier one.
     pub cdi_spec_dirs: Vec<PathBuf>,
@@ -216,7 +221,8 @@ impl Default for Config {
                     PathBuf::from("/sys"),
                     PathBuf::from("/dev"),
                 ],
-                seccomp_use_default_when_empty: true,
+                seccomp_use_default_when_empty: false,
+                privileged_seccomp_profile: PathBuf::new(),
                 cdi_spec_dirs: vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")],
             },
             streaming: StreamingConfig {
@@ -378,6 +384,12 @@ impl Config {
                     )))
                 }
             }
+        }
+        let privileged = &self.runtime.privileged_seccomp_profile;
+        if !privileged.as_os_str().is_empty() && !privileged.is_absolute() {
+            return Err(ConfigError::Invalid(
+                "runtime.privileged_seccomp_profile must be an absolute path".into(),
+            ));
         }
         if self.network.plugin_timeout == 0 {
             return Err(ConfigError::Invalid(

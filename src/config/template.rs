@@ -54,8 +54,12 @@ default_cgroup_parent = {cgroup_parent}
 shm_size = {shm_size}
 # Missing host paths of container mounts are created as directories, except at or below these.
 absent_mount_sources_to_reject = [{reject}]
-# Containers whose request names no seccomp profile get RuntimeDefault (true) or none (false).
+# Containers whose request names no seccomp profile get RuntimeDefault (true) or none (false,
+# as CRI-O and containerd; kubelet always names one: RuntimeDefault or Unconfined).
 seccomp_use_default_when_empty = {seccomp_default}
+# A seccomp profile file for privileged containers; empty: they run without seccomp whatever
+# profile they name (CRI-O's privileged_seccomp_profile).
+privileged_seccomp_profile = {privileged_seccomp}
 # Container Device Interface spec directories (*.json, *.yaml, *.yml), for CreateContainer's
 # cdi_devices. A device defined in a later directory overrides the same one in an earlier.
 cdi_spec_dirs = [{cdi_dirs}]
@@ -117,6 +121,7 @@ address = {metrics_address}
         cgroup_parent = toml_str(&c.runtime.default_cgroup_parent),
         shm_size = c.runtime.shm_size,
         seccomp_default = c.runtime.seccomp_use_default_when_empty,
+        privileged_seccomp = s(&c.runtime.privileged_seccomp_profile),
         reject = c
             .runtime
             .absent_mount_sources_to_reject

@@ -533,9 +533,16 @@ impl Engine {
         handler: &Handler,
     ) -> Result<Option<serde_json::Value>> {
         use crate::spec::config::Profile;
+        let privileged_profile = &self.cfg().runtime.privileged_seccomp_profile;
         let profile = match &c.security.seccomp {
-            // Privileged containers run without seccomp unless a profile is named.
-            Profile::Unset if c.security.privileged => return Ok(None),
+            // Privileged containers run without seccomp whatever they name, unless the
+            // operator gives them a profile (CRI-O's behaviour and option).
+            _ if c.security.privileged && privileged_profile.as_os_str().is_empty() => {
+                return Ok(None)
+            }
+            _ if c.security.privileged => {
+                Profile::Localhost(privileged_profile.to_string_lossy().into_owned())
+            }
             Profile::Unset if self.cfg().runtime.seccomp_use_default_when_empty => {
                 Profile::RuntimeDefault
             }
