@@ -285,6 +285,9 @@ async fn import_through_the_daemon_straight_into_the_store_and_from_the_import_d
         .await
         .expect("import-dir import");
     assert_eq!(ml.repo_digests.len(), 1);
+    // What the import dir brought may not be pullable again: pinned, so that kubelet's image
+    // GC keeps it (also after a restart); what was imported by hand is not.
+    assert!(ml.pinned && !docker.pinned, "{ml:?} {docker:?}");
 
     // Through the running daemon.
     let out = run(&[

@@ -753,3 +753,73 @@ async fn identity_token_is_exchanged_for_an_access_token_at_the_realm() {
     let log = d.log_text();
     assert!(!log.contains("refresh-456") && !log.contains("acc-123"));
 }
+
+/// `image.pinned_images` (CRI-O's patterns) marks images `pinned` for kubelet's image GC; a
+/// SIGHUP reads the list again, and a bad list keeps the one in force.
+#[tokio::test(flavor = "multi_thread")]
+async fn pinned_images_by_name_prefix_and_keyword_reloaded_on_sighup() {
+    let reg = Registry::shared();
+    let busybox = reg.image("ferrio-test/busybox:1.35");
+    let multi = reg.image("ferrio-test/multilayer");
+    let d = Daemon::start(DaemonOpts {
+        extra_config: format!("pinned_images = [\"{busybox}\"]\n"),
+        ..Default::default()
+    });
+    let mut c = d.images().await;
+    pull(&mut c, &busybox).await.unwrap();
+    pull(&mut c, &multi).await.unwrap();
+    let pinned = |list: &[api::Image]| -> Vec<String> {
+        let mut v: Vec<String> = list
+            .iter()
+            .filter(|i| i.pinned)
+            .flat_map(|i| i.repo_tags.clone())
+            .collect();
+        v.sort();
+        v
+    };
+    let list = |c: &mut ImageClient| {
+        let mut c = c.clone();
+        async move {
+            c.list_images(api::ListImagesRequest { filter: None })
+                .await
+                .unwrap()
+                .into_inner()
+                .images
+        }
+    };
+    type ImageClient = api::image_service_client::ImageServiceClient<tonic::transport::Channel>;
+    assert_eq!(pinned(&list(&mut c).await), vec![busybox.clone()]);
+    assert!(status(&mut c, &busybox).await.unwrap().pinned);
+    let config = std::fs::read_to_string(&d.config).unwrap();
+    let reload = |patterns: &str, reloads: usize| {
+        let text = config.replace(
+            &format!("pinned_images = [\"{busybox}\"]"),
+            &format!("pinned_images = [{patterns}]"),
+        );
+        std::fs::write(&d.config, text).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(d.pid() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap();
+        let t = std::time::Instant::now();
+        while d
+            .log_text()
+            .matches("SIGHUP: configuration reloaded")
+            .count()
+            < reloads
+        {
+            assert!(t.elapsed() < Duration::from_secs(10), "{}", d.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // A keyword, case-insensitive, and a prefix.
+    reload("\"*MULTILAYER*\"", 1);
+    assert_eq!(pinned(&list(&mut c).await), [format!("{multi}:latest")]);
+    reload(&format!("\"{}/ferrio-test/busy*\"", reg.addr()), 2);
+    assert_eq!(pinned(&list(&mut c).await), vec![busybox.clone()]);
+    // A pattern with a * in the middle is refused; the list in force stays.
+    reload("\"a*b\"", 3);
+    assert!(d.log_text().contains("pinned_images"), "{}", d.log_text());
+    assert_eq!(pinned(&list(&mut c).await), vec![busybox.clone()]);
+}

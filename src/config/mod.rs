@@ -196,6 +196,9 @@ pub struct ImageConfig {
     /// Archives (OCI archive or docker-save tarballs) imported once at start; empty means
     /// `<root>/import`.
     pub import_dir: PathBuf,
+    /// Images kubelet's image GC must keep (`Image.pinned`): exact names, `prefix*`,
+    /// `*keyword*` (case-insensitive, as CRI-O's). Images from the import dir are pinned too.
+    pub pinned_images: Vec<String>,
 }
 
 impl Default for Config {
@@ -240,6 +243,7 @@ impl Default for Config {
                 max_concurrent_downloads: 3,
                 pull_progress_timeout: 60,
                 import_dir: PathBuf::new(),
+                pinned_images: Vec::new(),
             },
             network: NetworkConfig {
                 network_dir: PathBuf::from("/etc/cni/net.d"),

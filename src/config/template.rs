@@ -98,6 +98,9 @@ pull_progress_timeout = {stall}
 # OCI-archive and docker-save tarballs in this directory are imported once, at start.
 # Empty: <root>/import.
 import_dir = {import_dir}
+# Images kubelet's image GC keeps (pinned): exact names ("registry.k8s.io/pause:3.10"),
+# "prefix*" or "*keyword*", case-insensitive. Images from import_dir are always pinned.
+pinned_images = []
 
 [network]
 # CNI network configs: .conflist files, and .conf/.json single-plugin files.

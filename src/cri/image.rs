@@ -24,7 +24,7 @@ impl ImageApi {
     }
 }
 
-fn to_api(r: &ImageRecord) -> api::Image {
+fn to_api(images: &Images, r: &ImageRecord) -> api::Image {
     let (uid, username) = image_user(&r.user);
     api::Image {
         id: r.id.clone(),
@@ -37,7 +37,7 @@ fn to_api(r: &ImageRecord) -> api::Image {
             image: r.id.clone(),
             ..Default::default()
         }),
-        pinned: false,
+        pinned: images.is_pinned(r),
     }
 }
 
@@ -62,7 +62,12 @@ impl ImageService for ImageApi {
         req: Request<api::ListImagesRequest>,
     ) -> Result<Response<api::ListImagesResponse>, Status> {
         let f = filter_ref(&req.get_ref().filter);
-        let images = self.images.list(f.as_deref()).iter().map(to_api).collect();
+        let images = self
+            .images
+            .list(f.as_deref())
+            .iter()
+            .map(|r| to_api(&self.images, r))
+            .collect();
         Ok(Response::new(api::ListImagesResponse { images }))
     }
 
@@ -71,7 +76,12 @@ impl ImageService for ImageApi {
         req: Request<api::StreamImagesRequest>,
     ) -> Result<Response<ImageStream>, Status> {
         let f = filter_ref(&req.get_ref().filter);
-        let all: Vec<api::Image> = self.images.list(f.as_deref()).iter().map(to_api).collect();
+        let all: Vec<api::Image> = self
+            .images
+            .list(f.as_deref())
+            .iter()
+            .map(|r| to_api(&self.images, r))
+            .collect();
         let chunks: Vec<Result<api::StreamImagesResponse, Status>> = all
             .chunks(STREAM_CHUNK)
             .map(|c| Ok(api::StreamImagesResponse { images: c.to_vec() }))
@@ -105,7 +115,7 @@ impl ImageService for ImageApi {
             info.insert("info".to_string(), v.to_string());
         }
         Ok(Response::new(api::ImageStatusResponse {
-            image: Some(to_api(&rec)),
+            image: Some(to_api(&self.images, &rec)),
             info,
         }))
     }

@@ -10,6 +10,7 @@ pub mod auth;
 mod error;
 pub mod http;
 pub mod manifest;
+pub mod pinned;
 pub mod pull;
 pub mod reference;
 pub mod registries;
@@ -43,6 +44,10 @@ pub struct Images {
     /// Who uses an image (set by the engine), for RemoveImage.
     users: std::sync::RwLock<Option<ImageUsers>>,
     import_dir: PathBuf,
+    /// `image.pinned_images`, compiled (reloaded on SIGHUP).
+    pinned: std::sync::RwLock<Arc<pinned::PinnedImages>>,
+    /// IDs of the images the import dir brought (pinned: they may not be pullable again).
+    imported: std::sync::RwLock<std::collections::HashSet<String>>,
 }
 
 /// What image pulls did since the daemon started (read by the metrics endpoint).
@@ -194,12 +199,17 @@ impl Images {
             )),
             counters: Arc::default(),
         };
+        let pinned = pinned::PinnedImages::new(&cfg.image.pinned_images)
+            .map_err(ImageError::InvalidArgument)?;
+        let imported = imported_ids(&store);
         Ok(Arc::new(Images {
             store,
             puller: Arc::new(puller),
             inflight: Mutex::new(HashMap::new()),
             users: std::sync::RwLock::new(None),
             import_dir: cfg.import_dir(),
+            pinned: std::sync::RwLock::new(Arc::new(pinned)),
+            imported: std::sync::RwLock::new(imported),
         }))
     }
 
@@ -220,6 +230,9 @@ impl Images {
     /// way keep what they started with; a file that does not load leaves the old one in force.
     pub fn reload(&self, cfg: &Config) -> Result<(), ImageError> {
         let (registries, auth_file) = Self::load_pull_config(cfg)?;
+        let pinned = pinned::PinnedImages::new(&cfg.image.pinned_images)
+            .map_err(ImageError::InvalidArgument)?;
+        *self.pinned.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(pinned);
         *self
             .puller
             .registries
@@ -307,6 +320,20 @@ impl Images {
         }
     }
 
+    /// Whether kubelet's image GC must leave `rec` alone: a name of it matches
+    /// `image.pinned_images`, or the import dir brought it.
+    pub fn is_pinned(&self, rec: &ImageRecord) -> bool {
+        self.imported
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&rec.id)
+            || self
+                .pinned
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .matches(rec.repo_tags.iter().chain(&rec.repo_digests))
+    }
+
     /// The image a tag, digest reference, ID or unique ID prefix names.
     pub fn status(&self, s: &str) -> Option<ImageRecord> {
         self.store.resolve(s)
@@ -372,7 +399,9 @@ impl Images {
     /// A file is known by name, size and modification time; failures are logged and retried at
     /// the next start.
     pub fn import_dir_once(&self) -> Result<Vec<Imported>, ImageError> {
-        import_dir_once(&self.store, &self.import_dir)
+        let out = import_dir_once(&self.store, &self.import_dir);
+        *self.imported.write().unwrap_or_else(|p| p.into_inner()) = imported_ids(&self.store);
+        out
     }
 }
 
@@ -395,13 +424,26 @@ pub fn import_paths(store: &Arc<Store>, paths: &[PathBuf]) -> Result<Vec<Importe
 struct ImportedFile {
     size: u64,
     mtime_ns: i128,
+    /// The images the archive held (pinned). Books of older versions lack it.
+    #[serde(default)]
+    ids: Vec<String>,
+}
+
+/// The import dir's book: archive file name → what was imported from it.
+const IMPORT_BOOK: &str = "imported.json";
+
+/// The IDs of every image the import dir brought, from its book.
+fn imported_ids(store: &Store) -> std::collections::HashSet<String> {
+    let done: HashMap<String, ImportedFile> =
+        crate::state::read_json(&store.dir().join(IMPORT_BOOK)).unwrap_or_default();
+    done.into_values().flat_map(|f| f.ids).collect()
 }
 
 pub fn import_dir_once(store: &Arc<Store>, dir: &Path) -> Result<Vec<Imported>, ImageError> {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return Ok(vec![]);
     };
-    let book = store.dir().join("imported.json");
+    let book = store.dir().join(IMPORT_BOOK);
     let mut done: HashMap<String, ImportedFile> =
         crate::state::read_json(&book).unwrap_or_default();
     let mut files: Vec<PathBuf> = rd
@@ -421,15 +463,19 @@ pub fn import_dir_once(store: &Arc<Store>, dir: &Path) -> Result<Vec<Imported>, 
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_nanos() as i128)
             .unwrap_or(0);
-        let seen = ImportedFile {
+        let mut seen = ImportedFile {
             size: meta.len(),
             mtime_ns,
+            ids: Vec::new(),
         };
         let key = p
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if done.get(&key) == Some(&seen) {
+        if done
+            .get(&key)
+            .is_some_and(|d| (d.size, d.mtime_ns) == (seen.size, seen.mtime_ns))
+        {
             continue;
         }
         match archive::import(store, &p) {
@@ -437,6 +483,7 @@ pub fn import_dir_once(store: &Arc<Store>, dir: &Path) -> Result<Vec<Imported>, 
                 for i in &images {
                     tracing::info!(archive = %p.display(), id = %i.id, tags = ?i.repo_tags, "image imported from the import dir");
                 }
+                seen.ids = images.iter().map(|i| i.id.clone()).collect();
                 done.insert(key, seen);
                 crate::state::write_json(&book, &done)
                     .map_err(|e| ImageError::io("writing imported.json", e))?;

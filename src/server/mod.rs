@@ -103,9 +103,10 @@ async fn reload(source: &ConfigSource, current: &Config, images: &Arc<Images>) {
     let (imgs, c) = (images.clone(), new.clone());
     match tokio::task::spawn_blocking(move || imgs.reload(&c)).await {
         Ok(Ok(())) => reloaded.push(format!(
-            "registries_conf={} auth_file={}",
+            "registries_conf={} auth_file={} pinned_images={:?}",
             new.image.registries_conf.display(),
-            new.image.global_auth_file.display()
+            new.image.global_auth_file.display(),
+            new.image.pinned_images
         )),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "SIGHUP: registries.conf or the auth file kept as they were")
@@ -130,6 +131,7 @@ async fn reload(source: &ConfigSource, current: &Config, images: &Arc<Images>) {
     rest.log_level = current.log_level.clone();
     rest.image.registries_conf = current.image.registries_conf.clone();
     rest.image.global_auth_file = current.image.global_auth_file.clone();
+    rest.image.pinned_images = current.image.pinned_images.clone();
     if rest != *current {
         tracing::warn!("SIGHUP: other configuration changes take effect at the next restart");
     }
