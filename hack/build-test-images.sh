@@ -3,7 +3,7 @@
 # owners and ordering), as OCI archives (plus one docker-save archive) in $OUT:
 #   busybox.tar       one layer: busybox with every applet as a hard link; Cmd ["sh"]
 #   busybox-uid.tar   busybox + a layer; config User "1002"
-#   busybox-user.tar  busybox + a layer with www-data in /etc/passwd; config User "www-data"
+#   busybox-user.tar  busybox + a layer with www-data in /etc/passwd (and group web); config User "www-data"
 #   multilayer.tar    busybox + a zstd layer + a plain-tar layer that deletes a file (whiteout)
 #                     and makes a directory opaque
 #   multiarch.tar     an image index: this host's platform (busybox) and a foreign one
@@ -30,7 +30,9 @@ if [ -n "${BIG:-}" ]; then
 elif [ -n "${PAUSE:-}" ]; then
   [ -f "$OUT/pause.tar" ] && exit 0
   pause=1
-elif [ -z "${FORCE:-}" ] && [ -f "$OUT/.done" ]; then exit 0; fi
+elif [ -z "${FORCE:-}" ] && [ "$(cat "$OUT/.done" 2>/dev/null)" = "$(sha256sum < "$0")" ]; then
+  exit 0   # built by this very script (a changed script builds them again)
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -149,6 +151,7 @@ w=$work/www; mkdir -p "$w/etc" "$w/var/www"
 cp "$base/etc/passwd" "$base/etc/group" "$w/etc/"
 echo 'www-data:x:33:33:www-data:/var/www:/bin/sh' >> "$w/etc/passwd"
 echo 'www-data:x:33:' >> "$w/etc/group"
+echo 'web:x:500:www-data' >> "$w/etc/group"   # a membership: SupplementalGroupsPolicy Merge adds it
 read -r d s < <(image busybox-user "www-data" "$base:gzip" "$w:gzip")
 finish busybox-user $MT "$d" "$s"
 
@@ -177,4 +180,4 @@ gzip -dc "$work/busybox/blobs/sha256/$lay" > "$ds/l0/layer.tar"
 printf '[{"Config":"%s.json","RepoTags":["ferrio-test/busybox-docker:1"],"Layers":["l0/layer.tar"]}]' "$cfg" > "$ds/manifest.json"
 tar --sort=name --mtime=@1700000000 --owner=0 --group=0 --numeric-owner -C "$ds" -cf "$OUT/busybox-docker.tar" .
 echo "built $OUT/busybox-docker.tar"
-touch "$OUT/.done"
+sha256sum < "$0" > "$OUT/.done"

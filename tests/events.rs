@@ -1,5 +1,5 @@
 //! GetContainerEvents: a container's whole life, in order, on two subscribers, with STOPPED
-//! pushed by the monitor when the container exits on its own.
+//! pushed by the monitor when the container exits on its own; then the pods' own events.
 
 mod common;
 
@@ -72,5 +72,40 @@ async fn events_arrive_in_order_on_every_subscriber() {
             )
         );
     }
+    // The pod's own events (as containerd sends them): its ID as the container ID, its status
+    // as it was — also in DELETED, when the pod is gone.
+    let s = &mut subs[0];
     finish_pod(&d, &pod).await;
+    let pod2 = run_pod(
+        &mut rt,
+        pod_config("events2", &d.dir.path().join("logs")),
+        "",
+    )
+    .await;
+    finish_pod(&d, &pod2).await;
+    use api::ContainerEventType as T;
+    use api::PodSandboxState as P;
+    let want = [
+        (&pod.id, T::ContainerStoppedEvent, P::SandboxNotready),
+        (&pod.id, T::ContainerDeletedEvent, P::SandboxNotready),
+        (&pod2.id, T::ContainerCreatedEvent, P::SandboxReady),
+        (&pod2.id, T::ContainerStartedEvent, P::SandboxReady),
+        (&pod2.id, T::ContainerStoppedEvent, P::SandboxNotready),
+        (&pod2.id, T::ContainerDeletedEvent, P::SandboxNotready),
+    ];
+    for (pod_id, kind, state) in want {
+        let ev = tokio::time::timeout(Duration::from_secs(10), s.message())
+            .await
+            .expect("a pod event within 10 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (&ev.container_id, ev.container_event_type),
+            (pod_id, kind as i32),
+            "{ev:?}"
+        );
+        let st = ev.pod_sandbox_status.as_ref().expect("the pod's status");
+        assert_eq!((&st.id, st.state), (pod_id, state as i32), "{ev:?}");
+        assert!(ev.containers_statuses.is_empty(), "{ev:?}");
+    }
 }

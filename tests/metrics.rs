@@ -190,13 +190,30 @@ async fn metrics_endpoint_is_off_by_default() {
 async fn pod_sandbox_metrics_follow_the_descriptors() {
     let (d, image, pcfg, pod) = setup_pod("cri-metrics").await;
     let mut rt = d.runtime().await;
-    let ctr = create_start(
-        &mut rt,
-        &pod,
-        &pcfg,
-        sh_container("worker", &image, "echo hi > /written; sleep 300"),
-    )
-    .await;
+    let mut worker = sh_container(
+        "worker",
+        &image,
+        "echo hi > /written; sleep 300 & sleep 301",
+    );
+    worker.linux = Some(api::LinuxContainerConfig {
+        resources: Some(api::LinuxContainerResources {
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            cpu_shares: 512,
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let ctr = create_start(&mut rt, &pod, &pcfg, worker).await;
+    // Both sleeps running.
+    for _ in 0..50 {
+        let (out, _, _) = sh_in(&mut rt, &ctr, "ps -o comm | grep -c sleep").await;
+        if out == "2" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
     let descriptors: HashMap<String, api::MetricDescriptor> = rt
         .list_metric_descriptors(api::ListMetricDescriptorsRequest {})
@@ -270,8 +287,62 @@ async fn pod_sandbox_metrics_follow_the_descriptors() {
         get("container_cpu_usage_seconds_total").metric_type,
         api::MetricType::Counter as i32
     );
-    assert!(get("container_processes").value.unwrap().value >= 1);
+    assert!(get("container_processes").value.unwrap().value >= 2);
     assert!(get("container_fs_usage_bytes").value.unwrap().value > 0);
+    // What cAdvisor reads beyond the stats: the cgroup's limits, its processes, the writable
+    // layer's filesystem, the start time.
+    let v = |name: &str| get(name).value.unwrap().value;
+    let labelled = |name: &str, extra: &[&str]| {
+        c.metrics
+            .iter()
+            .find(|m| m.name == name && m.label_values[6..] == *extra)
+            .map(|m| m.value.unwrap().value)
+            .unwrap_or_else(|| panic!("{name}{extra:?} missing: {:?}", c.metrics))
+    };
+    assert_eq!(v("container_spec_cpu_quota"), 50_000);
+    assert_eq!(v("container_spec_cpu_period"), 100_000);
+    assert!(v("container_spec_cpu_shares") > 0);
+    assert_eq!(v("container_spec_memory_limit_bytes"), 64 << 20);
+    assert!(v("container_memory_cache") > 0 || v("container_memory_rss") > 0);
+    assert!(v("container_memory_max_usage_bytes") >= v("container_memory_usage_bytes") / 2);
+    assert_eq!(v("container_oom_events_total"), 0);
+    assert!(c
+        .metrics
+        .iter()
+        .any(|m| m.name == "container_cpu_cfs_periods_total"));
+    assert!(v("container_threads") >= 2);
+    assert!(v("container_file_descriptors") >= 3);
+    assert!(labelled("container_tasks_state", &["sleeping"]) >= 2);
+    assert!(labelled("container_ulimits_soft", &["max_open_files"]) > 0);
+    let usage = get("container_fs_limit_bytes");
+    let device = usage.label_values.last().unwrap().clone();
+    assert!(!device.is_empty(), "{usage:?}");
+    assert!(usage.value.unwrap().value > 0);
+    assert!(labelled("container_fs_inodes_free", &[&device]) > 0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let start = v("container_start_time_seconds");
+    assert!(start <= now && start + 600 > now, "{start} {now}");
+    for m in c
+        .metrics
+        .iter()
+        .filter(|m| m.name == "container_memory_failures_total")
+    {
+        assert!(
+            ["pgfault", "pgmajfault"].contains(&m.label_values[6].as_str()),
+            "{m:?}"
+        );
+        assert!(
+            ["container", "hierarchy"].contains(&m.label_values[7].as_str()),
+            "{m:?}"
+        );
+    }
+    assert_eq!(
+        labelled("container_cpu_usage_seconds_total", &["total"]),
+        v("container_cpu_usage_seconds_total")
+    );
     // cAdvisor's labels: container name, ID, image, pod and namespace.
     let keys = &descriptors["container_memory_working_set_bytes"].label_keys;
     let label = |k: &str| ws.label_values[keys.iter().position(|x| x == k).unwrap()].clone();

@@ -150,10 +150,58 @@ async fn users_groups_and_their_errors() {
     assert_eq!(out, "1000\n2000\n2000 3000 3001");
     let st = ctr_status(&mut rt, &id).await;
     let u = st.user.unwrap().linux.unwrap();
+    // The groups the process really has, the primary GID first.
     assert_eq!(
         (u.uid, u.gid, u.supplemental_groups),
-        (1000, 2000, vec![3000, 3001])
+        (1000, 2000, vec![2000, 3000, 3001])
     );
+    // The image's user with an /etc/group membership (web, 500): policy Merge adds it after
+    // the request's groups, Strict does not; ContainerStatus.user says what `id -G` says.
+    // Every handler: runc and crun get the exec's process whole (crun has no
+    // --additional-gids), so exec'd processes have the container's groups too.
+    let user_image = Registry::shared().image("ferrio-test/busybox-user");
+    pull(&mut d.images().await, &user_image).await.unwrap();
+    for handler in ["", "runc", "crun"] {
+        let hcfg = pod_config(&format!("groups{handler}"), &d.dir.path().join("logs"));
+        let hpod = run_pod(&mut rt, hcfg.clone(), handler).await;
+        for (policy, want) in [
+            (api::SupplementalGroupsPolicy::Merge, vec![33, 3000, 500]),
+            (api::SupplementalGroupsPolicy::Strict, vec![33, 3000]),
+        ] {
+            let sec = api::LinuxContainerSecurityContext {
+                supplemental_groups: vec![3000],
+                supplemental_groups_policy: policy as i32,
+                ..Default::default()
+            };
+            let name = format!("{policy:?}").to_lowercase();
+            let c = secured(&name, &user_image, sec, vec![]);
+            let id = create_start(&mut rt, &hpod, &hcfg, c).await;
+            let u = ctr_status(&mut rt, &id).await.user.unwrap().linux.unwrap();
+            let what = format!("{handler:?} {policy:?}");
+            assert_eq!((u.gid, &u.supplemental_groups), (33, &want), "{what}");
+            let (out, err, _) = sh_in(&mut rt, &id, "id -G").await;
+            let mut real: Vec<i64> = out
+                .split_whitespace()
+                .map(|g| g.parse().unwrap_or_else(|_| panic!("{what}: {out} {err}")))
+                .collect();
+            assert_eq!(real.first(), Some(&33), "{what}: {out} {err}");
+            real.sort();
+            let mut reported = u.supplemental_groups.clone();
+            reported.sort();
+            assert_eq!(real, reported, "{what}: id -G says {out}");
+        }
+        // (finish_pod would find the first pod's containers still there)
+        rt.stop_pod_sandbox(api::StopPodSandboxRequest {
+            pod_sandbox_id: hpod.id.clone(),
+        })
+        .await
+        .unwrap();
+        rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
+            pod_sandbox_id: hpod.id.clone(),
+        })
+        .await
+        .unwrap();
+    }
 
     let bad =
         |name: &str, sec: api::LinuxContainerSecurityContext| secured(name, &image, sec, vec![]);
@@ -360,6 +408,41 @@ async fn image_volumes() {
         .find(|m| m.container_path == "/img")
         .unwrap();
     assert_eq!(m.image.as_ref().unwrap().image, img_id);
+    // KEP-4639: the resolved image, as PullImage answered it.
+    let pulled = pull(&mut d.images().await, &multi).await.unwrap();
+    let mm = st
+        .mounts
+        .iter()
+        .find(|m| m.container_path == "/multi")
+        .unwrap()
+        .image
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (mm.image_ref.as_str(), mm.user_specified_image.as_str()),
+        (pulled.as_str(), multi.as_str())
+    );
+    assert!(mm.image_ref.starts_with("sha256:"), "{mm:?}");
+    // An image volume that is not read-only is refused.
+    let e = create_err(
+        &mut rt,
+        &pod.id,
+        secured(
+            "rw",
+            &image,
+            Default::default(),
+            vec![api::Mount {
+                readonly: false,
+                ..vol("/rw", &image, "")
+            }],
+        ),
+    )
+    .await;
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("/rw") && e.message().contains("readonly"),
+        "{e:?}"
+    );
     let e = create_err(
         &mut rt,
         &pod.id,
@@ -532,11 +615,12 @@ async fn localhost_seccomp_profile_blocks_a_syscall() {
 async fn escape_battery_for_a_default_container() {
     let (d, image, pcfg, pod) = setup_pod("escape").await;
     let mut rt = d.runtime().await;
+    // RuntimeDefault, as kubelet asks with seccompDefault (the secure default a node runs).
     let id = create_start(
         &mut rt,
         &pod,
         &pcfg,
-        secured("e", &image, Default::default(), vec![]),
+        secured("e", &image, runtime_default(), vec![]),
     )
     .await;
     let me = std::process::id();
@@ -684,7 +768,7 @@ async fn user_namespaces_and_idmapped_mounts() {
     let c = secured(
         "u",
         &image,
-        Default::default(),
+        runtime_default(),
         vec![bind("/idm", true), bind("/plain", false)],
     );
     let id = create_start(&mut rt, &pod, &pcfg, c).await;
@@ -1091,4 +1175,168 @@ async fn no_process_a_container_can_see_runs_the_hosts_ferrio_binary() {
     let (_, _, code) = running.await.unwrap();
     assert_eq!(code, 0);
     finish_pod(&d, &pod).await;
+}
+
+/// Host directories bind-mounted onto themselves with a given propagation; everything mounted
+/// at or below them is unmounted with the guard.
+struct PropagationDirs {
+    base: std::path::PathBuf,
+}
+
+impl PropagationDirs {
+    fn new(dir: &std::path::Path) -> PropagationDirs {
+        let base = dir.join("prop");
+        let sh = |args: &[&str]| {
+            let st = std::process::Command::new(args[0])
+                .args(&args[1..])
+                .status()
+                .unwrap();
+            assert!(st.success(), "{args:?}");
+        };
+        for name in ["shared", "private"] {
+            let p = base.join(name);
+            std::fs::create_dir_all(&p).unwrap();
+            let p = p.to_str().unwrap();
+            sh(&["mount", "--bind", p, p]);
+            sh(&["mount", &format!("--make-{name}"), p]);
+        }
+        // A slave of the shared one.
+        let slave = base.join("slave");
+        std::fs::create_dir_all(&slave).unwrap();
+        let shared = base.join("shared");
+        sh(&[
+            "mount",
+            "--bind",
+            shared.to_str().unwrap(),
+            slave.to_str().unwrap(),
+        ]);
+        sh(&["mount", "--make-slave", slave.to_str().unwrap()]);
+        PropagationDirs { base }
+    }
+    fn path(&self, name: &str) -> String {
+        self.base.join(name).display().to_string()
+    }
+}
+
+impl Drop for PropagationDirs {
+    fn drop(&mut self) {
+        for p in mounts_containing(&self.base.display().to_string())
+            .iter()
+            .rev()
+        {
+            let _ = std::process::Command::new("umount")
+                .args(["-l", p])
+                .status();
+        }
+    }
+}
+
+/// Bidirectional: a mount the container makes in the volume appears on the host; HostToContainer
+/// and Bidirectional: one the host makes appears in the container. Sources that cannot keep
+/// that promise are FailedPrecondition naming the path. Every handler.
+#[tokio::test(flavor = "multi_thread")]
+async fn mount_propagation_both_ways_and_sources_that_cannot_propagate() {
+    let (d, image) = daemon_with_busybox().await;
+    let dirs = PropagationDirs::new(d.dir.path());
+    let mut rt = d.runtime().await;
+    let mount = |path: &str, host: &str, p: api::MountPropagation| api::Mount {
+        container_path: path.into(),
+        host_path: host.into(),
+        propagation: p as i32,
+        ..Default::default()
+    };
+    use api::MountPropagation::{
+        PropagationBidirectional as Bi, PropagationHostToContainer as H2c,
+    };
+    for handler in ["", "runc", "crun"] {
+        let mut pcfg = pod_config(&format!("prop{handler}"), &d.dir.path().join("logs"));
+        let lin = pcfg.linux.as_mut().unwrap();
+        lin.security_context.as_mut().unwrap().privileged = true;
+        let pod = run_pod(&mut rt, pcfg.clone(), handler).await;
+        let sec = api::LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        };
+        let id = create_start(
+            &mut rt,
+            &pod,
+            &pcfg,
+            secured(
+                "c",
+                &image,
+                sec.clone(),
+                vec![
+                    mount("/bi", &dirs.path("shared"), Bi),
+                    mount("/h2c", &dirs.path("shared"), H2c),
+                    mount("/fromslave", &dirs.path("slave"), H2c),
+                ],
+            ),
+        )
+        .await;
+        // Container → host.
+        let inner = format!("in{handler}");
+        let (_, err, code) = sh_in(
+            &mut rt,
+            &id,
+            &format!("mkdir -p /bi/{inner} && mount -t tmpfs tmpfs /bi/{inner} && echo hi > /bi/{inner}/f"),
+        )
+        .await;
+        assert_eq!(code, 0, "{handler:?}: {err}");
+        let host_file = dirs.base.join("shared").join(&inner).join("f");
+        assert_eq!(
+            std::fs::read_to_string(&host_file)
+                .unwrap_or_default()
+                .trim(),
+            "hi",
+            "{handler:?}: the container's mount reached the host"
+        );
+        // Host → container, through the shared source and through the slave one.
+        let outer = dirs.base.join("shared").join(format!("out{handler}"));
+        std::fs::create_dir_all(&outer).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(&outer)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::write(outer.join("g"), "x").unwrap();
+        for p in ["/bi", "/h2c", "/fromslave"] {
+            let (out, err, _) = sh_in(&mut rt, &id, &format!("cat {p}/out{handler}/g")).await;
+            assert_eq!(out, "x", "{handler:?}: host mount seen at {p}: {err}");
+        }
+        // Sources that cannot propagate.
+        for (name, m, why) in [
+            (
+                "bi-private",
+                mount("/x", &dirs.path("private"), Bi),
+                "not a shared mount",
+            ),
+            (
+                "bi-slave",
+                mount("/x", &dirs.path("slave"), Bi),
+                "not a shared mount",
+            ),
+            (
+                "h2c-private",
+                mount("/x", &dirs.path("private"), H2c),
+                "not a shared or slave mount",
+            ),
+        ] {
+            let e = create_err(
+                &mut rt,
+                &pod.id,
+                secured(name, &image, sec.clone(), vec![m]),
+            )
+            .await;
+            assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{name}: {e:?}");
+            assert!(
+                e.message()
+                    .contains(&dirs.path(name.split('-').nth(1).unwrap()))
+                    && e.message().contains(why),
+                "{name}: {e:?}"
+            );
+        }
+        finish_pod(&d, &pod).await;
+    }
+    drop(dirs);
 }

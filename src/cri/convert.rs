@@ -451,9 +451,12 @@ pub fn container_status(c: &ContainerRecord) -> api::ContainerStatus {
                 readonly: m.readonly,
                 propagation: propagation_api(m.propagation),
                 recursive_read_only: m.recursive_read_only,
+                // The volume's image as resolved at create: its ID is also what PullImage
+                // answered as `image_ref` (KEP-4639).
                 image: (!m.image.is_empty()).then(|| api::ImageSpec {
                     image: m.image_id.clone(),
                     user_specified_image: m.image.clone(),
+                    image_ref: m.image_id.clone(),
                     ..Default::default()
                 }),
                 image_sub_path: m.image_sub_path.clone(),

@@ -387,7 +387,9 @@ impl RuntimeService for Runtime {
         let c = self.engine.container_status(&r.container_id)?;
         let mut info = HashMap::new();
         if r.verbose {
+            let spec = self.engine.runtime_spec(&c.id).await;
             let v = serde_json::json!({
+                "runtimeSpec": spec,
                 "pid": c.pid,
                 "monitorPid": c.monitor_pid,
                 "runtimeHandler": c.handler,
@@ -633,7 +635,10 @@ impl RuntimeService for Runtime {
         &self,
         _req: Request<api::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<api::ListPodSandboxMetricsResponse>, Status> {
-        let usage = self.engine.pod_usage(|_| true).await?;
+        let usage = self
+            .engine
+            .pod_usage_to(|_| true, crate::engine::usage::Depth::Metrics)
+            .await?;
         Ok(Response::new(api::ListPodSandboxMetricsResponse {
             pod_metrics: usage.iter().map(super::metrics::pod_metrics).collect(),
         }))
@@ -643,7 +648,10 @@ impl RuntimeService for Runtime {
         &self,
         _req: Request<api::StreamPodSandboxMetricsRequest>,
     ) -> Result<Response<BoxStream<api::StreamPodSandboxMetricsResponse>>, Status> {
-        let usage = self.engine.pod_usage(|_| true).await?;
+        let usage = self
+            .engine
+            .pod_usage_to(|_| true, crate::engine::usage::Depth::Metrics)
+            .await?;
         let chunks: Vec<Result<api::StreamPodSandboxMetricsResponse, Status>> = usage
             .chunks(STREAM_CHUNK)
             .map(|c| {
@@ -699,7 +707,11 @@ impl Runtime {
             EventKind::Stopped => api::ContainerEventType::ContainerStoppedEvent,
             EventKind::Deleted => api::ContainerEventType::ContainerDeletedEvent,
         };
-        let pod = engine.pod(&ev.pod_id);
+        let pod = ev
+            .pod
+            .as_deref()
+            .cloned()
+            .or_else(|| engine.pod(&ev.pod_id));
         let containers_statuses = engine
             .list_containers()
             .into_iter()

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The most of a bundle's `config.json` (or seccomp plan) read for verbose status.
+const RUNTIME_SPEC_CAP: u64 = 16 << 20;
+
 /// ExecSync's cap on each of stdout and stderr (CVE-2022-1708).
 pub const EXEC_OUTPUT_CAP: usize = 16 * 1024 * 1024;
 
@@ -90,8 +93,17 @@ fn validate_container(c: &ContainerConfig) -> Result<()> {
         validate::absolute("mounts.container_path", &m.container_path)?;
         if m.image.is_empty() {
             validate::absolute("mounts.host_path", &m.host_path)?;
-        } else if !m.image_sub_path.is_empty() {
-            validate::relative_inside("mounts.image_sub_path", &m.image_sub_path)?;
+        } else {
+            // KEP-4639: image volumes are read-only; kubelet always asks them so.
+            if !m.readonly {
+                return Err(EngineError::invalid(format!(
+                    "mount {}: an image volume must be readonly",
+                    m.container_path
+                )));
+            }
+            if !m.image_sub_path.is_empty() {
+                validate::relative_inside("mounts.image_sub_path", &m.image_sub_path)?;
+            }
         }
         if m.recursive_read_only {
             if !m.readonly {
@@ -171,6 +183,32 @@ fn read_image_file(rootfs: &Path, rel: &str) -> Option<String> {
     String::from_utf8(crate::state::read_capped(&p, 4 << 20).ok()?).ok()
 }
 
+/// A Bidirectional mount needs its host source on a shared mount, a HostToContainer one on a
+/// shared or slave mount, or what it promises cannot happen (CRI-O refuses them the same way).
+fn check_propagation(m: &Mount, source: &Path) -> Result<()> {
+    use crate::spec::config::Propagation;
+    let (need_shared, what) = match m.propagation {
+        Propagation::Private => return Ok(()),
+        Propagation::Bidirectional => (true, "a shared mount"),
+        Propagation::HostToContainer => (false, "a shared or slave mount"),
+    };
+    let p = crate::sys::mount::mount_of(source).map_err(EngineError::io(format_args!(
+        "mount {}: the propagation of {}",
+        m.container_path,
+        source.display()
+    )))?;
+    if p.shared || (!need_shared && p.slave) {
+        return Ok(());
+    }
+    Err(EngineError::precondition(format!(
+        "mount {}: path {} is mounted on {} but it is not {what} ({:?} propagation needs it)",
+        m.container_path,
+        source.display(),
+        p.mount_point.display(),
+        m.propagation
+    )))
+}
+
 /// Resolves mount sources (a missing one is created as a directory unless it is under a
 /// rejected prefix; symlinks are followed) and devices.
 fn prepare_host(
@@ -202,6 +240,7 @@ fn prepare_host(
             "resolving mount source {}",
             hp.display()
         )))?;
+        check_propagation(m, &real)?;
         sources.push(real);
     }
     let mut devices = if c.security.privileged {
@@ -661,8 +700,10 @@ impl Engine {
             let (rootfs, pod_paths, sources) = (rootfs.clone(), pod.paths.clone(), sources.clone());
             let (cgroups_path, min_oom_score_adj) = (rec.cgroup.clone(), self.min_oom_score_adj);
             let (host_capabilities, lsm) = (self.host_capabilities.clone(), self.lsm);
+            let pod_id = pod.id.clone();
             blocking(move || {
                 crate::spec::generate(&crate::spec::Input {
+                    sandbox_id: &pod_id,
                     pod: &pod_config,
                     container: &config,
                     image: &image_cfg,
@@ -1230,6 +1271,31 @@ impl Engine {
             .ok_or_else(|| EngineError::not_found(format!("container {s:?} not found")))
     }
 
+    /// The OCI runtime spec a container was created with (its bundle's `config.json`, with the
+    /// built-in handler's seccomp section put back from its plan), for verbose status
+    /// (`crictl inspect` shows it as `info.runtimeSpec`, as both peers do). None once the
+    /// bundle is gone.
+    pub async fn runtime_spec(&self, id: &str) -> Option<serde_json::Value> {
+        let bundle = self.ctr_run_dir(id).join("bundle");
+        blocking(move || {
+            let read = |name: &str| {
+                crate::state::read_capped(&bundle.join(name), RUNTIME_SPEC_CAP)
+                    .ok()
+                    .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
+            };
+            let mut spec = read("config.json")?;
+            if let Some(filter) = read(seccomp::PLAN_FILE).and_then(|p| p.get("filter").cloned()) {
+                if let Some(linux) = spec.get_mut("linux").and_then(|l| l.as_object_mut()) {
+                    linux.entry("seccomp").or_insert(filter);
+                }
+            }
+            Some(spec)
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
     pub async fn exec_sync(
         self: &Arc<Self>,
         s: &str,
@@ -1592,6 +1658,7 @@ impl Engine {
                 cwd: None,
                 user: Some((rec.user.uid, rec.user.gid, rec.user.additional_gids.clone())),
                 console_socket: None,
+                bundle: Some(self.ctr_run_dir(&rec.id).join("bundle")),
             },
             timeout_ms,
             result_file: exec_dir.join(format!("{}.json", new_id())),

@@ -1,5 +1,8 @@
 //! Container lifecycle events (CRI GetContainerEvents, evented PLEG): CREATED, STARTED,
-//! STOPPED, DELETED, broadcast to every subscriber as they happen.
+//! STOPPED, DELETED, broadcast to every subscriber as they happen. Pods have them too, as
+//! containerd sends them: the event's container ID is the pod's ID (CREATED and STARTED when
+//! RunPodSandbox is done — a pod without an infra container is started once made —, STOPPED
+//! by StopPodSandbox, DELETED by RemovePodSandbox, with the pod's status as it was).
 //!
 //! STOPPED comes from the monitor itself: each created container has a task holding a `Wait`
 //! request on its monitor's socket, answered the moment the container exits — no polling. A
@@ -24,10 +27,14 @@ pub enum EventKind {
 
 #[derive(Debug, Clone)]
 pub struct Event {
+    /// The container's ID, or the pod's for a pod's own event.
     pub container_id: String,
     pub pod_id: String,
     pub kind: EventKind,
     pub at_ns: i64,
+    /// A pod's own event: the pod as it was when the event happened (a removed pod is gone
+    /// from the engine by the time a subscriber reads its DELETED).
+    pub pod: Option<Arc<super::PodRecord>>,
 }
 
 impl Engine {
@@ -38,6 +45,18 @@ impl Engine {
             pod_id: pod_id.to_string(),
             kind,
             at_ns: super::now_ns(),
+            pod: None,
+        });
+    }
+
+    /// A pod's own event (its ID as the container ID).
+    pub(super) fn emit_pod(&self, rec: &super::PodRecord, kind: EventKind) {
+        let _ = self.events.send(Event {
+            container_id: rec.id.clone(),
+            pod_id: rec.id.clone(),
+            kind,
+            at_ns: super::now_ns(),
+            pod: Some(Arc::new(rec.clone())),
         });
     }
 

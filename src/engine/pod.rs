@@ -324,6 +324,8 @@ impl Engine {
             return Err(e);
         }
         tracing::info!(pod = %id, name = %rec.config.name, namespace = %rec.config.namespace, unclaimed = rec.unclaimed, "pod sandbox ready");
+        self.emit_pod(&rec, super::events::EventKind::Created);
+        self.emit_pod(&rec, super::events::EventKind::Started);
         Ok(id)
     }
 
@@ -659,6 +661,7 @@ impl Engine {
         rec.state = PodState::NotReady;
         self.save_pod(&rec)?;
         tracing::info!(pod = %id, "pod sandbox stopped");
+        self.emit_pod(&rec, super::events::EventKind::Stopped);
         Ok(())
     }
 
@@ -684,6 +687,7 @@ impl Engine {
         };
         self.detach_network(&mut rec).await?;
         self.teardown_pod(&rec).await;
+        self.emit_pod(&rec, super::events::EventKind::Deleted);
         self.forget_pod(&id);
         self.release(&pod_name(&rec.config), &id);
         self.drop_lock(&id);

@@ -2,7 +2,7 @@
 //! namespaces (the `stats` module reads them), with CPU rates from two samples.
 
 use super::{ContainerRecord, ContainerState, Engine, PodRecord, Result};
-use crate::stats::{CgroupStats, FsUsage, NetworkStats};
+use crate::stats::{CgroupStats, Detail, FsUsage, NetworkStats};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -14,6 +14,36 @@ pub struct ContainerUsage {
     pub writable: Option<FsUsage>,
     /// The filesystem holding the writable layer.
     pub writable_mountpoint: PathBuf,
+    /// What only the CRI metrics read (processes, I/O, the cgroup's limits…).
+    pub detail: Option<Detail>,
+    /// The filesystem holding the writable layer, for the metrics.
+    pub fs: Option<FsInfo>,
+}
+
+/// A filesystem's device and size (statvfs), for `container_fs_*` metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsInfo {
+    /// The mount's source (`/dev/vda1`…), cAdvisor's `device` label.
+    pub device: String,
+    pub capacity_bytes: u64,
+    pub inodes_total: u64,
+    pub inodes_free: u64,
+}
+
+impl FsInfo {
+    /// The filesystem `path` is on. Blocking.
+    pub fn of(path: &std::path::Path) -> Option<FsInfo> {
+        let st = nix::sys::statvfs::statvfs(path).ok()?;
+        let device = crate::sys::mount::mount_of(path)
+            .map(|m| m.source)
+            .unwrap_or_default();
+        Some(FsInfo {
+            device,
+            capacity_bytes: (st.blocks() as u64).saturating_mul(st.fragment_size() as u64),
+            inodes_total: st.files() as u64,
+            inodes_free: st.files_free() as u64,
+        })
+    }
 }
 
 pub struct PodUsage {
@@ -22,22 +52,45 @@ pub struct PodUsage {
     pub nano_cores: Option<u64>,
     pub network: Option<NetworkStats>,
     pub containers: Vec<ContainerUsage>,
+    /// What only the CRI metrics read.
+    pub detail: Option<Detail>,
+}
+
+/// How much a usage read takes: what the stats RPCs need, or also what the metrics need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    Stats,
+    Metrics,
 }
 
 impl Engine {
     fn container_usage_blocking(&self, rec: ContainerRecord) -> ContainerUsage {
+        self.container_usage_at(rec, Depth::Stats, None)
+    }
+
+    fn container_usage_at(
+        &self,
+        rec: ContainerRecord,
+        depth: Depth,
+        fs: Option<&FsInfo>,
+    ) -> ContainerUsage {
         let cgroup = crate::stats::read(&rec.cgroup).ok();
         let nano_cores = cgroup
             .as_ref()
             .and_then(|c| self.sampler.sample(&rec.id, c));
         let upper = self.ctr_data_dir(&rec.id).join("upper");
         let writable = crate::stats::writable_layer(&upper).ok();
+        let detail = (depth == Depth::Metrics)
+            .then(|| crate::stats::detail(&rec.cgroup).ok())
+            .flatten();
         ContainerUsage {
             rec,
             cgroup,
             nano_cores,
             writable,
             writable_mountpoint: self.cfg().root.clone(),
+            detail,
+            fs: fs.cloned(),
         }
     }
 
@@ -76,9 +129,21 @@ impl Engine {
         self: &Arc<Self>,
         keep: impl Fn(&PodRecord) -> bool + Send + 'static,
     ) -> Result<Vec<PodUsage>> {
+        self.pod_usage_to(keep, Depth::Stats).await
+    }
+
+    /// Usage of the ready pods `keep` selects, read to `depth`.
+    pub async fn pod_usage_to(
+        self: &Arc<Self>,
+        keep: impl Fn(&PodRecord) -> bool + Send + 'static,
+        depth: Depth,
+    ) -> Result<Vec<PodUsage>> {
         let this = self.clone();
         super::blocking(move || {
             let ctrs = this.live_containers();
+            let fs = (depth == Depth::Metrics)
+                .then(|| FsInfo::of(&this.cfg().root))
+                .flatten();
             this.list_pods()
                 .into_iter()
                 .filter(|p| p.state == super::PodState::Ready && keep(p))
@@ -94,14 +159,18 @@ impl Engine {
                     let containers = ctrs
                         .iter()
                         .filter(|c| c.pod_id == p.id)
-                        .map(|c| this.container_usage_blocking(c.clone()))
+                        .map(|c| this.container_usage_at(c.clone(), depth, fs.as_ref()))
                         .collect();
+                    let detail = (depth == Depth::Metrics)
+                        .then(|| crate::stats::detail(&p.cgroup).ok())
+                        .flatten();
                     PodUsage {
                         rec: p,
                         cgroup,
                         nano_cores,
                         network,
                         containers,
+                        detail,
                     }
                 })
                 .collect()

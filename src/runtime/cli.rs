@@ -5,6 +5,9 @@ use super::{ExecProcess, Execed, OciRuntime, OciStatus, RuntimeError, Stdio};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio as PStdio};
 
+/// The descriptor an exec's process file is handed to the runtime as.
+const PROCESS_FD: i32 = 3;
+
 pub struct OciCli {
     path: PathBuf,
     root: PathBuf,
@@ -195,21 +198,38 @@ impl OciRuntime for OciCli {
                 .arg(console);
             c.arg("--pid-file").arg(console.with_extension("pid"));
         }
-        if let Some(cwd) = &process.cwd {
-            c.arg("--cwd").arg(cwd);
-        }
-        if let Some((uid, gid, gids)) = &process.user {
-            c.arg("--user").arg(format!("{uid}:{gid}"));
-            for g in gids {
-                c.arg("--additional-gids").arg(g.to_string());
+        if let Some(bundle) = &process.bundle {
+            // The whole process, built from the container's own (capabilities, rlimits, labels,
+            // supplemental groups — crun has no --additional-gids), handed over in a memfd
+            // rather than a file that would have to be cleaned up: the runtime opens
+            // /proc/self/fd/3, which is that memfd in its process.
+            let fail = |e: String| RuntimeError::new(&self.name_str(), "exec", id, e);
+            let spec = oci_spec::runtime::Spec::load(bundle.join("config.json"))
+                .map_err(|e| fail(format!("reading the bundle's spec: {e}")))?;
+            let proc_ = super::exec_process(&spec, process).map_err(fail)?;
+            let json = serde_json::to_vec(&proc_).map_err(|e| fail(e.to_string()))?;
+            let fd = crate::sys::process::memfd_with("process.json", &json)
+                .map_err(|e| fail(format!("process file: {e}")))?;
+            crate::sys::process::give_fd(&mut c, fd, PROCESS_FD);
+            c.arg("--process")
+                .arg(format!("/proc/self/fd/{PROCESS_FD}"))
+                .arg(id);
+        } else {
+            if let Some(cwd) = &process.cwd {
+                c.arg("--cwd").arg(cwd);
             }
+            if let Some((uid, gid, gids)) = &process.user {
+                c.arg("--user").arg(format!("{uid}:{gid}"));
+                for g in gids {
+                    c.arg("--additional-gids").arg(g.to_string());
+                }
+            }
+            for e in &process.env {
+                c.arg("--env").arg(e);
+            }
+            c.arg(id).args(&process.args);
         }
-        for e in &process.env {
-            c.arg("--env").arg(e);
-        }
-        c.arg(id)
-            .args(&process.args)
-            .stdin(PStdio::from(stdio.stdin))
+        c.stdin(PStdio::from(stdio.stdin))
             .stdout(PStdio::from(stdio.stdout))
             .stderr(PStdio::from(stdio.stderr));
         if let Some(console) = &process.console_socket {

@@ -44,51 +44,16 @@ fn bundle_spec(id: &str, bundle: &Path) -> Result<oci_spec::runtime::Spec, Runti
 }
 
 impl Libcontainer {
-    /// The process an exec runs: the container's own process settings (capabilities, rlimits,
-    /// no_new_privs, …) with this command, environment, working directory, user and terminal,
-    /// as runc exec does. It goes to the tenant builder as a process file: the builder's own
-    /// process would always get no_new_privs (libcontainer 0.7 ignores `with_no_new_privs(false)`)
-    /// and none of the container's rlimits.
+    /// The process an exec runs ([`super::exec_process`]), as a process file for the tenant
+    /// builder: the builder's own process would always get no_new_privs (libcontainer 0.7
+    /// ignores `with_no_new_privs(false)`) and none of the container's rlimits.
     fn exec_process(
         id: &str,
         bundle: &Path,
         process: &ExecProcess,
     ) -> Result<oci_spec::runtime::Process, RuntimeError> {
         let spec = bundle_spec(id, bundle)?;
-        let mut proc_ = spec.process().clone().ok_or_else(|| {
-            RuntimeError::new(NAME, "exec", id, "the container's spec has no process")
-        })?;
-        let mut env = proc_.env().clone().unwrap_or_default();
-        for kv in &process.env {
-            let key = kv.split('=').next().unwrap_or("");
-            env.retain(|e| e.split('=').next() != Some(key));
-            env.push(kv.clone());
-        }
-        // Never an empty HOME (see spec::generate): libcontainer would resolve it through the
-        // container's NSS modules while the process still holds what ferrio lent it.
-        env.retain(|e| e != "HOME=");
-        if !env.iter().any(|e| e.starts_with("HOME=")) {
-            env.push("HOME=/".into());
-        }
-        let tty = process.console_socket.is_some();
-        if tty && !env.iter().any(|e| e.starts_with("TERM=")) {
-            env.push("TERM=xterm".into());
-        }
-        proc_.set_args(Some(process.args.clone()));
-        proc_.set_env(Some(env));
-        proc_.set_terminal(Some(tty));
-        proc_.set_console_size(None);
-        if let Some(cwd) = &process.cwd {
-            proc_.set_cwd(cwd.clone());
-        }
-        if let Some((uid, gid, gids)) = &process.user {
-            let mut user = proc_.user().clone();
-            user.set_uid(*uid);
-            user.set_gid(*gid);
-            user.set_additional_gids((!gids.is_empty()).then(|| gids.clone()));
-            proc_.set_user(user);
-        }
-        Ok(proc_)
+        super::exec_process(&spec, process).map_err(|e| RuntimeError::new(NAME, "exec", id, e))
     }
 
     /// The user namespace the container joined (its spec's `user` namespace path).

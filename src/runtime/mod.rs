@@ -104,6 +104,54 @@ pub struct ExecProcess {
     /// Run on a terminal: its master end is sent to this unix socket (the OCI console socket).
     #[serde(default)]
     pub console_socket: Option<PathBuf>,
+    /// The container's bundle, whose spec's process the exec's process is built from (CLI
+    /// runtimes get it whole as `--process`; see [`exec_process`]).
+    #[serde(default)]
+    pub bundle: Option<PathBuf>,
+}
+
+/// The process an exec runs: the container's own process settings (capabilities, rlimits,
+/// no_new_privs, AppArmor and SELinux labels, …) with this command, environment, working
+/// directory, user and terminal, as runc exec and CRI-O build it.
+pub fn exec_process(
+    spec: &oci_spec::runtime::Spec,
+    process: &ExecProcess,
+) -> Result<oci_spec::runtime::Process, String> {
+    let mut proc_ = spec
+        .process()
+        .clone()
+        .ok_or("the container's spec has no process")?;
+    let mut env = proc_.env().clone().unwrap_or_default();
+    for kv in &process.env {
+        let key = kv.split('=').next().unwrap_or("");
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(kv.clone());
+    }
+    // Never an empty HOME (see spec::generate): libcontainer would resolve it through the
+    // container's NSS modules while the process still holds what ferrio lent it.
+    env.retain(|e| e != "HOME=");
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push("HOME=/".into());
+    }
+    let tty = process.console_socket.is_some();
+    if tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    proc_.set_args(Some(process.args.clone()));
+    proc_.set_env(Some(env));
+    proc_.set_terminal(Some(tty));
+    proc_.set_console_size(None);
+    if let Some(cwd) = &process.cwd {
+        proc_.set_cwd(cwd.clone());
+    }
+    if let Some((uid, gid, gids)) = &process.user {
+        let mut user = proc_.user().clone();
+        user.set_uid(*uid);
+        user.set_gid(*gid);
+        user.set_additional_gids((!gids.is_empty()).then(|| gids.clone()));
+        proc_.set_user(user);
+    }
+    Ok(proc_)
 }
 
 /// How an exec'd process is waited for: its pid is a child of the caller, or (for a CLI

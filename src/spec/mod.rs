@@ -76,6 +76,8 @@ impl ErrorKind for SpecError {
 
 /// Everything [`generate`] reads.
 pub struct Input<'a> {
+    /// The pod's ID (the `io.kubernetes.cri.sandbox-id` annotation).
+    pub sandbox_id: &'a str,
     pub pod: &'a PodConfig,
     pub container: &'a ContainerConfig,
     pub image: &'a ImageConfig,
@@ -104,6 +106,24 @@ pub struct Input<'a> {
     /// The edits of the container's CDI devices, resolved and with their device nodes' type
     /// and numbers filled in (empty when none were requested).
     pub cdi: crate::cdi::ContainerEdits,
+}
+
+/// The `io.kubernetes.cri.*` annotations of a container's spec (the names containerd gives
+/// them; CRI-O sets the same facts under its own `io.kubernetes.cri-o.*` names).
+pub fn cri_annotations<'a>(
+    sandbox_id: &'a str,
+    pod: &'a PodConfig,
+    c: &'a ContainerConfig,
+) -> [(&'static str, &'a str); 7] {
+    [
+        ("io.kubernetes.cri.container-type", "container"),
+        ("io.kubernetes.cri.sandbox-id", sandbox_id),
+        ("io.kubernetes.cri.sandbox-name", &pod.name),
+        ("io.kubernetes.cri.sandbox-namespace", &pod.namespace),
+        ("io.kubernetes.cri.sandbox-uid", &pod.uid),
+        ("io.kubernetes.cri.container-name", &c.name),
+        ("io.kubernetes.cri.image-name", &c.image),
+    ]
 }
 
 /// The AppArmor profile ferrio's RuntimeDefault stands for (shipped and loaded by
@@ -547,11 +567,32 @@ pub fn generate(inp: &Input) -> Result<Generated, SpecError> {
         linux["mountLabel"] = json!(selinux_labels(sec).1);
     }
 
-    let annotations: serde_json::Map<String, Value> = c
+    let mut annotations: serde_json::Map<String, Value> = c
         .annotations
         .iter()
         .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
+    // The standard CRI annotations (containerd's names) that hooks, gVisor and security agents
+    // read; set after the request's own, so a request cannot forge them.
+    for (k, v) in cri_annotations(inp.sandbox_id, inp.pod, c) {
+        annotations.insert(k.to_string(), json!(v));
+    }
+    // A Bidirectional mount needs the container's whole mount tree shared, or what it mounts
+    // in the volume never reaches the host (a runtime makes `/` a slave by default);
+    // HostToContainer needs it a slave at least (CRI-O's rule; the OCI values have no `r`,
+    // which libcontainer insists on and runc and crun take).
+    if c.mounts
+        .iter()
+        .any(|m| m.propagation == Propagation::Bidirectional)
+    {
+        linux["rootfsPropagation"] = json!("shared");
+    } else if c
+        .mounts
+        .iter()
+        .any(|m| m.propagation == Propagation::HostToContainer)
+    {
+        linux["rootfsPropagation"] = json!("slave");
+    }
     let mut doc = json!({
         "ociVersion": OCI_VERSION,
         "process": process,

@@ -51,6 +51,7 @@ fn input<'a>(
     pp: &'a PodPaths,
 ) -> Input<'a> {
     Input {
+        sandbox_id: "p1",
         pod,
         container: c,
         image: img,
@@ -125,6 +126,34 @@ fn golden_default_container() {
     let g = generate(&input(&p, &c, &i, &pp)).unwrap();
     assert_eq!(g.args, vec!["sh", "-c", "echo hi"]);
     golden("default", &g.spec);
+}
+
+/// The `io.kubernetes.cri.*` annotations say who the container is; a request's own annotation
+/// of the same name does not win. A HostToContainer mount makes the rootfs a slave.
+#[test]
+fn cri_annotations_cannot_be_forged_and_propagation_reaches_the_rootfs() {
+    let mut c = ContainerConfig {
+        name: "app".into(),
+        image: "busybox".into(),
+        ..Default::default()
+    };
+    c.annotations
+        .insert("io.kubernetes.cri.sandbox-id".into(), "forged".into());
+    c.annotations.insert("mine".into(), "kept".into());
+    c.mounts.push(crate::spec::config::Mount {
+        container_path: "/h".into(),
+        host_path: "/srv/h".into(),
+        propagation: crate::spec::config::Propagation::HostToContainer,
+        ..Default::default()
+    });
+    let (p, i, pp) = (pod(), image(), paths());
+    let g = generate(&input(&p, &c, &i, &pp)).unwrap();
+    let a = g.spec.annotations().clone().unwrap();
+    assert_eq!(a["io.kubernetes.cri.sandbox-id"], "p1");
+    assert_eq!(a["io.kubernetes.cri.container-type"], "container");
+    assert_eq!(a["mine"], "kept");
+    let linux = g.spec.linux().as_ref().unwrap();
+    assert_eq!(linux.rootfs_propagation().as_deref(), Some("slave"));
 }
 
 /// An empty HOME (an image's `ENV HOME=`) is replaced by the user's home: libcontainer would
@@ -274,7 +303,8 @@ fn golden_full_container() {
     let g = generate(&inp).unwrap();
     assert_eq!(
         (g.user.uid, g.user.gid, g.user.additional_gids.clone()),
-        (33, 33, vec![500, 1234])
+        (33, 33, vec![33, 1234, 500]),
+        "the primary GID, the request's groups, the image's memberships"
     );
     let proc_ = g.spec.process().as_ref().unwrap();
     assert_eq!(
@@ -631,8 +661,8 @@ fn golden_cdi_container() {
     let g = generate(&inp).unwrap();
     assert_eq!(
         g.user.additional_gids,
-        vec![500, 44],
-        "the image's groups, then CDI's new ones"
+        vec![33, 500, 44],
+        "the primary GID, the image's groups, then CDI's new ones"
     );
     let v = serde_json::to_value(&g.spec).unwrap();
     let env: Vec<&str> = v["process"]["env"]

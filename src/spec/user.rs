@@ -161,20 +161,23 @@ pub fn resolve(
     if let Some(g) = run_as_group {
         gid = to_id(g, "run_as_group")?;
     }
-    // Linear in the size of /etc/group (an image's file may be large): a set of what is in.
-    let mut additional = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    if let Some(name) = name.as_ref().filter(|_| !strict) {
-        for (_, id, members) in group_entries(group) {
-            if id != gid && members.contains(&name.as_str()) && seen.insert(id) {
-                additional.push(id);
-            }
-        }
-    }
+    // The groups the process has, as containerd and CRI-O give them: the primary GID first,
+    // then the request's supplemental groups, then (policy Merge) the image's /etc/group
+    // memberships of the user. Linear in the size of /etc/group (an image's file may be
+    // large): a set of what is in.
+    let mut additional = vec![gid];
+    let mut seen = std::collections::HashSet::from([gid]);
     for &g in supplemental {
         let g = to_id(g, "supplemental_groups")?;
         if seen.insert(g) {
             additional.push(g);
+        }
+    }
+    if let Some(name) = name.as_ref().filter(|_| !strict) {
+        for (_, id, members) in group_entries(group) {
+            if members.contains(&name.as_str()) && seen.insert(id) {
+                additional.push(id);
+            }
         }
     }
     Ok(User {
@@ -215,7 +218,7 @@ mod tests {
         let u = r(None, None, "", &[], "www-data").unwrap();
         assert_eq!(
             (u.uid, u.gid, u.additional_gids.clone()),
-            (33, 33, vec![500])
+            (33, 33, vec![33, 500])
         );
         assert_eq!(u.home.as_deref(), Some("/var/www"));
         let u = r(None, None, "", &[], "1002").unwrap();
@@ -237,7 +240,7 @@ mod tests {
             ..Default::default()
         };
         let u = resolve(&req, Some(PASSWD), Some(GROUP)).unwrap();
-        assert_eq!((u.uid, u.gid, u.additional_gids), (33, 33, vec![7]));
+        assert_eq!((u.uid, u.gid, u.additional_gids), (33, 33, vec![33, 7]));
     }
 
     #[test]
@@ -245,7 +248,13 @@ mod tests {
         let u = r(Some(33), None, "", &[], "root").unwrap();
         assert_eq!((u.uid, u.gid), (33, 33));
         let u = r(Some(1000), Some(2000), "", &[3000, 3000], "").unwrap();
-        assert_eq!((u.uid, u.gid, u.additional_gids), (1000, 2000, vec![3000]));
+        assert_eq!(
+            (u.uid, u.gid, u.additional_gids),
+            (1000, 2000, vec![2000, 3000])
+        );
+        // The primary GID first, the request's groups, then the image's memberships (Merge).
+        let u = r(None, None, "", &[7, 500, 33], "www-data").unwrap();
+        assert_eq!(u.additional_gids, vec![33, 7, 500]);
         let u = r(None, Some(5), "www-data", &[], "").unwrap();
         assert_eq!((u.uid, u.gid), (33, 5));
         let e = r(None, Some(5), "", &[], "").unwrap_err().to_string();

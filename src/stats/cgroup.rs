@@ -20,7 +20,7 @@ pub struct Hierarchies {
 
 /// Which file formats a controller directory speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Version {
+pub(super) enum Version {
     V1,
     V2,
 }
@@ -62,7 +62,7 @@ impl Hierarchies {
 
     /// The directory of `cgroup` for `controller` (v1 name; `io` is `blkio` there), and the
     /// format its files use.
-    fn dir(&self, controller: &str, cgroup: &Path) -> Option<(PathBuf, Version)> {
+    pub(super) fn dir(&self, controller: &str, cgroup: &Path) -> Option<(PathBuf, Version)> {
         let v1_name = if controller == "io" {
             "blkio"
         } else {
@@ -128,7 +128,7 @@ impl Hierarchies {
 }
 
 /// `cgroup` as a relative path below a hierarchy root; `..` is refused.
-fn relative(cgroup: &str) -> Result<PathBuf, StatsError> {
+pub(super) fn relative(cgroup: &str) -> Result<PathBuf, StatsError> {
     let bad = |reason| StatsError::InvalidCgroup {
         path: cgroup.to_string(),
         reason,

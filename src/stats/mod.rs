@@ -20,6 +20,7 @@
 //! `hugetlb.<size>.*`. The working set is usage − inactive file pages, floored at 0 (kubelet).
 
 mod cgroup;
+mod detail;
 mod net;
 mod parse;
 mod sampler;
@@ -30,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 pub use cgroup::{read, Hierarchies};
+pub use detail::{detail, Detail, DeviceIo, MemoryDetail, Processes, SpecLimits};
 pub use net::{network, parse_net_dev, InterfaceStats, NetworkStats, DEFAULT_INTERFACE};
 pub use parse::parse_psi;
 pub use sampler::CpuSampler;

@@ -158,6 +158,57 @@ pub fn mounts_under(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// The mount a path is on (the deepest mount point that contains it): its source and
+/// propagation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountOf {
+    pub mount_point: std::path::PathBuf,
+    /// The mount's source (a device such as `/dev/vda1`, or `overlay`, `tmpfs`…).
+    pub source: String,
+    /// In a shared peer group (`shared:N`).
+    pub shared: bool,
+    /// A slave of a peer group (`master:N`).
+    pub slave: bool,
+}
+
+/// What mount `path` (absolute, symlinks resolved) is on, in this process's mount namespace;
+/// from /proc/self/mountinfo (procfs).
+pub fn mount_of(path: &Path) -> io::Result<MountOf> {
+    use procfs::process::MountOptFields;
+    let infos = procfs::process::Process::myself()
+        .and_then(|p| p.mountinfo())
+        .map_err(|e| io::Error::other(format!("reading /proc/self/mountinfo: {e}")))?;
+    // The last mount on the deepest mount point wins: later mounts cover earlier ones.
+    let mut best: Option<&procfs::process::MountInfo> = None;
+    for m in infos.iter() {
+        if path.starts_with(&m.mount_point)
+            && best.is_none_or(|b| {
+                m.mount_point.components().count() >= b.mount_point.components().count()
+            })
+        {
+            best = Some(m);
+        }
+    }
+    let m = best.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} is on no mount", path.display()),
+        )
+    })?;
+    Ok(MountOf {
+        mount_point: m.mount_point.clone(),
+        source: m.mount_source.clone().unwrap_or_default(),
+        shared: m
+            .opt_fields
+            .iter()
+            .any(|f| matches!(f, MountOptFields::Shared(_))),
+        slave: m
+            .opt_fields
+            .iter()
+            .any(|f| matches!(f, MountOptFields::Master(_))),
+    })
+}
+
 fn unescape_mountinfo(s: &str) -> String {
     // mountinfo escapes space, tab, newline and backslash as \ooo.
     let b = s.as_bytes();

@@ -278,6 +278,40 @@ pub fn recv_fd(sock: &std::os::unix::net::UnixStream) -> io::Result<OwnedFd> {
 /// The descriptor number a helper finds its lifeline at (see [`give_lifeline`]).
 pub const LIFELINE_FD: i32 = 3;
 
+/// A memfd holding `data`, for handing a small file to a child without a path on disk.
+pub fn memfd_with(name: &str, data: &[u8]) -> io::Result<OwnedFd> {
+    use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+    let cname = std::ffi::CString::new(name).map_err(io::Error::other)?;
+    let fd = memfd_create(&cname, MemFdCreateFlag::MFD_CLOEXEC)?;
+    let mut f = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut f, data)?;
+    Ok(OwnedFd::from(f))
+}
+
+/// Gives the child `cmd` will start `fd` as descriptor `target` (open in the child only, not
+/// close-on-exec there); the command keeps `fd` open until it is dropped.
+pub fn give_fd(cmd: &mut std::process::Command, fd: OwnedFd, target: i32) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let raw = fd.as_raw_fd();
+    // SAFETY: the closure runs in the forked child before exec and calls only dup2(2) and
+    // fcntl(2), which are async-signal-safe; it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            let _ = &fd;
+            let r = if raw == target {
+                libc::fcntl(raw, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, target)
+            };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Gives the child `cmd` will start a lifeline: the read end of a pipe, as descriptor
 /// [`LIFELINE_FD`]. The returned write end is the parent's side: when it is closed — dropped,
 /// or the parent dies — the child sees the pipe hang up ([`take_lifeline`]) and knows nobody

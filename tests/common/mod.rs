@@ -988,6 +988,18 @@ pub fn secured(
     c
 }
 
+/// A security context with the RuntimeDefault seccomp profile, as kubelet sends it with
+/// `seccompDefault` (a container that names none runs unconfined, as with CRI-O).
+pub fn runtime_default() -> api::LinuxContainerSecurityContext {
+    api::LinuxContainerSecurityContext {
+        seccomp: Some(api::SecurityProfile {
+            profile_type: api::security_profile::ProfileType::RuntimeDefault as i32,
+            localhost_ref: String::new(),
+        }),
+        ..Default::default()
+    }
+}
+
 /// CapEff or CapBnd of a /proc/<pid>/status text, as a number.
 pub fn cap_mask(status: &str, field: &str) -> u64 {
     status
