@@ -2,10 +2,12 @@
 # A local OCI registry for tests and the demo: Debian's docker-registry (distribution) on
 # 127.0.0.1, optionally with htpasswd basic auth, and the test images pushed with skopeo.
 #
-#   hack/registry.sh start DIR PORT [--htpasswd USER:PASS] [--watch PID]
+#   hack/registry.sh start DIR PORT [--htpasswd USER:PASS] [--watch PID] [--tls CERTS]
 #       serve DIR/storage on 127.0.0.1:PORT; with --watch the registry stops and DIR is removed
-#       when PID exits
-#   hack/registry.sh push PORT [--creds USER:PASS] [--images DIR]
+#       when PID exits; with --tls over HTTPS only, with CERTS/server.{crt,key}, and clients
+#       must present a certificate signed by CERTS/ca.crt
+#   hack/registry.sh push PORT [--creds USER:PASS] [--images DIR] [--tls CERTS]
+#       (--tls: to localhost:PORT over HTTPS, with CERTS/ca.crt, client.cert and client.key)
 #       push the test images (hack/build-test-images.sh builds them) as
 #       ferrio-test/{busybox:{latest,1.35,1},busybox-uid,busybox-user,multilayer,multiarch}:latest
 #       and library/busybox:{latest,1.35} (what docker.io/library/busybox maps to through a mirror)
@@ -17,11 +19,12 @@ cmd=${1:-}; shift || true
 case $cmd in
 start)
   dir=$1 port=$2; shift 2
-  htpasswd="" watch=""
+  htpasswd="" watch="" tls=""
   while [ $# -gt 0 ]; do
     case $1 in
       --htpasswd) htpasswd=$2; shift 2 ;;
       --watch) watch=$2; shift 2 ;;
+      --tls) tls=$2; shift 2 ;;
       *) echo "unknown option $1" >&2; exit 2 ;;
     esac
   done
@@ -47,6 +50,7 @@ storage:
     enabled: true
 http:
   addr: 127.0.0.1:$port
+$( [ -n "$tls" ] && printf '  tls:\n    certificate: %s\n    key: %s\n    clientcas:\n      - %s\n' "$tls/server.crt" "$tls/server.key" "$tls/ca.crt" )
 $auth
 YML
   docker-registry serve "$dir/config.yml" > "$dir/registry.log" 2>&1 &
@@ -62,8 +66,11 @@ YML
         rm -rf "$dir"
       fi ) >/dev/null 2>&1 &
   fi
+  probe=(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v2/")
+  [ -n "$tls" ] && probe=(curl -s -o /dev/null -w '%{http_code}' --cacert "$tls/ca.crt" \
+    --cert "$tls/client.cert" --key "$tls/client.key" "https://localhost:$port/v2/")
   for _ in $(seq 100); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v2/" || true)
+    code=$("${probe[@]}" || true)
     case $code in 200|401) exit 0 ;; esac
     kill -0 $rpid 2>/dev/null || { cat "$dir/registry.log" >&2; exit 1; }
     sleep 0.1
@@ -72,20 +79,28 @@ YML
   ;;
 push)
   port=$1; shift
-  creds="" images=${FERRIO_TEST_IMAGES:-$here/../.test-images}
+  creds="" images=${FERRIO_TEST_IMAGES:-$here/../.test-images} tls=""
   while [ $# -gt 0 ]; do
     case $1 in
       --creds) creds=$2; shift 2 ;;
       --images) images=$2; shift 2 ;;
+      --tls) tls=$2; shift 2 ;;
       *) echo "unknown option $1" >&2; exit 2 ;;
     esac
   done
   "$here/build-test-images.sh" "$images" >/dev/null
+  if [ -n "$tls" ]; then
+    # skopeo reads every *.key of its cert dir as a client key: give it only the client's.
+    clientcerts=$(mktemp -d)
+    trap 'rm -rf "$clientcerts"' EXIT
+    command cp "$tls/ca.crt" "$tls/client.cert" "$tls/client.key" "$clientcerts/"
+  fi
   cp() { # cp ARCHIVE NAME [--all]
-    local extra=()
+    local extra=(--dest-tls-verify=false) host=127.0.0.1:$port
     [ -n "$creds" ] && extra+=(--dest-creds "$creds")
-    skopeo --insecure-policy copy -q --dest-tls-verify=false "${extra[@]}" ${3:-} \
-      "oci-archive:$images/$1" "docker://127.0.0.1:$port/$2" >/dev/null
+    [ -n "$tls" ] && extra=(--dest-cert-dir "$clientcerts") host=localhost:$port
+    skopeo --insecure-policy copy -q "${extra[@]}" ${3:-} \
+      "oci-archive:$images/$1" "docker://$host/$2" >/dev/null
   }
   for t in latest 1.35 1; do cp busybox.tar ferrio-test/busybox:$t; done
   for t in latest 1.35; do cp busybox.tar library/busybox:$t; done

@@ -278,7 +278,7 @@ async fn import_through_the_daemon_straight_into_the_store_and_from_the_import_d
         },
     );
     let mut c = d.images().await;
-    let docker = status(&mut c, "ferrio-test/busybox-docker:1")
+    let docker = status(&mut c, "docker.io/ferrio-test/busybox-docker:1")
         .await
         .expect("docker-save import");
     let ml = status(&mut c, "localhost/ferrio-test/multilayer:latest")

@@ -312,6 +312,25 @@ blocked = true
         ..Default::default()
     });
     let mut c = d.images().await;
+    // A short name with no alias and no search registry is refused, never sent to docker.io.
+    let e = pull(&mut c, "busybox:1.35").await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("unqualified-search-registries"),
+        "{}",
+        e.message()
+    );
+    assert!(status(&mut c, "busybox:1.35").await.is_none());
+    // A drop-in (registries.conf.d), read again on SIGHUP, names docker.io as the search
+    // registry.
+    let dropins = d.dir.path().join("registries.conf.d");
+    std::fs::create_dir_all(&dropins).unwrap();
+    std::fs::write(
+        dropins.join("50-search.conf"),
+        "unqualified-search-registries = [\"docker.io\"]\n",
+    )
+    .unwrap();
+    sighup_and_wait(&d, 1);
     // `busybox:1.35` is docker.io/library/busybox:1.35: the dead mirror fails, the second serves.
     let id = pull(&mut c, "busybox:1.35").await.unwrap();
     let img = status(&mut c, "docker.io/library/busybox:1.35")
@@ -822,4 +841,227 @@ async fn pinned_images_by_name_prefix_and_keyword_reloaded_on_sighup() {
     reload("\"a*b\"", 3);
     assert!(d.log_text().contains("pinned_images"), "{}", d.log_text());
     assert_eq!(pinned(&list(&mut c).await), vec![busybox.clone()]);
+}
+
+/// Sends the daemon SIGHUP and waits until it has reloaded `n` times in all.
+fn sighup_and_wait(d: &Daemon, n: usize) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    while d
+        .log_text()
+        .matches("SIGHUP: configuration reloaded")
+        .count()
+        < n
+    {
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Short names as CRI-O resolves them: an alias (from a drop-in) wins; one search registry is
+/// used; two are ambiguous under `enforcing` (InvalidArgument naming both) and tried in order
+/// under `permissive`; a local lookup finds what a short name pulled.
+#[tokio::test(flavor = "multi_thread")]
+async fn short_names_through_aliases_search_registries_and_modes() {
+    let reg = Registry::shared();
+    let dead = format!("127.0.0.1:{}", free_port());
+    let d = Daemon::start(DaemonOpts {
+        registries_conf: Some(format!(
+            "unqualified-search-registries = [\"{dead}\", \"{}\"]\n",
+            reg.addr()
+        )),
+        ..Default::default()
+    });
+    let mut c = d.images().await;
+    let e = pull(&mut c, "ferrio-test/busybox:1.35").await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("ambiguous") && e.message().contains(&dead),
+        "{}",
+        e.message()
+    );
+    // An alias in a drop-in resolves it without ambiguity.
+    let dropins = d.dir.path().join("registries.conf.d");
+    std::fs::create_dir_all(&dropins).unwrap();
+    std::fs::write(
+        dropins.join("10-aliases.conf"),
+        format!(
+            "[aliases]\n\"bb\" = \"{}/ferrio-test/busybox\"\n",
+            reg.addr()
+        ),
+    )
+    .unwrap();
+    sighup_and_wait(&d, 1);
+    let id = pull(&mut c, "bb:1.35").await.unwrap();
+    let img = status(&mut c, "bb:1.35")
+        .await
+        .expect("found through its alias");
+    assert_eq!(img.id, id);
+    assert_eq!(img.repo_tags, vec![reg.image("ferrio-test/busybox:1.35")]);
+    // permissive (ferrio's short_name_mode overrides the file): every search registry in
+    // order; the dead one fails, the next serves.
+    std::fs::write(
+        &d.config,
+        std::fs::read_to_string(&d.config)
+            .unwrap()
+            .replace("[image]\n", "[image]\nshort_name_mode = \"permissive\"\n"),
+    )
+    .unwrap();
+    sighup_and_wait(&d, 2);
+    let id2 = pull(&mut c, "ferrio-test/multilayer").await.unwrap();
+    let ml = status(&mut c, "ferrio-test/multilayer").await.unwrap();
+    assert_eq!(ml.id, id2);
+    assert_eq!(
+        ml.repo_tags,
+        vec![reg.image("ferrio-test/multilayer:latest")]
+    );
+    assert!(
+        d.log_text().contains(&dead),
+        "the first search registry was tried"
+    );
+    // A bad mode is refused on SIGHUP and the one in force stays.
+    std::fs::write(
+        &d.config,
+        std::fs::read_to_string(&d.config).unwrap().replace(
+            "short_name_mode = \"permissive\"",
+            "short_name_mode = \"sometimes\"",
+        ),
+    )
+    .unwrap();
+    sighup_and_wait(&d, 3);
+    assert!(d.log_text().contains("sometimes"), "{}", d.log_text());
+    pull(&mut c, "ferrio-test/busybox-uid").await.unwrap();
+}
+
+/// Runs openssl with `args` in `dir`; it must succeed.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A throwaway CA, a server certificate for localhost/127.0.0.1 and a client certificate, in
+/// `dir`: ca.crt, server.{crt,key}, client.{cert,key}.
+fn make_certs(dir: &std::path::Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=ferrio-test-ca"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+    openssl(dir, &ca);
+    for (name, subj, ext) in [
+        (
+            "server",
+            "/CN=localhost",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "/CN=ferrio", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        let mut req = vec!["req", "-subj", subj];
+        req.extend(ec);
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        req.extend(["-keyout", &key, "-out", &csr]);
+        openssl(dir, &req);
+        let out = if name == "server" {
+            "server.crt"
+        } else {
+            "client.cert"
+        };
+        let ext_file = format!("{name}.ext");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &ext_file,
+                "-out",
+                out,
+            ],
+        );
+    }
+}
+
+/// containers-certs.d: a registry on HTTPS that wants a client certificate is reached with the
+/// CA and the client certificate of `<certs_dir>/<host:port>/`; without the client certificate,
+/// or without the CA, the pull fails and says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_tls_from_certs_d_with_a_client_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    make_certs(certs.path());
+    let regdir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let script = repo_root().join("hack/registry.sh");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&script)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "registry.sh {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (rd, p, c) = (
+        regdir.path().to_str().unwrap(),
+        port.to_string(),
+        certs.path().to_str().unwrap(),
+    );
+    let images = test_images();
+    run(&["start", rd, &p, "--tls", c]);
+    run(&["push", &p, "--tls", c, "--images", images.to_str().unwrap()]);
+    let host = format!("localhost:{port}");
+    let image = format!("{host}/ferrio-test/busybox:1.35");
+    let certs_d = tempfile::tempdir().unwrap();
+    let hostdir = certs_d.path().join(&host);
+    std::fs::create_dir(&hostdir).unwrap();
+    let put = |name: &str| std::fs::copy(certs.path().join(name), hostdir.join(name)).unwrap();
+    let d = Daemon::start(DaemonOpts {
+        extra_config: format!("certs_dir = \"{}\"\n", certs_d.path().display()),
+        ..Default::default()
+    });
+    let mut ic = d.images().await;
+    // No CA: the server's certificate is not trusted.
+    let e = pull(&mut ic, &image).await.unwrap_err();
+    assert!(e.message().to_lowercase().contains("certificate"), "{e:?}");
+    // The CA but no client certificate: the registry refuses the handshake.
+    put("ca.crt");
+    let e = pull(&mut ic, &image).await.unwrap_err();
+    assert!(!e.message().is_empty(), "{e:?}");
+    assert!(status(&mut ic, &image).await.is_none());
+    // Both: pulled (manifest and blobs), read again without a restart.
+    put("client.cert");
+    put("client.key");
+    let id = pull(&mut ic, &image).await.unwrap();
+    assert_eq!(status(&mut ic, &image).await.unwrap().id, id);
+    run(&["stop", rd]);
 }

@@ -199,6 +199,12 @@ pub struct ImageConfig {
     /// Images kubelet's image GC must keep (`Image.pinned`): exact names, `prefix*`,
     /// `*keyword*` (case-insensitive, as CRI-O's). Images from the import dir are pinned too.
     pub pinned_images: Vec<String>,
+    /// How a short name (no registry) resolves: `enforcing`, `permissive` or `disabled`, as
+    /// CRI-O's `short_name_mode`; empty: registries.conf's `short-name-mode`, else enforcing.
+    pub short_name_mode: String,
+    /// containers-certs.d(5): `<dir>/<host[:port]>/` holds `*.crt` CA certificates and a
+    /// `*.cert`/`*.key` client certificate for that registry. Read for every pull.
+    pub certs_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -244,6 +250,8 @@ impl Default for Config {
                 pull_progress_timeout: 60,
                 import_dir: PathBuf::new(),
                 pinned_images: Vec::new(),
+                short_name_mode: String::new(),
+                certs_dir: PathBuf::from("/etc/containers/certs.d"),
             },
             network: NetworkConfig {
                 network_dir: PathBuf::from("/etc/cni/net.d"),

@@ -101,6 +101,14 @@ import_dir = {import_dir}
 # Images kubelet's image GC keeps (pinned): exact names ("registry.k8s.io/pause:3.10"),
 # "prefix*" or "*keyword*", case-insensitive. Images from import_dir are always pinned.
 pinned_images = []
+# How a short name (no registry: "busybox") resolves, through registries.conf's [aliases] and
+# unqualified-search-registries: "enforcing" (an alias, or the one search registry; more is an
+# error), "permissive" or "disabled" (every search registry in order). Empty: registries.conf's
+# short-name-mode, else enforcing. Without an alias or search registry a short name is refused.
+short_name_mode = ""
+# Per-registry TLS (containers-certs.d(5)): <certs_dir>/<host[:port]>/*.crt are CA certificates
+# for that registry, <name>.cert and <name>.key a client certificate. Read for every pull.
+certs_dir = {certs_dir}
 
 [network]
 # CNI network configs: .conflist files, and .conf/.json single-plugin files.
@@ -170,6 +178,7 @@ address = {metrics_address}
         downloads = c.image.max_concurrent_downloads,
         stall = c.image.pull_progress_timeout,
         import_dir = s(&c.image.import_dir),
+        certs_dir = s(&c.image.certs_dir),
         network_dir = s(&c.network.network_dir),
         plugin_dirs = c
             .network

@@ -83,10 +83,31 @@ impl RegistryHttp {
         ep: &Endpoint,
         stall: Option<Duration>,
         user_agent: &str,
+        tls: Option<&super::tls::RegistryTls>,
     ) -> Result<Self, ImageError> {
         let mut b = reqwest::Client::builder()
             .user_agent(user_agent)
             .connect_timeout(Duration::from_secs(30));
+        if let Some(t) = tls {
+            let bad = |what: &str, e: reqwest::Error| {
+                ImageError::InvalidArgument(format!(
+                    "{}: {what}: {}",
+                    t.dir.display(),
+                    error_chain(&e)
+                ))
+            };
+            for pem in &t.roots {
+                let certs = reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|e| bad("a CA certificate", e))?;
+                b = b.tls_certs_merge(certs);
+            }
+            if let Some(id) = &t.identity {
+                b = b.identity(
+                    reqwest::Identity::from_pem(id)
+                        .map_err(|e| bad("the client certificate or key", e))?,
+                );
+            }
+        }
         if let Some(d) = stall {
             b = b.read_timeout(d);
         }
@@ -239,6 +260,39 @@ impl RegistryHttp {
             });
         }
         Ok(token)
+    }
+
+    /// A blob's bytes as they arrive (the caller checks its digest and size). Used when the
+    /// registry wants a client certificate, which oci-client cannot present.
+    pub async fn blob(
+        &self,
+        r: &Reference,
+        digest: &str,
+        authz: &Authorization,
+        name: &str,
+        location: &str,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>, ImageError>
+    {
+        use futures::{StreamExt, TryStreamExt};
+        let url = format!("{}/v2/{}/blobs/{digest}", self.base(r), r.repository());
+        let mut req = self.client.get(&url);
+        match authz {
+            Authorization::None => {}
+            Authorization::Basic { username, password } => {
+                req = req.basic_auth(username, Some(password))
+            }
+            Authorization::Bearer(t) => req = req.header(AUTHORIZATION, format!("Bearer {t}")),
+        }
+        let res = req.send().await.map_err(|e| self.failed(name, &url, &e))?;
+        let status = res.status();
+        if status != StatusCode::OK {
+            let body = match read_capped(res, MAX_SMALL_BODY).await {
+                Ok(Capped::Body(b)) => b,
+                Ok(Capped::TooLarge) | Err(_) => Bytes::new(),
+            };
+            return Err(status_error(name, location, &url, status, &body));
+        }
+        Ok(res.bytes_stream().map_err(std::io::Error::other).boxed())
     }
 
     /// The manifest or index `r` names, read with a cap of `manifest::MAX_DOCUMENT`. When the

@@ -15,6 +15,7 @@ pub mod pull;
 pub mod reference;
 pub mod registries;
 pub mod store;
+pub mod tls;
 pub mod unpack;
 
 pub use error::ImageError;
@@ -48,6 +49,8 @@ pub struct Images {
     pinned: std::sync::RwLock<Arc<pinned::PinnedImages>>,
     /// IDs of the images the import dir brought (pinned: they may not be pullable again).
     imported: std::sync::RwLock<std::collections::HashSet<String>>,
+    /// `image.short_name_mode` (empty: registries.conf's), reloaded on SIGHUP.
+    short_name_mode: std::sync::RwLock<String>,
 }
 
 /// What image pulls did since the daemon started (read by the metrics endpoint).
@@ -187,6 +190,7 @@ impl Images {
     pub fn open(cfg: &Config) -> Result<Arc<Images>, ImageError> {
         let store = Store::open(&cfg.image_dir())?;
         let (registries, auth_file) = Self::load_pull_config(cfg)?;
+        registries.short_name_mode(&cfg.image.short_name_mode)?;
         let stall = (cfg.image.pull_progress_timeout > 0)
             .then(|| Duration::from_secs(cfg.image.pull_progress_timeout));
         let puller = Puller {
@@ -198,6 +202,7 @@ impl Images {
                 cfg.image.max_concurrent_downloads,
             )),
             counters: Arc::default(),
+            certs_dir: cfg.image.certs_dir.clone(),
         };
         let pinned = pinned::PinnedImages::new(&cfg.image.pinned_images)
             .map_err(ImageError::InvalidArgument)?;
@@ -210,6 +215,7 @@ impl Images {
             import_dir: cfg.import_dir(),
             pinned: std::sync::RwLock::new(Arc::new(pinned)),
             imported: std::sync::RwLock::new(imported),
+            short_name_mode: std::sync::RwLock::new(cfg.image.short_name_mode.clone()),
         }))
     }
 
@@ -232,7 +238,13 @@ impl Images {
         let (registries, auth_file) = Self::load_pull_config(cfg)?;
         let pinned = pinned::PinnedImages::new(&cfg.image.pinned_images)
             .map_err(ImageError::InvalidArgument)?;
+        // Everything checked before anything is replaced: a bad part keeps all as it was.
+        registries.short_name_mode(&cfg.image.short_name_mode)?;
         *self.pinned.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(pinned);
+        *self
+            .short_name_mode
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = cfg.image.short_name_mode.clone();
         *self
             .puller
             .registries
@@ -265,13 +277,59 @@ impl Images {
         &self.store
     }
 
-    /// Pulls an image. Concurrent pulls of the same reference share one download.
+    /// The registries configuration in force.
+    fn registries(&self) -> Arc<registries::RegistriesConf> {
+        self.puller
+            .registries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The fully qualified references a short name stands for (see
+    /// `RegistriesConf::short_name_candidates`).
+    fn candidates(&self, name: &str, pull: bool) -> Result<Vec<oci_client::Reference>, ImageError> {
+        let conf = self.registries();
+        let configured = self
+            .short_name_mode
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mode = conf.short_name_mode(&configured)?;
+        conf.short_name_candidates(name, mode, pull)
+    }
+
+    /// Pulls an image. A short name is tried at each registry it may stand for, in order, until
+    /// one has it. Concurrent pulls of the same reference share one download.
     pub async fn pull(
         &self,
         image: &str,
         creds: Option<Credentials>,
     ) -> Result<ImageRecord, ImageError> {
-        let r = reference::parse(image)?;
+        if !reference::is_short(image) {
+            return self.pull_one(reference::parse(image)?, creds).await;
+        }
+        // Checked as a reference first, so that a malformed short name says so.
+        reference::parse(image)?;
+        let mut failures = Vec::new();
+        for r in self.candidates(image, true)? {
+            let whole = r.whole();
+            match self.pull_one(r, creds.clone()).await {
+                Ok(rec) => return Ok(rec),
+                Err(e) => {
+                    tracing::info!(image, candidate = %whole, error = %e, "short name: candidate failed");
+                    failures.push((whole, e));
+                }
+            }
+        }
+        Err(pull::combine_failures(image, failures))
+    }
+
+    async fn pull_one(
+        &self,
+        r: oci_client::Reference,
+        creds: Option<Credentials>,
+    ) -> Result<ImageRecord, ImageError> {
         // Pulls are merged only when they would authenticate alike: an anonymous caller (or
         // one with other credentials) never gets an image through someone else's authorised
         // pull. The key holds a digest of the credentials, never the secret.
@@ -315,9 +373,24 @@ impl Images {
     /// All images, or the one that `filter` resolves to.
     pub fn list(&self, filter: Option<&str>) -> Vec<ImageRecord> {
         match filter.filter(|f| !f.is_empty()) {
-            Some(f) => self.store.resolve(f).into_iter().collect(),
+            Some(f) => self.resolve(f).into_iter().collect(),
             None => self.store.list(),
         }
+    }
+
+    /// The stored image `s` names: an ID or unique ID prefix, a fully qualified reference, or
+    /// a short name through its alias and the search registries (the first stored candidate).
+    fn resolve(&self, s: &str) -> Option<ImageRecord> {
+        if !reference::is_short(s) {
+            return self.store.resolve(s);
+        }
+        if let Some(r) = self.store.resolve_id(s) {
+            return Some(r);
+        }
+        self.candidates(s, false)
+            .ok()?
+            .iter()
+            .find_map(|r| self.store.resolve(&r.whole()))
     }
 
     /// Whether kubelet's image GC must leave `rec` alone: a name of it matches
@@ -336,7 +409,7 @@ impl Images {
 
     /// The image a tag, digest reference, ID or unique ID prefix names.
     pub fn status(&self, s: &str) -> Option<ImageRecord> {
-        self.store.resolve(s)
+        self.resolve(s)
     }
 
     /// The image config as JSON, for verbose status.
@@ -357,7 +430,7 @@ impl Images {
     /// still uses is refused (FailedPrecondition naming the container, as CRI-O does): its
     /// layers are that container's lower layers.
     pub async fn remove(&self, s: &str) -> Result<Option<String>, ImageError> {
-        let Some(rec) = self.store.resolve(s) else {
+        let Some(rec) = self.resolve(s) else {
             return Ok(None);
         };
         let users = self.users.read().unwrap_or_else(|p| p.into_inner()).clone();

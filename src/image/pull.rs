@@ -38,6 +38,8 @@ pub struct Puller {
     pub downloads: Arc<Semaphore>,
     /// Bytes downloaded and layers reused, for the metrics.
     pub counters: Arc<super::PullCounters>,
+    /// containers-certs.d: per-registry CA certificates and client certificates.
+    pub certs_dir: std::path::PathBuf,
 }
 
 /// One endpoint that answered, with what is needed to fetch the rest from it.
@@ -47,6 +49,34 @@ struct Source {
     authz: Authorization,
     reference: Reference,
     location: String,
+    /// Blobs through ferrio's own client: the registry wants a client certificate, which
+    /// oci-client cannot present.
+    own_blobs: bool,
+}
+
+type BlobStream = futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+impl Source {
+    /// A blob's bytes as they arrive.
+    async fn blob(&self, desc: &Descriptor, name: &str) -> Result<BlobStream, ImageError> {
+        if self.own_blobs {
+            return self
+                .http
+                .blob(
+                    &self.reference,
+                    &desc.digest,
+                    &self.authz,
+                    name,
+                    &self.location,
+                )
+                .await;
+        }
+        self.client
+            .pull_blob_stream(&self.reference, &oci_descriptor(desc))
+            .await
+            .map(|s| s.stream)
+            .map_err(|e| map_oci(name, &self.location, e))
+    }
 }
 
 impl Puller {
@@ -73,8 +103,13 @@ impl Puller {
             // only what the auth file holds for it.
             let own = ep.reference.registry() == r.registry();
             let auth = self.auth_for(ep, if own { &creds } else { &None });
-            let client = client_for(ep, self.stall);
-            let http = RegistryHttp::new(ep, self.stall, USER_AGENT)?;
+            let (dir, host) = (self.certs_dir.clone(), ep.reference.registry().to_string());
+            let tls = tokio::task::spawn_blocking(move || super::tls::load(&dir, &host))
+                .await
+                .map_err(|e| ImageError::Internal(e.to_string()))??;
+            let client = client_for(ep, self.stall, tls.as_ref());
+            let http = RegistryHttp::new(ep, self.stall, USER_AGENT, tls.as_ref())?;
+            let own_blobs = tls.as_ref().is_some_and(|t| t.identity.is_some());
             let location = ep.reference.whole();
             tracing::debug!(image = %name, endpoint = %location, mirror = ep.mirror, "fetching manifest");
             match self
@@ -92,6 +127,7 @@ impl Puller {
                             authz,
                             reference: ep.reference.clone(),
                             location,
+                            own_blobs,
                         },
                         m,
                     ));
@@ -271,11 +307,7 @@ impl Puller {
                 desc.size
             )));
         }
-        let od = oci_descriptor(desc);
-        let mut stream = self
-            .within(name, src.client.pull_blob_stream(&src.reference, &od))
-            .await?
-            .map_err(|e| map_oci(name, &src.location, e))?;
+        let mut stream = self.within(name, src.blob(desc, name)).await??;
         let mut data = Vec::with_capacity(desc.size as usize);
         while let Some(chunk) = self.within(name, stream.next()).await? {
             let chunk = chunk.map_err(|e| read_error(name, &desc.digest, e))?;
@@ -325,11 +357,7 @@ impl Puller {
             .acquire()
             .await
             .map_err(|_| ImageError::Internal("download limiter closed".into()))?;
-        let od = oci_descriptor(desc);
-        let mut stream = self
-            .within(name, src.client.pull_blob_stream(&src.reference, &od))
-            .await?
-            .map_err(|e| map_oci(name, &src.location, e))?;
+        let mut stream = self.within(name, src.blob(desc, name)).await??;
 
         let tmp = store.temp_dir("layer-")?;
         let expect = LayerExpect {
@@ -430,7 +458,11 @@ async fn client_auth_store(client: &Client, r: &Reference, auth: &RegistryAuth) 
         .await;
 }
 
-fn client_for(ep: &Endpoint, stall: Option<Duration>) -> Client {
+fn client_for(
+    ep: &Endpoint,
+    stall: Option<Duration>,
+    tls: Option<&super::tls::RegistryTls>,
+) -> Client {
     let protocol = if ep.insecure {
         let r = &ep.reference;
         ClientProtocol::HttpsExcept(vec![
@@ -446,6 +478,17 @@ fn client_for(ep: &Endpoint, stall: Option<Duration>) -> Client {
         read_timeout: stall,
         connect_timeout: Some(Duration::from_secs(30)),
         user_agent: concat!("ferrio/", env!("CARGO_PKG_VERSION")),
+        extra_root_certificates: tls
+            .map(|t| {
+                t.roots
+                    .iter()
+                    .map(|pem| oci_client::client::Certificate {
+                        encoding: oci_client::client::CertificateEncoding::Pem,
+                        data: pem.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
         ..Default::default()
     })
 }
@@ -542,7 +585,7 @@ fn map_oci(name: &str, endpoint: &str, e: OciDistributionError) -> ImageError {
 
 /// When every endpoint failed: the registry's own answer decides the kind (a mirror that lacks
 /// the image says little); the message lists every endpoint.
-fn combine_failures(name: &str, mut failures: Vec<(String, ImageError)>) -> ImageError {
+pub(super) fn combine_failures(name: &str, mut failures: Vec<(String, ImageError)>) -> ImageError {
     let Some((_, last)) = failures.pop() else {
         return ImageError::Internal(format!("{name}: no endpoint to pull from"));
     };

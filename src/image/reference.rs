@@ -154,6 +154,28 @@ fn split_name(name: &str) -> Result<(String, String), String> {
     Ok((domain, repository))
 }
 
+/// Whether `s` names no registry (`busybox`, `library/busybox:1`, `foo/bar@sha256:…`): its
+/// first component is not a host (no `.` or `:`, not `localhost`), or it has only one. An image
+/// ID or ID prefix is short too; callers try those first.
+pub fn is_short(s: &str) -> bool {
+    let name = s.split('@').next().unwrap_or(s);
+    match name.split_once('/') {
+        Some((first, _)) => !(first.contains('.') || first.contains(':') || first == "localhost"),
+        None => true,
+    }
+}
+
+/// A reference's name and its `:tag`, `@digest` or both, apart (`a/b:1` → (`a/b`, `:1`)).
+pub fn split_suffix(s: &str) -> (&str, &str) {
+    let end = s.find('@').unwrap_or(s.len());
+    let name_tag = &s[..end];
+    let cut = match name_tag.rfind(':') {
+        Some(i) if !name_tag[i..].contains('/') => i,
+        _ => end,
+    };
+    (&s[..cut], &s[cut..])
+}
+
 /// `registry/repository`, e.g. `docker.io/library/busybox`.
 pub fn repository(r: &Reference) -> String {
     format!("{}/{}", r.registry(), r.repository())
@@ -187,6 +209,32 @@ pub fn check_digest(d: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn short_names_and_suffixes() {
+        for short in [
+            "busybox",
+            "busybox:1",
+            "library/busybox",
+            "a/b/c@sha256:00",
+            "abc123",
+        ] {
+            assert!(super::is_short(short), "{short}");
+        }
+        for long in [
+            "docker.io/library/busybox",
+            "localhost/x",
+            "127.0.0.1:5000/a:1",
+            "reg.example/a@sha256:00",
+        ] {
+            assert!(!super::is_short(long), "{long}");
+        }
+        assert_eq!(super::split_suffix("a/b:1"), ("a/b", ":1"));
+        assert_eq!(super::split_suffix("a/b"), ("a/b", ""));
+        assert_eq!(super::split_suffix("a:1@sha256:00"), ("a", ":1@sha256:00"));
+        assert_eq!(super::split_suffix("a@sha256:00"), ("a", "@sha256:00"));
+    }
+
     use super::*;
 
     const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";

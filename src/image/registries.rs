@@ -1,18 +1,29 @@
 //! The subset of containers-registries.conf(5) v2 that decides where an image is pulled from:
 //! `[[registry]]` with `prefix`, `location`, `insecure`, `blocked`, `mirror-by-digest-only`, and
-//! `[[registry.mirror]]` with `location`, `insecure`, `pull-from-mirror`. Mirrors are tried in
-//! order, then the registry's own location. Keys of the format that ferrio does not use
-//! (short-name aliases, search registries, credential helpers) are accepted and ignored.
+//! `[[registry.mirror]]` with `location`, `insecure`, `pull-from-mirror`; mirrors are tried in
+//! order, then the registry's own location. Short names (no registry in the name) resolve
+//! through `[aliases]` and `unqualified-search-registries` under `short-name-mode`, as CRI-O
+//! resolves them — never silently to docker.io. Drop-ins (containers-registries.conf.d(5)):
+//! `<file>.d/*.conf` in name order after the file; a drop-in's `[[registry]]` replaces the one
+//! with the same prefix, its search registries and mode replace the earlier ones when set, its
+//! aliases are merged (an empty value removes one). Keys ferrio does not use (credential
+//! helpers) are accepted and ignored.
 
 use super::{reference, ImageError};
 use oci_client::Reference;
 use serde::Deserialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct RegistriesConf {
     pub registry: Vec<RegistryEntry>,
+    /// Registries a short name is looked up in, in order.
+    pub unqualified_search_registries: Option<Vec<String>>,
+    /// `enforcing` (the default), `permissive` or `disabled`.
+    pub short_name_mode: Option<String>,
+    /// Short name → fully qualified repository.
+    pub aliases: std::collections::BTreeMap<String, String>,
     /// The v1 format's table; present means the file is v1, which ferrio does not read.
     registries: Option<toml::Value>,
     #[serde(skip)]
@@ -48,14 +59,146 @@ pub struct Endpoint {
     pub mirror: bool,
 }
 
+/// How a short name may resolve (registries.conf's `short-name-mode`, CRI-O's
+/// `short_name_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShortNameMode {
+    /// One search registry, or an alias; more than one search registry is an error (a daemon
+    /// cannot ask which one was meant).
+    Enforcing,
+    /// Every search registry in order when there is more than one.
+    Permissive,
+    /// Every search registry in order.
+    Disabled,
+}
+
+impl ShortNameMode {
+    pub fn parse(s: &str, source: &str) -> Result<Self, ImageError> {
+        match s {
+            "enforcing" => Ok(Self::Enforcing),
+            "permissive" => Ok(Self::Permissive),
+            "disabled" => Ok(Self::Disabled),
+            other => Err(ImageError::InvalidArgument(format!(
+                "{source}: short-name-mode {other:?} is not enforcing, permissive or disabled"
+            ))),
+        }
+    }
+}
+
 impl RegistriesConf {
+    /// Reads `path` (missing: no rules) and its drop-ins, `<path>.d/*.conf` in name order.
     pub fn load(path: &Path) -> Result<Self, ImageError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => return Err(ImageError::io(format!("reading {}", path.display()), e)),
+        let read = |p: &Path| -> Result<Option<Self>, ImageError> {
+            match std::fs::read_to_string(p) {
+                Ok(t) => Self::parse(&t, &p.display().to_string()).map(Some),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(ImageError::io(format!("reading {}", p.display()), e)),
+            }
         };
-        Self::parse(&text, &path.display().to_string())
+        let mut conf = read(path)?.unwrap_or_else(|| Self {
+            source: path.display().to_string(),
+            ..Default::default()
+        });
+        let dir = PathBuf::from(format!("{}.d", path.display()));
+        let mut dropins: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "conf") && p.is_file())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(ImageError::io(format!("reading {}", dir.display()), e)),
+        };
+        dropins.sort();
+        for p in dropins {
+            if let Some(d) = read(&p)? {
+                conf.merge(d);
+            }
+        }
+        Ok(conf)
+    }
+
+    /// Lays a drop-in over this configuration.
+    fn merge(&mut self, d: RegistriesConf) {
+        for r in d.registry {
+            self.registry.retain(|e| e.prefix != r.prefix);
+            self.registry.push(r);
+        }
+        if d.unqualified_search_registries.is_some() {
+            self.unqualified_search_registries = d.unqualified_search_registries;
+        }
+        if d.short_name_mode.is_some() {
+            self.short_name_mode = d.short_name_mode;
+        }
+        for (k, v) in d.aliases {
+            if v.is_empty() {
+                self.aliases.remove(&k);
+            } else {
+                self.aliases.insert(k, v);
+            }
+        }
+        self.source = format!("{} (+ {})", self.source, d.source);
+    }
+
+    /// The mode in force: `configured` (ferrio's `image.short_name_mode`) if set, else the
+    /// file's, else enforcing.
+    pub fn short_name_mode(&self, configured: &str) -> Result<ShortNameMode, ImageError> {
+        match (configured, self.short_name_mode.as_deref()) {
+            ("", None | Some("")) => Ok(ShortNameMode::Enforcing),
+            ("", Some(m)) => ShortNameMode::parse(m, &self.source),
+            (m, _) => ShortNameMode::parse(m, "image.short_name_mode"),
+        }
+    }
+
+    /// The fully qualified references a short name stands for, in the order to try them: its
+    /// alias, else the search registries. For a pull (`pull`), an alias-less name with more
+    /// than one search registry under `enforcing`, or with none at all, is an error saying
+    /// what to configure; a local lookup takes every candidate (and may get none).
+    pub fn short_name_candidates(
+        &self,
+        name: &str,
+        mode: ShortNameMode,
+        pull: bool,
+    ) -> Result<Vec<Reference>, ImageError> {
+        // Tags and digests are not part of an alias: "img:tag" uses the alias of "img".
+        let (repo, suffix) = reference::split_suffix(name);
+        let invalid = |reason: String| ImageError::InvalidReference {
+            reference: name.to_string(),
+            reason,
+        };
+        if let Some(target) = self.aliases.get(repo) {
+            return Ok(vec![reference::parse(&format!("{target}{suffix}"))
+                .map_err(|e| {
+                    invalid(format!(
+                        "alias {repo:?} = {target:?} in {}: {e}",
+                        self.source
+                    ))
+                })?]);
+        }
+        let search = self.unqualified_search_registries.as_deref().unwrap_or(&[]);
+        if pull {
+            if search.is_empty() {
+                return Err(invalid(format!(
+                    "a short name, and {} has no alias for it and no unqualified-search-registries: use a fully qualified name such as docker.io/{name}",
+                    self.source
+                )));
+            }
+            if search.len() > 1 && mode == ShortNameMode::Enforcing {
+                return Err(invalid(format!(
+                    "a short name that is ambiguous: short-name-mode is enforcing and {} lists {} unqualified-search-registries ({}); use a fully qualified name or an alias",
+                    self.source,
+                    search.len(),
+                    search.join(", ")
+                )));
+            }
+        }
+        search
+            .iter()
+            .map(|reg| {
+                reference::parse(&format!("{reg}/{name}"))
+                    .map_err(|e| invalid(format!("with search registry {reg:?}: {e}")))
+            })
+            .collect()
     }
 
     pub fn parse(text: &str, source: &str) -> Result<Self, ImageError> {
@@ -344,6 +487,142 @@ pull-from-mirror = "tag-only"
         assert!(e[0].insecure);
         assert!(c.endpoints(&r, &["127.0.0.1".into()]).unwrap()[0].insecure);
         assert!(!c.endpoints(&r, &["127.0.0.1:5001".into()]).unwrap()[0].insecure);
+    }
+
+    fn names(v: Vec<Reference>) -> Vec<String> {
+        v.into_iter().map(|r| r.whole()).collect()
+    }
+
+    #[test]
+    fn short_names_resolve_through_aliases_and_search_registries_by_mode() {
+        use ShortNameMode::*;
+        let c = RegistriesConf::parse(
+            r#"
+unqualified-search-registries = ["quay.io", "docker.io"]
+[aliases]
+"bb" = "docker.io/library/busybox"
+"tools/x" = "reg.example:5000/team/x"
+"#,
+            "r.conf",
+        )
+        .unwrap();
+        // An alias wins in every mode; the tag or digest comes along.
+        for mode in [Enforcing, Permissive, Disabled] {
+            assert_eq!(
+                names(c.short_name_candidates("bb:1.36", mode, true).unwrap()),
+                ["docker.io/library/busybox:1.36"]
+            );
+        }
+        assert_eq!(
+            names(c.short_name_candidates("tools/x", Enforcing, true).unwrap()),
+            ["reg.example:5000/team/x:latest"]
+        );
+        // Two search registries: ambiguous when enforcing, both in order otherwise.
+        let e = c
+            .short_name_candidates("alpine", Enforcing, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ambiguous") && e.contains("quay.io, docker.io"),
+            "{e}"
+        );
+        for mode in [Permissive, Disabled] {
+            assert_eq!(
+                names(c.short_name_candidates("alpine", mode, true).unwrap()),
+                ["quay.io/alpine:latest", "docker.io/library/alpine:latest"]
+            );
+        }
+        // A local lookup takes every candidate, whatever the mode.
+        assert_eq!(
+            c.short_name_candidates("alpine", Enforcing, false)
+                .unwrap()
+                .len(),
+            2
+        );
+        // No alias and no search registry: refused for a pull, nothing for a lookup.
+        let none = RegistriesConf::default();
+        let e = none
+            .short_name_candidates("alpine", Enforcing, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unqualified-search-registries") && e.contains("docker.io/alpine"),
+            "{e}"
+        );
+        assert!(none
+            .short_name_candidates("alpine", Enforcing, false)
+            .unwrap()
+            .is_empty());
+        // The mode: ferrio's setting, else the file's, else enforcing.
+        assert_eq!(none.short_name_mode("").unwrap(), Enforcing);
+        let p = RegistriesConf::parse("short-name-mode = \"permissive\"\n", "p").unwrap();
+        assert_eq!(p.short_name_mode("").unwrap(), Permissive);
+        assert_eq!(p.short_name_mode("disabled").unwrap(), Disabled);
+        assert!(p.short_name_mode("sometimes").is_err());
+    }
+
+    #[test]
+    fn drop_ins_replace_by_prefix_override_settings_and_merge_aliases() {
+        let d = tempfile::tempdir().unwrap();
+        let main = d.path().join("registries.conf");
+        std::fs::write(
+            &main,
+            r#"
+unqualified-search-registries = ["docker.io"]
+[aliases]
+"a" = "docker.io/library/a"
+"b" = "docker.io/library/b"
+[[registry]]
+prefix = "example.com"
+location = "one.example.com"
+[[registry]]
+prefix = "other.com"
+blocked = true
+"#,
+        )
+        .unwrap();
+        let dir = d.path().join("registries.conf.d");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(
+            dir.join("20-later.conf"),
+            "[aliases]\n\"b\" = \"\"\n\"c\" = \"quay.io/c\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("10-first.conf"),
+            "unqualified-search-registries = [\"quay.io\"]\nshort-name-mode = \"disabled\"\n[[registry]]\nprefix = \"example.com\"\nlocation = \"two.example.com\"\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("ignored.txt"), "not toml [").unwrap();
+        let c = RegistriesConf::load(&main).unwrap();
+        assert_eq!(
+            c.unqualified_search_registries.as_deref(),
+            Some(&["quay.io".to_string()][..])
+        );
+        assert_eq!(c.short_name_mode("").unwrap(), ShortNameMode::Disabled);
+        assert_eq!(
+            c.aliases.keys().collect::<Vec<_>>(),
+            vec!["a", "c"],
+            "b removed by an empty value"
+        );
+        let r = reference::parse("example.com/x:1").unwrap();
+        assert_eq!(
+            c.endpoints(&r, &[]).unwrap()[0].reference.whole(),
+            "two.example.com/x:1"
+        );
+        let blocked = reference::parse("other.com/x:1").unwrap();
+        assert!(
+            c.endpoints(&blocked, &[]).is_err(),
+            "kept from the main file"
+        );
+        // A bad drop-in is an error naming it; a missing main file with drop-ins is fine.
+        std::fs::write(dir.join("30-bad.conf"), "short-name-mode = [").unwrap();
+        let e = RegistriesConf::load(&main).unwrap_err().to_string();
+        assert!(e.contains("30-bad.conf"), "{e}");
+        std::fs::remove_file(dir.join("30-bad.conf")).unwrap();
+        std::fs::remove_file(&main).unwrap();
+        let c = RegistriesConf::load(&main).unwrap();
+        assert_eq!(c.aliases.len(), 1);
     }
 
     #[test]

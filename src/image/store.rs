@@ -347,6 +347,24 @@ impl Store {
 
     /// Finds an image by full ID (with or without `sha256:`), by tag or digest reference, or by
     /// a unique ID prefix, in that order.
+    /// The image whose ID, or unique ID prefix, `s` is.
+    pub fn resolve_id(&self, s: &str) -> Option<ImageRecord> {
+        let st = self.lock();
+        let hex = s.strip_prefix("sha256:").unwrap_or(s);
+        if hex.len() == 64 {
+            if let Some(r) = st.records.get(&format!("sha256:{hex}")) {
+                return Some(r.clone());
+            }
+        }
+        if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut it = st.records.values().filter(|r| r.id_hex().starts_with(hex));
+            if let (Some(one), None) = (it.next(), it.next()) {
+                return Some(one.clone());
+            }
+        }
+        None
+    }
+
     pub fn resolve(&self, s: &str) -> Option<ImageRecord> {
         let st = self.lock();
         let hex = s.strip_prefix("sha256:").unwrap_or(s);

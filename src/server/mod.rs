@@ -132,6 +132,7 @@ async fn reload(source: &ConfigSource, current: &Config, images: &Arc<Images>) {
     rest.image.registries_conf = current.image.registries_conf.clone();
     rest.image.global_auth_file = current.image.global_auth_file.clone();
     rest.image.pinned_images = current.image.pinned_images.clone();
+    rest.image.short_name_mode = current.image.short_name_mode.clone();
     if rest != *current {
         tracing::warn!("SIGHUP: other configuration changes take effect at the next restart");
     }
