@@ -429,7 +429,7 @@ async fn status_cli_reports_the_daemon_and_a_container() {
     assert_eq!(field("monitor pid:"), monitor_pid.to_string());
     assert_eq!(
         field("monitor:"),
-        format!("answered: pid {pid}, started"),
+        format!("answered: pid {pid}, started, protocol 1"),
         "{detail}"
     );
     assert!(field("exit file:").ends_with("(absent)"), "{detail}");

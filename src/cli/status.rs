@@ -254,9 +254,10 @@ pub fn container_detail(d: &admin_api::ContainerDebugResponse) -> String {
     let monitor = match &d.monitor {
         Some(m) if m.answered => {
             let mut s = format!(
-                "answered: pid {}, {}",
+                "answered: pid {}, {}, protocol {}",
                 m.pid,
-                if m.started { "started" } else { "not started" }
+                if m.started { "started" } else { "not started" },
+                m.protocol
             );
             if let Some(e) = &m.exit {
                 let _ = write!(s, ", exited ({})", exit_text(e));

@@ -81,6 +81,7 @@ impl Admin for AdminApi {
                 pid: m.pid,
                 started: m.started,
                 exit: m.exit.as_ref().map(exit_file),
+                protocol: m.protocol,
             },
             Err(e) => admin_api::MonitorState {
                 answered: false,

@@ -2,10 +2,11 @@
 //! UpdateContainerResources, ReopenContainerLog.
 
 use super::{
-    blocking, new_id, now_ns, validate, ContainerRecord, ContainerState, Engine, EngineError,
-    PodState, Result,
+    blocking, new_id, now_ns, validate, ContainerRecord, ContainerState, CtrPaths, Engine,
+    EngineError, PodState, Result,
 };
 use crate::error::Kind;
+use crate::monitor::client::MonitorClient;
 use crate::monitor::exec::{ExecRequest, ExecResult};
 use crate::monitor::proto::{ExitInfo, MonitorConfig, Ready, Request, Response};
 use crate::runtime::{seccomp, ExecProcess, Handler};
@@ -613,10 +614,8 @@ impl Engine {
             seccomp,
         } = resolved;
         let (pod, image, image_cfg, handler) = (&pod, &image, &image_cfg, &handler);
-        let run = self.ctr_run_dir(&rec.id);
-        let data = self.ctr_data_dir(&rec.id);
-        let bundle = run.join("bundle");
-        let rootfs = bundle.join("rootfs");
+        let paths = self.ctr_paths(&rec.id);
+        let (bundle, rootfs) = (paths.bundle(), paths.rootfs());
         let layers = self.lower_layers(image, pod);
         let root_ids = pod
             .config
@@ -627,16 +626,11 @@ impl Engine {
         let cdi_dirs = self.cfg().runtime.cdi_spec_dirs.clone();
         let top = self.cfg().run_root.clone();
         let (passwd, group, sources, devices, cdi) = {
-            let (rootfs, data, run) = (rootfs.clone(), data.clone(), run.clone());
+            let (rootfs, paths) = (rootfs.clone(), paths.clone());
             blocking(move || -> Result<_> {
                 // First, so that a bad device request fails before anything is made.
                 let cdi = resolve_cdi(&config, &cdi_dirs)?;
-                for d in [
-                    run.as_path(),
-                    rootfs.as_path(),
-                    &data.join("upper"),
-                    &data.join("work"),
-                ] {
+                for d in [&paths.run, &rootfs, &paths.upper(), &paths.work()] {
                     std::fs::create_dir_all(d)
                         .map_err(EngineError::io(format_args!("creating {}", d.display())))?;
                 }
@@ -652,25 +646,17 @@ impl Engine {
                     let mode = std::fs::metadata(lower[0])
                         .map(|m| m.permissions().mode() & 0o7777)
                         .unwrap_or(0o755);
-                    std::fs::set_permissions(
-                        data.join("upper"),
-                        std::fs::Permissions::from_mode(mode),
-                    )
-                    .map_err(EngineError::io("chmod of the upper layer"))?;
+                    std::fs::set_permissions(paths.upper(), std::fs::Permissions::from_mode(mode))
+                        .map_err(EngineError::io("chmod of the upper layer"))?;
                 }
                 if let Some((uid, gid)) = root_ids {
                     // The rootfs's own directory and new files belong to the pod's root.
-                    std::os::unix::fs::chown(data.join("upper"), Some(uid), Some(gid))
+                    std::os::unix::fs::chown(paths.upper(), Some(uid), Some(gid))
                         .map_err(EngineError::io("chown of the upper layer"))?;
                     super::pod::make_accessible(&rootfs, &top)?;
                 }
-                crate::sys::mount::mount_overlay(
-                    &lower,
-                    &data.join("upper"),
-                    &data.join("work"),
-                    &rootfs,
-                )
-                .map_err(|e| EngineError::internal(e.to_string()))?;
+                crate::sys::mount::mount_overlay(&lower, &paths.upper(), &paths.work(), &rootfs)
+                    .map_err(|e| EngineError::internal(e.to_string()))?;
                 let passwd = read_image_file(&rootfs, "etc/passwd");
                 let group = read_image_file(&rootfs, "etc/group");
                 let (sources, devices) = prepare_host(&config, &reject)?;
@@ -678,13 +664,13 @@ impl Engine {
             })
             .await??
         };
-        let sources = self.image_volumes(rec, &run, pod, sources).await?;
+        let sources = self.image_volumes(rec, &paths, pod, sources).await?;
         let status_sources = sources.clone();
-        let sources = self.idmapped_mounts(rec, &run, sources).await?;
+        let sources = self.idmapped_mounts(rec, &paths, sources).await?;
         if root_ids.is_some() {
             // The runtime binds these from inside the pod's user namespace: the way to the
             // sources ferrio mounted under the container's run directory must be searchable.
-            let (idmap, top) = (run.join("idmap"), self.cfg().run_root.clone());
+            let (idmap, top) = (paths.idmapped(), self.cfg().run_root.clone());
             blocking(move || {
                 if idmap.exists() {
                     super::pod::make_accessible(&idmap, &top)?;
@@ -759,8 +745,8 @@ impl Engine {
             bundle: bundle.clone(),
             handler: handler.clone(),
             log_path: rec.log_path.clone(),
-            socket: run.join("monitor.sock"),
-            exit_file: run.join("exit"),
+            socket: paths.monitor_socket(),
+            exit_file: paths.exit_file(),
             cgroup: rec.cgroup.clone(),
             helper_cgroup: Some(crate::cgroups::HelperCgroup {
                 driver: crate::cgroups::driver_of(&pod.cgroup),
@@ -771,7 +757,8 @@ impl Engine {
             stdin_once: rec.config.stdin_once,
         };
         {
-            let (bundle, run, mcfg) = (bundle.clone(), run.clone(), mcfg.clone());
+            let (bundle, config_path, mcfg) =
+                (bundle.clone(), paths.monitor_config(), mcfg.clone());
             blocking(move || -> Result<()> {
                 crate::state::write_volatile(&bundle.join("config.json"), &spec_json)
                     .map_err(EngineError::io("writing config.json"))?;
@@ -779,12 +766,12 @@ impl Engine {
                     crate::state::write_json_volatile(&bundle.join(seccomp::PLAN_FILE), plan)
                         .map_err(EngineError::io("writing the seccomp plan"))?;
                 }
-                crate::state::write_json_volatile(&run.join("monitor.json"), &mcfg)
+                crate::state::write_json_volatile(&config_path, &mcfg)
                     .map_err(EngineError::io("writing monitor.json"))
             })
             .await??;
         }
-        let ready = spawn_monitor(&run).await?;
+        let ready = spawn_monitor(&paths).await?;
         match ready {
             Ready::Created { pid, monitor_pid } => {
                 rec.pid = pid;
@@ -804,7 +791,7 @@ impl Engine {
     async fn image_volumes(
         &self,
         rec: &mut ContainerRecord,
-        run: &Path,
+        paths: &CtrPaths,
         pod: &super::PodRecord,
         mut sources: Vec<PathBuf>,
     ) -> Result<Vec<PathBuf>> {
@@ -820,7 +807,7 @@ impl Engine {
             })?;
             m.image_id = image.id.clone();
             let layers = self.lower_layers(&image, pod);
-            let target = run.join(format!("imgvol-{i}"));
+            let target = paths.image_volume(i);
             let sub = m.image_sub_path.clone();
             let name = m.image.clone();
             sources[i] = blocking(move || -> Result<PathBuf> {
@@ -880,10 +867,10 @@ impl Engine {
     async fn idmapped_mounts(
         &self,
         rec: &ContainerRecord,
-        run: &Path,
+        paths: &CtrPaths,
         mut sources: Vec<PathBuf>,
     ) -> Result<Vec<PathBuf>> {
-        let dir = run.join("idmap");
+        let dir = paths.idmapped();
         for (i, m) in rec.config.mounts.iter().enumerate() {
             if m.uid_mappings.is_empty() {
                 continue;
@@ -931,37 +918,23 @@ impl Engine {
     /// Unmounts and removes what a container left on the host; the runtime's state is deleted
     /// by a helper when no monitor did it.
     pub(super) async fn cleanup_container_files(&self, rec: &ContainerRecord) {
-        let run = self.ctr_run_dir(&rec.id);
-        let data = self.ctr_data_dir(&rec.id);
+        let paths = self.ctr_paths(&rec.id);
         let handler = self.handler(&rec.handler).ok();
         let id = rec.id.clone();
         let monitor_alive =
-            rec.monitor_pid > 0 && run.join("monitor.sock").exists() && !run.join("exit").exists();
+            rec.monitor_pid > 0 && paths.monitor_socket().exists() && !paths.exit_file().exists();
         if monitor_alive {
-            let sock = run.join("monitor.sock");
-            let _ = blocking(move || {
-                crate::monitor::call(
-                    &sock,
-                    &Request::Kill {
-                        signal: libc::SIGKILL,
-                        all: true,
-                    },
-                    Some(Duration::from_secs(5)),
-                )
-            })
-            .await;
-            let sock = run.join("monitor.sock");
-            let _ = blocking(move || {
-                crate::monitor::call(&sock, &Request::Wait, Some(Duration::from_secs(10)))
-            })
-            .await;
+            let m = self.monitor(&rec.id);
+            let _ = m.kill(libc::SIGKILL, true, Duration::from_secs(5)).await;
+            let _ = m.wait(Some(Duration::from_secs(10))).await;
         }
-        if !run.join("exit").exists() {
+        if !paths.exit_file().exists() {
             if let Some(h) = handler {
                 let _ = run_delete_helper(&h, &id).await;
             }
         }
         let _ = blocking(move || {
+            let CtrPaths { run, data } = paths;
             if !crate::sys::mount::unmount_all_under(&run) {
                 tracing::warn!(dir = %run.display(), "mounts left under the container's run directory: not removing it");
                 return;
@@ -977,19 +950,19 @@ impl Engine {
         .await;
     }
 
-    fn sock(&self, id: &str) -> PathBuf {
-        self.ctr_run_dir(id).join("monitor.sock")
+    /// The monitor of container `id`.
+    pub(super) fn monitor(&self, id: &str) -> MonitorClient {
+        MonitorClient::new(self.ctr_paths(id).monitor_socket())
     }
 
+    /// One request to a container's monitor, on the async workers; no answer is Unavailable.
     async fn monitor_call(
         &self,
         id: &str,
         req: Request,
         timeout: Option<Duration>,
     ) -> Result<Response> {
-        let sock = self.sock(id);
-        let r = blocking(move || crate::monitor::call(&sock, &req, timeout)).await?;
-        r.map_err(|e| {
+        self.monitor(id).call(&req, timeout).await.map_err(|e| {
             EngineError::new(
                 Kind::Unavailable,
                 format!("the monitor of container {id} did not answer: {e}"),
@@ -1001,9 +974,7 @@ impl Engine {
     pub fn refreshed(&self, id: &str) -> Option<ContainerRecord> {
         let mut rec = self.container(id)?;
         if matches!(rec.state, ContainerState::Created | ContainerState::Running) {
-            if let Ok(exit) =
-                crate::state::read_json::<ExitInfo>(&self.ctr_run_dir(id).join("exit"))
-            {
+            if let Ok(exit) = crate::state::read_json::<ExitInfo>(&self.ctr_paths(id).exit_file()) {
                 self.apply_exit(&mut rec, &exit);
                 // Two callers may apply the same exit file at once: only the one that moves the
                 // in-memory record to Exited counts it.
@@ -1052,12 +1023,7 @@ impl Engine {
         if rec.state == ContainerState::Exited {
             return;
         }
-        let sock = self.sock(id);
-        let answer = blocking(move || {
-            crate::monitor::call(&sock, &Request::State, Some(Duration::from_secs(2)))
-        })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        let answer = self.monitor(id).state(Duration::from_secs(2)).await;
         match answer {
             Ok(r) => {
                 if r.started && rec.state == ContainerState::Created {
@@ -1171,7 +1137,7 @@ impl Engine {
             || self
                 .refreshed(&id)
                 .is_some_and(|r| r.state == ContainerState::Exited)
-            || !self.sock(&id).exists()
+            || !self.ctr_paths(&id).monitor_socket().exists()
     }
 
     /// Signals the container: through its monitor, or straight to its init (by pidfd, checked
@@ -1210,7 +1176,7 @@ impl Engine {
         if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
             return Ok(());
         }
-        if !self.sock(&id).exists() {
+        if !self.ctr_paths(&id).monitor_socket().exists() {
             self.refresh_after_restart(&id).await;
             return Ok(());
         }
@@ -1276,7 +1242,7 @@ impl Engine {
     /// (`crictl inspect` shows it as `info.runtimeSpec`, as both peers do). None once the
     /// bundle is gone.
     pub async fn runtime_spec(&self, id: &str) -> Option<serde_json::Value> {
-        let bundle = self.ctr_run_dir(id).join("bundle");
+        let bundle = self.ctr_paths(id).bundle();
         blocking(move || {
             let read = |name: &str| {
                 crate::state::read_capped(&bundle.join(name), RUNTIME_SPEC_CAP)
@@ -1514,12 +1480,12 @@ pub fn resolve_seccomp(
     serde_json::to_value(&sec).map_err(|e| EngineError::internal(e.to_string()))
 }
 
-async fn spawn_monitor(run: &Path) -> Result<Ready> {
-    let log = std::fs::File::create(run.join("monitor.log"))
+async fn spawn_monitor(paths: &CtrPaths) -> Result<Ready> {
+    let log = std::fs::File::create(paths.monitor_log())
         .map_err(EngineError::io("creating monitor.log"))?;
     let out = tokio::process::Command::new(Engine::exe())
         .arg("__monitor")
-        .arg(run.join("monitor.json"))
+        .arg(paths.monitor_config())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(log)
@@ -1563,7 +1529,7 @@ async fn spawn_monitor(run: &Path) -> Result<Ready> {
     let text = String::from_utf8_lossy(&line);
     let first = text.lines().next().unwrap_or("");
     serde_json::from_str(first).map_err(|_| {
-        let log = std::fs::read_to_string(run.join("monitor.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(paths.monitor_log()).unwrap_or_default();
         EngineError::internal(format!(
             "the monitor failed before reporting: {}",
             log.trim()
@@ -1623,7 +1589,11 @@ impl Engine {
         let rec = self
             .container(&id)
             .ok_or_else(|| EngineError::not_found(format!("container {s:?} not found")))?;
-        Ok((id.clone(), self.sock(&id), rec.config.tty))
+        Ok((
+            id.clone(),
+            self.ctr_paths(&id).monitor_socket(),
+            rec.config.tty,
+        ))
     }
 
     /// What ExecSync and streaming exec share: the command checked, the container running, and
@@ -1658,7 +1628,7 @@ impl Engine {
                 cwd: None,
                 user: Some((rec.user.uid, rec.user.gid, rec.user.additional_gids.clone())),
                 console_socket: None,
-                bundle: Some(self.ctr_run_dir(&rec.id).join("bundle")),
+                bundle: Some(self.ctr_paths(&rec.id).bundle()),
             },
             timeout_ms,
             result_file: exec_dir.join(format!("{}.json", new_id())),

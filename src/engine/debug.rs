@@ -1,7 +1,7 @@
 //! What the daemon and a container's monitor know of it, for `ferrio status containers`.
 
 use super::{blocking, ContainerRecord, Engine, Result};
-use crate::monitor::proto::{ExitInfo, Request};
+use crate::monitor::proto::ExitInfo;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,8 @@ pub struct MonitorAnswer {
     pub pid: i32,
     pub started: bool,
     pub exit: Option<ExitInfo>,
+    /// Its protocol version (0: started by a release before versioning).
+    pub protocol: u32,
 }
 
 pub struct ContainerDebug {
@@ -32,25 +34,23 @@ impl Engine {
     /// state. A monitor that does not answer is reported, not an error.
     pub async fn container_debug(self: &Arc<Self>, s: &str) -> Result<ContainerDebug> {
         let rec = self.container_status(s)?;
+        let answer = self.monitor(&rec.id).state(MONITOR_TIMEOUT).await;
         let this = self.clone();
         blocking(move || {
-            let run_dir = this.ctr_run_dir(&rec.id);
-            let exit_file_path = run_dir.join("exit");
+            let paths = this.ctr_paths(&rec.id);
+            let (run_dir, exit_file_path) = (paths.run.clone(), paths.exit_file());
             let exit_file = crate::state::read_json::<ExitInfo>(&exit_file_path).ok();
-            let monitor = crate::monitor::call(
-                &run_dir.join("monitor.sock"),
-                &Request::State,
-                Some(MONITOR_TIMEOUT),
-            )
-            .map_err(|e| e.to_string())
-            .and_then(|r| match r.error {
-                Some(e) => Err(e),
-                None => Ok(MonitorAnswer {
-                    pid: r.pid,
-                    started: r.started,
-                    exit: r.exit,
-                }),
-            });
+            let monitor = answer
+                .map_err(|e| e.to_string())
+                .and_then(|r| match r.error {
+                    Some(e) => Err(e),
+                    None => Ok(MonitorAnswer {
+                        pid: r.pid,
+                        started: r.started,
+                        exit: r.exit,
+                        protocol: r.v,
+                    }),
+                });
             ContainerDebug {
                 rec,
                 run_dir,

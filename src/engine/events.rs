@@ -12,7 +12,6 @@
 use super::{ContainerState, Engine};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// Events a subscriber may fall behind before it is dropped.
 pub const CAPACITY: usize = 4096;
@@ -80,16 +79,8 @@ impl Engine {
         let this = self.clone();
         let id = id.to_string();
         tokio::spawn(async move {
-            let sock = this.ctr_run_dir(&id).join("monitor.sock");
-            let waited = async {
-                let mut conn = connect(&sock).await?;
-                conn.write_all(b"{\"op\":\"wait\"}\n").await?;
-                let mut line = String::new();
-                BufReader::new(conn).read_line(&mut line).await?;
-                Ok::<_, std::io::Error>(())
-            }
-            .await;
-            if let Err(e) = waited {
+            let sock = this.ctr_paths(&id).monitor_socket();
+            if let Err(e) = this.monitor(&id).wait(None).await {
                 tracing::debug!(container = %id, error = %e, "exit watch ended without an answer");
             }
             // The exit file is written before the monitor answers; a monitor that died
@@ -111,10 +102,4 @@ impl Engine {
             }
         });
     }
-}
-
-/// Connects to a monitor socket at any path length (see `monitor::socket_address`).
-pub(crate) async fn connect(sock: &std::path::Path) -> std::io::Result<tokio::net::UnixStream> {
-    let (_dir, addr) = crate::monitor::socket_address(sock)?;
-    tokio::net::UnixStream::connect(addr).await
 }

@@ -32,6 +32,52 @@ pub enum PodState {
     NotReady,
 }
 
+/// A container's paths, joined here and nowhere else (as pods have `PodPaths`): its run
+/// directory under the run root (a tmpfs: bundle, monitor socket and config, exit file) and
+/// its data directory under the root (the overlay's upper and work directories).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CtrPaths {
+    pub run: PathBuf,
+    pub data: PathBuf,
+}
+
+impl CtrPaths {
+    pub fn bundle(&self) -> PathBuf {
+        self.run.join("bundle")
+    }
+    pub fn rootfs(&self) -> PathBuf {
+        self.bundle().join("rootfs")
+    }
+    pub fn monitor_socket(&self) -> PathBuf {
+        self.run.join("monitor.sock")
+    }
+    pub fn monitor_config(&self) -> PathBuf {
+        self.run.join("monitor.json")
+    }
+    pub fn monitor_log(&self) -> PathBuf {
+        self.run.join("monitor.log")
+    }
+    /// Written by the monitor when the container has exited.
+    pub fn exit_file(&self) -> PathBuf {
+        self.run.join("exit")
+    }
+    /// The overlay's upper directory: the container's writable layer.
+    pub fn upper(&self) -> PathBuf {
+        self.data.join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.data.join("work")
+    }
+    /// Where the image volume of the container's mount `index` is mounted.
+    pub fn image_volume(&self, index: usize) -> PathBuf {
+        self.run.join(format!("imgvol-{index}"))
+    }
+    /// Where the idmapped mounts of the container's volumes are.
+    pub fn idmapped(&self) -> PathBuf {
+        self.run.join("idmap")
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PodRecord {
     pub id: String,
@@ -192,11 +238,19 @@ impl Engine {
     }
 
     pub fn ctr_run_dir(&self, id: &str) -> PathBuf {
-        self.cfg.run_root.join("ctr").join(id)
+        self.ctr_paths(id).run
     }
 
     pub fn ctr_data_dir(&self, id: &str) -> PathBuf {
-        self.cfg.root.join("containers").join(id)
+        self.ctr_paths(id).data
+    }
+
+    /// Where container `id`'s files are.
+    pub fn ctr_paths(&self, id: &str) -> CtrPaths {
+        CtrPaths {
+            run: self.cfg.run_root.join("ctr").join(id),
+            data: self.cfg.root.join("containers").join(id),
+        }
     }
 
     fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {

@@ -78,7 +78,7 @@ impl Engine {
         let nano_cores = cgroup
             .as_ref()
             .and_then(|c| self.sampler.sample(&rec.id, c));
-        let upper = self.ctr_data_dir(&rec.id).join("upper");
+        let upper = self.ctr_paths(&rec.id).upper();
         let writable = crate::stats::writable_layer(&upper).ok();
         let detail = (depth == Depth::Metrics)
             .then(|| crate::stats::detail(&rec.cgroup).ok())

@@ -10,6 +10,7 @@
 //! writes the exit file atomically, answers waiters and exits.
 
 pub mod attach;
+pub mod client;
 pub mod exec;
 pub mod log;
 pub mod pinns;
@@ -544,6 +545,7 @@ impl Monitor {
         Response {
             pid: self.pid,
             started: self.started,
+            v: client::PROTOCOL,
             ..Default::default()
         }
     }
@@ -707,29 +709,4 @@ pub fn socket_address(
         .join(d.as_raw_fd().to_string())
         .join(name);
     Ok((Some(d), short))
-}
-
-/// Connects to a unix socket whatever the length of its path (see [`socket_address`]).
-pub fn connect_unix(socket: &Path) -> std::io::Result<UnixStream> {
-    let (_dir, addr) = socket_address(socket)?;
-    UnixStream::connect(addr)
-}
-
-/// A client of a monitor's control socket (blocking; the daemon calls it on a blocking thread).
-pub fn call(socket: &Path, req: &Request, timeout: Option<Duration>) -> std::io::Result<Response> {
-    let mut conn = connect_unix(socket)?;
-    conn.set_read_timeout(timeout)?;
-    conn.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut v = serde_json::to_vec(req).map_err(std::io::Error::other)?;
-    v.push(b'\n');
-    conn.write_all(&v)?;
-    let mut line = String::new();
-    BufReader::new(&conn).take(1 << 20).read_line(&mut line)?;
-    if line.is_empty() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "the monitor closed the connection",
-        ));
-    }
-    serde_json::from_str(&line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }

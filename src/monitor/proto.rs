@@ -119,6 +119,9 @@ pub struct Response {
     pub started: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<ExitInfo>,
+    /// The monitor's protocol version (`client::PROTOCOL`; 0 from monitors before versioning).
+    #[serde(default)]
+    pub v: u32,
 }
 
 /// The exit file: written atomically by the monitor when the container's init has exited and

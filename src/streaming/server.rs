@@ -4,6 +4,7 @@
 use super::idle::{Tasks, Tracked};
 use super::ws;
 use crate::engine::{Engine, EngineError};
+use crate::monitor::client::MonitorClient;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http_body_util::Full;
@@ -902,40 +903,6 @@ impl Streaming {
     }
 }
 
-/// Opens an attach stream on a container's monitor: the `attach` request, its answer line,
-/// then frames (`monitor::proto::attach_frame`).
-async fn monitor_attach(sock: &std::path::Path) -> std::io::Result<tokio::net::UnixStream> {
-    let mut conn = crate::engine::events::connect(sock).await?;
-    conn.write_all(b"{\"op\":\"attach\"}\n").await?;
-    let mut b = [0u8; 1];
-    let mut n = 0;
-    loop {
-        if conn.read(&mut b).await? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the monitor closed the attach connection",
-            ));
-        }
-        n += 1;
-        if b[0] == b'\n' || n > 1 << 16 {
-            return Ok(conn);
-        }
-    }
-}
-
-/// Reads one frame from the monitor: (kind, data); None at the end.
-async fn read_attach_frame(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<(u8, Vec<u8>)> {
-    let mut head = [0u8; 5];
-    r.read_exact(&mut head).await.ok()?;
-    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-    if len > 1 << 20 {
-        return None;
-    }
-    let mut data = vec![0u8; len];
-    r.read_exact(&mut data).await.ok()?;
-    Some((head[0], data))
-}
-
 impl Streaming {
     async fn ws_attach<S>(
         &self,
@@ -947,11 +914,8 @@ impl Streaming {
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        use crate::monitor::proto::{
-            attach_frame, ATTACH_CLOSE_STDIN, ATTACH_RESIZE, ATTACH_STDIN,
-        };
         let (mut sink, mut source) = ws.split();
-        let conn = match monitor_attach(&sock).await {
+        let (mut from_monitor, mut to_monitor) = match MonitorClient::new(&sock).attach().await {
             Ok(c) => c,
             Err(e) => {
                 let msg = ws::error_status(&format!("attaching to {container}: {e}"));
@@ -962,7 +926,6 @@ impl Streaming {
                 return;
             }
         };
-        let (mut from_monitor, mut to_monitor) = conn.into_split();
         let v5 = protocol == ws::V5;
         let mut reader = Tasks::default();
         reader.spawn(async move {
@@ -973,24 +936,21 @@ impl Streaming {
                     }
                     continue;
                 };
-                let frame = match ws::split(&b) {
-                    Some((ws::STDIN, d)) => attach_frame(ATTACH_STDIN, d),
-                    Some((ws::CLOSE, [ws::STDIN])) if v5 => attach_frame(ATTACH_CLOSE_STDIN, &[]),
+                let sent = match ws::split(&b) {
+                    Some((ws::STDIN, d)) => to_monitor.stdin(d).await,
+                    Some((ws::CLOSE, [ws::STDIN])) if v5 => to_monitor.close_stdin().await,
                     Some((ws::RESIZE, d)) if tty => match parse_resize(d) {
-                        Some((w, h)) => attach_frame(
-                            ATTACH_RESIZE,
-                            format!("{{\"width\":{w},\"height\":{h}}}").as_bytes(),
-                        ),
+                        Some((w, h)) => to_monitor.resize(w, h).await,
                         None => continue,
                     },
                     _ => continue,
                 };
-                if to_monitor.write_all(&frame).await.is_err() {
+                if sent.is_err() {
                     break;
                 }
             }
         });
-        while let Some((kind, data)) = read_attach_frame(&mut from_monitor).await {
+        while let Some((kind, data)) = from_monitor.next().await {
             let ch = if kind == crate::monitor::proto::ATTACH_STDERR {
                 ws::STDERR
             } else {
@@ -1023,9 +983,7 @@ impl Streaming {
         tty: bool,
     ) {
         use super::spdy::conn::SpdyStream;
-        use crate::monitor::proto::{
-            attach_frame, ATTACH_CLOSE_STDIN, ATTACH_RESIZE, ATTACH_STDERR, ATTACH_STDIN,
-        };
+        use crate::monitor::proto::ATTACH_STDERR;
         // Streams: error first, then the stdio the client wants and resize; wait briefly.
         let mut streams: HashMap<String, SpdyStream> = HashMap::new();
         let deadline = tokio::time::sleep(Duration::from_millis(1500));
@@ -1049,7 +1007,7 @@ impl Streaming {
             return;
         };
         let status_json = protocol == ws::V5 || protocol == ws::V4;
-        let conn = match monitor_attach(&sock).await {
+        let (mut from_monitor, to_monitor) = match MonitorClient::new(&sock).attach().await {
             Ok(c) => c,
             Err(e) => {
                 let msg = format!("attaching to {container}: {e}");
@@ -1067,7 +1025,6 @@ impl Streaming {
                 return;
             }
         };
-        let (mut from_monitor, to_monitor) = conn.into_split();
         let to_monitor = Arc::new(tokio::sync::Mutex::new(to_monitor));
         let mut tasks = Tasks::default();
         if let Some(mut stdin) = streams.remove("stdin") {
@@ -1078,20 +1035,11 @@ impl Streaming {
                     if n == 0 {
                         break;
                     }
-                    if w.lock()
-                        .await
-                        .write_all(&attach_frame(ATTACH_STDIN, &buf[..n]))
-                        .await
-                        .is_err()
-                    {
+                    if w.lock().await.stdin(&buf[..n]).await.is_err() {
                         return;
                     }
                 }
-                let _ = w
-                    .lock()
-                    .await
-                    .write_all(&attach_frame(ATTACH_CLOSE_STDIN, &[]))
-                    .await;
+                let _ = w.lock().await.close_stdin().await;
             });
         }
         if let Some(resize) = streams.remove("resize") {
@@ -1100,18 +1048,14 @@ impl Streaming {
                 let mut lines = tokio::io::BufReader::new(resize).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     if let Some((wd, h)) = parse_resize(line.as_bytes()) {
-                        let f = attach_frame(
-                            ATTACH_RESIZE,
-                            format!("{{\"width\":{wd},\"height\":{h}}}").as_bytes(),
-                        );
-                        let _ = w.lock().await.write_all(&f).await;
+                        let _ = w.lock().await.resize(wd, h).await;
                     }
                 }
             });
         }
         let mut stdout = streams.remove("stdout");
         let mut stderr = streams.remove("stderr");
-        while let Some((kind, data)) = read_attach_frame(&mut from_monitor).await {
+        while let Some((kind, data)) = from_monitor.next().await {
             let target = if kind == ATTACH_STDERR {
                 stderr.as_mut()
             } else {
