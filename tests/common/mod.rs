@@ -150,6 +150,8 @@ pub struct DaemonOpts {
     pub root: Option<PathBuf>,
     /// Extra keys of the `[network]` table.
     pub network_config: String,
+    /// The ferrio binary to run (default: this tree's).
+    pub binary: Option<PathBuf>,
 }
 
 /// A running ferrio daemon on its own temp root and socket. Stopped (SIGTERM) when dropped.
@@ -202,7 +204,11 @@ impl Daemon {
                 .unwrap()
                 .as_nanos()
         ));
-        let child = Command::new(env!("CARGO_BIN_EXE_ferrio"))
+        let binary = opts
+            .binary
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ferrio")));
+        let child = Command::new(binary)
             .arg("--config")
             .arg(&config)
             .arg("--root")
