@@ -816,21 +816,7 @@ async fn pinned_images_by_name_prefix_and_keyword_reloaded_on_sighup() {
             &format!("pinned_images = [{patterns}]"),
         );
         std::fs::write(&d.config, text).unwrap();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(d.pid() as i32),
-            nix::sys::signal::Signal::SIGHUP,
-        )
-        .unwrap();
-        let t = std::time::Instant::now();
-        while d
-            .log_text()
-            .matches("SIGHUP: configuration reloaded")
-            .count()
-            < reloads
-        {
-            assert!(t.elapsed() < Duration::from_secs(10), "{}", d.log_text());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        sighup_and_wait(&d, reloads);
     };
     // A keyword, case-insensitive, and a prefix.
     reload("\"*MULTILAYER*\"", 1);

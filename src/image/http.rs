@@ -42,6 +42,15 @@ impl std::fmt::Debug for Authorization {
 }
 
 impl Authorization {
+    /// `req` with this authorisation's header.
+    fn apply(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Authorization::None => req,
+            Authorization::Basic { username, password } => req.basic_auth(username, Some(password)),
+            Authorization::Bearer(t) => req.header(AUTHORIZATION, format!("Bearer {t}")),
+        }
+    }
+
     /// What oci-client gets for the blob requests: a token is used as is (no second token
     /// request); otherwise the username and password, if that is what we have. A refresh token
     /// (`identity_token`) never goes to oci-client.
@@ -275,14 +284,7 @@ impl RegistryHttp {
     {
         use futures::{StreamExt, TryStreamExt};
         let url = format!("{}/v2/{}/blobs/{digest}", self.base(r), r.repository());
-        let mut req = self.client.get(&url);
-        match authz {
-            Authorization::None => {}
-            Authorization::Basic { username, password } => {
-                req = req.basic_auth(username, Some(password))
-            }
-            Authorization::Bearer(t) => req = req.header(AUTHORIZATION, format!("Bearer {t}")),
-        }
+        let req = authz.apply(self.client.get(&url));
         let res = req.send().await.map_err(|e| self.failed(name, &url, &e))?;
         let status = res.status();
         if status != StatusCode::OK {
@@ -314,17 +316,11 @@ impl RegistryHttp {
                 .map(|ns| format!("?ns={ns}"))
                 .unwrap_or_default()
         );
-        let mut req = self
-            .client
-            .get(&url)
-            .header(ACCEPT, manifest::ACCEPTED.join(", "));
-        match authz {
-            Authorization::None => {}
-            Authorization::Basic { username, password } => {
-                req = req.basic_auth(username, Some(password))
-            }
-            Authorization::Bearer(t) => req = req.header(AUTHORIZATION, format!("Bearer {t}")),
-        }
+        let req = authz.apply(
+            self.client
+                .get(&url)
+                .header(ACCEPT, manifest::ACCEPTED.join(", ")),
+        );
         let res = req.send().await.map_err(|e| self.failed(name, &url, &e))?;
         let status = res.status();
         let header_digest = res

@@ -317,29 +317,10 @@ pub fn give_fd(cmd: &mut std::process::Command, fd: OwnedFd, target: i32) {
 /// or the parent dies — the child sees the pipe hang up ([`take_lifeline`]) and knows nobody
 /// waits for it any more.
 pub fn give_lifeline(cmd: &mut tokio::process::Command) -> io::Result<OwnedFd> {
-    use std::os::fd::AsRawFd;
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let raw = read.as_raw_fd();
-    // The closure owns the read end: it stays open in the parent until the command is
+    // The command owns the read end: it stays open in the parent until the command is
     // dropped, and is closed there then.
-    let keep = read;
-    // SAFETY: the closure runs in the forked child before exec and calls only dup2(2) and
-    // fcntl(2), which are async-signal-safe; it allocates nothing and takes no lock.
-    unsafe {
-        cmd.pre_exec(move || {
-            let _ = &keep;
-            let r = if raw == LIFELINE_FD {
-                // Already in place: only the close-on-exec flag must go.
-                libc::fcntl(raw, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(raw, LIFELINE_FD)
-            };
-            if r < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    give_fd(cmd.as_std_mut(), read, LIFELINE_FD);
     Ok(write)
 }
 
