@@ -2,6 +2,7 @@
 //! Each failure is InvalidArgument and names the field.
 
 use super::error::{EngineError, Result};
+use crate::spec::config::{ContainerConfig, NamespaceMode, PodConfig};
 use std::path::{Component, Path};
 
 /// Longest name, namespace, uid, hostname we accept (DNS labels and Kubernetes names are
@@ -270,6 +271,276 @@ fn cpu_list(s: &str) -> Option<Vec<(u32, u32)>> {
         out.push((a, b));
     }
     Some(out)
+}
+
+/// Every field of a CreateContainer request that the host must never see raw.
+pub fn container_config(c: &ContainerConfig) -> Result<()> {
+    name("metadata.name", &c.name, true)?;
+    if c.image.is_empty() {
+        return Err(EngineError::invalid("image.image is required"));
+    }
+    if !c.log_path.is_empty() {
+        relative_inside("log_path", &c.log_path)?;
+    }
+    if let Some(r) = &c.resources {
+        resources("linux.resources", r)?;
+    }
+    bounded("command", c.command.len(), 4096)?;
+    bounded("args", c.args.len(), 4096)?;
+    bounded("envs", c.envs.len(), 4096)?;
+    bounded("mounts", c.mounts.len(), 256)?;
+    bounded("devices", c.devices.len(), 256)?;
+    bounded("cdi_devices", c.cdi_devices.len(), 256)?;
+    bounded("labels", c.labels.len(), 1024)?;
+    bounded("annotations", c.annotations.len(), 1024)?;
+    let total: usize = c
+        .command
+        .iter()
+        .chain(&c.args)
+        .map(|s| s.len())
+        .sum::<usize>()
+        + c.envs.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    if total > 1 << 20 {
+        return Err(EngineError::invalid("command, args and envs exceed 1 MiB"));
+    }
+    for (k, _) in &c.envs {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return Err(EngineError::invalid(format!("envs key {k:?} is not valid")));
+        }
+    }
+    for s in c
+        .command
+        .iter()
+        .chain(&c.args)
+        .chain(c.envs.iter().map(|(_, v)| v))
+    {
+        if s.contains('\0') {
+            return Err(EngineError::invalid(
+                "command, args and envs must not contain NUL",
+            ));
+        }
+    }
+    for m in &c.mounts {
+        absolute("mounts.container_path", &m.container_path)?;
+        if m.image.is_empty() {
+            absolute("mounts.host_path", &m.host_path)?;
+        } else {
+            // KEP-4639: image volumes are read-only; kubelet always asks them so.
+            if !m.readonly {
+                return Err(EngineError::invalid(format!(
+                    "mount {}: an image volume must be readonly",
+                    m.container_path
+                )));
+            }
+            if !m.image_sub_path.is_empty() {
+                relative_inside("mounts.image_sub_path", &m.image_sub_path)?;
+            }
+        }
+        if m.recursive_read_only {
+            if !m.readonly {
+                return Err(EngineError::invalid(format!(
+                    "mount {}: recursive_read_only needs readonly",
+                    m.container_path
+                )));
+            }
+            if m.propagation != crate::spec::config::Propagation::Private {
+                return Err(EngineError::invalid(format!(
+                    "mount {}: recursive_read_only needs private propagation",
+                    m.container_path
+                )));
+            }
+        }
+    }
+    for m in &c.mounts {
+        if m.uid_mappings.is_empty() && m.gid_mappings.is_empty() {
+            continue;
+        }
+        if m.uid_mappings.is_empty() || m.gid_mappings.is_empty() || !m.image.is_empty() {
+            return Err(EngineError::invalid(format!(
+                "mount {}: an idmapped mount needs both uidMappings and gidMappings (and a host path)",
+                m.container_path
+            )));
+        }
+        for (what, maps) in [
+            ("uidMappings", &m.uid_mappings),
+            ("gidMappings", &m.gid_mappings),
+        ] {
+            bounded(what, maps.len(), 340)?;
+            for x in maps {
+                let over = |base: u32| base.checked_add(x.length.saturating_sub(1)).is_none();
+                if x.length == 0 || over(x.host_id) || over(x.container_id) {
+                    return Err(EngineError::invalid(format!(
+                        "mount {}: {what} {} {} {} is empty or beyond the id range",
+                        m.container_path, x.container_id, x.host_id, x.length
+                    )));
+                }
+            }
+        }
+    }
+    for d in &c.devices {
+        absolute("devices.container_path", &d.container_path)?;
+        absolute("devices.host_path", &d.host_path)?;
+        if !d.permissions.chars().all(|ch| "rwm".contains(ch)) {
+            return Err(EngineError::invalid(format!(
+                "devices.permissions {:?} is not a subset of \"rwm\"",
+                d.permissions
+            )));
+        }
+    }
+    if !c.working_dir.is_empty() {
+        absolute("working_dir", &c.working_dir)?;
+    }
+    if !c.stop_signal.is_empty()
+        && crate::engine::container::signal_number(&c.stop_signal).is_none()
+    {
+        return Err(EngineError::invalid(format!(
+            "stop_signal {:?} is not a signal",
+            c.stop_signal
+        )));
+    }
+    if let crate::spec::config::Profile::Localhost(p) = &c.security.seccomp {
+        absolute("seccomp.localhost_ref", p)?;
+    }
+    Ok(())
+}
+
+/// `userns_options`: NODE (the host's user namespace) without mappings, or POD with exactly
+/// one uid and one gid mapping that maps container id 0; CONTAINER and TARGET are not modes
+/// a pod can have. A pod with its own user namespace cannot use the host's network, PID or
+/// IPC namespace (Kubernetes does not allow it either).
+fn userns_options(c: &PodConfig, u: &crate::spec::config::UserNamespace) -> Result<()> {
+    const FIELD: &str = "linux.security_context.namespace_options.userns_options";
+    match u.mode {
+        NamespaceMode::Node => {
+            if !u.uids.is_empty() || !u.gids.is_empty() {
+                return Err(EngineError::invalid(format!(
+                    "{FIELD}: mode NODE takes no uid or gid mappings"
+                )));
+            }
+            return Ok(());
+        }
+        NamespaceMode::Pod => {}
+        m => {
+            return Err(EngineError::invalid(format!(
+                "{FIELD}: unsupported user namespace mode {}",
+                format!("{m:?}").to_uppercase()
+            )))
+        }
+    }
+    for (what, maps) in [("uids", &u.uids), ("gids", &u.gids)] {
+        let [m] = maps.as_slice() else {
+            return Err(EngineError::invalid(format!(
+                "{FIELD}.{what}: mode POD needs exactly one mapping, got {}",
+                maps.len()
+            )));
+        };
+        if m.length == 0 || m.host_id.checked_add(m.length - 1).is_none() {
+            return Err(EngineError::invalid(format!(
+                "{FIELD}.{what}: mapping {} {} {} is empty or beyond the id range",
+                m.container_id, m.host_id, m.length
+            )));
+        }
+        if m.container_id != 0 {
+            return Err(EngineError::invalid(format!(
+                "{FIELD}.{what}: container id 0 (root) must be mapped; the mapping starts at {}",
+                m.container_id
+            )));
+        }
+    }
+    for (what, mode) in [("network", c.network), ("pid", c.pid), ("ipc", c.ipc)] {
+        if mode == NamespaceMode::Node {
+            return Err(EngineError::invalid(format!(
+                "{FIELD}: a pod with its own user namespace cannot use the host's {what} namespace"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn pod_config(c: &PodConfig) -> Result<()> {
+    name("metadata.name", &c.name, true)?;
+    name("metadata.namespace", &c.namespace, true)?;
+    name("metadata.uid", &c.uid, true)?;
+    name("hostname", &c.hostname, false)?;
+    if c.hostname.len() > 64 {
+        return Err(EngineError::invalid("hostname is longer than 64 bytes"));
+    }
+    if !c.log_directory.is_empty() {
+        absolute("log_directory", &c.log_directory)?;
+    }
+    if let Some(u) = &c.userns {
+        userns_options(c, u)?;
+    }
+    bounded("labels", c.labels.len(), 1024)?;
+    bounded("annotations", c.annotations.len(), 1024)?;
+    bounded("linux.sysctls", c.sysctls.len(), 256)?;
+    if let Some(d) = &c.dns {
+        bounded("dns_config.servers", d.servers.len(), 64)?;
+        bounded("dns_config.searches", d.searches.len(), 64)?;
+        bounded("dns_config.options", d.options.len(), 64)?;
+        for v in d.servers.iter().chain(&d.searches).chain(&d.options) {
+            if v.contains('\n') || v.contains('\0') || v.len() > 255 {
+                return Err(EngineError::invalid(format!(
+                    "dns_config entry {v:?} is not valid"
+                )));
+            }
+        }
+    }
+    for (k, v) in &c.sysctls {
+        let ns = crate::engine::pod::sysctl_namespace(k).ok_or_else(|| {
+            EngineError::invalid(format!(
+                "sysctl {k:?} is not namespaced and cannot be set for a pod"
+            ))
+        })?;
+        let host = match ns {
+            "net" | "uts" => c.network == NamespaceMode::Node,
+            _ => c.ipc == NamespaceMode::Node,
+        };
+        if host {
+            return Err(EngineError::invalid(format!(
+                "sysctl {k:?} would change the host: the pod uses the host's {ns} namespace"
+            )));
+        }
+        crate::monitor::pinns::sysctl_path(k).map_err(EngineError::invalid)?;
+        if v.contains('\0') || v.len() > 4096 {
+            return Err(EngineError::invalid(format!(
+                "sysctl {k:?} has an invalid value"
+            )));
+        }
+    }
+    bounded("port_mappings", c.port_mappings.len(), 256)?;
+    for key in [
+        "kubernetes.io/ingress-bandwidth",
+        "kubernetes.io/egress-bandwidth",
+    ] {
+        if let Some(v) = c.annotations.get(key) {
+            if crate::engine::pod::quantity(v).is_none() {
+                return Err(EngineError::invalid(format!(
+                    "annotation {key}: {v:?} is not a bandwidth quantity"
+                )));
+            }
+        }
+    }
+    for m in &c.port_mappings {
+        if m.container_port == 0 {
+            return Err(EngineError::invalid(format!(
+                "port_mappings: host port {} needs a container port in 1..65535",
+                m.host_port
+            )));
+        }
+        if !m.host_ip.is_empty() && m.host_ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(EngineError::invalid(format!(
+                "port_mappings.host_ip {:?} is not an IP address",
+                m.host_ip
+            )));
+        }
+    }
+    if c.network == NamespaceMode::Target || c.ipc == NamespaceMode::Target {
+        return Err(EngineError::invalid(
+            "namespace mode TARGET is only valid for pid",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,41 @@
+//! StartContainer: the monitor starts the created container.
+
+use crate::engine::{now_ns, ContainerState, Engine, EngineError, Result};
+use crate::monitor::proto::Request;
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Engine {
+    pub async fn start_container(self: &Arc<Self>, s: &str) -> Result<()> {
+        let id = self.container_id(s)?;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let mut rec = self
+            .refreshed(&id)
+            .ok_or_else(|| EngineError::not_found(format!("container {s:?} not found")))?;
+        if rec.state != ContainerState::Created {
+            return Err(EngineError::precondition(format!(
+                "container {id} is {:?}, not created",
+                rec.state
+            )));
+        }
+        let started_at = now_ns();
+        let r = self
+            .monitor_call(&id, Request::Start, Some(Duration::from_secs(30)))
+            .await?;
+        if let Some(e) = r.error {
+            return Err(EngineError::internal(format!(
+                "starting container {id}: {e}"
+            )));
+        }
+        rec = self.refreshed(&id).unwrap_or(rec);
+        if rec.state == ContainerState::Created {
+            rec.state = ContainerState::Running;
+        }
+        rec.started_at_ns = started_at;
+        self.save_container(&rec)?;
+        tracing::info!(container = %id, "container started");
+        self.emit(&id, &rec.pod_id, crate::engine::events::EventKind::Started);
+        Ok(())
+    }
+}

@@ -1,0 +1,55 @@
+//! UpdateContainerResources and ReopenContainerLog, through the monitor.
+
+use crate::engine::{validate, ContainerState, Engine, EngineError, Result};
+use crate::monitor::proto::Request;
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Engine {
+    pub async fn update_resources(
+        self: &Arc<Self>,
+        s: &str,
+        r: &crate::spec::config::Resources,
+    ) -> Result<()> {
+        let id = self.container_id(s)?;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let mut rec = self
+            .refreshed(&id)
+            .ok_or_else(|| EngineError::not_found(format!("container {s:?} not found")))?;
+        if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
+            return Err(EngineError::precondition(format!(
+                "container {id} is not running"
+            )));
+        }
+        validate::resources("linux", r)?;
+        let resources = crate::spec::linux_resources(r);
+        let resp = self
+            .monitor_call(
+                &id,
+                Request::Update { resources },
+                Some(Duration::from_secs(30)),
+            )
+            .await?;
+        if let Some(e) = resp.error {
+            return Err(EngineError::internal(format!(
+                "updating container {id}: {e}"
+            )));
+        }
+        rec.config.resources = Some(r.clone());
+        self.save_container(&rec)
+    }
+
+    pub async fn reopen_log(self: &Arc<Self>, s: &str) -> Result<()> {
+        let id = self.exec_target(s)?;
+        let r = self
+            .monitor_call(&id, Request::ReopenLog, Some(Duration::from_secs(10)))
+            .await?;
+        match r.error {
+            Some(e) => Err(EngineError::internal(format!(
+                "reopening the log of {id}: {e}"
+            ))),
+            None => Ok(()),
+        }
+    }
+}

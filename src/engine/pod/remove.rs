@@ -1,0 +1,37 @@
+//! RemovePodSandbox: its containers removed, then everything the pod made on the host.
+
+use super::*;
+use crate::engine::{Engine, Result};
+use std::sync::Arc;
+
+impl Engine {
+    pub async fn remove_pod(self: &Arc<Self>, s: &str) -> Result<()> {
+        let Some(id) = self.resolve_pod(s)? else {
+            return Ok(());
+        };
+        let ctrs: Vec<String> = self
+            .containers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|c| c.pod_id == id)
+            .map(|c| c.id.clone())
+            .collect();
+        for c in ctrs {
+            self.remove_container(&c).await?;
+        }
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let Some(mut rec) = self.pod(&id) else {
+            return Ok(());
+        };
+        self.detach_network(&mut rec).await?;
+        self.teardown_pod(&rec).await;
+        self.emit_pod(&rec, crate::engine::events::EventKind::Deleted);
+        self.forget_pod(&id);
+        self.release(&pod_name(&rec.config), &id);
+        self.drop_lock(&id);
+        tracing::info!(pod = %id, "pod sandbox removed");
+        Ok(())
+    }
+}
