@@ -41,12 +41,12 @@ impl Admin for AdminApi {
             .map(PathBuf::from)
             .collect();
         if paths.is_empty() {
-            return Err(Status::invalid_argument(
+            return Err(super::error::invalid(
                 "paths: at least one archive is required",
             ));
         }
         if let Some(p) = paths.iter().find(|p| !p.is_absolute()) {
-            return Err(Status::invalid_argument(format!(
+            return Err(super::error::invalid(format!(
                 "paths: {} is not absolute",
                 p.display()
             )));

@@ -60,7 +60,7 @@ pub fn check_ports(c: &api::PodSandboxConfig) -> Result<(), tonic::Status> {
             ("container_port", m.container_port),
         ] {
             if !(0..=65535).contains(&v) {
-                return Err(tonic::Status::invalid_argument(format!(
+                return Err(super::error::invalid(format!(
                     "port_mappings.{what} {v} is outside 0..65535"
                 )));
             }
@@ -171,7 +171,7 @@ fn profile(p: &Option<api::SecurityProfile>, field: &str) -> Result<dc::Profile,
             Ok(ProfileType::Localhost) => dc::Profile::Localhost(p.localhost_ref.clone()),
             Ok(ProfileType::Unconfined) => dc::Profile::Unconfined,
             Err(_) => {
-                return Err(tonic::Status::invalid_argument(format!(
+                return Err(super::error::invalid(format!(
                     "{field}.profile_type {} is not a known profile type (RuntimeDefault, Unconfined, Localhost)",
                     p.profile_type
                 )))

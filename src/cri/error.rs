@@ -33,5 +33,25 @@ impl From<crate::image::ImageError> for Status {
 
 /// A required field that is missing or empty.
 pub fn missing(field: &str) -> Status {
-    Status::invalid_argument(format!("{field} is required"))
+    invalid(format!("{field} is required"))
+}
+
+/// A request the CRI layer itself refuses (its shape, before the domain sees it).
+pub fn invalid(msg: impl Into<String>) -> Status {
+    Status::invalid_argument(msg)
+}
+
+/// Something the domain names that is not there.
+pub fn not_found(msg: impl Into<String>) -> Status {
+    Status::not_found(msg)
+}
+
+/// A failure of ferrio's own (encoding an answer), never the caller's.
+pub fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+/// A subscriber that fell too far behind a stream.
+pub fn exhausted(msg: impl Into<String>) -> Status {
+    Status::resource_exhausted(msg)
 }

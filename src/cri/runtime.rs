@@ -148,11 +148,10 @@ impl RuntimeService for Runtime {
         ];
         let mut info = HashMap::new();
         if req.get_ref().verbose {
-            let cfg = serde_json::to_string(&*self.config)
-                .map_err(|e| Status::internal(e.to_string()))?;
+            let cfg = serde_json::to_string(&*self.config).map_err(super::error::internal)?;
             info.insert("config".to_string(), cfg);
             let pulls = serde_json::to_string(&self.engine.pulls_in_progress())
-                .map_err(|e| Status::internal(e.to_string()))?;
+                .map_err(super::error::internal)?;
             info.insert("pulls".to_string(), pulls);
         }
         // Recursive read-only mounts: libcontainer applies `rro` (mount_setattr); the runc and
@@ -466,7 +465,7 @@ impl RuntimeService for Runtime {
                 len.parse::<u8>().is_ok_and(|l| l <= max)
             });
             if !ok {
-                return Err(Status::invalid_argument(format!(
+                return Err(super::error::invalid(format!(
                     "runtime_config.network_config.pod_cidr: {c:?} is not a CIDR such as 10.244.0.0/24"
                 )));
             }
@@ -519,9 +518,9 @@ impl RuntimeService for Runtime {
         let pod = self.engine.pod_status(&req.get_ref().pod_sandbox_id)?;
         let id = pod.id.clone();
         let mut u = self.engine.pod_usage(move |p| p.id == id).await?;
-        let u = u
-            .pop()
-            .ok_or_else(|| Status::not_found(format!("pod sandbox {} is not ready", pod.id)))?;
+        let u = u.pop().ok_or_else(|| {
+            super::error::not_found(format!("pod sandbox {} is not ready", pod.id))
+        })?;
         Ok(Response::new(api::PodSandboxStatsResponse {
             stats: Some(super::stats::pod_stats(&u)),
         }))
@@ -576,7 +575,7 @@ impl RuntimeService for Runtime {
                             "a GetContainerEvents subscriber fell behind and is dropped"
                         );
                         let _ = tx
-                            .send(Err(Status::resource_exhausted(format!(
+                            .send(Err(super::error::exhausted(format!(
                                 "event subscriber fell {n} events behind and was dropped; subscribe again"
                             ))))
                             .await;
@@ -595,12 +594,12 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<api::ExecResponse>, Status> {
         let r = req.into_inner();
         if !(r.stdout || r.stderr || r.stdin) {
-            return Err(Status::invalid_argument(
+            return Err(super::error::invalid(
                 "one of stdin, stdout and stderr must be set",
             ));
         }
         if r.tty && r.stderr {
-            return Err(Status::invalid_argument(
+            return Err(super::error::invalid(
                 "tty and stderr cannot both be set: a terminal has one output stream",
             ));
         }
@@ -684,7 +683,7 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<api::AttachResponse>, Status> {
         let r = req.into_inner();
         if !(r.stdout || r.stderr || r.stdin) {
-            return Err(Status::invalid_argument(
+            return Err(super::error::invalid(
                 "one of stdin, stdout and stderr must be set",
             ));
         }
