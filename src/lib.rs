@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod image;
 pub mod metrics;
+pub mod model;
 pub mod monitor;
 pub mod network;
 pub mod runtime;

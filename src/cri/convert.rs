@@ -2,7 +2,7 @@
 
 use super::api;
 use crate::engine::{ContainerRecord, ContainerState, PodRecord, PodState};
-use crate::spec::config::{self as dc, NamespaceMode};
+use crate::model::{self as dc, NamespaceMode};
 use std::collections::{BTreeMap, HashMap};
 
 fn map(h: &HashMap<String, String>) -> BTreeMap<String, String> {

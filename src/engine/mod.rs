@@ -17,7 +17,7 @@ pub mod validate;
 
 use crate::config::Config;
 use crate::image::Images;
-use crate::spec::config::{ContainerConfig, Mount, PodConfig, PodPaths};
+use crate::model::{ContainerConfig, Mount, PodConfig, PodPaths};
 use crate::spec::User;
 pub use error::{EngineError, Result};
 use serde::{Deserialize, Serialize};
@@ -168,7 +168,7 @@ pub struct Engine {
     /// The daemon's bounding capability set: all a container can be given here.
     host_capabilities: Vec<String>,
     /// The security modules the host enforces.
-    lsm: crate::spec::config::Lsm,
+    lsm: crate::model::Lsm,
     /// The last CPU sample per container and pod, for usage_nano_cores.
     sampler: crate::stats::CpuSampler,
     /// The pods' CNI network.
@@ -550,7 +550,7 @@ impl Engine {
             creates: creates::Creates::default(),
             min_oom_score_adj,
             host_capabilities: host_capabilities(),
-            lsm: crate::spec::config::Lsm::detect(),
+            lsm: crate::model::Lsm::detect(),
             sampler: crate::stats::CpuSampler::new(),
             cni: crate::network::Cni::load(&cfg.network, &cfg.cni_cache_dir())
                 .map_err(|e| EngineError::new(crate::error::ErrorKind::kind(&e), e.to_string()))?,

@@ -2,7 +2,7 @@
 //! Each failure is InvalidArgument and names the field.
 
 use super::error::{EngineError, Result};
-use crate::spec::config::{ContainerConfig, NamespaceMode, PodConfig};
+use crate::model::{ContainerConfig, NamespaceMode, PodConfig};
 use std::path::{Component, Path};
 
 /// Longest name, namespace, uid, hostname we accept (DNS labels and Kubernetes names are
@@ -136,7 +136,7 @@ pub const MIN_MEMORY: i64 = 12 << 20;
 /// when set, cpu shares 2–262144, quota and period within the kernel's range, oom_score_adj
 /// −1000..1000, cpusets that parse and name this host's CPUs and memory nodes, hugepage sizes
 /// like `2MB`, and `unified` keys that are one cgroup file name (no `/`, `..`, NUL, empty).
-pub fn resources(field: &str, r: &crate::spec::config::Resources) -> Result<()> {
+pub fn resources(field: &str, r: &crate::model::Resources) -> Result<()> {
     let bad = |f: &str, why: String| Err(EngineError::invalid(format!("{field}.{f}: {why}")));
     if r.memory_limit_in_bytes < 0 {
         return bad(
@@ -343,7 +343,7 @@ pub fn container_config(c: &ContainerConfig) -> Result<()> {
                     m.container_path
                 )));
             }
-            if m.propagation != crate::spec::config::Propagation::Private {
+            if m.propagation != crate::model::Propagation::Private {
                 return Err(EngineError::invalid(format!(
                     "mount {}: recursive_read_only needs private propagation",
                     m.container_path
@@ -398,7 +398,7 @@ pub fn container_config(c: &ContainerConfig) -> Result<()> {
             c.stop_signal
         )));
     }
-    if let crate::spec::config::Profile::Localhost(p) = &c.security.seccomp {
+    if let crate::model::Profile::Localhost(p) = &c.security.seccomp {
         absolute("seccomp.localhost_ref", p)?;
     }
     Ok(())
@@ -408,7 +408,7 @@ pub fn container_config(c: &ContainerConfig) -> Result<()> {
 /// one uid and one gid mapping that maps container id 0; CONTAINER and TARGET are not modes
 /// a pod can have. A pod with its own user namespace cannot use the host's network, PID or
 /// IPC namespace (Kubernetes does not allow it either).
-fn userns_options(c: &PodConfig, u: &crate::spec::config::UserNamespace) -> Result<()> {
+fn userns_options(c: &PodConfig, u: &crate::model::UserNamespace) -> Result<()> {
     const FIELD: &str = "linux.security_context.namespace_options.userns_options";
     match u.mode {
         NamespaceMode::Node => {
@@ -584,7 +584,7 @@ mod tests {
 
     #[test]
     fn resources_the_kernel_would_refuse() {
-        use crate::spec::config::Resources;
+        use crate::model::Resources;
         let ok = Resources {
             memory_limit_in_bytes: 64 << 20,
             cpu_shares: 1024,

@@ -14,7 +14,7 @@
 //! Only the user namespace may be asked for: `__pin-ns` then pins just that (the user
 //! namespace of an idmapped mount).
 
-use crate::spec::config::IdMapping;
+use crate::model::IdMapping;
 use crate::sys::mount::bind;
 use crate::sys::process::{fork_single_threaded, Forked};
 use nix::sched::{unshare, CloneFlags};

@@ -4,12 +4,11 @@
 //! engine first and passed in. Unit-tested with golden files in `src/spec/testdata`.
 
 mod cdi;
-pub mod config;
 pub mod seccomp;
 pub mod user;
 
 use crate::error::{ErrorKind, Kind};
-use config::{
+use crate::model::{
     ContainerConfig, ImageConfig, NamespaceMode, PodConfig, PodPaths, Propagation, ResolvedDevice,
 };
 use serde_json::{json, Value};
@@ -102,7 +101,7 @@ pub struct Input<'a> {
     pub host_capabilities: Vec<String>,
     /// The security modules the host enforces; AppArmor and SELinux fields are left out of the
     /// spec where the host has no such module.
-    pub lsm: config::Lsm,
+    pub lsm: crate::model::Lsm,
     /// The edits of the container's CDI devices, resolved and with their device nodes' type
     /// and numbers filled in (empty when none were requested).
     pub cdi: crate::cdi::ContainerEdits,
@@ -133,8 +132,8 @@ pub const APPARMOR_DEFAULT_PROFILE: &str = crate::apparmor::DEFAULT_PROFILE_NAME
 /// The AppArmor profile of a container, when the host has AppArmor: RuntimeDefault (also for
 /// an unset request) → `ferrio-default`, Unconfined → `unconfined`, Localhost → its name.
 /// Privileged containers run unconfined unless a profile is named.
-pub fn apparmor_profile(sec: &config::Security) -> String {
-    use config::Profile;
+pub fn apparmor_profile(sec: &crate::model::Security) -> String {
+    use crate::model::Profile;
     match &sec.apparmor {
         Profile::Localhost(name) => name.clone(),
         Profile::Unconfined => "unconfined".into(),
@@ -147,7 +146,7 @@ pub fn apparmor_profile(sec: &config::Security) -> String {
 /// The process and mount SELinux labels: the request's parts over the container defaults
 /// (`system_u:system_r:container_t:s0`, files `container_file_t`); privileged containers get
 /// `spc_t`, as CRI-O gives them.
-pub fn selinux_labels(sec: &config::Security) -> (String, String) {
+pub fn selinux_labels(sec: &crate::model::Security) -> (String, String) {
     let o = sec.selinux.clone().unwrap_or_default();
     let or = |v: &str, d: &str| {
         if v.is_empty() {
@@ -182,7 +181,7 @@ pub struct Generated {
 
 /// The `linux.resources` fields (cpu, memory, hugepages, unified) of a container's resources,
 /// as OCI JSON; also what UpdateContainerResources applies.
-pub fn linux_resources(r: &config::Resources) -> Value {
+pub fn linux_resources(r: &crate::model::Resources) -> Value {
     let mut resources = json!({});
     let mut cpu = json!({});
     if r.cpu_shares > 0 {
@@ -556,7 +555,7 @@ pub fn generate(inp: &Input) -> Result<Generated, SpecError> {
     if let (Some((u, g)), Some(_)) = (inp.pod.user_namespace(), &inp.pod_paths.user_ns) {
         // Not written by a runtime that joins the namespace by path, but runc checks that
         // container root is mapped.
-        let map = |m: crate::spec::config::IdMapping| json!([{"containerID": m.container_id, "hostID": m.host_id, "size": m.length}]);
+        let map = |m: crate::model::IdMapping| json!([{"containerID": m.container_id, "hostID": m.host_id, "size": m.length}]);
         linux["uidMappings"] = map(u);
         linux["gidMappings"] = map(g);
     }

@@ -1,8 +1,8 @@
 //! Golden tests: the generated spec for fixed inputs, compared with `testdata/<name>.json`.
 //! `FERRIO_UPDATE_GOLDEN=1 cargo test --lib spec::` rewrites the files; review the diff.
 
-use super::config::*;
 use super::*;
+use crate::model::*;
 use std::collections::BTreeMap;
 
 fn pod() -> PodConfig {
@@ -140,10 +140,10 @@ fn cri_annotations_cannot_be_forged_and_propagation_reaches_the_rootfs() {
     c.annotations
         .insert("io.kubernetes.cri.sandbox-id".into(), "forged".into());
     c.annotations.insert("mine".into(), "kept".into());
-    c.mounts.push(crate::spec::config::Mount {
+    c.mounts.push(crate::model::Mount {
         container_path: "/h".into(),
         host_path: "/srv/h".into(),
-        propagation: crate::spec::config::Propagation::HostToContainer,
+        propagation: crate::model::Propagation::HostToContainer,
         ..Default::default()
     });
     let (p, i, pp) = (pod(), image(), paths());

@@ -540,7 +540,7 @@ fn pod_network(engine: &Engine, pod: &str) -> PodNetwork {
     if p.state != crate::engine::PodState::Ready {
         return Err(format!("pod sandbox {pod} is not ready"));
     }
-    if p.config.network == crate::spec::config::NamespaceMode::Node {
+    if p.config.network == crate::model::NamespaceMode::Node {
         return Ok(None);
     }
     p.paths

@@ -7,9 +7,9 @@ use crate::engine::{
     PodState, Result,
 };
 use crate::error::Kind;
+use crate::model::{ContainerConfig, ImageConfig, Mount, ResolvedDevice};
 use crate::monitor::proto::{MonitorConfig, Ready};
 use crate::runtime::{seccomp, Handler};
-use crate::spec::config::{ContainerConfig, ImageConfig, Mount, ResolvedDevice};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +29,7 @@ pub(in crate::engine) fn read_image_file(rootfs: &Path, rel: &str) -> Option<Str
 /// A Bidirectional mount needs its host source on a shared mount, a HostToContainer one on a
 /// shared or slave mount, or what it promises cannot happen (CRI-O refuses them the same way).
 pub(in crate::engine) fn check_propagation(m: &Mount, source: &Path) -> Result<()> {
-    use crate::spec::config::Propagation;
+    use crate::model::Propagation;
     let (need_shared, what) = match m.propagation {
         Propagation::Private => return Ok(()),
         Propagation::Bidirectional => (true, "a shared mount"),
@@ -276,7 +276,7 @@ pub(in crate::engine) const LOCALHOST_PROFILE_CAP: u64 = 1 << 20;
 /// crun, so the copy it compiles itself (a filter with notify actions) is adjusted (see
 /// `spec::seccomp::for_libcontainer`); other filters it never sees (`seccomp_plan`).
 pub fn resolve_seccomp(
-    p: &crate::spec::config::Profile,
+    p: &crate::model::Profile,
     c: &ContainerConfig,
     host_caps: &[String],
     builtin: bool,
@@ -284,11 +284,11 @@ pub fn resolve_seccomp(
     use crate::spec::seccomp::{for_libcontainer, KernelVersion, Profile};
     let loaded;
     let profile: &Profile = match p {
-        crate::spec::config::Profile::Unconfined | crate::spec::config::Profile::Unset => {
+        crate::model::Profile::Unconfined | crate::model::Profile::Unset => {
             return Ok(serde_json::Value::Null)
         }
-        crate::spec::config::Profile::RuntimeDefault => Profile::default_profile(),
-        crate::spec::config::Profile::Localhost(path) => {
+        crate::model::Profile::RuntimeDefault => Profile::default_profile(),
+        crate::model::Profile::Localhost(path) => {
             let data = crate::state::read_capped(Path::new(path), LOCALHOST_PROFILE_CAP)
                 .map_err(|e| EngineError::invalid(format!("seccomp profile {path}: {e}")))?;
             loaded = Profile::from_json(&data)
@@ -394,8 +394,8 @@ impl Engine {
                 "linux.security_context.privileged: a privileged container needs a privileged pod sandbox",
             ));
         }
-        if config.security.pid == crate::spec::config::NamespaceMode::Node
-            && pod.config.pid != crate::spec::config::NamespaceMode::Node
+        if config.security.pid == crate::model::NamespaceMode::Node
+            && pod.config.pid != crate::model::NamespaceMode::Node
         {
             return Err(EngineError::invalid(
                 "linux.security_context.namespace_options.pid: the host PID namespace must be asked for by the pod sandbox, not by one container",
@@ -543,7 +543,7 @@ impl Engine {
         c: &ContainerConfig,
         handler: &Handler,
     ) -> Result<Option<serde_json::Value>> {
-        use crate::spec::config::Profile;
+        use crate::model::Profile;
         let privileged_profile = &self.cfg().runtime.privileged_seccomp_profile;
         let profile = match &c.security.seccomp {
             // Privileged containers run without seccomp whatever they name, unless the

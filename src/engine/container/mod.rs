@@ -15,10 +15,10 @@ pub use exec::{resize_tty, StreamExec, EXEC_OUTPUT_CAP};
 
 use super::{blocking, now_ns, ContainerRecord, ContainerState, Engine, EngineError, Result};
 use crate::error::Kind;
+use crate::model::{ContainerConfig, PodConfig};
 use crate::monitor::client::MonitorClient;
 use crate::monitor::proto::{ExitInfo, Request, Response};
 use crate::runtime::Handler;
-use crate::spec::config::{ContainerConfig, PodConfig};
 use std::path::Path;
 use std::time::Duration;
 

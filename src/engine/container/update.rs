@@ -9,7 +9,7 @@ impl Engine {
     pub async fn update_resources(
         self: &Arc<Self>,
         s: &str,
-        r: &crate::spec::config::Resources,
+        r: &crate::model::Resources,
     ) -> Result<()> {
         let id = self.container_id(s)?;
         let lock = self.lock_for(&id);

@@ -10,8 +10,8 @@ mod update;
 
 use super::{blocking, Engine, EngineError, PodRecord, Result};
 use crate::error::Kind;
+use crate::model::{Dns, PodConfig};
 use crate::monitor::pinns::{PinRequest, PinResult};
-use crate::spec::config::{Dns, PodConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -328,7 +328,7 @@ impl Engine {
     /// its own user namespace.
     pub(in crate::engine) async fn probe_idmap(&self) -> bool {
         let dir = self.cfg.run_root.join("idmap-probe");
-        let map = crate::spec::config::IdMapping {
+        let map = crate::model::IdMapping {
             container_id: 0,
             host_id: 1 << 30,
             length: 65536,
@@ -397,8 +397,8 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::engine::validate::pod_config as validate_pod;
-    use crate::spec::config::NamespaceMode;
-    use crate::spec::config::{IdMapping, UserNamespace};
+    use crate::model::NamespaceMode;
+    use crate::model::{IdMapping, UserNamespace};
 
     #[test]
     fn user_namespace_options_are_checked() {

@@ -4,8 +4,8 @@
 
 use super::*;
 use crate::engine::{blocking, now_ns, validate, Engine, EngineError, PodRecord, PodState, Result};
+use crate::model::{NamespaceMode, PodConfig, PodPaths};
 use crate::monitor::pinns::PinRequest;
-use crate::spec::config::{NamespaceMode, PodConfig, PodPaths};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

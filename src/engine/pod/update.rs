@@ -10,7 +10,7 @@ impl Engine {
     pub async fn update_pod_resources(
         self: &Arc<Self>,
         s: &str,
-        r: crate::spec::config::Resources,
+        r: crate::model::Resources,
     ) -> Result<()> {
         let pod = self.pod_status(s)?;
         validate::resources("resources", &r)?;
