@@ -54,6 +54,8 @@ command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) fi
 for c in clippy fmt; do
   cargo $c --version >/dev/null 2>&1 || { echo "cargo $c not found: add the Rust component (rustup component add ${c/fmt/rustfmt})" >&2; exit 1; }
 done
+# cargo deny: the licence allowlist (deny.toml) that hack/test.sh checks, from crates.io.
+cargo deny --version >/dev/null 2>&1 || cargo install -q --locked cargo-deny --version 0.20.2
 
 # cgroup v1 hybrid hosts (this one): a controller left on the empty cgroup2 tree at
 # /sys/fs/cgroup/unified (hugetlb here) makes crun refuse every container ("cgroups in hybrid

@@ -7,6 +7,8 @@ hack/setup.sh
 hack/build-test-images.sh >/dev/null
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+# Every dependency's licence must be compatible with Apache-2.0 (deny.toml), offline.
+cargo deny --offline check licenses bans sources
 # The earlier release tests/upgrade.rs restores this daemon over, built before the tests run
 # (in parallel with them it would slow every other test).
 hack/build-previous.sh >/dev/null
