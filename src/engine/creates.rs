@@ -228,7 +228,10 @@ mod tests {
             Err(EngineError::invalid("no such command")),
         );
         let e = waiter.outcome().await.unwrap_err();
-        assert_eq!(e.kind, crate::error::Kind::InvalidArgument);
+        assert_eq!(
+            crate::error::ErrorKind::kind(&e),
+            crate::error::Kind::InvalidArgument
+        );
         assert!(matches!(
             c.join("n", reserve("b")).unwrap(),
             Joined::New { .. }

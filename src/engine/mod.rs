@@ -553,7 +553,7 @@ impl Engine {
             lsm: crate::model::Lsm::detect(),
             sampler: crate::stats::CpuSampler::new(),
             cni: crate::network::Cni::load(&cfg.network, &cfg.cni_cache_dir())
-                .map_err(|e| EngineError::new(crate::error::ErrorKind::kind(&e), e.to_string()))?,
+                .map_err(EngineError::domain)?,
             net_status: Mutex::default(),
             events: tokio::sync::broadcast::channel(events::CAPACITY).0,
             events_dropped: std::sync::atomic::AtomicU64::new(0),

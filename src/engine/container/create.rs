@@ -123,8 +123,7 @@ pub(in crate::engine) fn prepare_host(
 }
 
 pub(in crate::engine) fn cdi_error(e: crate::cdi::CdiError) -> EngineError {
-    use crate::error::ErrorKind;
-    EngineError::new(e.kind(), e.to_string())
+    EngineError::domain(e)
 }
 
 /// The CDI devices a container asks for (`cdi_devices`, then the `cdi.k8s.io/*` annotations),
@@ -248,8 +247,7 @@ pub(in crate::engine) fn seccomp_plan(
         .effective()
         .as_ref()
         .is_some_and(|e| e.contains(&Capability::SysAdmin));
-    let plan = seccomp::Plan::new(filter, nnp, has)
-        .map_err(|e| EngineError::new(crate::error::ErrorKind::kind(&e), e.to_string()))?;
+    let plan = seccomp::Plan::new(filter, nnp, has).map_err(EngineError::domain)?;
     if plan.drop_sys_admin {
         let mut effective = caps.effective().clone().unwrap_or_default();
         effective.insert(Capability::SysAdmin);
@@ -311,10 +309,9 @@ pub fn resolve_seccomp(
         .unwrap_or(KernelVersion::new(0, 0));
     let mut sec = profile
         .resolve(std::env::consts::ARCH, &caps, kernel)
-        .map_err(|e| EngineError::new(crate::error::ErrorKind::kind(&e), e.to_string()))?;
+        .map_err(EngineError::domain)?;
     if builtin && crate::runtime::seccomp::uses_notify(&sec) {
-        sec = for_libcontainer(&sec)
-            .map_err(|e| EngineError::new(crate::error::ErrorKind::kind(&e), e.to_string()))?;
+        sec = for_libcontainer(&sec).map_err(EngineError::domain)?;
     }
     serde_json::to_value(&sec).map_err(|e| EngineError::internal(e.to_string()))
 }

@@ -14,7 +14,6 @@ pub use create::resolve_seccomp;
 pub use exec::{resize_tty, StreamExec, EXEC_OUTPUT_CAP};
 
 use super::{blocking, now_ns, ContainerRecord, ContainerState, Engine, EngineError, Result};
-use crate::error::Kind;
 use crate::model::{ContainerConfig, PodConfig};
 use crate::monitor::client::MonitorClient;
 use crate::monitor::proto::{ExitInfo, Request, Response};
@@ -115,12 +114,13 @@ impl Engine {
         req: Request,
         timeout: Option<Duration>,
     ) -> Result<Response> {
-        self.monitor(id).call(&req, timeout).await.map_err(|e| {
-            EngineError::new(
-                Kind::Unavailable,
-                format!("the monitor of container {id} did not answer: {e}"),
-            )
-        })
+        self.monitor(id)
+            .call(&req, timeout)
+            .await
+            .map_err(|e| EngineError::MonitorUnavailable {
+                id: id.to_string(),
+                source: std::sync::Arc::new(e),
+            })
     }
 
     /// The record with its exit file applied, if the monitor has written one.
