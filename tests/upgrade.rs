@@ -10,19 +10,23 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// The earlier release's binary, built once per test binary.
-fn previous_release() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
+/// The earlier release's binary, built once per test binary; None when this clone lacks its
+/// commit (a shallow clone: hack/build-previous.sh exits 77, and hack/test.sh says so loudly).
+fn previous_release() -> Option<PathBuf> {
+    static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
     BIN.get_or_init(|| {
         let out = std::process::Command::new(repo_root().join("hack/build-previous.sh"))
             .output()
             .unwrap();
+        if out.status.code() == Some(77) {
+            return None;
+        }
         assert!(
             out.status.success(),
             "hack/build-previous.sh: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+        Some(PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()))
     })
     .clone()
 }
@@ -38,8 +42,12 @@ fn monitor_line(d: &Daemon, id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_daemon_restored_over_an_earlier_releases_monitors() {
+    let Some(previous) = previous_release() else {
+        eprintln!("SKIPPED: the earlier release is not in this clone's history");
+        return;
+    };
     let mut old = Daemon::start(DaemonOpts {
-        binary: Some(previous_release()),
+        binary: Some(previous),
         ..Default::default()
     });
     let image = Registry::shared().image("ferrio-test/busybox:1.35");
