@@ -88,6 +88,20 @@ pub(in crate::engine) async fn run_delete_helper(h: &Handler, id: &str) -> Resul
 }
 
 impl Engine {
+    /// The container `s` names (ID or unique prefix), locked against other changes while the
+    /// guard lives, with its record refreshed from the exit file; NotFound when there is none.
+    pub(in crate::engine) async fn locked(
+        &self,
+        s: &str,
+    ) -> Result<(String, tokio::sync::OwnedMutexGuard<()>, ContainerRecord)> {
+        let id = self.container_id(s)?;
+        let guard = self.lock_for(&id).lock_owned().await;
+        let rec = self
+            .refreshed(&id)
+            .ok_or_else(|| EngineError::not_found(format!("container {s:?} not found")))?;
+        Ok((id, guard, rec))
+    }
+
     pub(in crate::engine) fn handler(&self, name: &str) -> Result<Handler> {
         let h = self.cfg().runtime.runtimes.get(name).ok_or_else(|| {
             EngineError::invalid(format!("runtime handler {name:?} is not configured"))

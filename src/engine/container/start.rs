@@ -7,12 +7,7 @@ use std::time::Duration;
 
 impl Engine {
     pub async fn start_container(self: &Arc<Self>, s: &str) -> Result<()> {
-        let id = self.container_id(s)?;
-        let lock = self.lock_for(&id);
-        let _g = lock.lock().await;
-        let mut rec = self
-            .refreshed(&id)
-            .ok_or_else(|| EngineError::not_found(format!("container {s:?} not found")))?;
+        let (id, _g, mut rec) = self.locked(s).await?;
         if rec.state != ContainerState::Created {
             return Err(EngineError::precondition(format!(
                 "container {id} is {:?}, not created",

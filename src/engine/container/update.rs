@@ -11,12 +11,7 @@ impl Engine {
         s: &str,
         r: &crate::model::Resources,
     ) -> Result<()> {
-        let id = self.container_id(s)?;
-        let lock = self.lock_for(&id);
-        let _g = lock.lock().await;
-        let mut rec = self
-            .refreshed(&id)
-            .ok_or_else(|| EngineError::not_found(format!("container {s:?} not found")))?;
+        let (id, _g, mut rec) = self.locked(s).await?;
         if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
             return Err(EngineError::precondition(format!(
                 "container {id} is not running"
