@@ -10,6 +10,7 @@
 
 pub mod idle;
 pub mod server;
+pub mod session;
 pub mod spdy;
 pub mod ws;
 

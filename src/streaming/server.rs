@@ -2,6 +2,7 @@
 //! sessions relayed over the channel protocol (see `ws`).
 
 use super::idle::{Tasks, Tracked};
+use super::session;
 use super::ws;
 use crate::engine::{Engine, EngineError};
 use crate::monitor::client::MonitorClient;
@@ -370,91 +371,19 @@ impl Streaming {
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let (mut sink, mut source) = ws.split();
-        let exec = match self
-            .engine
-            .exec_stream(&container, cmd, want_stdin, tty)
-            .await
-        {
-            Ok(e) => e,
-            Err(e) => {
-                let msg = ws::error_status(&e.to_string());
-                let _ = sink
-                    .send(Message::binary(ws::frame(ws::ERROR, msg.as_bytes())))
-                    .await;
-                let _ = sink.close().await;
-                return;
-            }
+        let want = session::Want {
+            stdin: want_stdin,
+            stdout: true,
+            stderr: true,
+            tty,
+            v5: protocol == ws::V5,
+            stdin_ends_with_client: true,
         };
-        let mut exec = exec;
-        let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(32);
-        let mut stdin = exec.child.stdin.take();
-        let pump = |mut r: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-                    ch: u8,
-                    tx: tokio::sync::mpsc::Sender<Vec<u8>>| async move {
-            let mut buf = vec![0u8; 32 * 1024];
-            while let Ok(n) = r.read(&mut buf).await {
-                if n == 0 || tx.send(ws::frame(ch, &buf[..n])).await.is_err() {
-                    break;
-                }
-            }
-        };
-        // The output pumps end with the process's output; the reader with the client.
-        let mut tasks = Tasks::default();
-        if let Some(o) = exec.child.stdout.take() {
-            tasks.spawn(pump(Box::new(o), ws::STDOUT, out_tx.clone()));
-        }
-        if let Some(e) = exec.child.stderr.take() {
-            tasks.spawn(pump(Box::new(e), ws::STDERR, out_tx.clone()));
-        }
-        drop(out_tx);
-        let v5 = protocol == ws::V5;
-        let resize = exec.resize.clone();
-        // Client → process: stdin, v5's close of stdin, terminal resizes; a client that goes
-        // away ends stdin.
-        let mut reader = Tasks::default();
-        reader.spawn(async move {
-            while let Some(Ok(msg)) = source.next().await {
-                let data = match msg {
-                    Message::Binary(b) => b.to_vec(),
-                    Message::Close(_) => break,
-                    _ => continue,
-                };
-                match ws::split(&data) {
-                    Some((ws::STDIN, d)) => {
-                        if let Some(i) = stdin.as_mut() {
-                            if i.write_all(d).await.is_err() {
-                                stdin = None;
-                            }
-                        }
-                    }
-                    Some((ws::CLOSE, [ws::STDIN])) if v5 => stdin = None,
-                    Some((ws::RESIZE, d)) => {
-                        if let (Some(sock), Some((w, h))) = (&resize, parse_resize(d)) {
-                            crate::engine::container::resize_tty(sock, w, h).await;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        });
-        // All output relayed: both pumps have ended (their senders are gone).
-        while let Some(frame) = out_rx.recv().await {
-            if sink.send(Message::binary(frame)).await.is_err() {
-                break;
-            }
-        }
-        drop(out_rx);
-        drop(tasks);
-        let status = match exec.finish().await {
-            Ok(code) => ws::exit_status(code),
-            Err(e) => ws::error_status(&e.to_string()),
-        };
-        let _ = sink
-            .send(Message::binary(ws::frame(ws::ERROR, status.as_bytes())))
-            .await;
-        let _ = sink.close().await;
-        drop(reader);
+        let (streams, driver) = session::ws_streams(ws, want);
+        tokio::join!(
+            session::exec(&self.engine, &container, cmd, tty, streams),
+            driver
+        );
     }
 
     async fn port_forward_session<S>(
@@ -567,31 +496,6 @@ async fn connect_in_pod(netns: PodNetwork, port: u16) -> std::io::Result<tokio::
     .map_err(std::io::Error::other)??;
     std_stream.set_nonblocking(true)?;
     tokio::net::TcpStream::from_std(std_stream)
-}
-
-/// A resize message: `{"Width":W,"Height":H}` (Kubernetes' TerminalSize).
-fn parse_resize(d: &[u8]) -> Option<(u16, u16)> {
-    let v: serde_json::Value = serde_json::from_slice(d).ok()?;
-    let w = u16::try_from(v["Width"].as_u64()?).ok()?;
-    let h = u16::try_from(v["Height"].as_u64()?).ok()?;
-    Some((w, h))
-}
-
-/// Copies a process's output to its SPDY stream and half-closes it; output nobody asked for
-/// is drained so the process never blocks on a full pipe.
-async fn relay_out(
-    mut r: impl tokio::io::AsyncRead + Unpin,
-    w: Option<super::spdy::conn::SpdyStream>,
-) {
-    match w {
-        Some(mut w) => {
-            let _ = tokio::io::copy(&mut r, &mut w).await;
-            let _ = w.shutdown().await;
-        }
-        None => {
-            let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
-        }
-    }
 }
 
 /// remotecommand protocols served over SPDY, best first; v4 and v5 put a Status JSON on the
@@ -765,81 +669,16 @@ impl Streaming {
                 }
             }
         }
-        let Some(mut error) = error else { return };
-        let status_json = protocol == ws::V5 || protocol == ws::V4;
-        let fail = |msg: String| {
-            if status_json {
-                ws::error_status(&msg)
-            } else {
-                msg
-            }
-        };
-        let mut exec = match self
-            .engine
-            .exec_stream(&container, cmd, stdin.is_some(), tty)
-            .await
-        {
-            Ok(e) => e,
-            Err(e) => {
-                let _ = error.write_all(fail(e.to_string()).as_bytes()).await;
-                let _ = error.shutdown().await;
-                return;
-            }
-        };
+        let Some(error) = error else { return };
         let mut tasks = Tasks::default();
-        if let Some(sock) = exec.resize.clone() {
-            // Terminal sizes arrive as JSON lines on the resize stream, which a client may
-            // open after the others.
-            tasks.spawn(async move {
-                let stream = match resize_stream {
-                    Some(s) => Some(s),
-                    None => loop {
-                        match acceptor.accept().await {
-                            Some(s) if s.headers().get("streamtype") == Some("resize") => {
-                                break Some(s)
-                            }
-                            Some(_) => continue,
-                            None => break None,
-                        }
-                    },
-                };
-                let Some(stream) = stream else { return };
-                let mut lines = tokio::io::BufReader::new(stream).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if let Some((w, h)) = parse_resize(line.as_bytes()) {
-                        crate::engine::container::resize_tty(&sock, w, h).await;
-                    }
-                }
-            });
-        }
-        if let (Some(mut from), Some(mut to)) = (stdin.take(), exec.child.stdin.take()) {
-            tasks.spawn(async move {
-                let _ = tokio::io::copy(&mut from, &mut to).await;
-                // EOF from the client closes the process's stdin.
-                drop(to);
-                drop(from);
-            });
-        }
-        let mut outs = Tasks::default();
-        if let Some(r) = exec.child.stdout.take() {
-            outs.spawn(relay_out(r, stdout.take()));
-        }
-        if let Some(r) = exec.child.stderr.take() {
-            outs.spawn(relay_out(r, stderr.take()));
-        }
-        outs.join().await;
-        let report = match exec.finish().await {
-            Ok(code) if status_json => Some(ws::exit_status(code)),
-            Ok(0) => None,
-            Ok(code) => Some(format!(
-                "command terminated with non-zero exit code: {code}"
-            )),
-            Err(e) => Some(fail(e.to_string())),
-        };
-        if let Some(r) = report {
-            let _ = error.write_all(r.as_bytes()).await;
-        }
-        let _ = error.shutdown().await;
+        let streams = spdy_streams(
+            protocol,
+            error,
+            (stdin, stdout, stderr),
+            tty.then_some((acceptor, resize_stream)),
+            &mut tasks,
+        );
+        session::exec(&self.engine, &container, cmd, tty, streams).await;
         drop(tasks);
     }
 
@@ -903,6 +742,68 @@ impl Streaming {
     }
 }
 
+/// The SPDY adapter: a session's streams as the client opened them — its error stream carries
+/// the status (a Status JSON for remotecommand v4 and v5, a plain message on failure before);
+/// with a terminal, sizes come as JSON lines on the resize stream, which a client may open
+/// after the others (read by a task `tasks` holds for the session).
+fn spdy_streams(
+    protocol: &str,
+    error: super::spdy::conn::SpdyStream,
+    (stdin, stdout, stderr): (
+        Option<super::spdy::conn::SpdyStream>,
+        Option<super::spdy::conn::SpdyStream>,
+        Option<super::spdy::conn::SpdyStream>,
+    ),
+    resize: Option<(
+        super::spdy::conn::StreamAcceptor,
+        Option<super::spdy::conn::SpdyStream>,
+    )>,
+    tasks: &mut Tasks,
+) -> session::Streams {
+    let form = if protocol == ws::V5 || protocol == ws::V4 {
+        session::StatusForm::Json
+    } else {
+        session::StatusForm::Plain
+    };
+    let resize = resize.map(|(mut acceptor, stream)| {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tasks.spawn(async move {
+            let stream = match stream {
+                Some(s) => Some(s),
+                None => loop {
+                    match acceptor.accept().await {
+                        Some(s) if s.headers().get("streamtype") == Some("resize") => {
+                            break Some(s)
+                        }
+                        Some(_) => continue,
+                        None => break None,
+                    }
+                },
+            };
+            let Some(stream) = stream else { return };
+            let mut lines = tokio::io::BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(size) = session::parse_resize(line.as_bytes()) {
+                    if tx.send(size).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        rx
+    });
+    session::Streams {
+        stdin: stdin.map(|s| Box::new(s) as session::Reader),
+        stdout: stdout.map(|s| Box::new(s) as session::Writer),
+        stderr: stderr.map(|s| Box::new(s) as session::Writer),
+        resize,
+        status: session::Status {
+            w: Box::new(error),
+            form,
+        },
+    }
+}
+
 impl Streaming {
     async fn ws_attach<S>(
         &self,
@@ -914,64 +815,19 @@ impl Streaming {
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let (mut sink, mut source) = ws.split();
-        let (mut from_monitor, mut to_monitor) = match MonitorClient::new(&sock).attach().await {
-            Ok(c) => c,
-            Err(e) => {
-                let msg = ws::error_status(&format!("attaching to {container}: {e}"));
-                let _ = sink
-                    .send(Message::binary(ws::frame(ws::ERROR, msg.as_bytes())))
-                    .await;
-                let _ = sink.close().await;
-                return;
-            }
+        let want = session::Want {
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            tty,
+            v5: protocol == ws::V5,
+            stdin_ends_with_client: false,
         };
-        let v5 = protocol == ws::V5;
-        let mut reader = Tasks::default();
-        reader.spawn(async move {
-            while let Some(Ok(msg)) = source.next().await {
-                let Message::Binary(b) = msg else {
-                    if matches!(msg, Message::Close(_)) {
-                        break;
-                    }
-                    continue;
-                };
-                let sent = match ws::split(&b) {
-                    Some((ws::STDIN, d)) => to_monitor.stdin(d).await,
-                    Some((ws::CLOSE, [ws::STDIN])) if v5 => to_monitor.close_stdin().await,
-                    Some((ws::RESIZE, d)) if tty => match parse_resize(d) {
-                        Some((w, h)) => to_monitor.resize(w, h).await,
-                        None => continue,
-                    },
-                    _ => continue,
-                };
-                if sent.is_err() {
-                    break;
-                }
-            }
-        });
-        while let Some((kind, data)) = from_monitor.next().await {
-            let ch = if kind == crate::monitor::proto::ATTACH_STDERR {
-                ws::STDERR
-            } else {
-                ws::STDOUT
-            };
-            if sink
-                .send(Message::binary(ws::frame(ch, &data)))
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-        let _ = sink
-            .send(Message::binary(ws::frame(
-                ws::ERROR,
-                ws::exit_status(0).as_bytes(),
-            )))
-            .await;
-        let _ = sink.close().await;
-        drop(reader);
+        let (streams, driver) = session::ws_streams(ws, want);
+        tokio::join!(
+            session::attach(&container, MonitorClient::new(&sock), streams),
+            driver
+        );
     }
 
     async fn spdy_attach(
@@ -983,7 +839,6 @@ impl Streaming {
         tty: bool,
     ) {
         use super::spdy::conn::SpdyStream;
-        use crate::monitor::proto::ATTACH_STDERR;
         // Streams: error first, then the stdio the client wants and resize; wait briefly.
         let mut streams: HashMap<String, SpdyStream> = HashMap::new();
         let deadline = tokio::time::sleep(Duration::from_millis(1500));
@@ -1003,75 +858,23 @@ impl Streaming {
                 _ = &mut deadline => break,
             }
         }
-        let Some(mut error) = streams.remove("error") else {
+        let Some(error) = streams.remove("error") else {
             return;
         };
-        let status_json = protocol == ws::V5 || protocol == ws::V4;
-        let (mut from_monitor, to_monitor) = match MonitorClient::new(&sock).attach().await {
-            Ok(c) => c,
-            Err(e) => {
-                let msg = format!("attaching to {container}: {e}");
-                let _ = error
-                    .write_all(
-                        if status_json {
-                            ws::error_status(&msg)
-                        } else {
-                            msg
-                        }
-                        .as_bytes(),
-                    )
-                    .await;
-                let _ = error.shutdown().await;
-                return;
-            }
-        };
-        let to_monitor = Arc::new(tokio::sync::Mutex::new(to_monitor));
+        let resize = streams.remove("resize");
         let mut tasks = Tasks::default();
-        if let Some(mut stdin) = streams.remove("stdin") {
-            let w = to_monitor.clone();
-            tasks.spawn(async move {
-                let mut buf = vec![0u8; 32 * 1024];
-                while let Ok(n) = stdin.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    if w.lock().await.stdin(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = w.lock().await.close_stdin().await;
-            });
-        }
-        if let Some(resize) = streams.remove("resize") {
-            let w = to_monitor.clone();
-            tasks.spawn(async move {
-                let mut lines = tokio::io::BufReader::new(resize).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if let Some((wd, h)) = parse_resize(line.as_bytes()) {
-                        let _ = w.lock().await.resize(wd, h).await;
-                    }
-                }
-            });
-        }
-        let mut stdout = streams.remove("stdout");
-        let mut stderr = streams.remove("stderr");
-        while let Some((kind, data)) = from_monitor.next().await {
-            let target = if kind == ATTACH_STDERR {
-                stderr.as_mut()
-            } else {
-                stdout.as_mut()
-            };
-            if let Some(t) = target {
-                let _ = t.write_all(&data).await;
-            }
-        }
-        for s in [stdout.as_mut(), stderr.as_mut()].into_iter().flatten() {
-            let _ = s.shutdown().await;
-        }
-        if status_json {
-            let _ = error.write_all(ws::exit_status(0).as_bytes()).await;
-        }
-        let _ = error.shutdown().await;
+        let io = spdy_streams(
+            protocol,
+            error,
+            (
+                streams.remove("stdin"),
+                streams.remove("stdout"),
+                streams.remove("stderr"),
+            ),
+            tty.then_some((acceptor, resize)),
+            &mut tasks,
+        );
+        session::attach(&container, MonitorClient::new(&sock), io).await;
         drop(tasks);
     }
 }
