@@ -3,6 +3,7 @@
 
 use super::idle::{Tasks, Tracked};
 use super::session;
+use super::spdy::conn::SpdyStream;
 use super::ws;
 use crate::engine::{Engine, EngineError};
 use crate::monitor::client::MonitorClient;
@@ -630,46 +631,29 @@ impl Streaming {
         tty: bool,
         (want_in, want_out, want_err): (bool, bool, bool),
     ) {
-        use super::spdy::conn::SpdyStream;
-        // The client opens an error stream and one per requested stdio (resize with a TTY).
-        let (mut error, mut stdin, mut stdout, mut stderr): (
-            Option<SpdyStream>,
-            Option<SpdyStream>,
-            Option<SpdyStream>,
-            Option<SpdyStream>,
-        ) = (None, None, None, None);
-        let mut resize_stream: Option<SpdyStream> = None;
-        let complete = |e: &Option<SpdyStream>,
-                        i: &Option<SpdyStream>,
-                        o: &Option<SpdyStream>,
-                        r: &Option<SpdyStream>| {
-            e.is_some()
-                && (i.is_some() || !want_in)
-                && (o.is_some() || !want_out)
-                && (r.is_some() || !want_err || tty)
+        // The client opens an error stream and one per requested stdio (resize with a TTY):
+        // all of them within 30 s, or the session is abandoned.
+        let complete = |s: &HashMap<String, SpdyStream>| {
+            s.contains_key("error")
+                && (s.contains_key("stdin") || !want_in)
+                && (s.contains_key("stdout") || !want_out)
+                && (s.contains_key("stderr") || !want_err || tty)
         };
-        let deadline = tokio::time::sleep(Duration::from_secs(30));
-        tokio::pin!(deadline);
-        while !complete(&error, &stdin, &stdout, &stderr) {
-            tokio::select! {
-                s = acceptor.accept() => match s {
-                    Some(s) => match s.headers().get("streamtype").unwrap_or("") {
-                        "error" => error = Some(s),
-                        "stdin" => stdin = Some(s),
-                        "stdout" => stdout = Some(s),
-                        "stderr" => stderr = Some(s),
-                        "resize" => resize_stream = Some(s),
-                        _ => {}
-                    },
-                    None => return,
-                },
-                _ = &mut deadline => {
-                    tracing::info!(container = %container, "SPDY exec: the client did not open its streams in 30 s");
-                    return;
-                }
-            }
-        }
-        let Some(error) = error else { return };
+        let Some(mut streams) =
+            gather_streams(&mut acceptor, complete, Duration::from_secs(30), true).await
+        else {
+            tracing::info!(container = %container, "SPDY exec: the client did not open its streams in 30 s");
+            return;
+        };
+        let Some(error) = streams.remove("error") else {
+            return;
+        };
+        let (stdin, stdout, stderr, resize_stream) = (
+            streams.remove("stdin"),
+            streams.remove("stdout"),
+            streams.remove("stderr"),
+            streams.remove("resize"),
+        );
         let mut tasks = Tasks::default();
         let streams = spdy_streams(
             protocol,
@@ -687,7 +671,6 @@ impl Streaming {
         mut acceptor: super::spdy::conn::StreamAcceptor,
         pod: String,
     ) {
-        use super::spdy::conn::SpdyStream;
         let netns = pod_network(&self.engine, &pod);
         // Streams come in pairs (error, data) sharing a request id.
         let mut errors: HashMap<String, SpdyStream> = HashMap::new();
@@ -740,6 +723,36 @@ impl Streaming {
             }
         }
     }
+}
+
+/// The streams a SPDY client opens for an exec or attach session, by `streamtype`, gathered
+/// until `complete` says the set is there or `wait` has passed: then None when `required` (the
+/// session is abandoned), else what came. None too when the connection ends.
+async fn gather_streams(
+    acceptor: &mut super::spdy::conn::StreamAcceptor,
+    complete: impl Fn(&HashMap<String, SpdyStream>) -> bool,
+    wait: Duration,
+    required: bool,
+) -> Option<HashMap<String, SpdyStream>> {
+    let mut streams: HashMap<String, SpdyStream> = HashMap::new();
+    let deadline = tokio::time::sleep(wait);
+    tokio::pin!(deadline);
+    while !complete(&streams) {
+        tokio::select! {
+            s = acceptor.accept() => {
+                let s = s?;
+                let kind = s.headers().get("streamtype").unwrap_or("").to_string();
+                streams.insert(kind, s);
+            }
+            _ = &mut deadline => {
+                if required {
+                    return None;
+                }
+                break;
+            }
+        }
+    }
+    Some(streams)
 }
 
 /// The SPDY adapter: a session's streams as the client opened them — its error stream carries
@@ -838,26 +851,18 @@ impl Streaming {
         sock: std::path::PathBuf,
         tty: bool,
     ) {
-        use super::spdy::conn::SpdyStream;
-        // Streams: error first, then the stdio the client wants and resize; wait briefly.
-        let mut streams: HashMap<String, SpdyStream> = HashMap::new();
-        let deadline = tokio::time::sleep(Duration::from_millis(1500));
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                s = acceptor.accept() => match s {
-                    Some(s) => {
-                        let kind = s.headers().get("streamtype").unwrap_or("").to_string();
-                        streams.insert(kind, s);
-                        if streams.contains_key("error") && streams.contains_key("stdout") && (!tty || streams.contains_key("resize")) {
-                            break;
-                        }
-                    }
-                    None => return,
-                },
-                _ = &mut deadline => break,
-            }
-        }
+        // Streams: error first, then the stdio the client wants and resize; attach goes on with
+        // what came within 1.5 s.
+        let complete = |s: &HashMap<String, SpdyStream>| {
+            s.contains_key("error")
+                && s.contains_key("stdout")
+                && (!tty || s.contains_key("resize"))
+        };
+        let Some(mut streams) =
+            gather_streams(&mut acceptor, complete, Duration::from_millis(1500), false).await
+        else {
+            return;
+        };
         let Some(error) = streams.remove("error") else {
             return;
         };
