@@ -8,15 +8,13 @@ use super::ws;
 use crate::engine::{Engine, EngineError};
 use crate::monitor::client::MonitorClient;
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::Message;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 /// What a token stands for.
 #[derive(Debug, Clone)]
@@ -395,73 +393,20 @@ impl Streaming {
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let (mut sink, mut source) = ws.split();
         let netns = pod_network(&self.engine, &pod);
-        let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(32);
-        let mut writers: HashMap<u8, tokio::net::tcp::OwnedWriteHalf> = HashMap::new();
-        let mut tasks = Tasks::default();
-        for (i, port) in ports.iter().enumerate() {
-            let (data_ch, err_ch) = ((2 * i) as u8, (2 * i + 1) as u8);
-            for ch in [data_ch, err_ch] {
-                let _ = sink
-                    .send(Message::binary(ws::frame(ch, &port.to_le_bytes())))
-                    .await;
-            }
-            let port = *port;
-            let stream = connect_in_pod(netns.clone(), port).await;
-            match stream {
-                Ok(s) => {
-                    let (mut r, w) = s.into_split();
-                    writers.insert(data_ch, w);
-                    let tx = out_tx.clone();
-                    tasks.spawn(async move {
-                        let mut buf = vec![0u8; 32 * 1024];
-                        while let Ok(n) = r.read(&mut buf).await {
-                            if n == 0 || tx.send(ws::frame(data_ch, &buf[..n])).await.is_err() {
-                                break;
-                            }
-                        }
-                    });
-                }
-                Err(e) => {
-                    let msg = format!("connecting to port {port} in pod {pod}: {e}");
-                    let _ = sink
-                        .send(Message::binary(ws::frame(err_ch, msg.as_bytes())))
-                        .await;
-                }
-            }
-        }
-        drop(out_tx);
-        loop {
-            tokio::select! {
-                m = out_rx.recv() => match m {
-                    Some(f) => if sink.send(Message::binary(f)).await.is_err() { break },
-                    None => break,
-                },
-                m = source.next() => match m {
-                    Some(Ok(Message::Binary(b))) => {
-                        if let Some((ch, d)) = ws::split(&b) {
-                            if let Some(w) = writers.get_mut(&ch) {
-                                if w.write_all(d).await.is_err() {
-                                    writers.remove(&ch);
-                                }
-                            }
-                        }
-                    }
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                    Some(Ok(_)) => {}
-                },
-            }
-        }
-        drop(tasks);
-        let _ = sink.close().await;
+        let (ports, driver) = session::ws_port_streams(ws, &ports);
+        let sessions =
+            futures::future::join_all(ports.into_iter().map(|p| {
+                session::forward_port(netns.clone(), &pod, p.port, p.data, Some(p.error))
+            }));
+        tokio::join!(sessions, driver);
     }
 }
 
 /// Where a port-forward to `pod` connects: `Ok(None)` for a host-network pod (the host's
 /// loopback), `Ok(Some(ns))` for the pod's pinned network namespace, `Err` when the pod is gone,
 /// not ready, or has no namespace — never the host's loopback for a pod that has its own.
-type PodNetwork = Result<Option<std::path::PathBuf>, String>;
+pub(super) type PodNetwork = Result<Option<std::path::PathBuf>, String>;
 
 fn pod_network(engine: &Engine, pod: &str) -> PodNetwork {
     let Some(p) = engine.pod(pod) else {
@@ -484,7 +429,10 @@ fn pod_network(engine: &Engine, pod: &str) -> PodNetwork {
 /// the host's for a host-network pod; a refused target is an error, nothing is connected. The
 /// socket is made on a fresh thread that entered the namespace (it stays bound to it
 /// afterwards); the whole connect runs off the async workers.
-async fn connect_in_pod(netns: PodNetwork, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+pub(super) async fn connect_in_pod(
+    netns: PodNetwork,
+    port: u16,
+) -> std::io::Result<tokio::net::TcpStream> {
     let netns = netns.map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e))?;
     let std_stream = tokio::task::spawn_blocking(move || match &netns {
         Some(ns) => crate::sys::net::in_netns(ns, move || {
@@ -688,7 +636,7 @@ impl Streaming {
                     errors.insert(req_id, s);
                 }
                 "data" => {
-                    let mut err_stream = errors.remove(&req_id);
+                    let err_stream = errors.remove(&req_id);
                     let Some(port) = port else {
                         if let Some(mut e) = err_stream {
                             let _ = e.write_all(b"invalid port header").await;
@@ -699,24 +647,8 @@ impl Streaming {
                     let netns = netns.clone();
                     let pod = pod.clone();
                     tasks.spawn(async move {
-                        let connected = connect_in_pod(netns, port).await;
-                        let mut data = s;
-                        match connected {
-                            Ok(mut tcp) => {
-                                let _ = tokio::io::copy_bidirectional(&mut data, &mut tcp).await;
-                            }
-                            Err(e) => {
-                                if let Some(e2) = err_stream.as_mut() {
-                                    let msg =
-                                        format!("connecting to port {port} in pod {pod}: {e}");
-                                    let _ = e2.write_all(msg.as_bytes()).await;
-                                }
-                            }
-                        }
-                        let _ = data.shutdown().await;
-                        if let Some(mut e) = err_stream {
-                            let _ = e.shutdown().await;
-                        }
+                        let error = err_stream.map(|e| Box::new(e) as session::Writer);
+                        session::forward_port(netns, &pod, port, s, error).await;
                     });
                 }
                 _ => s.reset(super::spdy::frame::RstStatus::RefusedStream),

@@ -320,6 +320,144 @@ where
     (streams, driver)
 }
 
+/// A port-forward to one port: the client's data stream relayed both ways to `port` in the
+/// pod's network namespace (the host's loopback only for a host-network pod); a failure to
+/// connect goes to the error stream, naming the port and the pod.
+pub async fn forward_port<D>(
+    netns: super::server::PodNetwork,
+    pod: &str,
+    port: u16,
+    mut data: D,
+    error: Option<Writer>,
+) where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
+    match super::server::connect_in_pod(netns, port).await {
+        Ok(mut tcp) => {
+            let _ = tokio::io::copy_bidirectional(&mut data, &mut tcp).await;
+        }
+        Err(e) => {
+            if let Some(mut w) = error {
+                let msg = format!("connecting to port {port} in pod {pod}: {e}");
+                let _ = w.write_all(msg.as_bytes()).await;
+                let _ = w.shutdown().await;
+            }
+        }
+    }
+    let _ = data.shutdown().await;
+}
+
+/// One forwarded port's streams, as the session sees them.
+pub struct PortStreams {
+    pub port: u16,
+    pub data: tokio::io::DuplexStream,
+    pub error: Writer,
+}
+
+/// The WebSocket adapter of port-forward (v4.channel.k8s.io): channels 2i (data) and 2i+1
+/// (error) for the i-th port, each opened by the port number as two little-endian bytes. Run
+/// the per-port sessions and the returned future together: it relays until every port's data
+/// has ended or the client leaves, then lets the sessions finish and sends what they still
+/// wrote on their error streams before closing.
+pub fn ws_port_streams<S>(
+    websocket: tokio_tungstenite::WebSocketStream<S>,
+    ports: &[u16],
+) -> (
+    Vec<PortStreams>,
+    impl std::future::Future<Output = ()> + Send,
+)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    const PIPE: usize = 64 * 1024;
+    let (mut sink, mut source) = websocket.split();
+    let mut sessions = Vec::new();
+    let mut ends = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let (session_data, adapter_data) = tokio::io::duplex(PIPE);
+        let (error_w, error_r) = tokio::io::duplex(PIPE);
+        sessions.push(PortStreams {
+            port: *port,
+            data: session_data,
+            error: Box::new(error_w),
+        });
+        ends.push(((2 * i) as u8, *port, adapter_data, error_r));
+    }
+    let driver = async move {
+        let (data_tx, mut data_rx) = mpsc::channel::<Vec<u8>>(32);
+        let (err_tx, mut err_rx) = mpsc::channel::<Vec<u8>>(8);
+        let mut writers = std::collections::HashMap::new();
+        let mut pumps = Tasks::default();
+        for (data_ch, port, adapter_data, mut error_r) in ends {
+            let err_ch = data_ch + 1;
+            for ch in [data_ch, err_ch] {
+                let _ = sink
+                    .send(Message::binary(ws::frame(ch, &port.to_le_bytes())))
+                    .await;
+            }
+            let (mut r, w) = tokio::io::split(adapter_data);
+            writers.insert(data_ch, w);
+            let tx = data_tx.clone();
+            pumps.spawn(async move {
+                let mut buf = vec![0u8; 32 * 1024];
+                while let Ok(n) = r.read(&mut buf).await {
+                    if n == 0 || tx.send(ws::frame(data_ch, &buf[..n])).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let tx = err_tx.clone();
+            pumps.spawn(async move {
+                let mut msg = Vec::new();
+                let _ = error_r.read_to_end(&mut msg).await;
+                if !msg.is_empty() {
+                    let _ = tx.send(ws::frame(err_ch, &msg)).await;
+                }
+            });
+        }
+        drop((data_tx, err_tx));
+        // Until every port's data has ended, or the client leaves.
+        loop {
+            tokio::select! {
+                f = data_rx.recv() => match f {
+                    Some(f) => if sink.send(Message::binary(f)).await.is_err() { break },
+                    None => break,
+                },
+                Some(f) = err_rx.recv() => {
+                    if sink.send(Message::binary(f)).await.is_err() {
+                        break;
+                    }
+                }
+                m = source.next() => match m {
+                    Some(Ok(Message::Binary(b))) => {
+                        if let Some((ch, d)) = ws::split(&b) {
+                            if let Some(w) = writers.get_mut(&ch) {
+                                if w.write_all(d).await.is_err() {
+                                    writers.remove(&ch);
+                                }
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+        // The client's side ends (shut down: a write half dropped would not end it), so the
+        // sessions finish; what they still say is sent.
+        for (_, mut w) in writers {
+            let _ = w.shutdown().await;
+        }
+        drop(data_rx);
+        while let Some(f) = err_rx.recv().await {
+            let _ = sink.send(Message::binary(f)).await;
+        }
+        drop(pumps);
+        let _ = sink.close().await;
+    };
+    (sessions, driver)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,5 +556,76 @@ mod tests {
         let ((), (), (out, status)) = tokio::join!(session, driver, client_side);
         assert_eq!(out, b"one two");
         assert_eq!(status.unwrap(), ws::exit_status(7).into_bytes());
+    }
+
+    /// Port-forward over an in-memory WebSocket: each channel opens with its port; what the
+    /// client sends on a data channel reaches that port's session and back; an error written by
+    /// a session reaches its error channel before the close.
+    #[tokio::test]
+    async fn the_port_forward_adapter_over_an_in_memory_connection() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let server =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(a, Role::Server, None).await;
+        let mut client =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        let (ports, driver) = ws_port_streams(server, &[8080, 9090]);
+        let sessions = async move {
+            let mut it = ports.into_iter();
+            let (echo, fail) = (it.next().unwrap(), it.next().unwrap());
+            assert_eq!((echo.port, fail.port), (8080, 9090));
+            let echo_session = async move {
+                // An echo: what comes in goes back, until the client's side ends.
+                let (mut r, mut w) = tokio::io::split(echo.data);
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+                drop(echo.error);
+            };
+            let fail_session = async move {
+                let mut e = fail.error;
+                e.write_all(b"connecting to port 9090: refused")
+                    .await
+                    .unwrap();
+                drop(e);
+                drop(fail.data);
+            };
+            tokio::join!(echo_session, fail_session);
+        };
+        let client_side = async move {
+            let mut got: std::collections::BTreeMap<u8, Vec<u8>> = Default::default();
+            let mut opened = 0;
+            while let Some(Ok(m)) = client.next().await {
+                let Message::Binary(b) = m else { continue };
+                let (ch, d) = ws::split(&b).unwrap();
+                let entry = got.entry(ch).or_default();
+                if entry.is_empty() && opened < 4 && d.len() == 2 {
+                    opened += 1;
+                    let port = u16::from_le_bytes([d[0], d[1]]);
+                    assert_eq!(port, if ch < 2 { 8080 } else { 9090 });
+                    entry.push(0xff);
+                    if opened == 4 {
+                        client
+                            .send(Message::binary(ws::frame(0, b"ping")))
+                            .await
+                            .unwrap();
+                    }
+                    continue;
+                }
+                entry.extend_from_slice(d);
+                if ch == 0 && entry.ends_with(b"ping") {
+                    let _ = client.send(Message::Close(None)).await;
+                }
+            }
+            got
+        };
+        let ((), (), got) = tokio::join!(sessions, driver, client_side);
+        assert_eq!(
+            got[&0], b"\xffping",
+            "the echo came back on port 8080's data channel"
+        );
+        assert!(
+            got[&3].ends_with(b"connecting to port 9090: refused"),
+            "{:?}",
+            String::from_utf8_lossy(&got[&3])
+        );
     }
 }
