@@ -2,6 +2,7 @@
 //! from spec files in a temporary spec directory. Each test runs its own daemon and pods;
 //! everything is removed and checked at the end.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -65,6 +66,7 @@ async fn container_ids(rt: &mut RuntimeServiceClient, pod: &TestPod) -> Vec<Stri
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cdi_devices_env_and_mounts_reach_the_container() {
+    e2e!();
     let specs = tempfile::tempdir().unwrap();
     let shared = tempfile::tempdir().unwrap();
     std::fs::write(shared.path().join("hello.txt"), "from the host\n").unwrap();
@@ -190,6 +192,7 @@ async fn cdi_devices_env_and_mounts_reach_the_container() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cdi_requests_that_cannot_be_applied_are_refused() {
+    e2e!();
     let specs = tempfile::tempdir().unwrap();
     let spec = serde_json::json!({
         "cdiVersion": "1.1.0",

@@ -4,6 +4,9 @@
 //! its own host-local data dir; a guard detaches, deletes and removes everything it made, also
 //! when the test fails.
 
+#[macro_use]
+mod common;
+
 use ferrio::config::NetworkConfig;
 use ferrio::network::{Cni, PodNet, PortMapping};
 use std::io::{Read, Write};
@@ -228,6 +231,7 @@ fn host_interfaces(st: &ferrio::network::PodNetStatus, bridge: &str) -> Vec<Stri
 
 #[tokio::test]
 async fn two_pods_get_addresses_on_one_bridge_reach_each_other_and_del_leaves_nothing() {
+    e2e!();
     let rules_before = iptables_rules();
     let mut t = TestNet::new("pair", "10.250.11.0/24");
     assert_eq!(t.cni.ready(), Ok(()));
@@ -342,6 +346,7 @@ async fn two_pods_get_addresses_on_one_bridge_reach_each_other_and_del_leaves_no
 
 #[tokio::test]
 async fn missing_plugin_is_a_clear_error() {
+    e2e!();
     let mut t = TestNet::with_conflist(
         "missing",
         r#"{"cniVersion":"1.0.0","name":"t-missing","plugins":[{"type":"no-such-cni-plugin"}]}"#,
@@ -366,6 +371,7 @@ async fn missing_plugin_is_a_clear_error() {
 
 #[tokio::test]
 async fn bad_subnet_is_a_clear_error_and_leaves_nothing() {
+    e2e!();
     let mut t = TestNet::new("badnet", "10.250.12.0/24");
     // The script's config with an impossible subnet.
     let file = t.dir.path().join("net.d/10-t-badnet.conflist");
@@ -392,6 +398,7 @@ async fn bad_subnet_is_a_clear_error_and_leaves_nothing() {
 
 #[tokio::test]
 async fn gc_after_a_restart_removes_attachments_of_pods_not_live() {
+    e2e!();
     let mut t = TestNet::new("gc", "10.250.13.0/24");
     let live = t.pod(1, vec![]);
     let gone = t.pod(2, vec![]);
@@ -433,6 +440,7 @@ async fn gc_after_a_restart_removes_attachments_of_pods_not_live() {
 /// containernetworking/plugins#819.)
 #[tokio::test]
 async fn check_passes_on_a_live_pod_and_fails_when_its_interface_is_gone() {
+    e2e!();
     let mut t = TestNet::new("check", "10.250.14.0/24");
     let file = t.dir.path().join("net.d/10-t-check.conflist");
     let mut conf: serde_json::Value =

@@ -3,6 +3,7 @@
 //! after a daemon restart); a restart in the middle of a create cleans it up. The slow stage
 //! is real: a CNI plugin that takes its time (pods), a CDI createRuntime hook (containers).
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -108,6 +109,7 @@ fn attempt(cfg: &api::PodSandboxConfig, n: u32) -> api::PodSandboxConfig {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_pod_sandbox_whose_caller_left_is_finished_and_handed_to_its_retry() {
+    e2e!();
     let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
     let d = Daemon::start_in(
         dir.clone(),
@@ -269,6 +271,7 @@ async fn containers_of(rt: &mut RuntimeServiceClient, pod: &str) -> Vec<(String,
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_create_container_whose_caller_left_is_finished_and_handed_to_its_retry() {
+    e2e!();
     let dir = tempfile::tempdir().unwrap();
     let specs = slow_hook_spec(dir.path());
     let hooks = dir.path().join("hooks");

@@ -1,5 +1,6 @@
 //! The daemon itself: CLI, config, socket handling, RuntimeService basics, image import.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -14,6 +15,7 @@ fn ferrio() -> Command {
 
 #[test]
 fn config_prints_a_commented_default_that_parses_back() {
+    e2e!();
     let out = ferrio().arg("config").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
@@ -26,6 +28,7 @@ fn config_prints_a_commented_default_that_parses_back() {
 
 #[test]
 fn an_unknown_config_key_stops_the_daemon_with_the_key_named() {
+    e2e!();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("ferrio.toml");
     std::fs::write(&cfg, "[image]\nmax_concurent_downloads = 2\n").unwrap();
@@ -47,6 +50,7 @@ fn an_unknown_config_key_stops_the_daemon_with_the_key_named() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn socket_mode_second_daemon_refused_and_stale_socket_replaced() {
+    e2e!();
     let d = Daemon::start(DaemonOpts::default());
     let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660);
@@ -130,6 +134,7 @@ async fn socket_mode_second_daemon_refused_and_stale_socket_replaced() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn runtime_service_version_status_config_and_unimplemented() {
+    e2e!();
     let d = Daemon::start(DaemonOpts::default());
     let mut rt = d.runtime().await;
     let v = rt
@@ -234,6 +239,7 @@ async fn runtime_service_version_status_config_and_unimplemented() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn import_through_the_daemon_straight_into_the_store_and_from_the_import_dir() {
+    e2e!();
     let images = test_images();
     let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
     // Stopped daemon: the CLI writes the store directly.

@@ -1,6 +1,7 @@
 //! GetContainerEvents: a container's whole life, in order, on two subscribers, with STOPPED
 //! pushed by the monitor when the container exits on its own; then the pods' own events.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn events_arrive_in_order_on_every_subscriber() {
+    e2e!();
     let (d, image, pcfg, pod) = setup_pod("events").await;
     let mut rt = d.runtime().await;
     let mut subs = Vec::new();

@@ -1,5 +1,6 @@
 //! ImageService end to end: a real daemon, a real registry, real images.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -11,6 +12,7 @@ use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pull_by_tag_digest_and_no_tag_and_resolve_every_ref_to_one_image() {
+    e2e!();
     let reg = Registry::shared();
     let d = Daemon::start(DaemonOpts::default());
     let mut c = d.images().await;
@@ -102,6 +104,7 @@ async fn pull_by_tag_digest_and_no_tag_and_resolve_every_ref_to_one_image() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verbose_status_users_multiarch_and_streaming_list() {
+    e2e!();
     let reg = Registry::shared();
     let d = Daemon::start(DaemonOpts::default());
     let mut c = d.images().await;
@@ -161,6 +164,7 @@ async fn verbose_status_users_multiarch_and_streaming_list() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn multilayer_whiteouts_and_opaque_dirs_are_overlayfs_markers() {
+    e2e!();
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let reg = Registry::shared();
     let d = Daemon::start(DaemonOpts::default());
@@ -212,6 +216,7 @@ async fn multilayer_whiteouts_and_opaque_dirs_are_overlayfs_markers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn remove_by_one_tag_removes_all_and_frees_unshared_data() {
+    e2e!();
     let reg = Registry::shared();
     let d = Daemon::start(DaemonOpts::default());
     let mut c = d.images().await;
@@ -287,6 +292,7 @@ async fn remove_by_one_tag_removes_all_and_frees_unshared_data() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn short_names_through_mirrors_in_order_and_blocked_registries() {
+    e2e!();
     let reg = Registry::shared();
     let dead = free_port();
     let conf = format!(
@@ -356,6 +362,7 @@ blocked = true
 
 #[tokio::test(flavor = "multi_thread")]
 async fn basic_auth_from_the_request_and_from_an_auth_file() {
+    e2e!();
     use base64::Engine;
     let reg = Registry::with_images(Some("alice:s3cret"));
     let image = reg.image("ferrio-test/busybox:1");
@@ -417,6 +424,7 @@ async fn basic_auth_from_the_request_and_from_an_auth_file() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupted_blob_is_rejected_and_nothing_is_stored() {
+    e2e!();
     let reg = Registry::with_images(None);
     let m = reg.manifest("ferrio-test/busybox", "latest");
     let layer = m["layers"][0]["digest"].as_str().unwrap().to_string();
@@ -449,6 +457,7 @@ async fn a_corrupted_blob_is_rejected_and_nothing_is_stored() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_1ms_deadline_fails_with_deadline_exceeded() {
+    e2e!();
     let reg = Registry::shared();
     let d = Daemon::start(DaemonOpts::default());
     let mut c = d.images().await;
@@ -484,6 +493,7 @@ async fn a_1ms_deadline_fails_with_deadline_exceeded() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_pulls_of_one_image_share_one_download() {
+    e2e!();
     let reg = Registry::shared();
     let proxy = Proxy::start(reg.port);
     proxy
@@ -518,6 +528,7 @@ async fn concurrent_pulls_of_one_image_share_one_download() {
 /// merged into it: it fails as an anonymous pull does, and the authorised one succeeds.
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_pulls_are_merged_only_with_the_same_credentials() {
+    e2e!();
     let reg = Registry::with_images(Some("alice:s3cret"));
     let proxy = Proxy::start(reg.port);
     proxy
@@ -560,6 +571,7 @@ async fn concurrent_pulls_are_merged_only_with_the_same_credentials() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_pull_is_aborted_after_pull_progress_timeout() {
+    e2e!();
     let reg = Registry::shared();
     let proxy = Proxy::start(reg.port);
     let d = Daemon::start(DaemonOpts {
@@ -588,6 +600,7 @@ async fn a_stalled_pull_is_aborted_after_pull_progress_timeout() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_pull_leaves_no_broken_image_and_restart_keeps_images() {
+    e2e!();
     let reg = Registry::shared();
     let mut d = Daemon::start(DaemonOpts::default());
 
@@ -642,6 +655,7 @@ async fn kill_9_mid_pull_leaves_no_broken_image_and_restart_keeps_images() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_manifest_larger_than_the_cap_is_refused_while_it_streams() {
+    e2e!();
     // 256 MiB bodies: a client that read them whole would let the server finish writing.
     const HUGE: u64 = 256 << 20;
     let server = TinyHttp::start(|req| match req.target.as_str() {
@@ -693,6 +707,7 @@ async fn a_manifest_larger_than_the_cap_is_refused_while_it_streams() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn identity_token_is_exchanged_for_an_access_token_at_the_realm() {
+    e2e!();
     // A registry with token auth: every /v2/ request needs `Bearer acc-123`, which the realm
     // grants for the refresh token `refresh-456`. Manifests and blobs come from the real
     // registry behind it.
@@ -777,6 +792,7 @@ async fn identity_token_is_exchanged_for_an_access_token_at_the_realm() {
 /// SIGHUP reads the list again, and a bad list keeps the one in force.
 #[tokio::test(flavor = "multi_thread")]
 async fn pinned_images_by_name_prefix_and_keyword_reloaded_on_sighup() {
+    e2e!();
     let reg = Registry::shared();
     let busybox = reg.image("ferrio-test/busybox:1.35");
     let multi = reg.image("ferrio-test/multilayer");
@@ -853,6 +869,7 @@ fn sighup_and_wait(d: &Daemon, n: usize) {
 /// under `permissive`; a local lookup finds what a short name pulled.
 #[tokio::test(flavor = "multi_thread")]
 async fn short_names_through_aliases_search_registries_and_modes() {
+    e2e!();
     let reg = Registry::shared();
     let dead = format!("127.0.0.1:{}", free_port());
     let d = Daemon::start(DaemonOpts {
@@ -1000,6 +1017,7 @@ fn make_certs(dir: &std::path::Path) {
 /// or without the CA, the pull fails and says why.
 #[tokio::test(flavor = "multi_thread")]
 async fn registry_tls_from_certs_d_with_a_client_certificate() {
+    e2e!();
     let certs = tempfile::tempdir().unwrap();
     make_certs(certs.path());
     let regdir = tempfile::tempdir().unwrap();

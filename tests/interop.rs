@@ -2,6 +2,7 @@
 //! which sends the %-encoded socket path as `:authority`) and a raw HTTP/2 client that sends the
 //! raw path, as grpc-java and grpc-swift do.
 
+#[macro_use]
 mod common;
 
 use std::io::{Read, Write};
@@ -19,6 +20,7 @@ fn python() -> std::path::PathBuf {
 
 #[test]
 fn grpcio_from_pypi_is_answered_on_the_socket() {
+    e2e!();
     let d = Daemon::start(DaemonOpts::default());
     let script = common::repo_root().join("tests/clients/grpcio_version.py");
     for target in [
@@ -97,6 +99,7 @@ fn version_request() -> Vec<u8> {
 
 #[test]
 fn a_raw_http2_client_with_a_socket_path_as_authority_is_answered() {
+    e2e!();
     let d = Daemon::start(DaemonOpts::default());
     let mut s = UnixStream::connect(&d.socket).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

@@ -1,6 +1,7 @@
 //! Prometheus metrics, CRI pod sandbox metrics and `ferrio status` against a real daemon
 //! (issue: observability).
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -74,6 +75,7 @@ async fn hog_and_sleeper(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prometheus_endpoint_serves_parseable_ferrio_metrics() {
+    e2e!();
     let reg = Registry::shared();
     let (d, url) = daemon_with_metrics();
     let image = reg.image("ferrio-test/busybox:1.35");
@@ -176,6 +178,7 @@ async fn prometheus_endpoint_serves_parseable_ferrio_metrics() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_endpoint_is_off_by_default() {
+    e2e!();
     let d = Daemon::start(DaemonOpts::default());
     assert!(!d.log_text().contains("serving metrics"));
     assert!(
@@ -188,6 +191,7 @@ async fn metrics_endpoint_is_off_by_default() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pod_sandbox_metrics_follow_the_descriptors() {
+    e2e!();
     let (d, image, pcfg, pod) = setup_pod("cri-metrics").await;
     let mut rt = d.runtime().await;
     let mut worker = sh_container(
@@ -375,6 +379,7 @@ async fn pod_sandbox_metrics_follow_the_descriptors() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_cli_reports_the_daemon_and_a_container() {
+    e2e!();
     let (d, image, pcfg, pod) = setup_pod("status").await;
     let mut rt = d.runtime().await;
     let ctr = create_start(
@@ -472,6 +477,7 @@ async fn status_cli_reports_the_daemon_and_a_container() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ferrio_status_shows_a_long_pull_in_progress() {
+    e2e!();
     let reg = Registry::shared();
     let d = Daemon::start(DaemonOpts::default());
     // A slow registry: 100 KiB/s through the throttling proxy.

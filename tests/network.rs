@@ -1,6 +1,7 @@
 //! Pods on a real CNI network (Debian's bridge, host-local, loopback and portmap plugins):
 //! addresses, pod-to-pod traffic, hostPort, NetworkReady, and nothing left behind.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -118,6 +119,7 @@ async fn pod_ip(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pods_get_addresses_reach_each_other_and_a_host_port() {
+    e2e!();
     let reg = Registry::shared();
     let mut d = Daemon::start(DaemonOpts::default());
     let image = reg.image("ferrio-test/busybox:1.35");
@@ -252,6 +254,7 @@ async fn pods_get_addresses_reach_each_other_and_a_host_port() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_plugin_is_a_clear_error_and_leaves_nothing() {
+    e2e!();
     let d = Daemon::start(DaemonOpts::default());
     let netd = d.dir.path().join("net.d");
     std::fs::create_dir_all(&netd).unwrap();
@@ -290,6 +293,7 @@ async fn a_failing_plugin_is_a_clear_error_and_leaves_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn host_network_pods_skip_cni() {
+    e2e!();
     let d = Daemon::start(DaemonOpts::default());
     let net = TestNet::write(&d, 2);
     let mut rt = d.runtime().await;

@@ -1,6 +1,7 @@
 //! The runtime core end to end: real pods and containers (libcontainer inside ferrio, and runc
 //! and crun as external handlers) from the local-registry test images, as root.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -139,16 +140,19 @@ fn assert_leaves_nothing(d: &Daemon, pod: &str, ctrs: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pod_and_container_lifecycle_builtin() {
+    e2e!();
     lifecycle("").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pod_and_container_lifecycle_runc() {
+    e2e!();
     lifecycle("runc").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pod_and_container_lifecycle_crun() {
+    e2e!();
     lifecycle("crun").await;
 }
 
@@ -175,6 +179,7 @@ fn text(b: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_sync_output_exit_code_and_timeout() {
+    e2e!();
     let (d, image, pcfg, pod) = setup_pod("exec").await;
     let mut rt = d.runtime().await;
     let id = create_start(
@@ -239,6 +244,7 @@ async fn exec_sync_output_exit_code_and_timeout() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_escalates_to_sigkill_and_is_idempotent() {
+    e2e!();
     let (d, image, pcfg, pod) = setup_pod("stop").await;
     let mut rt = d.runtime().await;
     // A process that ignores SIGTERM; and one that exits on it.
@@ -349,6 +355,7 @@ async fn stop_escalates_to_sigkill_and_is_idempotent() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn oom_killed_under_a_15_mib_limit() {
+    e2e!();
     let (d, image, pcfg, pod) = setup_pod("oom").await;
     let mut rt = d.runtime().await;
     let mut c = sh_container("hog", &image, "head -c 200000000 /dev/zero | tail");
@@ -368,6 +375,7 @@ async fn oom_killed_under_a_15_mib_limit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn containers_of_a_pod_share_network_ipc_and_uts() {
+    e2e!();
     let (d, image) = setup().await;
     let mut rt = d.runtime().await;
     let logs = d.dir.path().join("logs");
@@ -477,6 +485,7 @@ async fn containers_of_a_pod_share_network_ipc_and_uts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn host_network_and_shared_pid_namespace() {
+    e2e!();
     let (d, image) = setup().await;
     let mut rt = d.runtime().await;
     let logs = d.dir.path().join("logs");
@@ -550,6 +559,7 @@ async fn host_network_and_shared_pid_namespace() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn containers_survive_a_daemon_kill_and_are_restored() {
+    e2e!();
     let (mut d, image) = setup().await;
     let mut rt = d.runtime().await;
     let logs = d.dir.path().join("logs");
@@ -606,6 +616,7 @@ async fn containers_survive_a_daemon_kill_and_are_restored() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_get_clear_codes() {
+    e2e!();
     let (d, image) = setup().await;
     let mut rt = d.runtime().await;
     let logs = d.dir.path().join("logs");
@@ -766,6 +777,7 @@ async fn bad_requests_get_clear_codes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn users_seccomp_update_and_log_reopen() {
+    e2e!();
     let (d, _) = setup().await;
     let reg = Registry::shared();
     let user_image = reg.image("ferrio-test/busybox-user");
@@ -834,7 +846,9 @@ async fn users_seccomp_update_and_log_reopen() {
     })
     .await
     .unwrap();
-    let mem = ferrio::cgroups::memory_dir(&format!("/ferrio/pod-{}/ferrio-{id}", pod.id)).unwrap();
+    let mem =
+        ferrio::cgroups::memory_dir(&format!("{}/pod-{}/ferrio-{id}", d.cgroup_parent, pod.id))
+            .unwrap();
     let limit = std::fs::read_to_string(mem.join("memory.limit_in_bytes"))
         .or_else(|_| std::fs::read_to_string(mem.join("memory.max")))
         .unwrap();
@@ -853,6 +867,7 @@ async fn users_seccomp_update_and_log_reopen() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn runtime_default_seccomp_blocks_user_namespaces() {
+    e2e!();
     let (d, image, pcfg, pod) = setup_pod("seccomp").await;
     let mut rt = d.runtime().await;
     let logs = d.dir.path().join("logs");
@@ -927,6 +942,7 @@ async fn runtime_default_seccomp_blocks_user_namespaces() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_spec_reaches_a_real_container() {
+    e2e!();
     let (d, image) = setup().await;
     let mut rt = d.runtime().await;
     let logs = d.dir.path().join("logs");
@@ -1028,9 +1044,11 @@ async fn the_spec_reaches_a_real_container() {
         .find(|(_, c)| c.iter().any(|c| c == "cpu"))
         .map(|(r, _)| r);
     if let Some(cpu) = cpu {
-        let shares = std::fs::read_to_string(
-            cpu.join(format!("ferrio/pod-{}/ferrio-{id}/cpu.shares", pod.id)),
-        )
+        let shares = std::fs::read_to_string(cpu.join(format!(
+            "{}/pod-{}/ferrio-{id}/cpu.shares",
+            d.cgroup_parent.trim_start_matches('/'),
+            pod.id
+        )))
         .unwrap();
         assert_eq!(shares.trim(), "512");
     }
@@ -1154,6 +1172,7 @@ async fn the_spec_reaches_a_real_container() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn update_pod_sandbox_resources_reaches_the_pod_cgroup() {
+    e2e!();
     let d = Daemon::start(DaemonOpts::default());
     let mut rt = d.runtime().await;
     let pcfg = pod_config("podres", &d.dir.path().join("logs"));
@@ -1173,7 +1192,13 @@ async fn update_pod_sandbox_resources_reaches_the_pod_cgroup() {
     let dir = |ctrl: &str| {
         h.iter()
             .find(|(_, c)| c.iter().any(|c| c == ctrl))
-            .map(|(root, _)| root.join(format!("ferrio/pod-{}", pod.id)))
+            .map(|(root, _)| {
+                root.join(format!(
+                    "{}/pod-{}",
+                    d.cgroup_parent.trim_start_matches('/'),
+                    pod.id
+                ))
+            })
     };
     if let Some(cpu) = dir("cpu") {
         assert_eq!(
@@ -1235,6 +1260,7 @@ async fn tty_container(handler: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tty_containers_log_from_their_terminal() {
+    e2e!();
     tty_container("").await;
     tty_container("runc").await;
 }
@@ -1243,6 +1269,7 @@ async fn tty_containers_log_from_their_terminal() {
 /// also after a daemon restart, and removes it once the container is gone.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_image_in_use_is_not_removed() {
+    e2e!();
     let (d, image, pcfg, pod) = setup_pod("inuse").await;
     let mut rt = d.runtime().await;
     let id = create_start(
@@ -1284,6 +1311,7 @@ async fn an_image_in_use_is_not_removed() {
 /// never OK), and the running container keeps its resources.
 #[tokio::test(flavor = "multi_thread")]
 async fn resources_the_kernel_would_refuse_are_invalid_argument() {
+    e2e!();
     let (d, image, pcfg, pod) = setup_pod("badres").await;
     let mut rt = d.runtime().await;
     let with = |r: api::LinuxContainerResources| {
@@ -1373,6 +1401,7 @@ async fn resources_the_kernel_would_refuse_are_invalid_argument() {
 /// with no stream, a pod CIDR that does not parse, a host port over 65535.
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_stream_network_and_port_requests_are_invalid_argument() {
+    e2e!();
     let (d, image, pcfg, pod) = setup_pod("malformed").await;
     let mut rt = d.runtime().await;
     let id = create_start(&mut rt, &pod, &pcfg, sh_container("c", &image, "sleep 60")).await;
@@ -1437,6 +1466,7 @@ async fn malformed_stream_network_and_port_requests_are_invalid_argument() {
 /// 5000 entries (under the cap) runs with them merged.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_image_with_a_huge_environment_cannot_stall_the_daemon() {
+    e2e!();
     use sha2::{Digest, Sha256};
     let (d, image, pcfg, pod) = setup_pod("bigenv").await;
     let work = tempfile::tempdir().unwrap();
@@ -1558,6 +1588,7 @@ async fn an_image_with_a_huge_environment_cannot_stall_the_daemon() {
 /// kills the process it started in the container, not only the helper; the container lives on.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cancelled_exec_sync_kills_the_process_it_started() {
+    e2e!();
     use std::time::Duration;
     let (d, image, pcfg, pod) = setup_pod("execcancel").await;
     let mut rt = d.runtime().await;

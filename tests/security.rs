@@ -1,6 +1,7 @@
 //! The security context, enforced on real containers (issue: security context and isolation).
 //! Each test runs its own daemon and pod; everything is removed and checked at the end.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -21,6 +22,7 @@ const DEFAULT_CAPS: u64 = 0x5fb;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn capabilities_add_drop_all_and_privileged() {
+    e2e!();
     // The pod is privileged: a privileged container needs one.
     let (d, image) = daemon_with_busybox().await;
     let mut pcfg = pod_config("caps", &d.dir.path().join("logs"));
@@ -110,6 +112,7 @@ async fn capabilities_add_drop_all_and_privileged() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_new_privs_readonly_rootfs_masked_and_readonly_paths() {
+    e2e!();
     let (d, image, pcfg, pod) = setup_pod("ro").await;
     let mut rt = d.runtime().await;
     let sec = api::LinuxContainerSecurityContext {
@@ -137,6 +140,7 @@ async fn no_new_privs_readonly_rootfs_masked_and_readonly_paths() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn users_groups_and_their_errors() {
+    e2e!();
     let (d, image, pcfg, pod) = setup_pod("users").await;
     let mut rt = d.runtime().await;
     let sec = api::LinuxContainerSecurityContext {
@@ -270,6 +274,7 @@ impl Drop for HostTree {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn recursive_read_only_mounts() {
+    e2e!();
     let (d, image, pcfg, pod) = setup_pod("rro").await;
     let tree = HostTree::new(d.dir.path());
     let mut rt = d.runtime().await;
@@ -360,6 +365,7 @@ async fn recursive_read_only_mounts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn image_volumes() {
+    e2e!();
     let (d, image, pcfg, pod) = setup_pod("imgvol").await;
     let reg = Registry::shared();
     let multi = reg.image("ferrio-test/multilayer");
@@ -472,6 +478,7 @@ type RtClient =
 /// privileged container: no seccomp whatever it names, unless `privileged_seccomp_profile`.
 #[tokio::test(flavor = "multi_thread")]
 async fn seccomp_defaults_as_cri_o() {
+    e2e!();
     let profile = |t: api::security_profile::ProfileType| api::LinuxContainerSecurityContext {
         seccomp: Some(api::SecurityProfile {
             profile_type: t as i32,
@@ -554,6 +561,7 @@ async fn seccomp_defaults_as_cri_o() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn localhost_seccomp_profile_blocks_a_syscall() {
+    e2e!();
     let (d, image, pcfg, pod) = setup_pod("local").await;
     let mut rt = d.runtime().await;
     let profile = d.dir.path().join("no-mkdir.json");
@@ -613,6 +621,7 @@ async fn localhost_seccomp_profile_blocks_a_syscall() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn escape_battery_for_a_default_container() {
+    e2e!();
     let (d, image, pcfg, pod) = setup_pod("escape").await;
     let mut rt = d.runtime().await;
     // RuntimeDefault, as kubelet asks with seccompDefault (the secure default a node runs).
@@ -666,6 +675,7 @@ async fn escape_battery_for_a_default_container() {
 /// container in the same user namespace; and the requests the CRI says must fail.
 #[tokio::test(flavor = "multi_thread")]
 async fn user_namespaces_and_idmapped_mounts() {
+    e2e!();
     const HOST: u32 = 20 * 65536;
     const LEN: u32 = 65536;
     let map = |container_id: u32, host_id: u32| api::IdMapping {
@@ -889,6 +899,7 @@ async fn user_namespaces_and_idmapped_mounts() {
 /// privileged container in an unprivileged pod, the host PID namespace for one container.
 #[tokio::test(flavor = "multi_thread")]
 async fn privileged_and_host_pid_need_the_pod() {
+    e2e!();
     let (d, image, _pcfg, pod) = setup_pod("podonly").await;
     let mut rt = d.runtime().await;
     let mut c = sh_container("priv", &image, "true");
@@ -937,6 +948,7 @@ fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn another_host_user_cannot_reach_anything_under_ferrios_roots() {
+    e2e!();
     let (d, image, pcfg, pod) = setup_pod("perm").await;
     let mut rt = d.runtime().await;
     let mut c = sh_container(
@@ -1045,6 +1057,7 @@ fn exe_seals(pid: i32) -> Option<i32> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_process_a_container_can_see_runs_the_hosts_ferrio_binary() {
+    e2e!();
     use std::os::unix::fs::MetadataExt;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
@@ -1236,6 +1249,7 @@ impl Drop for PropagationDirs {
 /// that promise are FailedPrecondition naming the path. Every handler.
 #[tokio::test(flavor = "multi_thread")]
 async fn mount_propagation_both_ways_and_sources_that_cannot_propagate() {
+    e2e!();
     let (d, image) = daemon_with_busybox().await;
     let dirs = PropagationDirs::new(d.dir.path());
     let mut rt = d.runtime().await;

@@ -1,5 +1,6 @@
 //! Container and pod statistics from real containers (issue: observability).
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn container_and_pod_stats_move_with_the_workload() {
+    e2e!();
     let reg = Registry::shared();
     let d = Daemon::start(DaemonOpts::default());
     let image = reg.image("ferrio-test/busybox:1.35");

@@ -1,6 +1,7 @@
 //! Exec and port-forward over the streaming server, with a WebSocket client speaking the
 //! Kubernetes channel protocols (v5 and v4.channel.k8s.io).
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -98,6 +99,7 @@ async fn collect(ws: &mut Ws) -> (String, String, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_and_port_forward_over_websocket() {
+    e2e!();
     let (d, pod, id) = web_pod("stream", "served").await;
     let mut rt = d.runtime().await;
     let exec_url = |cmd: &[&str], stdin: bool| exec_url(rt.clone(), id.clone(), cmd, stdin);
@@ -352,6 +354,7 @@ mod spdy_client {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_and_port_forward_over_spdy() {
+    e2e!();
     use spdy_client::Client;
     let (d, pod, id) = web_pod("spdy", "spdy-served").await;
     let mut rt = d.runtime().await;
@@ -487,6 +490,7 @@ async fn exec_and_port_forward_over_spdy() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tty_exec_with_resize_over_websocket() {
+    e2e!();
     let (d, image, pcfg, pod) = setup_pod("tty").await;
     let mut rt = d.runtime().await;
     let id = create_start(&mut rt, &pod, &pcfg, sh_container("t", &image, "sleep 300")).await;
@@ -532,6 +536,7 @@ async fn tty_exec_with_resize_over_websocket() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn attach_to_a_container_with_stdin_twice() {
+    e2e!();
     let (d, image, pcfg, pod) = setup_pod("attach").await;
     let mut rt = d.runtime().await;
     let mut c = sh_container("cat", &image, "cat");
@@ -581,6 +586,7 @@ async fn attach_to_a_container_with_stdin_twice() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn attach_over_spdy() {
+    e2e!();
     use spdy_client::Client;
     let (d, image, pcfg, pod) = setup_pod("spdyattach").await;
     let mut rt = d.runtime().await;
@@ -620,6 +626,7 @@ async fn attach_over_spdy() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_streaming_server_speaks_tls_when_configured() {
+    e2e!();
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let ok = std::process::Command::new("openssl")
@@ -711,6 +718,7 @@ async fn assert_closed_soon(host: &str, first: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn silent_and_trickling_clients_are_closed() {
+    e2e!();
     let (d, image, pcfg, pod) = setup_pod("slow").await;
     let mut rt = d.runtime().await;
     let id = create_start(&mut rt, &pod, &pcfg, sh_container("s", &image, "sleep 300")).await;
@@ -756,6 +764,7 @@ async fn silent_and_trickling_clients_are_closed() {
 /// channel and never reaches the host's loopback (where this test listens on the same port).
 #[tokio::test(flavor = "multi_thread")]
 async fn port_forward_to_a_gone_pod_never_reaches_the_host() {
+    e2e!();
     let (d, _image, _pcfg, pod) = setup_pod("pfgone").await;
     let mut rt = d.runtime().await;
     let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -828,6 +837,7 @@ async fn spdy_closed_after(
 /// process with it; a session with traffic stays.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_session_kind_and_transport_closes_when_idle() {
+    e2e!();
     use spdy_client::Client;
     use std::time::Duration;
     let d = Daemon::start(DaemonOpts {
@@ -986,6 +996,7 @@ async fn monitor_of(d: &Daemon, id: &str) -> i32 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stdin_the_container_never_reads_does_not_block_its_monitor() {
+    e2e!();
     let (d, image, pcfg, pod) = setup_pod("deafstdin").await;
     let mut rt = d.runtime().await;
     let mut c = sh_container("deaf", &image, "exec sleep 300");
@@ -1047,6 +1058,7 @@ async fn stdin_the_container_never_reads_does_not_block_its_monitor() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_monitor_that_does_not_answer_is_not_declared_dead_and_stop_still_works() {
+    e2e!();
     let (d, image, pcfg, pod) = setup_pod("stuckmonitor").await;
     let mut rt = d.runtime().await;
     let id = create_start(

@@ -2,6 +2,7 @@
 //! builds it, protocol 0), then this tree's daemon restored over them. Every request the new
 //! daemon makes of an old monitor must work; a new container's monitor speaks protocol 1.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -42,6 +43,7 @@ fn monitor_line(d: &Daemon, id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_daemon_restored_over_an_earlier_releases_monitors() {
+    e2e!();
     let Some(previous) = previous_release() else {
         eprintln!("SKIPPED: the earlier release is not in this clone's history");
         return;

@@ -111,6 +111,18 @@ pub fn decompressor<'a, R: Read + 'a>(
     Ok((r, c))
 }
 
+/// The daemon always gives unpacked files the owners the layer names. Unit tests run as any
+/// user (`cargo test` without root); only root may chown, so they keep owners when they can.
+#[cfg(not(test))]
+fn preserve_owners() -> bool {
+    true
+}
+
+#[cfg(test)]
+fn preserve_owners() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
 /// Unpacks the layer read from `reader` into `dest` (an existing, empty directory) and checks it
 /// against `expect`. On error `dest` may hold a partial tree: the caller removes it.
 pub fn unpack_layer<R: Read>(
@@ -135,7 +147,7 @@ pub fn unpack_layer<R: Read>(
             let budget = HeaderBudget::default();
             let mut ar = tar::Archive::new(Bounded::new(&mut plain, &budget));
             ar.set_preserve_permissions(true);
-            ar.set_preserve_ownerships(true);
+            ar.set_preserve_ownerships(preserve_owners());
             ar.set_preserve_mtime(true);
             ar.set_unpack_xattrs(true);
             ar.set_overwrite(true);
