@@ -1,6 +1,6 @@
 //! RuntimeService: pods, containers, ExecSync, and the runtime's status. Each handler is thin:
-//! convert the request, call the engine, convert the answer. RPCs of later milestones
-//! (streaming, checkpoint) answer `Unimplemented` (the generated defaults).
+//! convert the request, call the engine, convert the answer. Exec/Attach/PortForward answer
+//! URLs of `streaming/`; CheckpointContainer answers `Unimplemented` (the generated default).
 
 use super::api::{self, runtime_service_server::RuntimeService};
 use super::convert;

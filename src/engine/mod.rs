@@ -15,6 +15,9 @@ pub mod pod;
 pub mod usage;
 pub mod validate;
 
+#[cfg(test)]
+mod tests;
+
 use crate::config::Config;
 use crate::image::Images;
 use crate::model::{ContainerConfig, Mount, PodConfig, PodPaths};
@@ -536,6 +539,39 @@ impl Engine {
 
     /// Opens the engine: reads the records and reconciles them with what is running.
     pub async fn open(cfg: Arc<Config>, images: Arc<Images>) -> Result<Arc<Engine>> {
+        let engine = Self::new(cfg, images)?;
+        engine.restore().await;
+        let idmap = engine.probe_idmap().await;
+        engine
+            .idmap
+            .store(idmap, std::sync::atomic::Ordering::Relaxed);
+        // CNI attachments of pods ferrio no longer knows (a crash between ADD and the record,
+        // or pods removed while the network was broken) are removed in the background.
+        // (Unclaimed pods too: they keep their network while they wait for a retry.)
+        let live: Vec<String> = engine
+            .pods
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|p| p.complete && p.cni_attached)
+            .map(|p| p.id.clone())
+            .collect();
+        let e2 = engine.clone();
+        tokio::spawn(async move {
+            match e2.cni.gc(&live).await {
+                Ok(removed) if !removed.is_empty() => {
+                    tracing::info!(pods = ?removed, "CNI attachments of unknown pods removed")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "CNI garbage collection failed"),
+            }
+        });
+        Ok(engine)
+    }
+
+    /// The engine with no records yet and nothing probed or started: what `open` restores
+    /// into (and the unit tests' engine, which runs no helper).
+    fn new(cfg: Arc<Config>, images: Arc<Images>) -> Result<Arc<Engine>> {
         let min_oom_score_adj = std::fs::read_to_string("/proc/self/oom_score_adj")
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -579,32 +615,6 @@ impl Engine {
             std::fs::create_dir_all(&d)
                 .map_err(EngineError::io(format_args!("creating {}", d.display())))?;
         }
-        engine.restore().await;
-        let idmap = engine.probe_idmap().await;
-        engine
-            .idmap
-            .store(idmap, std::sync::atomic::Ordering::Relaxed);
-        // CNI attachments of pods ferrio no longer knows (a crash between ADD and the record,
-        // or pods removed while the network was broken) are removed in the background.
-        // (Unclaimed pods too: they keep their network while they wait for a retry.)
-        let live: Vec<String> = engine
-            .pods
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .filter(|p| p.complete && p.cni_attached)
-            .map(|p| p.id.clone())
-            .collect();
-        let e2 = engine.clone();
-        tokio::spawn(async move {
-            match e2.cni.gc(&live).await {
-                Ok(removed) if !removed.is_empty() => {
-                    tracing::info!(pods = ?removed, "CNI attachments of unknown pods removed")
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "CNI garbage collection failed"),
-            }
-        });
         Ok(engine)
     }
 
