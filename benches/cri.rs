@@ -883,6 +883,7 @@ fn median(sorted: &[f64]) -> f64 {
 
 /// Nearest-rank 90th percentile.
 fn p90(sorted: &[f64]) -> f64 {
-    let rank = (0.9 * sorted.len() as f64).ceil() as usize;
+    // ceil(0.9 n) for a sample count: positive and below n, in integers.
+    let rank = (9 * sorted.len()).div_ceil(10);
     sorted[rank.clamp(1, sorted.len()) - 1]
 }

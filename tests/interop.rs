@@ -67,7 +67,7 @@ struct Frame {
 }
 
 fn write_frame(s: &mut UnixStream, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
-    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    let mut f = u32::try_from(payload.len()).unwrap().to_be_bytes()[1..].to_vec();
     f.extend_from_slice(&[kind, flags]);
     f.extend_from_slice(&stream.to_be_bytes());
     f.extend_from_slice(payload);
@@ -92,7 +92,7 @@ fn read_frame(s: &mut UnixStream) -> Frame {
 fn version_request() -> Vec<u8> {
     let msg = b"\x0a\x02v1";
     let mut body = vec![0u8];
-    body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    body.extend_from_slice(&u32::try_from(msg.len()).unwrap().to_be_bytes());
     body.extend_from_slice(msg);
     body
 }
@@ -115,7 +115,7 @@ fn a_raw_http2_client_with_a_socket_path_as_authority_is_answered() {
         p.trim_start_matches('/').replace('/', "%2F")
     }];
     for (i, authority) in authorities.iter().enumerate() {
-        let stream = 1 + 2 * i as u32;
+        let stream = 1 + 2 * u32::try_from(i).unwrap();
         let big = "x".repeat(3000);
         let mut headers: Vec<(&[u8], &[u8])> = vec![
             (b":method", b"POST"),

@@ -193,7 +193,9 @@ async fn pods_get_addresses_reach_each_other_and_a_host_port() {
 
     // The hostPort, from the host, at the host's address on the bridge.
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect((net.gateway.as_str(), host_port as u16)).unwrap();
+    let mut s =
+        std::net::TcpStream::connect((net.gateway.as_str(), u16::try_from(host_port).unwrap()))
+            .unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .unwrap();
     s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();

@@ -157,6 +157,33 @@ async fn exec_and_port_forward_over_websocket() {
     let bogus = url.rsplit_once('/').unwrap().0.to_string() + "/0000";
     assert!(connect(&bogus, "v5.channel.k8s.io").await.is_err());
 
+    // More ports than the channel protocol numbers (2i, 2i + 1 in a byte) is refused, in the
+    // request and in the URL's query.
+    let st = rt
+        .port_forward(api::PortForwardRequest {
+            pod_sandbox_id: pod.id.clone(),
+            port: (1..=129).collect(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::InvalidArgument, "{st:?}");
+    assert!(st.message().contains("at most 128"), "{st:?}");
+    let pf = rt
+        .port_forward(api::PortForwardRequest {
+            pod_sandbox_id: pod.id.clone(),
+            port: vec![8080],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let many: Vec<String> = (1..=129).map(|p| format!("port={p}")).collect();
+    assert!(
+        connect(&format!("{pf}?{}", many.join("&")), "v4.channel.k8s.io")
+            .await
+            .is_err()
+    );
+
     // Port-forward to the container's httpd inside the pod's network namespace.
     let pf = rt
         .port_forward(api::PortForwardRequest {

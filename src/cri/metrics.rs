@@ -378,7 +378,12 @@ impl Samples {
 
     fn start_time(&mut self, at: SystemTime, ns: i64) {
         if ns > 0 {
-            self.push("container_start_time_seconds", at, &[], ns as u64 / NS);
+            self.push(
+                "container_start_time_seconds",
+                at,
+                &[],
+                u64::try_from(ns).unwrap_or(0) / NS,
+            );
         }
     }
 }

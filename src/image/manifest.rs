@@ -193,7 +193,7 @@ pub fn build_record(p: RecordParts) -> ImageRecord {
     let size = p.config_size + p.layers.iter().map(|l| l.unpacked_size).sum::<u64>();
     let stored_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0);
     ImageRecord {
         id: p.config_digest,

@@ -573,7 +573,7 @@ pub fn import_dir_once(store: &Arc<Store>, dir: &Path) -> Result<Vec<Imported>, 
 fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
 

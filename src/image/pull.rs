@@ -232,7 +232,7 @@ impl Puller {
         .map_err(|e| ImageError::Internal(format!("committing the image: {e}")))??;
         tracing::info!(
             image = %name, id = %rec.id, from = %src.location, bytes = total,
-            elapsed_ms = started.elapsed().as_millis() as u64, "image pulled"
+            elapsed_ms = started.elapsed().as_millis(), "image pulled"
         );
         Ok(rec)
     }
@@ -308,7 +308,7 @@ impl Puller {
             )));
         }
         let mut stream = self.within(name, src.blob(desc, name)).await??;
-        let mut data = Vec::with_capacity(desc.size as usize);
+        let mut data = Vec::with_capacity(usize::try_from(desc.size).unwrap_or(0));
         while let Some(chunk) = self.within(name, stream.next()).await? {
             let chunk = chunk.map_err(|e| read_error(name, &desc.digest, e))?;
             data.extend_from_slice(&chunk);

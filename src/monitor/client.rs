@@ -10,7 +10,7 @@
 
 use super::proto::{
     attach_frame, parse_attach_frame, Request, Response, ATTACH_CLOSE_STDIN, ATTACH_RESIZE,
-    ATTACH_STDIN,
+    ATTACH_STDIN, MAX_ATTACH_FRAME,
 };
 use std::io;
 use std::path::{Path, PathBuf};
@@ -218,8 +218,13 @@ pub struct AttachInput {
 }
 
 impl AttachInput {
+    /// Sends `data` in frames of at most [`MAX_ATTACH_FRAME`] bytes (a WebSocket message can
+    /// be larger).
     pub async fn stdin(&mut self, data: &[u8]) -> io::Result<()> {
-        self.w.write_all(&attach_frame(ATTACH_STDIN, data)).await
+        for chunk in data.chunks(MAX_ATTACH_FRAME) {
+            self.w.write_all(&attach_frame(ATTACH_STDIN, chunk)).await?;
+        }
+        Ok(())
     }
 
     pub async fn close_stdin(&mut self) -> io::Result<()> {
@@ -320,6 +325,36 @@ mod tests {
         want.extend(attach_frame(ATTACH_RESIZE, b"{\"width\":80,\"height\":24}"));
         assert_eq!(got, want);
         assert_eq!(out.next().await, None, "the end of the stream");
+    }
+
+    #[tokio::test]
+    async fn stdin_larger_than_a_frame_goes_in_several() {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let mut input = AttachInput {
+            w: a.into_split().1,
+        };
+        let data: Vec<u8> = (0..MAX_ATTACH_FRAME * 2 + 10)
+            .map(|i| u8::try_from(i % 251).unwrap())
+            .collect();
+        let reader = tokio::spawn(async move {
+            let mut b = b;
+            let mut all = Vec::new();
+            b.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        input.stdin(&data).await.unwrap();
+        drop(input);
+        let all = reader.await.unwrap();
+        let (mut at, mut got, mut frames) = (0, Vec::new(), 0);
+        while at < all.len() {
+            let (kind, d, used) = parse_attach_frame(&all[at..]).unwrap().unwrap();
+            assert_eq!(kind, ATTACH_STDIN);
+            got.extend_from_slice(d);
+            at += used;
+            frames += 1;
+        }
+        assert_eq!(frames, 3);
+        assert_eq!(got, data);
     }
 
     #[tokio::test]

@@ -313,8 +313,9 @@ fn run_tty(
                 let mut line = String::new();
                 if std::io::BufReader::new(&c).read_line(&mut line).is_ok() {
                     if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                        let w = v["width"].as_u64().unwrap_or(0) as u16;
-                        let h = v["height"].as_u64().unwrap_or(0) as u16;
+                        let w = u16::try_from(v["width"].as_u64().unwrap_or(0)).unwrap_or(u16::MAX);
+                        let h =
+                            u16::try_from(v["height"].as_u64().unwrap_or(0)).unwrap_or(u16::MAX);
                         if w > 0 && h > 0 {
                             let _ = crate::sys::process::set_winsize(&master, h, w);
                         }

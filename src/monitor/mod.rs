@@ -32,7 +32,7 @@ use std::time::Duration;
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
 
@@ -530,8 +530,8 @@ impl Monitor {
                     &self.stdout,
                     serde_json::from_slice::<serde_json::Value>(data),
                 ) {
-                    let w = v["width"].as_u64().unwrap_or(0) as u16;
-                    let h = v["height"].as_u64().unwrap_or(0) as u16;
+                    let w = u16::try_from(v["width"].as_u64().unwrap_or(0)).unwrap_or(u16::MAX);
+                    let h = u16::try_from(v["height"].as_u64().unwrap_or(0)).unwrap_or(u16::MAX);
                     if w > 0 && h > 0 {
                         let _ = crate::sys::process::set_winsize(master, h, w);
                     }

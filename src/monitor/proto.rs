@@ -43,11 +43,16 @@ pub const ATTACH_STDERR: u8 = 2;
 pub const ATTACH_CLOSE_STDIN: u8 = 3;
 pub const ATTACH_RESIZE: u8 = 4;
 
-/// One attach frame.
+/// The largest attach frame's data; [`parse_attach_frame`] refuses longer ones.
+pub const MAX_ATTACH_FRAME: usize = 1 << 20;
+
+/// One attach frame; `data` is at most [`MAX_ATTACH_FRAME`] bytes (a longer one gets a length
+/// the reader refuses, never one that wraps).
 pub fn attach_frame(kind: u8, data: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(data.len() + 5);
     v.push(kind);
-    v.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+    v.extend_from_slice(&len.to_be_bytes());
     v.extend_from_slice(data);
     v
 }
@@ -62,7 +67,7 @@ pub fn parse_attach_frame(buf: &[u8]) -> Result<Option<AttachFrame<'_>>, String>
         return Ok(None);
     }
     let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-    if len > 1 << 20 {
+    if len > MAX_ATTACH_FRAME {
         return Err(format!("attach frame of {len} bytes"));
     }
     if buf.len() < 5 + len {

@@ -182,14 +182,17 @@ pub fn compile(filter: &LinuxSeccomp) -> Result<Vec<u8>, SeccompError> {
             .iter()
             .flatten()
             .map(|a| {
-                compare(
+                let index = u32::try_from(a.index()).map_err(|_| {
+                    SeccompError::Compile(format!("argument index {} is out of range", a.index()))
+                })?;
+                Ok(compare(
                     a.op(),
-                    a.index() as u32,
+                    index,
                     a.value(),
                     a.value_two().unwrap_or(0),
-                )
+                ))
             })
-            .collect();
+            .collect::<Result<_, SeccompError>>()?;
         // libseccomp compares each argument at most once per rule: comparisons of one argument
         // become separate rules (any of them matches), as runc does.
         let mut seen = HashSet::new();

@@ -244,8 +244,10 @@ fn headers_frame(stream: u32, flags: u8, payload: &[u8]) -> io::Result<Block> {
     })
 }
 
+/// One frame; `payload` is at most `OUT_FRAME` bytes (callers split blocks), so its length
+/// fits the 24-bit field.
 fn frame(out: &mut BytesMut, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
-    let len = payload.len() as u32;
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
     out.put_slice(&len.to_be_bytes()[1..]);
     out.put_u8(kind);
     out.put_u8(flags);

@@ -90,7 +90,7 @@ where
                     },
                 };
                 let elapsed = started.elapsed();
-                tracing::debug!(elapsed_us = elapsed.as_micros() as u64, "rpc done");
+                tracing::debug!(elapsed_us = elapsed.as_micros(), "rpc done");
                 if let (Some(m), Ok(r)) = (&metrics, &res) {
                     m.observe_rpc(&method, status_code(r), elapsed);
                 }

@@ -196,7 +196,7 @@ pub async fn serve_until(
         .map_err(io("copying the binary into a sealed memfd for the helpers"))?;
     tracing::info!(
         bytes = sealed.bytes,
-        ms = sealed.took.as_millis() as u64,
+        ms = sealed.took.as_millis(),
         "helpers run from a sealed copy of the binary"
     );
     // Nothing under ferrio's roots is other users' business: bundles hold pods' secrets, rootfs
@@ -287,7 +287,7 @@ pub async fn serve_until(
     let listener = socket::bind(&socket_path)?;
     tracing::info!(
         socket = %socket_path.display(), root = %cfg.root.display(),
-        startup_ms = started.elapsed().as_millis() as u64, "ferrio is serving the CRI"
+        startup_ms = started.elapsed().as_millis(), "ferrio is serving the CRI"
     );
     notify("READY=1");
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())

@@ -425,7 +425,9 @@ pub fn generate(inp: &Input) -> Result<Generated, SpecError> {
     // Always written, 0 when the request has none (as CRI-O): without it the init would inherit
     // the monitor's score, which is the daemon's OOM protection (the unit's -999).
     let adj = c.resources.as_ref().map_or(0, |r| r.oom_score_adj);
-    process["oomScoreAdj"] = json!((adj.clamp(-1000, 1000) as i32).max(inp.min_oom_score_adj));
+    process["oomScoreAdj"] = json!(i32::try_from(adj.clamp(-1000, 1000))
+        .unwrap_or(0)
+        .max(inp.min_oom_score_adj));
     if inp.lsm.apparmor {
         process["apparmorProfile"] = json!(apparmor_profile(sec));
     }

@@ -374,7 +374,8 @@ pub fn for_libcontainer(seccomp: &LinuxSeccomp) -> Result<LinuxSeccomp, SeccompE
             return Ok(*arg);
         }
         ArgRule {
-            index: arg.index() as u32,
+            // The section is `Profile::resolve`'s, whose indexes are checked (≤ MAX_ARG_INDEX).
+            index: u32::try_from(arg.index()).unwrap_or(u32::MAX),
             value: arg.value_two().unwrap_or(0),
             value_two: arg.value(),
             op: arg.op(),

@@ -142,7 +142,7 @@ pub fn read_capped(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
     if meta.len() > cap {
         return Err(too_big());
     }
-    let mut data = Vec::with_capacity(meta.len() as usize);
+    let mut data = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     f.take(cap + 1).read_to_end(&mut data)?;
     if data.len() as u64 > cap {
         return Err(too_big());

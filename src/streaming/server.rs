@@ -233,6 +233,13 @@ impl Streaming {
     /// The URL for a PortForward RPC, after checking the pod exists.
     pub fn port_forward_url(&self, pod: &str, ports: Vec<i32>) -> Result<String, EngineError> {
         let pod = self.engine.pod_status(pod)?.id;
+        if ports.len() > session::MAX_PORTS {
+            return Err(EngineError::invalid(format!(
+                "{} ports: one port-forward session carries at most {}",
+                ports.len(),
+                session::MAX_PORTS
+            )));
+        }
         let ports = ports
             .into_iter()
             .map(|p| u16::try_from(p).ok().filter(|p| *p > 0))
@@ -289,6 +296,12 @@ impl Streaming {
             .filter_map(|kv| kv.strip_prefix("port="))
             .filter_map(|p| p.parse().ok())
             .collect();
+        if query_ports.len() > session::MAX_PORTS {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "too many ports for one port-forward session",
+            );
+        }
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
         let server = self.clone();
         let idle = self.idle;

@@ -354,6 +354,10 @@ pub struct PortStreams {
     pub error: Writer,
 }
 
+/// The most ports one WebSocket port-forward session carries: the channel protocol numbers a
+/// port's data and error channels 2i and 2i + 1 in one byte.
+pub const MAX_PORTS: usize = 128;
+
 /// The WebSocket adapter of port-forward (v4.channel.k8s.io): channels 2i (data) and 2i+1
 /// (error) for the i-th port, each opened by the port number as two little-endian bytes. Run
 /// the per-port sessions and the returned future together: it relays until every port's data
@@ -374,6 +378,10 @@ where
     let mut sessions = Vec::new();
     let mut ends = Vec::new();
     for (i, port) in ports.iter().enumerate() {
+        // At most MAX_PORTS ports (the URL and the query are checked): 2i + 1 fits a byte.
+        let Ok(channel) = u8::try_from(2 * i) else {
+            break;
+        };
         let (session_data, adapter_data) = tokio::io::duplex(PIPE);
         let (error_w, error_r) = tokio::io::duplex(PIPE);
         sessions.push(PortStreams {
@@ -381,7 +389,7 @@ where
             data: session_data,
             error: Box::new(error_w),
         });
-        ends.push(((2 * i) as u8, *port, adapter_data, error_r));
+        ends.push((channel, *port, adapter_data, error_r));
     }
     let driver = async move {
         let (data_tx, mut data_rx) = mpsc::channel::<Vec<u8>>(32);

@@ -302,8 +302,10 @@ pub fn idmapped_bind(
     if fd < 0 {
         return Err(ctx("open_tree", io::Error::last_os_error()));
     }
+    let fd = i32::try_from(fd)
+        .map_err(|_| ctx("open_tree", io::Error::from_raw_os_error(libc::EBADF)))?;
     // SAFETY: `fd` was just returned by open_tree and is owned by nothing else.
-    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let tree = unsafe { OwnedFd::from_raw_fd(fd) };
     let attr = abi::MountAttr {
         attr_set: abi::MOUNT_ATTR_IDMAP | if readonly { abi::MOUNT_ATTR_RDONLY } else { 0 },
         attr_clr: 0,

@@ -24,8 +24,11 @@ pub fn loopback_up() -> io::Result<()> {
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
         return Err(io::Error::last_os_error());
     }
+    // IFF_UP is 1: it fits the short the kernel keeps flags in.
+    #[allow(clippy::cast_possible_truncation)]
+    const UP: libc::c_short = libc::IFF_UP as libc::c_short;
     // SAFETY: the union's flags member was just filled in by the kernel.
-    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    unsafe { req.ifr_ifru.ifru_flags |= UP };
     // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
         return Err(io::Error::last_os_error());

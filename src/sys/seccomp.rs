@@ -25,8 +25,12 @@ pub fn set_filter(flags: u32, bpf: &[u8]) -> io::Result<()> {
             k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
         })
         .collect();
+    // The kernel takes at most BPF_MAXINSNS (4096) instructions; a longer program is refused
+    // here rather than loaded cut short.
+    let len = u16::try_from(insns.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seccomp program too long"))?;
     let prog = libc::sock_fprog {
-        len: insns.len() as u16,
+        len,
         filter: insns.as_ptr() as *mut libc::sock_filter,
     };
     // SAFETY: `prog` points at `insns`, which lives until the call returns; the kernel copies

@@ -78,7 +78,7 @@ pub async fn raw_grpc(
     }
     let mut body = vec![0u8];
     let encoded = msg.encode_to_vec();
-    body.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+    body.extend_from_slice(&u32::try_from(encoded.len()).unwrap().to_be_bytes());
     body.extend_from_slice(&encoded);
     let (resp, mut send) = client.send_request(req.body(()).unwrap(), false).unwrap();
     send.send_data(body.into(), true).unwrap();

@@ -154,7 +154,7 @@ fn serve_one(
             let chunk = [b'{'; 64 << 10];
             let mut left = len;
             while left > 0 {
-                let n = left.min(chunk.len() as u64) as usize;
+                let n = usize::try_from(left).unwrap_or(usize::MAX).min(chunk.len());
                 conn.write_all(&chunk[..n])?;
                 left -= n as u64;
             }

@@ -104,7 +104,7 @@ impl Engine {
         }
         let (so, se) = (child.stdout.take(), child.stderr.take());
         let outer = if timeout_s > 0 {
-            Duration::from_secs(timeout_s as u64 + 30)
+            Duration::from_secs(u64::try_from(timeout_s).unwrap_or(0) + 30)
         } else {
             Duration::from_secs(24 * 3600)
         };

@@ -110,7 +110,11 @@ impl Engine {
         if timeout_s > 0 && rec.state == ContainerState::Running {
             self.signal(&rec, init, rec.stop_signal, false).await;
             if self
-                .wait_exit(&rec, init, Duration::from_secs(timeout_s as u64))
+                .wait_exit(
+                    &rec,
+                    init,
+                    Duration::from_secs(u64::try_from(timeout_s).unwrap_or(0)),
+                )
                 .await
             {
                 tracing::info!(container = %id, "container stopped");

@@ -20,6 +20,7 @@
 //! sending, else with RST_STREAM CANCEL. Dropping the [`StreamAcceptor`] sends GOAWAY; the
 //! transport is closed once no stream is left. [`ConnHandle::close`] closes at once.
 
+use super::frame::wire_u32;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::pin::Pin;
@@ -156,7 +157,7 @@ impl Shared {
 
     /// Counts `n` received bytes as consumed at the connection level.
     fn conn_consumed(&mut self, n: usize) {
-        self.conn_recv_unacked = self.conn_recv_unacked.saturating_add(n as u32);
+        self.conn_recv_unacked = self.conn_recv_unacked.saturating_add(wire_u32(n));
         if self.conn_recv_unacked >= DEFAULT_WINDOW / 2 {
             let delta = self.conn_recv_unacked;
             self.conn_recv_unacked = 0;
@@ -259,7 +260,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> SpdyConn<T> {
                 entries: vec![Setting {
                     flags: 0,
                     id: SETTINGS_MAX_CONCURRENT_STREAMS,
-                    value: config.max_streams as u32,
+                    value: wire_u32(config.max_streams),
                 }],
             },
             false,
@@ -830,7 +831,7 @@ impl AsyncRead for SpdyStream {
                     }
                 }
                 st.recv_len -= n;
-                st.recv_unacked = st.recv_unacked.saturating_add(n as u32);
+                st.recv_unacked = st.recv_unacked.saturating_add(wire_u32(n));
                 let update = if !st.remote_fin && st.recv_unacked >= DEFAULT_WINDOW / 2 {
                     Some(std::mem::take(&mut st.recv_unacked))
                 } else {
@@ -898,7 +899,7 @@ impl AsyncWrite for SpdyStream {
                     s.waiters.push(cx.waker().clone());
                     return Poll::Pending;
                 }
-                n = n.min(window as usize);
+                n = n.min(usize::try_from(window).unwrap_or(usize::MAX));
             } else if !room {
                 s.waiters.push(cx.waker().clone());
                 return Poll::Pending;

@@ -440,10 +440,16 @@ pub fn decode(
     }
 }
 
+/// A length or count for a 32-bit wire field. Every caller has checked it against the frame's
+/// 24-bit limit ([`MAX_LEN`]); should one not have, it saturates instead of wrapping.
+pub(super) fn wire_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 fn control(out: &mut BytesMut, frame_type: u16, flags: u8, len: usize) {
     out.put_u16(0x8000 | VERSION);
     out.put_u16(frame_type);
-    out.put_u32(((flags as u32) << 24) | (len as u32 & 0x00ff_ffff));
+    out.put_u32((u32::from(flags) << 24) | (wire_u32(len) & 0x00ff_ffff));
 }
 
 /// Appends the wire form of `frame` to `out`, compressing header blocks with `headers`.
@@ -522,7 +528,7 @@ pub fn encode(frame: &Frame, headers: &mut HeaderEncoder, out: &mut BytesMut) ->
             }
             let flags = if *clear { FLAG_SETTINGS_CLEAR } else { 0 };
             control(out, TYPE_SETTINGS, flags, len);
-            out.put_u32(entries.len() as u32);
+            out.put_u32(wire_u32(entries.len()));
             for e in entries {
                 out.put_u32(((e.flags as u32) << 24) | (e.id & 0x00ff_ffff));
                 out.put_u32(e.value);
@@ -554,7 +560,7 @@ pub fn encode(frame: &Frame, headers: &mut HeaderEncoder, out: &mut BytesMut) ->
                 return Err(too_large("DATA", data.len()));
             }
             out.put_u32(stream_id & 0x7fff_ffff);
-            out.put_u32(((if *fin { FLAG_FIN } else { 0 } as u32) << 24) | data.len() as u32);
+            out.put_u32((u32::from(if *fin { FLAG_FIN } else { 0 }) << 24) | wire_u32(data.len()));
             out.put_slice(data);
         }
         Frame::Unknown { .. } => {

@@ -8,6 +8,7 @@
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
+use super::frame::wire_u32;
 use super::Error;
 
 /// The dictionary's words, each preceded by its 32-bit length in [`DICTIONARY`].
@@ -106,6 +107,8 @@ const fn build_dictionary() -> [u8; dictionary_len()] {
     let mut i = 0;
     while i < WORDS.len() {
         let word = WORDS[i].as_bytes();
+        // The dictionary's words are a few bytes long (checked at compile time: this is const).
+        #[allow(clippy::cast_possible_truncation)]
         let len = (word.len() as u32).to_be_bytes();
         let mut j = 0;
         while j < 4 {
@@ -197,11 +200,11 @@ impl Headers {
             .map(|(n, v)| 8 + n.len() + v.len())
             .sum::<usize>();
         let mut out = Vec::with_capacity(size);
-        out.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
+        out.extend_from_slice(&wire_u32(self.entries.len()).to_be_bytes());
         for (name, value) in &self.entries {
-            out.extend_from_slice(&(name.len() as u32).to_be_bytes());
+            out.extend_from_slice(&wire_u32(name.len()).to_be_bytes());
             out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            out.extend_from_slice(&wire_u32(value.len()).to_be_bytes());
             out.extend_from_slice(value.as_bytes());
         }
         out
@@ -297,7 +300,7 @@ impl HeaderEncoder {
             self.zlib
                 .compress_vec(input, out, FlushCompress::Sync)
                 .map_err(|e| Error::Compression(e.to_string()))?;
-            let used = (self.zlib.total_in() - before_in) as usize;
+            let used = usize::try_from(self.zlib.total_in() - before_in).unwrap_or(input.len());
             input = &input[used..];
             let produced = self.zlib.total_out() - before_out;
             // Done when all input is in and the flush did not fill the space it was given.
@@ -343,7 +346,8 @@ impl HeaderDecoder {
                 Ok(status) => status,
                 Err(e) => match e.needs_dictionary() {
                     Some(DICTIONARY_ID) => {
-                        let used = (self.zlib.total_in() - before_in) as usize;
+                        let used = usize::try_from(self.zlib.total_in() - before_in)
+                            .unwrap_or(input.len());
                         input = &input[used..];
                         self.zlib
                             .set_dictionary(&DICTIONARY)
@@ -358,7 +362,7 @@ impl HeaderDecoder {
                     None => return Err(Error::Compression(e.to_string())),
                 },
             };
-            let used = (self.zlib.total_in() - before_in) as usize;
+            let used = usize::try_from(self.zlib.total_in() - before_in).unwrap_or(input.len());
             input = &input[used..];
             if out.len() > self.limit {
                 return Err(Error::HeaderBlockTooLarge { limit: self.limit });
