@@ -136,11 +136,16 @@ impl MonitorClient {
 
     pub async fn update(
         &self,
-        resources: serde_json::Value,
+        resources: oci_spec::runtime::LinuxResources,
         timeout: Duration,
     ) -> io::Result<Response> {
-        self.call(&Request::Update { resources }, Some(timeout))
-            .await
+        self.call(
+            &Request::Update {
+                resources: Box::new(resources),
+            },
+            Some(timeout),
+        )
+        .await
     }
 
     /// Answered when the container has exited (`None`: however long that takes).
@@ -255,7 +260,9 @@ mod tests {
                 all: true,
             },
             Request::Update {
-                resources: serde_json::json!({"memory": {"limit": 1}}),
+                resources: serde_json::from_value(serde_json::json!({"memory": {"limit": 1}}))
+                    .map(Box::new)
+                    .unwrap(),
             },
         ] {
             let line = request_line(&req).unwrap();

@@ -573,13 +573,10 @@ impl Monitor {
                 }
             }
             Request::ReopenLog => self.log.reopen().map_err(|e| e.to_string()),
-            Request::Update { resources } => serde_json::from_value(resources)
-                .map_err(|e| format!("bad resources: {e}"))
-                .and_then(|res| {
-                    self.runtime
-                        .update(&self.cfg.id, &res)
-                        .map_err(|e| e.to_string())
-                }),
+            Request::Update { resources } => self
+                .runtime
+                .update(&self.cfg.id, &resources)
+                .map_err(|e| e.to_string()),
         };
         if let Err(e) = result {
             r.error = Some(e);

@@ -107,7 +107,7 @@ pub enum Request {
     },
     ReopenLog,
     Update {
-        resources: serde_json::Value,
+        resources: Box<oci_spec::runtime::LinuxResources>,
     },
     Wait,
     /// Turns the connection into an attach stream (see [`attach_frame`]).

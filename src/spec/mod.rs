@@ -2,6 +2,15 @@
 //! config, the image's config and what the runtime decided (paths, cgroup, clamps). No I/O:
 //! whatever needs the host (host paths, devices, the image's /etc/passwd) is resolved by the
 //! engine first and passed in. Unit-tested with golden files in `src/spec/testdata`.
+//!
+//! `linux.resources` is built with oci-spec's typed builders ([`linux_resources`], also what
+//! the update RPCs send a monitor). The rest of the spec is written as a JSON tree and parsed
+//! into `oci_spec::runtime::Spec` once at the end, on purpose: oci-spec's builders start from
+//! runc-style defaults that are wrong for a CRI container and would each have to be undone
+//! (`Process` defaults to `noNewPrivileges: true`, `TERM=xterm`, `args: ["sh"]` and an
+//! RLIMIT_NOFILE of 1024; `Linux` to its own namespaces, masked and read-only paths), and
+//! capabilities are `HashSet`s, so their order in `config.json` would change from run to run
+//! and the golden files could not pin it.
 
 mod cdi;
 pub mod seccomp;
@@ -180,46 +189,72 @@ pub struct Generated {
 }
 
 /// The `linux.resources` fields (cpu, memory, hugepages, unified) of a container's resources,
-/// as OCI JSON; also what UpdateContainerResources applies.
-pub fn linux_resources(r: &crate::model::Resources) -> Value {
-    let mut resources = json!({});
-    let mut cpu = json!({});
-    if r.cpu_shares > 0 {
-        cpu["shares"] = json!(r.cpu_shares);
+/// typed; also what UpdateContainerResources and UpdatePodSandboxResources apply. A field the
+/// request leaves at zero (or empty) is left out. Values were bounded by `engine::validate`.
+pub fn linux_resources(
+    r: &crate::model::Resources,
+) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
+    use oci_spec::runtime::{
+        LinuxCpuBuilder, LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder,
+    };
+    let built = |what: &str, e: oci_spec::OciSpecError| SpecError::Internal(format!("{what}: {e}"));
+    let positive = |v: i64| u64::try_from(v).ok().filter(|v| *v > 0);
+    let mut cpu = LinuxCpuBuilder::default();
+    let mut any_cpu = false;
+    if let Some(shares) = positive(r.cpu_shares) {
+        cpu = cpu.shares(shares);
+        any_cpu = true;
     }
     if r.cpu_quota != 0 {
-        cpu["quota"] = json!(r.cpu_quota);
+        cpu = cpu.quota(r.cpu_quota);
+        any_cpu = true;
     }
-    if r.cpu_period > 0 {
-        cpu["period"] = json!(r.cpu_period);
+    if let Some(period) = positive(r.cpu_period) {
+        cpu = cpu.period(period);
+        any_cpu = true;
     }
     if !r.cpuset_cpus.is_empty() {
-        cpu["cpus"] = json!(r.cpuset_cpus);
+        cpu = cpu.cpus(r.cpuset_cpus.clone());
+        any_cpu = true;
     }
     if !r.cpuset_mems.is_empty() {
-        cpu["mems"] = json!(r.cpuset_mems);
+        cpu = cpu.mems(r.cpuset_mems.clone());
+        any_cpu = true;
     }
-    if cpu.as_object().is_some_and(|o| !o.is_empty()) {
-        resources["cpu"] = cpu;
+    let mut out = LinuxResourcesBuilder::default();
+    if any_cpu {
+        out = out.cpu(cpu.build().map_err(|e| built("cpu", e))?);
     }
     if r.memory_limit_in_bytes > 0 {
-        let mut mem = json!({"limit": r.memory_limit_in_bytes});
+        let mut mem = LinuxMemoryBuilder::default().limit(r.memory_limit_in_bytes);
         if r.memory_swap_limit_in_bytes > 0 {
-            mem["swap"] = json!(r.memory_swap_limit_in_bytes);
+            mem = mem.swap(r.memory_swap_limit_in_bytes);
         }
-        resources["memory"] = mem;
+        out = out.memory(mem.build().map_err(|e| built("memory", e))?);
     }
     if !r.hugepage_limits.is_empty() {
-        resources["hugepageLimits"] = r
+        let limits = r
             .hugepage_limits
             .iter()
-            .map(|(size, limit)| json!({"pageSize": size, "limit": limit}))
-            .collect();
+            .map(|(size, limit)| {
+                LinuxHugepageLimitBuilder::default()
+                    .page_size(size.clone())
+                    .limit(i64::try_from(*limit).unwrap_or(i64::MAX))
+                    .build()
+                    .map_err(|e| built("hugepage limit", e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out = out.hugepage_limits(limits);
     }
     if !r.unified.is_empty() {
-        resources["unified"] = json!(r.unified);
+        out = out.unified(
+            r.unified
+                .clone()
+                .into_iter()
+                .collect::<std::collections::HashMap<_, _>>(),
+        );
     }
-    resources
+    out.build().map_err(|e| built("resources", e))
 }
 
 /// The process's argv per Kubernetes: `command` replaces the image's Entrypoint (and then the
@@ -521,7 +556,9 @@ pub fn generate(inp: &Input) -> Result<Generated, SpecError> {
         cdi::add_devices(&mut devices, rules, &inp.cdi, user.uid, user.gid)?;
     }
     if let Some(r) = &c.resources {
-        if let (Some(dst), Value::Object(src)) = (resources.as_object_mut(), linux_resources(r)) {
+        let typed = serde_json::to_value(linux_resources(r)?)
+            .map_err(|e| SpecError::Internal(format!("resources: {e}")))?;
+        if let (Some(dst), Value::Object(src)) = (resources.as_object_mut(), typed) {
             dst.extend(src);
         }
     }

@@ -18,11 +18,13 @@ impl Engine {
             )));
         }
         validate::resources("linux", r)?;
-        let resources = crate::spec::linux_resources(r);
+        let resources = crate::spec::linux_resources(r).map_err(EngineError::domain)?;
         let resp = self
             .monitor_call(
                 &id,
-                Request::Update { resources },
+                Request::Update {
+                    resources: Box::new(resources),
+                },
                 Some(Duration::from_secs(30)),
             )
             .await?;

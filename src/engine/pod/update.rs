@@ -14,9 +14,7 @@ impl Engine {
     ) -> Result<()> {
         let pod = self.pod_status(s)?;
         validate::resources("resources", &r)?;
-        let json = crate::spec::linux_resources(&r);
-        let resources: oci_spec::runtime::LinuxResources = serde_json::from_value(json)
-            .map_err(|e| EngineError::invalid(format!("resources: {e}")))?;
+        let resources = crate::spec::linux_resources(&r).map_err(EngineError::domain)?;
         let cgroup = pod.cgroup.clone();
         blocking(move || -> Result<()> {
             use libcgroups::common::CgroupManager;
