@@ -1,10 +1,12 @@
-//! The engine's own bookkeeping, without a runtime and as any user: what a restart restores
-//! from the records it finds (and what it tears down), name reservation, and creates handed to
-//! their retries. Each test opens an [`Engine`] on a temporary root with [`Engine::new`] (no
-//! idmap probe, no CNI garbage collection) and calls what `open` would.
+//! The engine's lifecycle logic without a runtime, as any user: start, stop and remove against
+//! a fake monitor (the real control protocol on the container's socket, see [`FakeMonitor`]),
+//! what a restart restores from the records it finds (and what it tears down), name
+//! reservation, and creates handed to their retries. Each test opens an [`Engine`] on a
+//! temporary root with [`Engine::new`] (no idmap probe, no CNI garbage collection).
 
 use super::*;
 use crate::monitor::proto::ExitInfo;
+use std::time::Duration;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -293,4 +295,203 @@ async fn a_failed_create_leaves_the_name_free() {
         crate::error::Kind::InvalidArgument
     );
     e.reserve("n", "other").unwrap();
+}
+
+/// A monitor for the lifecycle tests: the real control protocol on the container's
+/// `monitor.sock` (one JSON line each way per connection), no container behind it. It logs
+/// each request, and "exits" — writes the exit file a monitor writes, answers every `wait` —
+/// when it is sent one of the signals it obeys.
+struct FakeMonitor {
+    log: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeMonitor {
+    fn serve(e: &Engine, id: &str, obeys: &'static [i32]) -> FakeMonitor {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let paths = e.ctr_paths(id);
+        std::fs::create_dir_all(&paths.run).unwrap();
+        let listener = tokio::net::UnixListener::bind(paths.monitor_socket()).unwrap();
+        let exit_file = paths.exit_file();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (exited_tx, exited_rx) = tokio::sync::watch::channel(None::<ExitInfo>);
+        let exited_tx = Arc::new(exited_tx);
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let l = log.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let (log, exit_file, tx, mut rx, started) = (
+                    l.clone(),
+                    exit_file.clone(),
+                    exited_tx.clone(),
+                    exited_rx.clone(),
+                    started.clone(),
+                );
+                tokio::spawn(async move {
+                    let mut conn = tokio::io::BufReader::new(conn);
+                    let mut line = String::new();
+                    conn.read_line(&mut line).await.unwrap();
+                    let req: serde_json::Value = serde_json::from_str(&line).unwrap();
+                    let op = req["op"].as_str().unwrap().to_string();
+                    let mut answer = json_answer(&started);
+                    match op.as_str() {
+                        "start" => {
+                            started.store(true, std::sync::atomic::Ordering::SeqCst);
+                            log.lock().unwrap().push(op);
+                        }
+                        "kill" => {
+                            let signal = i32::try_from(req["signal"].as_i64().unwrap()).unwrap();
+                            log.lock()
+                                .unwrap()
+                                .push(format!("kill {signal} all={}", req["all"]));
+                            if obeys.contains(&signal) && tx.borrow().is_none() {
+                                let exit = ExitInfo {
+                                    exit_code: 128 + signal,
+                                    signal: Some(signal),
+                                    finished_at_ns: now_ns(),
+                                    oom_killed: false,
+                                };
+                                crate::state::write_json(&exit_file, &exit).unwrap();
+                                tx.send_replace(Some(exit));
+                            }
+                        }
+                        "wait" => {
+                            let exit = *rx.wait_for(Option::is_some).await.unwrap();
+                            answer["exit"] = serde_json::to_value(exit).unwrap();
+                        }
+                        "state" => {}
+                        _ => log.lock().unwrap().push(op),
+                    }
+                    let mut out = serde_json::to_vec(&answer).unwrap();
+                    out.push(b'\n');
+                    // A waiter may have left (its timeout): nothing to answer then.
+                    let _ = conn.get_mut().write_all(&out).await;
+                });
+            }
+        });
+        FakeMonitor { log, task }
+    }
+
+    /// The requests so far, except `state` and `wait` (which readers and watchers send
+    /// at any time).
+    fn requests(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+fn json_answer(started: &std::sync::atomic::AtomicBool) -> serde_json::Value {
+    serde_json::json!({
+        "pid": 0,
+        "started": started.load(std::sync::atomic::Ordering::SeqCst),
+        "v": crate::monitor::client::PROTOCOL,
+    })
+}
+
+impl Drop for FakeMonitor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A pod and one container of it, registered as CreateContainer leaves them (Created, its
+/// name reserved), with a fake monitor obeying `obeys`.
+fn created(f: &Fixture, obeys: &'static [i32]) -> (ContainerRecord, FakeMonitor) {
+    let e = &f.engine;
+    let p = pod("p", "web", true);
+    let c = container("c1", "p", "app", ContainerState::Created);
+    plant(e, std::slice::from_ref(&p), std::slice::from_ref(&c));
+    e.pods.write().unwrap().insert(p.id.clone(), p.clone());
+    e.containers
+        .write()
+        .unwrap()
+        .insert(c.id.clone(), c.clone());
+    e.reserve(&container::container_name(&p.config, &c.config), &c.id)
+        .unwrap();
+    let m = FakeMonitor::serve(e, &c.id, obeys);
+    (c, m)
+}
+
+fn next_kinds(rx: &mut tokio::sync::broadcast::Receiver<events::Event>) -> Vec<events::EventKind> {
+    let mut v = Vec::new();
+    while let Ok(ev) = rx.try_recv() {
+        v.push(ev.kind);
+    }
+    v
+}
+
+#[tokio::test]
+async fn start_then_stop_sends_the_stop_signal_and_reads_the_exit() {
+    let f = fixture();
+    let e = &f.engine;
+    let (c, m) = created(&f, &[libc::SIGTERM]);
+    let mut events = e.subscribe();
+    e.start_container("c1").await.unwrap();
+    let rec = e.container("c1").unwrap();
+    assert_eq!(rec.state, ContainerState::Running);
+    assert!(rec.started_at_ns > c.started_at_ns);
+    // A second start is refused, and the monitor is not asked.
+    let err = e.start_container("c1").await.unwrap_err();
+    assert_eq!(
+        crate::error::ErrorKind::kind(&err),
+        crate::error::Kind::FailedPrecondition
+    );
+    e.stop_container("c1", 30).await.unwrap();
+    assert_eq!(m.requests(), ["start", "kill 15 all=false"]);
+    let rec = e.container("c1").unwrap();
+    assert_eq!(rec.state, ContainerState::Exited);
+    assert_eq!(rec.exit_code, 143);
+    // The exit is saved: a restart reads it.
+    let saved: ContainerRecord =
+        crate::state::read_json(&e.state_dir("containers").join("c1.json")).unwrap();
+    assert_eq!(
+        (saved.state, saved.exit_code),
+        (ContainerState::Exited, 143)
+    );
+    // Stopping an exited container asks nothing more.
+    e.stop_container("c1", 30).await.unwrap();
+    assert_eq!(m.requests().len(), 2);
+    assert_eq!(next_kinds(&mut events), [events::EventKind::Started]);
+}
+
+#[tokio::test]
+async fn a_container_that_ignores_its_stop_signal_is_killed_after_the_timeout() {
+    let f = fixture();
+    let e = &f.engine;
+    let (_c, m) = created(&f, &[libc::SIGKILL]);
+    e.start_container("c1").await.unwrap();
+    let t = std::time::Instant::now();
+    e.stop_container("c1", 1).await.unwrap();
+    assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
+    assert_eq!(
+        m.requests(),
+        ["start", "kill 15 all=false", "kill 9 all=true"]
+    );
+    let rec = e.container("c1").unwrap();
+    assert_eq!((rec.state, rec.exit_code), (ContainerState::Exited, 137));
+}
+
+#[tokio::test]
+async fn remove_kills_first_then_removes_the_files_the_record_and_the_name() {
+    let f = fixture();
+    let e = &f.engine;
+    let (c, m) = created(&f, &[libc::SIGKILL]);
+    e.start_container("c1").await.unwrap();
+    std::fs::create_dir_all(e.ctr_paths("c1").upper()).unwrap();
+    let mut events = e.subscribe();
+    e.remove_container("c1").await.unwrap();
+    // A stop with no grace: SIGKILL to every process at once.
+    assert_eq!(m.requests(), ["start", "kill 9 all=true"]);
+    assert!(e.container("c1").is_none());
+    assert!(!e.state_dir("containers").join("c1.json").exists());
+    let paths = e.ctr_paths("c1");
+    assert!(!paths.run.exists() && !paths.data.exists());
+    let name = container::container_name(&pod("p", "web", true).config, &c.config);
+    e.reserve(&name, "next").unwrap();
+    assert_eq!(next_kinds(&mut events), [events::EventKind::Deleted]);
+    // Removing it again is not an error (CRI idempotence), nor stopping it.
+    e.remove_container("c1").await.unwrap();
+    e.stop_container("c1", 10).await.unwrap();
 }
