@@ -83,6 +83,10 @@ struct Args {
     /// Seconds to wait before each RSS reading.
     #[arg(long, default_value_t = 1.0)]
     settle: f64,
+    /// The daemon's log, written with `ferrio::phases=debug` (ferrio's phase breakdown): after
+    /// the run, the median time of each phase of each operation is printed from it.
+    #[arg(long)]
+    phases_log: Option<PathBuf>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -273,6 +277,12 @@ async fn run((mut b, image_ref): (Bench, String)) -> ExitCode {
     let code = match outcome {
         Ok((loaded, after)) => {
             b.report(idle, loaded, after);
+            if let Some(log) = &b.args.phases_log {
+                match std::fs::read_to_string(log) {
+                    Ok(text) => print_phases(&text),
+                    Err(e) => eprintln!("phases: reading {}: {e}", log.display()),
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -297,6 +307,82 @@ async fn run((mut b, image_ref): (Bench, String)) -> ExitCode {
         let _ = std::fs::remove_dir_all(&b.log_root);
     }
     code
+}
+
+/// Named durations, in µs: one operation's phases.
+type PhaseList = Vec<(String, u64)>;
+/// Per operation: its totals and each phase's samples, in first-seen order.
+type PhaseSamples = Vec<(String, Vec<u64>, Vec<(String, Vec<u64>)>)>;
+
+/// One `ferrio::phases` event of the daemon's log: the operation, its total and its phases
+/// (µs), from `... phases op="X" outcome=ok total_us=N phases=a=1 b=2`.
+fn parse_phases(line: &str) -> Option<(String, u64, PhaseList)> {
+    let op = line.split("op=\"").nth(1)?.split('"').next()?.to_string();
+    if !line.contains("outcome=ok") {
+        return None;
+    }
+    let total = line
+        .split("total_us=")
+        .nth(1)?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()?;
+    let list = line.rsplit(" phases=").next()?;
+    let phases = list
+        .split(' ')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect();
+    Some((op, total, phases))
+}
+
+/// The median of each phase of each operation in the log (successful ones), in milliseconds.
+fn print_phases(log: &str) {
+    let mut ops: PhaseSamples = Vec::new();
+    for (op, total, phases) in log.lines().filter_map(parse_phases) {
+        let i = match ops.iter().position(|(o, _, _)| *o == op) {
+            Some(i) => i,
+            None => {
+                ops.push((op, Vec::new(), Vec::new()));
+                ops.len() - 1
+            }
+        };
+        let entry = &mut ops[i];
+        entry.1.push(total);
+        for (name, us) in phases {
+            match entry.2.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, v)) => v.push(us),
+                None => entry.2.push((name, vec![us])),
+            }
+        }
+    }
+    if ops.is_empty() {
+        println!("\nphases: none in the log (is `ferrio::phases=debug` on?)");
+        return;
+    }
+    let med = |v: &mut Vec<u64>| -> f64 {
+        v.sort_unstable();
+        let n = v.len();
+        let m = if n % 2 == 1 {
+            v[n / 2] as f64
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) as f64 / 2.0
+        };
+        m / 1000.0
+    };
+    println!("\n### where the time goes (the daemon's phases; median ms, phases back to back)\n");
+    for (op, mut totals, mut phases) in ops {
+        let n = totals.len();
+        let total = med(&mut totals);
+        let parts: Vec<String> = phases
+            .iter_mut()
+            .map(|(name, v)| format!("{name} {:.2}", med(v)))
+            .collect();
+        println!("- {op} (n={n}): {total:.2} ms = {}", parts.join(" + "));
+    }
 }
 
 fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {

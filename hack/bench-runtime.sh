@@ -206,8 +206,10 @@ run_ferrio() {
     printf '[network]\nnetwork_dir = "%s"\nplugin_dirs = ["/usr/lib/cni"]\ncache_dir = "%s"\n' \
       "$netd" "$d/cni-cache" >> "$d/ferrio.toml"
   fi
+  # ferrio::phases: the daemon logs where each operation's time went (see telemetry::Phases);
+  # the bench prints the medians from the log.
   "$ferrio_bin" --config "$d/ferrio.toml" --root "$d/root" --run-root "$d/run" \
-    --log-level warn serve 2> "$d/ferrio.log" &
+    --log-level warn,ferrio::phases=debug serve 2> "$d/ferrio.log" &
   fpid=$!
   if ! wait_socket "$d/run/ferrio.sock" "$fpid"; then
     echo "ferrio did not start:" >&2; cat "$d/ferrio.log" >&2
@@ -220,11 +222,11 @@ run_ferrio() {
   # Helpers: `ferrio __monitor <container-id>` (and any other ferrio process naming a pod or
   # container of the run).
   "$bench" --socket "$d/run/ferrio.sock" --image "$image" --rounds "$N" --pid "$fpid" \
-    --helper ferrio "${bench_args[@]}" || rc=$?
+    --helper ferrio --phases-log "$d/ferrio.log" "${bench_args[@]}" || rc=$?
   case $rc in
     0) ;;
     3) echo "ferrio answers Unimplemented for pods (the runtime core has not landed): skipped"; rc=0 ;;
-    *) echo "ferrio: bench failed ($rc); log ($d/ferrio.log):" >&2; cat "$d/ferrio.log" >&2 ;;
+    *) echo "ferrio: bench failed ($rc); log ($d/ferrio.log):" >&2; grep -v ' phases op=' "$d/ferrio.log" >&2 ;;
   esac
   kill "$fpid"; wait "$fpid" 2>/dev/null || true; fpid=""
   net_leftovers ferrio

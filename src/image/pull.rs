@@ -87,6 +87,19 @@ impl Puller {
         r: &Reference,
         creds: Option<Credentials>,
     ) -> Result<ImageRecord, ImageError> {
+        let mut phases = crate::telemetry::Phases::start("PullImage");
+        let result = self.pull_phases(store, r, creds, &mut phases).await;
+        phases.finish(&result);
+        result
+    }
+
+    async fn pull_phases(
+        &self,
+        store: &Arc<Store>,
+        r: &Reference,
+        creds: Option<Credentials>,
+        phases: &mut crate::telemetry::Phases,
+    ) -> Result<ImageRecord, ImageError> {
         let name = r.whole();
         let started = Instant::now();
         let _active = super::ActivePull::new(&self.counters, &name);
@@ -111,6 +124,7 @@ impl Puller {
             let http = RegistryHttp::new(ep, self.stall, USER_AGENT, tls.as_ref())?;
             let own_blobs = tls.as_ref().is_some_and(|t| t.identity.is_some());
             let location = ep.reference.whole();
+            phases.mark("endpoint");
             tracing::debug!(image = %name, endpoint = %location, mirror = ep.mirror, "fetching manifest");
             match self
                 .fetch_top(&http, &ep.reference, auth.as_ref(), &name, &location)
@@ -142,6 +156,7 @@ impl Puller {
         let Some((src, (top_bytes, top_digest))) = found else {
             return Err(combine_failures(&name, failures));
         };
+        phases.mark("auth_manifest");
 
         // An index: choose this host's platform and fetch its manifest.
         let (manifest_bytes, manifest_digest, index) = match manifest::parse(&name, &top_bytes)? {
@@ -193,7 +208,9 @@ impl Puller {
                 .into_iter()
                 .chain(index.as_ref().map(|(_, d)| d.clone())),
         );
+        phases.mark("index");
         let config_bytes = self.fetch_document(&src, &m.config, &name).await?;
+        phases.mark("config");
         let config = manifest::parse_config(&name, &config_bytes)?;
         let plan = manifest::plan_layers(&name, &m, &config)?;
         let _layer_lease = store.lease(plan.iter().map(|(_, _, chain)| chain.clone()));
@@ -206,6 +223,7 @@ impl Puller {
                 self.layer(store, &src, desc, diff_id, chain, &name)
             }))
             .await?;
+        phases.mark("layers");
 
         let rec = manifest::build_record(RecordParts {
             config_digest: m.config.digest.clone(),
@@ -230,6 +248,7 @@ impl Puller {
         })
         .await
         .map_err(|e| ImageError::Internal(format!("committing the image: {e}")))??;
+        phases.mark("commit");
         tracing::info!(
             image = %name, id = %rec.id, from = %src.location, bytes = total,
             elapsed_ms = started.elapsed().as_millis(), "image pulled"

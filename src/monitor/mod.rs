@@ -63,6 +63,7 @@ fn report(ready: &Ready) {
 
 /// Entry point of `ferrio __monitor`.
 pub fn main(config_path: &Path) -> i32 {
+    let started = std::time::Instant::now();
     let cfg: MonitorConfig = match crate::state::read_json(config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -103,9 +104,13 @@ pub fn main(config_path: &Path) -> i32 {
     }
     match Monitor::create(&cfg) {
         Ok(mut m) => {
+            let us = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+            let total = started.elapsed();
             report(&Ready::Created {
                 pid: m.pid,
                 monitor_pid: std::process::id() as i32,
+                setup_us: us(total.saturating_sub(m.create_took)),
+                create_us: us(m.create_took),
             });
             detach_stdio();
             m.run();
@@ -119,6 +124,8 @@ pub fn main(config_path: &Path) -> i32 {
 }
 
 struct Monitor {
+    /// How long the runtime's create took (reported in `Ready`).
+    create_took: std::time::Duration,
     cfg: MonitorConfig,
     runtime: Box<dyn OciRuntime>,
     pid: i32,
@@ -193,6 +200,7 @@ impl Monitor {
         // not the process that records its exit. Lowering it back needs CAP_SYS_RESOURCE; where
         // root lacks it the monitor keeps the container's value.
         let own_oom_score_adj = std::fs::read_to_string("/proc/self/oom_score_adj").ok();
+        let create_started = std::time::Instant::now();
         let created = runtime.create(
             &cfg.id,
             &cfg.bundle,
@@ -203,6 +211,7 @@ impl Monitor {
                 console: console.clone(),
             },
         );
+        let create_took = create_started.elapsed();
         if let Some(adj) = &own_oom_score_adj {
             let _ = std::fs::write("/proc/self/oom_score_adj", adj.trim());
         }
@@ -258,6 +267,7 @@ impl Monitor {
             None => (out_r, Some(err_r)),
         };
         Ok(Monitor {
+            create_took,
             cfg: cfg.clone(),
             runtime,
             pid,

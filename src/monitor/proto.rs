@@ -145,6 +145,17 @@ pub struct ExitInfo {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Ready {
-    Created { pid: i32, monitor_pid: i32 },
-    Failed { error: String },
+    Created {
+        pid: i32,
+        monitor_pid: i32,
+        /// Where the monitor's time went, in µs (for the daemon's phase breakdown): its own
+        /// set-up from its start, then the runtime's create. 0 from older monitors.
+        #[serde(default)]
+        setup_us: u64,
+        #[serde(default)]
+        create_us: u64,
+    },
+    Failed {
+        error: String,
+    },
 }

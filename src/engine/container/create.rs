@@ -379,6 +379,7 @@ impl Engine {
         pod_s: &str,
         config: ContainerConfig,
     ) -> Result<String> {
+        let mut phases = crate::telemetry::Phases::start("CreateContainer");
         validate::container_config(&config)?;
         let pod_id = self
             .resolve_pod(pod_s)?
@@ -443,6 +444,7 @@ impl Engine {
 
         let name = container_name(&pod.config, &config);
         let engine = self.clone();
+        phases.mark("check");
         self.create_once(
             crate::engine::Made::Container,
             name.clone(),
@@ -455,7 +457,7 @@ impl Engine {
                     seccomp,
                 };
                 engine
-                    .make_container(id, name, config, resolved, handoff)
+                    .make_container(id, name, config, resolved, handoff, phases)
                     .await
             },
         )
@@ -470,6 +472,7 @@ impl Engine {
         config: ContainerConfig,
         resolved: Resolved,
         handoff: crate::engine::creates::Handoff,
+        mut phases: crate::telemetry::Phases,
     ) -> Result<String> {
         let (pod, image_cfg) = (&resolved.pod, &resolved.image_cfg);
         let pod_id = pod.id.clone();
@@ -514,9 +517,12 @@ impl Engine {
         };
         let result = async {
             self.save_container(&rec)?;
-            self.build_container(&mut rec, resolved, &handoff).await
+            phases.mark("record");
+            self.build_container(&mut rec, resolved, &handoff, &mut phases)
+                .await
         }
         .await;
+        phases.finish(&result);
         match result {
             Ok(()) => {
                 tracing::info!(container = %id, pod = %pod_id, name = %config.name, unclaimed = rec.unclaimed, "container created");
@@ -573,6 +579,7 @@ impl Engine {
         rec: &mut ContainerRecord,
         resolved: Resolved,
         handoff: &crate::engine::creates::Handoff,
+        phases: &mut crate::telemetry::Phases,
     ) -> Result<()> {
         let Resolved {
             pod,
@@ -632,6 +639,7 @@ impl Engine {
             })
             .await??
         };
+        phases.mark("rootfs");
         let sources = self.image_volumes(rec, &paths, pod, sources).await?;
         let status_sources = sources.clone();
         let sources = self.idmapped_mounts(rec, &paths, sources).await?;
@@ -647,6 +655,7 @@ impl Engine {
             })
             .await??;
         }
+        phases.mark("volumes");
         // CPU work over request and image content: on a blocking thread.
         let generated = {
             let (pod_config, config, image_cfg) =
@@ -724,6 +733,7 @@ impl Engine {
             stdin: rec.config.stdin,
             stdin_once: rec.config.stdin_once,
         };
+        phases.mark("spec");
         {
             let (bundle, config_path, mcfg) =
                 (bundle.clone(), paths.monitor_config(), mcfg.clone());
@@ -739,14 +749,25 @@ impl Engine {
             })
             .await??;
         }
+        phases.mark("bundle");
         let ready = spawn_monitor(&paths).await?;
         match ready {
-            Ready::Created { pid, monitor_pid } => {
+            Ready::Created {
+                pid,
+                monitor_pid,
+                setup_us,
+                create_us,
+            } => {
+                phases.inner("monitor_setup", setup_us);
+                phases.inner("runtime_create", create_us);
+                phases.mark("monitor_exec");
                 rec.pid = pid;
                 rec.monitor_pid = monitor_pid;
                 rec.state = ContainerState::Created;
                 rec.unclaimed = handoff.unclaimed();
-                self.save_container(rec)
+                let saved = self.save_container(rec);
+                phases.mark("saved");
+                saved
             }
             Ready::Failed { error } => Err(EngineError::internal(format!(
                 "creating the container: {error}"

@@ -85,6 +85,18 @@ impl Engine {
     }
 
     pub async fn stop_container(self: &Arc<Self>, s: &str, timeout_s: i64) -> Result<()> {
+        let mut phases = crate::telemetry::Phases::start("StopContainer");
+        let result = self.stop_container_phases(s, timeout_s, &mut phases).await;
+        phases.finish(&result);
+        result
+    }
+
+    async fn stop_container_phases(
+        self: &Arc<Self>,
+        s: &str,
+        timeout_s: i64,
+        phases: &mut crate::telemetry::Phases,
+    ) -> Result<()> {
         let Some(id) = self.resolve_container(s)? else {
             return Ok(());
         };
@@ -107,6 +119,7 @@ impl Engine {
             blocking(move || open_init(&r)).await.ok().flatten()
         };
         let init = init.as_ref();
+        phases.mark("lookup");
         if timeout_s > 0 && rec.state == ContainerState::Running {
             self.signal(&rec, init, rec.stop_signal, false).await;
             if self
@@ -123,7 +136,10 @@ impl Engine {
             tracing::info!(container = %id, timeout_s, "stop signal timed out; killing");
         }
         self.signal(&rec, init, libc::SIGKILL, true).await;
-        if !self.wait_exit(&rec, init, Duration::from_secs(30)).await {
+        phases.mark("kill");
+        let exited = self.wait_exit(&rec, init, Duration::from_secs(30)).await;
+        phases.mark("wait_exit");
+        if !exited {
             return Err(EngineError::new(
                 Kind::DeadlineExceeded,
                 format!("container {id} did not exit after SIGKILL"),

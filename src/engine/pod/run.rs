@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 impl Engine {
     pub async fn run_pod(self: &Arc<Self>, mut config: PodConfig, handler: &str) -> Result<String> {
+        let mut phases = crate::telemetry::Phases::start("RunPodSandbox");
         validate::pod_config(&config)?;
         validate::cgroup_parent(self.cfg().runtime.cgroup_driver, &config.cgroup_parent)?;
         if config.user_namespace().is_some() && !self.idmapped_mounts_supported() {
@@ -36,9 +37,16 @@ impl Engine {
         }
         let name = pod_name(&config);
         let engine = self.clone();
-        self.create_once(crate::engine::Made::Pod, name.clone(), move |id, handoff| async move {
-            engine.make_pod(id, name, config, handler, handoff).await
-        })
+        phases.mark("check");
+        self.create_once(
+            crate::engine::Made::Pod,
+            name.clone(),
+            move |id, handoff| async move {
+                engine
+                    .make_pod(id, name, config, handler, handoff, phases)
+                    .await
+            },
+        )
         .await
     }
 
@@ -50,6 +58,7 @@ impl Engine {
         config: PodConfig,
         handler: String,
         handoff: crate::engine::creates::Handoff,
+        mut phases: crate::telemetry::Phases,
     ) -> Result<String> {
         let lock = self.lock_for(&id);
         let _g = lock.lock().await;
@@ -82,13 +91,17 @@ impl Engine {
         };
         let result = async {
             self.save_pod(&rec)?;
-            self.setup_pod(&mut rec).await?;
+            phases.mark("record");
+            self.setup_pod(&mut rec, &mut phases).await?;
             rec.state = PodState::Ready;
             rec.complete = true;
             rec.unclaimed = handoff.unclaimed();
-            self.save_pod(&rec)
+            self.save_pod(&rec)?;
+            phases.mark("saved");
+            Ok(())
         }
         .await;
+        phases.finish(&result);
         if let Err(e) = result {
             tracing::warn!(pod = %id, error = %e, "RunPodSandbox failed; removing what it made");
             self.teardown_pod(&rec).await;
@@ -103,7 +116,11 @@ impl Engine {
         Ok(id)
     }
 
-    pub(in crate::engine) async fn setup_pod(&self, rec: &mut PodRecord) -> Result<()> {
+    pub(in crate::engine) async fn setup_pod(
+        &self,
+        rec: &mut PodRecord,
+        phases: &mut crate::telemetry::Phases,
+    ) -> Result<()> {
         let dir = self.pod_dir(&rec.id);
         let c = rec.config.clone();
         let shm_size = self.cfg().runtime.shm_size;
@@ -160,7 +177,9 @@ impl Engine {
         };
         rec.paths = paths;
         rec.made_cgroup = made_cgroup;
+        phases.mark("files_shm_cgroup");
         self.save_pod(rec)?;
+        phases.mark("record_cgroup");
         // Namespaces: a re-exec'd helper unshares and pins them.
         let userns = c.user_namespace();
         let req = PinRequest {
@@ -175,6 +194,7 @@ impl Engine {
         };
         if req.net || req.ipc || req.uts || req.pause || req.userns.is_some() {
             let res = run_pin_helper(&req).await?;
+            phases.mark("pin_ns");
             if let Some(e) = res.error {
                 // Whatever it pinned before failing is under ns/ and goes with the teardown.
                 return Err(EngineError::internal(format!(
@@ -208,6 +228,7 @@ impl Engine {
                             "moving the pause process to its cgroup: {e}"
                         ))
                     })?;
+                phases.mark("pause");
             }
             if req.userns.is_some() {
                 rec.paths.user_ns = Some(req.dir.join("user"));
@@ -216,9 +237,11 @@ impl Engine {
         if let Some((uid, gid)) = userns {
             self.setup_userns_files(rec, &dir, uid.host_id, gid.host_id)
                 .await?;
+            phases.mark("userns_files");
         }
         if c.network != NamespaceMode::Node {
             self.attach_network(rec).await?;
+            phases.mark("cni");
         }
         Ok(())
     }
