@@ -573,7 +573,10 @@ impl Monitor {
                 Err(e) => Err(e.to_string()),
             },
             Request::Kill { signal, all } => {
-                if all {
+                // SIGKILL to the init of a PID namespace kills all of it (the kernel's
+                // zap_pid_ns_processes): no freezing and walking of the cgroup, which the
+                // runtime's kill-all costs (~5 ms on cgroup v1).
+                if all && !(signal == libc::SIGKILL && self.cfg.own_pid_ns) {
                     self.runtime
                         .kill(&self.cfg.id, signal, true)
                         .map_err(|e| e.to_string())

@@ -31,6 +31,11 @@ pub struct MonitorConfig {
     /// Close the container's stdin when the first attacher leaves.
     #[serde(default)]
     pub stdin_once: bool,
+    /// The container has a PID namespace of its own (not the pod's, not the host's): killing
+    /// its init kills every process in it, so a SIGKILL to all needs no walk of the cgroup.
+    /// False from older daemons: the runtime's kill-all then, as before.
+    #[serde(default)]
+    pub own_pid_ns: bool,
 }
 
 /// After an `Attach` request is answered, the connection carries frames both ways:

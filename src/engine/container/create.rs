@@ -732,6 +732,15 @@ impl Engine {
             tty: rec.config.tty,
             stdin: rec.config.stdin,
             stdin_once: rec.config.stdin_once,
+            own_pid_ns: spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.namespaces().as_ref())
+                .is_some_and(|ns| {
+                    ns.iter().any(|n| {
+                        n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none()
+                    })
+                }),
         };
         phases.mark("spec");
         {
