@@ -79,6 +79,34 @@ enum Challenge {
     Other,
 }
 
+/// The HTTP clients of [`RegistryHttp`], kept between pulls: building one costs about 10 ms
+/// (reqwest's rustls set-up loads the system's CA certificates), once per pull otherwise. A
+/// client holds no credentials (every request carries its own `Authorization`), only its TLS
+/// material and connection pool, so one is shared by every pull with the same TLS material.
+#[derive(Default)]
+pub struct HttpClients(std::sync::Mutex<std::collections::HashMap<Vec<u8>, reqwest::Client>>);
+
+/// Distinct TLS configurations kept (registries with their own certs.d material, each).
+const HTTP_CLIENTS_KEPT: usize = 64;
+
+impl HttpClients {
+    fn get_or_build(
+        &self,
+        key: Vec<u8>,
+        build: impl FnOnce() -> Result<reqwest::Client, ImageError>,
+    ) -> Result<reqwest::Client, ImageError> {
+        if let Some(c) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(c.clone());
+        }
+        let client = build()?;
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= HTTP_CLIENTS_KEPT {
+            map.clear();
+        }
+        Ok(map.entry(key).or_insert(client).clone())
+    }
+}
+
 /// One registry endpoint, reached over https, or http when it is insecure.
 pub struct RegistryHttp {
     client: reqwest::Client,
@@ -93,7 +121,37 @@ impl RegistryHttp {
         stall: Option<Duration>,
         user_agent: &str,
         tls: Option<&super::tls::RegistryTls>,
+        clients: &HttpClients,
     ) -> Result<Self, ImageError> {
+        // What the client is made of: the same key, the same client.
+        let mut key = sha2::Sha256::new();
+        key.update(user_agent.as_bytes());
+        key.update(format!("{stall:?}").as_bytes());
+        if let Some(t) = tls {
+            for pem in &t.roots {
+                key.update((pem.len() as u64).to_be_bytes());
+                key.update(pem);
+            }
+            key.update(b"identity");
+            if let Some(id) = &t.identity {
+                key.update(id);
+            }
+        }
+        let client = clients.get_or_build(key.finalize().to_vec(), || {
+            Self::build_client(stall, user_agent, tls)
+        })?;
+        Ok(RegistryHttp {
+            client,
+            scheme: if ep.insecure { "http" } else { "https" },
+            stall,
+        })
+    }
+
+    fn build_client(
+        stall: Option<Duration>,
+        user_agent: &str,
+        tls: Option<&super::tls::RegistryTls>,
+    ) -> Result<reqwest::Client, ImageError> {
         let mut b = reqwest::Client::builder()
             .user_agent(user_agent)
             .connect_timeout(Duration::from_secs(30));
@@ -120,14 +178,8 @@ impl RegistryHttp {
         if let Some(d) = stall {
             b = b.read_timeout(d);
         }
-        let client = b
-            .build()
-            .map_err(|e| ImageError::Internal(format!("HTTP client: {}", error_chain(&e))))?;
-        Ok(RegistryHttp {
-            client,
-            scheme: if ep.insecure { "http" } else { "https" },
-            stall,
-        })
+        b.build()
+            .map_err(|e| ImageError::Internal(format!("HTTP client: {}", error_chain(&e))))
     }
 
     /// A request that failed: a read timeout is a stalled pull, anything else a registry error.

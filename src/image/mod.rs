@@ -203,6 +203,7 @@ impl Images {
             )),
             counters: Arc::default(),
             certs_dir: cfg.image.certs_dir.clone(),
+            http: Default::default(),
         };
         let pinned = pinned::PinnedImages::new(&cfg.image.pinned_images)
             .map_err(ImageError::InvalidArgument)?;

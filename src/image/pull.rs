@@ -40,6 +40,8 @@ pub struct Puller {
     pub counters: Arc<super::PullCounters>,
     /// containers-certs.d: per-registry CA certificates and client certificates.
     pub certs_dir: std::path::PathBuf,
+    /// The registry HTTP clients, kept between pulls.
+    pub http: super::http::HttpClients,
 }
 
 /// One endpoint that answered, with what is needed to fetch the rest from it.
@@ -121,7 +123,7 @@ impl Puller {
                 .await
                 .map_err(|e| ImageError::Internal(e.to_string()))??;
             let client = client_for(ep, self.stall, tls.as_ref());
-            let http = RegistryHttp::new(ep, self.stall, USER_AGENT, tls.as_ref())?;
+            let http = RegistryHttp::new(ep, self.stall, USER_AGENT, tls.as_ref(), &self.http)?;
             let own_blobs = tls.as_ref().is_some_and(|t| t.identity.is_some());
             let location = ep.reference.whole();
             phases.mark("endpoint");
