@@ -408,7 +408,7 @@ impl Engine {
 
     fn save_pod(&self, rec: &PodRecord) -> Result<()> {
         let path = self.state_dir("pods").join(format!("{}.json", rec.id));
-        off_worker(|| crate::state::write_json(&path, rec))
+        off_worker(|| crate::state::write_json_volatile(&path, rec))
             .map_err(EngineError::io(format_args!("saving pod {}", rec.id)))?;
         self.pods
             .write()
@@ -435,7 +435,7 @@ impl Engine {
         let path = self
             .state_dir("containers")
             .join(format!("{}.json", rec.id));
-        off_worker(|| crate::state::write_json(&path, &rec))
+        off_worker(|| crate::state::write_json_volatile(&path, &rec))
             .map_err(EngineError::io(format_args!("saving container {}", rec.id)))?;
         self.containers
             .write()
@@ -708,7 +708,41 @@ impl Engine {
             }
             nctrs += 1;
         }
-        tracing::info!(pods = npods, containers = nctrs, cleaned, "state restored");
+        // Writable layers no record names: a record a power loss took (records are not
+        // fsynced), or a crash between the directory and the record.
+        let known: std::collections::HashSet<String> = self
+            .containers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        let data = self.cfg.root.join("containers");
+        let orphans = blocking(move || {
+            let mut removed = 0;
+            for e in std::fs::read_dir(&data).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if known.contains(&name) {
+                    continue;
+                }
+                match std::fs::remove_dir_all(e.path()) {
+                    Ok(()) => removed += 1,
+                    Err(err) => {
+                        tracing::warn!(dir = %e.path().display(), error = %err, "removing a writable layer no container owns")
+                    }
+                }
+            }
+            removed
+        })
+        .await
+        .unwrap_or(0);
+        tracing::info!(
+            pods = npods,
+            containers = nctrs,
+            cleaned,
+            orphans,
+            "state restored"
+        );
     }
 
     fn pod_still_ready(&self, p: &PodRecord) -> bool {

@@ -128,6 +128,10 @@ async fn a_restart_keeps_complete_objects_and_tears_down_half_made_ones() {
             container("c-orphan", "p-gone", "lost", ContainerState::Exited),
         ],
     );
+    // Writable layers: one of a kept container, one no record names (its record lost to a
+    // power loss: records are not fsynced).
+    std::fs::create_dir_all(e.ctr_paths("c-exited").upper()).unwrap();
+    std::fs::create_dir_all(e.ctr_paths("c-ghost").upper()).unwrap();
     // A dot file is an atomic write a crash interrupted.
     std::fs::write(e.state_dir("pods").join(".p-tmp.json"), "{").unwrap();
     e.restore().await;
@@ -141,6 +145,11 @@ async fn a_restart_keeps_complete_objects_and_tears_down_half_made_ones() {
     assert!(
         !ctr_dir.run.exists() && !ctr_dir.data.exists(),
         "the Creating container's files are removed"
+    );
+    assert!(e.ctr_paths("c-exited").data.exists());
+    assert!(
+        !e.ctr_paths("c-ghost").data.exists(),
+        "an orphan writable layer is removed"
     );
     let pods: Vec<String> = e.list_pods().into_iter().map(|p| p.id).collect();
     assert_eq!(pods, ["p-ok"]);

@@ -253,7 +253,8 @@ impl Store {
         tmp: tempfile::TempDir,
         rec: &LayerRecord,
     ) -> Result<(), ImageError> {
-        crate::state::write_json(&tmp.path().join("layer.json"), rec)
+        // Not fsynced: the syncfs before the image record flushes it (`commit_image`).
+        crate::state::write_json_volatile(&tmp.path().join("layer.json"), rec)
             .map_err(|e| ImageError::io("writing layer.json", e))?;
         let target = self.layer_dir(&rec.chain_id);
         if self.layer_exists(&rec.chain_id) {
@@ -288,7 +289,9 @@ impl Store {
         if p.exists() {
             return Ok(());
         }
-        crate::state::write_atomic(&p, data)
+        // Not fsynced: every blob is written before the image record that names it, and the
+        // syncfs before that record flushes it (`commit_image`).
+        crate::state::write_volatile(&p, data)
             .map_err(|e| ImageError::io(format!("writing {}", p.display()), e))
     }
 

@@ -13,10 +13,12 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     replace(path, data, true)
 }
 
-/// [`write_atomic`] without the fsyncs, for files under the run root, which does not outlive a
-/// reboot (a tmpfs, like /run): the rename keeps readers and daemon restarts from seeing a torn
-/// file; durability across a power loss is moot for them. (A bundle's files, helper requests
-/// and results, exit files, compiled seccomp programs.)
+/// [`write_atomic`] without the fsyncs, for files whose durability across a power loss is moot:
+/// the rename keeps readers and daemon restarts (`kill -9` included) from seeing a torn file.
+/// Files under the run root, which does not outlive a reboot (a bundle's files, helper requests
+/// and results, exit files, compiled seccomp programs), and the pod and container records,
+/// which describe processes, namespaces and mounts that a power loss ends (ARCHITECTURE.md,
+/// "What is fsynced").
 pub fn write_volatile(path: &Path, data: &[u8]) -> io::Result<()> {
     replace(path, data, false)
 }
