@@ -112,6 +112,9 @@ const RM_CTR: usize = 5;
 const STOP_POD: usize = 6;
 const RM_POD: usize = 7;
 
+/// Pods started at once in the burst of [`Bench::node_scale`].
+const CONCURRENT_PODS: usize = 20;
+
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// A failed RPC, with the status the runtime answered.
@@ -153,6 +156,13 @@ struct Bench {
     pod_ips: Vec<String>,
     /// ListContainerStats (all containers) while every pod runs.
     list_stats: Vec<Duration>,
+    /// kubelet's periodic calls with every pod running: (what, samples).
+    node: Vec<(&'static str, Vec<Duration>)>,
+    /// The wall time of CONCURRENT_PODS pods started at once, if that ran.
+    burst: Option<Duration>,
+    /// Where the burst's lines are in the daemon's log (byte offsets): left out of the phase
+    /// medians, which are those of the run's one-at-a-time RPCs.
+    burst_log: Option<(u64, u64)>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -255,6 +265,9 @@ async fn setup(args: Args, socket: &str, image: &str) -> Result<(Bench, String)>
         pods: Vec::new(),
         pod_ips: Vec::new(),
         list_stats: Vec::new(),
+        node: Vec::new(),
+        burst: None,
+        burst_log: None,
     };
     Ok((b, image_ref))
 }
@@ -279,7 +292,21 @@ async fn run((mut b, image_ref): (Bench, String)) -> ExitCode {
             b.report(idle, loaded, after);
             if let Some(log) = &b.args.phases_log {
                 match std::fs::read_to_string(log) {
-                    Ok(text) => print_phases(&text),
+                    Ok(mut text) => {
+                        if let Some((from, to)) = b.burst_log {
+                            let cut = |o: u64| {
+                                let mut i =
+                                    usize::try_from(o).unwrap_or(text.len()).min(text.len());
+                                while !text.is_char_boundary(i) {
+                                    i -= 1;
+                                }
+                                i
+                            };
+                            let (from, to) = (cut(from), cut(to));
+                            text.replace_range(from..to, "");
+                        }
+                        print_phases(&text)
+                    }
                     Err(e) => eprintln!("phases: reading {}: {e}", log.display()),
                 }
             }
@@ -540,6 +567,7 @@ impl Bench {
             }
             self.list_stats.push(t.elapsed());
         }
+        self.node_scale(image_ref).await?;
         if self.args.keep_running {
             return Ok((loaded, None));
         }
@@ -635,6 +663,164 @@ impl Bench {
     }
 
     /// Best effort, untimed: stop and remove whatever this run still has on the runtime.
+    /// What kubelet asks of a full node, with every pod of the run up: its relist (every
+    /// second), the pod stats (every 10 s) and container status; then CONCURRENT_PODS more pods
+    /// started at once (each RunPodSandbox, CreateContainer, StartContainer), timed wall to
+    /// wall and removed again untimed.
+    async fn node_scale(&mut self, image_ref: &str) -> Result<()> {
+        let timeout = self.timeout;
+        let mut relist = Vec::new();
+        for _ in 0..100 {
+            let t = Instant::now();
+            let pods = self
+                .rt
+                .list_pod_sandbox(request(
+                    api::ListPodSandboxRequest { filter: None },
+                    timeout,
+                ))
+                .await;
+            let ctrs = self
+                .rt
+                .list_containers(request(
+                    api::ListContainersRequest { filter: None },
+                    timeout,
+                ))
+                .await;
+            if pods.is_err() || ctrs.is_err() {
+                break;
+            }
+            relist.push(t.elapsed());
+        }
+        self.node.push(("ListPodSandbox + ListContainers", relist));
+        let mut pod_stats = Vec::new();
+        for _ in 0..21 {
+            let t = Instant::now();
+            let r = self
+                .rt
+                .list_pod_sandbox_stats(request(
+                    api::ListPodSandboxStatsRequest { filter: None },
+                    timeout,
+                ))
+                .await;
+            if r.is_err() {
+                break;
+            }
+            pod_stats.push(t.elapsed());
+        }
+        self.node.push(("ListPodSandboxStats", pod_stats));
+        let ids: Vec<String> = self
+            .pods
+            .iter()
+            .filter_map(|p| p.container.clone())
+            .collect();
+        let mut status = Vec::new();
+        for i in 0..100 {
+            let Some(id) = ids.get(i % ids.len().max(1)) else {
+                break;
+            };
+            let t = Instant::now();
+            let r = self
+                .rt
+                .container_status(request(
+                    api::ContainerStatusRequest {
+                        container_id: id.clone(),
+                        verbose: false,
+                    },
+                    timeout,
+                ))
+                .await;
+            if r.is_err() {
+                break;
+            }
+            status.push(t.elapsed());
+        }
+        self.node.push(("ContainerStatus", status));
+
+        let first = self.args.rounds;
+        let mut starts = Vec::new();
+        for k in 0..CONCURRENT_PODS {
+            let config = self.pod_config(first + k);
+            std::fs::create_dir_all(&config.log_directory)
+                .with_context(|| format!("creating {}", config.log_directory))?;
+            let (mut rt, ctr, handler) = (
+                self.rt.clone(),
+                self.container_config(image_ref),
+                self.args.runtime_handler.clone(),
+            );
+            starts.push(async move {
+                let mut made = (None, None);
+                let r: Result<(), tonic::Status> = async {
+                    let pod = rt
+                        .run_pod_sandbox(request(
+                            api::RunPodSandboxRequest {
+                                config: Some(config.clone()),
+                                runtime_handler: handler,
+                            },
+                            timeout,
+                        ))
+                        .await?
+                        .into_inner()
+                        .pod_sandbox_id;
+                    made.0 = Some(pod.clone());
+                    let c = rt
+                        .create_container(request(
+                            api::CreateContainerRequest {
+                                pod_sandbox_id: pod,
+                                config: Some(ctr),
+                                sandbox_config: Some(config),
+                            },
+                            timeout,
+                        ))
+                        .await?
+                        .into_inner()
+                        .container_id;
+                    made.1 = Some(c.clone());
+                    rt.start_container(request(
+                        api::StartContainerRequest { container_id: c },
+                        timeout,
+                    ))
+                    .await?;
+                    Ok(())
+                }
+                .await;
+                (made, r)
+            });
+        }
+        let log_len = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .and_then(|p| std::fs::metadata(p).ok())
+                .map_or(0, |m| m.len())
+        };
+        let log_from = log_len(&self.args.phases_log);
+        let t = Instant::now();
+        let results = futures::future::join_all(starts).await;
+        let wall = t.elapsed();
+        let mut failed = None;
+        let mut burst_pods = Vec::new();
+        for ((pod, container), r) in results {
+            if let Some(id) = pod {
+                burst_pods.push(Pod { id, container });
+            }
+            if let Err(status) = r {
+                failed.get_or_insert(status);
+            }
+        }
+        // Removed untimed: the run's own teardown is what Stop/Remove are timed on.
+        let run_pods = std::mem::replace(&mut self.pods, burst_pods);
+        self.cleanup().await;
+        self.pods = run_pods;
+        self.burst_log = Some((log_from, log_len(&self.args.phases_log)));
+        if let Some(status) = failed {
+            return Err(RpcFailed {
+                rpc: "a concurrent pod start",
+                status,
+            }
+            .into());
+        }
+        self.burst = Some(wall);
+        Ok(())
+    }
+
     async fn cleanup(&mut self) {
         let timeout = self.timeout;
         for pod in std::mem::take(&mut self.pods) {
@@ -759,6 +945,29 @@ impl Bench {
             .map(|d| format!("{:.1}", ms(*d)))
             .collect();
         println!("\nCreate+Start per round: {}", rounds.join(" "));
+        if self.node.iter().any(|(_, v)| !v.is_empty()) {
+            println!("\nwith {n} pods running: | call | p50 ms | p99 ms | calls |");
+            println!("|---|---:|---:|---:|");
+            for (what, s) in &self.node {
+                if s.is_empty() {
+                    continue;
+                }
+                let mut v: Vec<f64> = s.iter().map(|d| ms(*d)).collect();
+                v.sort_by(f64::total_cmp);
+                println!(
+                    "| {what} | {:.2} | {:.2} | {} |",
+                    median(&v),
+                    p99(&v),
+                    v.len()
+                );
+            }
+        }
+        if let Some(wall) = self.burst {
+            println!(
+                "\n{CONCURRENT_PODS} pods started at once (RunPodSandbox, CreateContainer, StartContainer each) with {n} running: {:.0} ms wall",
+                ms(wall)
+            );
+        }
         if !self.list_stats.is_empty() {
             let mut v: Vec<f64> = self.list_stats.iter().map(|d| ms(*d)).collect();
             v.sort_by(f64::total_cmp);
@@ -965,6 +1174,12 @@ fn median(sorted: &[f64]) -> f64 {
     } else {
         (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
     }
+}
+
+/// Nearest-rank 99th percentile.
+fn p99(sorted: &[f64]) -> f64 {
+    let rank = (99 * sorted.len()).div_ceil(100);
+    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// Nearest-rank 90th percentile.
