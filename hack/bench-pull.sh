@@ -25,9 +25,10 @@ sleep 1
 rss() { awk '/VmRSS/ {printf "%.1f MB", $2/1024}' /proc/$daemon/status; }
 echo "daemon RSS idle at start: $(rss)"
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-# The median (ms) of each phase of the last $1 successful pulls in the daemon's log.
+# The median (ms) of each phase of the last $2 successful $1 operations in the daemon's log
+# (PullImage, or PullLayer: each layer's own, as layers are fetched in parallel).
 pull_phases() {
-  grep 'op="PullImage" outcome=ok' "$work/ferrio.log" | tail -n "$1" | sed 's/.* phases=//' |
+  grep "op=\"$1\" outcome=ok" "$work/ferrio.log" | tail -n "$2" | sed 's/.* phases=//' |
     tr ' ' '\n' | awk -F= '
       { if (!($1 in n)) order[++k] = $1; v[$1, ++n[$1]] = $2 / 1000 }
       END {
@@ -54,7 +55,10 @@ for img in busybox big; do
   done
   sorted=$(printf '%s\n' "${times[@]}" | sort -n)
   printf '%-10s %8s %10s %10s %10s\n' "$img" "$size" "$(echo "$sorted" | head -1)" "$(printf '%s\n' "${times[@]}" | median)" "$(echo "$sorted" | tail -1)"
-  phase_lines+=("$img: $(pull_phases "$N")")
+  layers=$(grep -c "op=\"PullLayer\" outcome=ok" "$work/ferrio.log" || true)
+  phase_lines+=("$img: $(pull_phases PullImage "$N")")
+  phase_lines+=("$img, per layer: $(pull_phases PullLayer "$((layers - ${seen_layers:-0}))")")
+  seen_layers=$layers
 done
 echo
 echo "where the time goes (the daemon's phases; median ms, back to back):"

@@ -356,6 +356,26 @@ impl Puller {
         chain: &str,
         name: &str,
     ) -> Result<LayerRecord, ImageError> {
+        // Each layer's own phases (layers are fetched in parallel, so not PullImage's).
+        let mut phases = crate::telemetry::Phases::start("PullLayer");
+        let result = self
+            .layer_phases(store, src, desc, diff_id, chain, name, &mut phases)
+            .await;
+        phases.finish(&result);
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn layer_phases(
+        &self,
+        store: &Arc<Store>,
+        src: &Source,
+        desc: &Descriptor,
+        diff_id: &str,
+        chain: &str,
+        name: &str,
+        phases: &mut crate::telemetry::Phases,
+    ) -> Result<LayerRecord, ImageError> {
         let record = |digest: String, size: u64, unpacked_size: u64| LayerRecord {
             chain_id: chain.to_string(),
             diff_id: diff_id.to_string(),
@@ -378,7 +398,9 @@ impl Puller {
             .acquire()
             .await
             .map_err(|_| ImageError::Internal("download limiter closed".into()))?;
+        phases.mark("slot");
         let mut stream = self.within(name, src.blob(desc, name)).await??;
+        phases.mark("blob_request");
 
         let tmp = store.temp_dir("layer-")?;
         let expect = LayerExpect {
@@ -456,11 +478,13 @@ impl Puller {
             return Err(e);
         }
         let (tmp, u) = unpacked?;
+        phases.mark("transfer_unpack");
         let rec = record(u.digest, u.size, u.unpacked_size);
         let (st, r2) = (store.clone(), rec.clone());
         tokio::task::spawn_blocking(move || st.commit_layer(tmp, &r2))
             .await
             .map_err(|e| ImageError::Internal(format!("committing a layer: {e}")))??;
+        phases.mark("commit_layer");
         Ok(rec)
     }
 }
