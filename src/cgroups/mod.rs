@@ -17,9 +17,35 @@ use crate::config::CgroupDriver;
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// How long the hierarchies read from mountinfo are used before it is read again. Cgroup
+/// hierarchies are mounted at boot; the daemon's mountinfo, though, has a few lines per pod
+/// and container (pins, /dev/shm, rootfs), so reading it for every cgroup a stats call reads
+/// made a full node's ListPodSandboxStats quadratic (5.5 ms a pod with 110 pods).
+const HIERARCHIES_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+type Mounts = Vec<(PathBuf, Vec<String>)>;
+
 /// Mount points of every cgroup hierarchy (v1 controllers and the v2 unified tree), with the
-/// v1 controllers each one carries (empty for v2).
-pub fn hierarchies() -> Vec<(PathBuf, Vec<String>)> {
+/// v1 controllers each one carries (empty for v2); read again at most every
+/// [`HIERARCHIES_TTL`].
+pub fn hierarchies() -> Mounts {
+    static CACHE: std::sync::Mutex<Option<(std::time::Instant, Mounts)>> =
+        std::sync::Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((at, h)) = cache.as_ref() {
+        if at.elapsed() < HIERARCHIES_TTL {
+            return h.clone();
+        }
+    }
+    let h = read_hierarchies();
+    // An unreadable mountinfo is not cached: the next call tries again.
+    if !h.is_empty() {
+        *cache = Some((std::time::Instant::now(), h.clone()));
+    }
+    h
+}
+
+fn read_hierarchies() -> Mounts {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };

@@ -32,7 +32,9 @@ use std::time::SystemTime;
 
 pub use cgroup::{read, Hierarchies};
 pub use detail::{detail, Detail, DeviceIo, MemoryDetail, Processes, SpecLimits};
-pub use net::{network, parse_net_dev, InterfaceStats, NetworkStats, DEFAULT_INTERFACE};
+pub use net::{
+    network, network_of_process, parse_net_dev, InterfaceStats, NetworkStats, DEFAULT_INTERFACE,
+};
 pub use parse::parse_psi;
 pub use sampler::CpuSampler;
 
