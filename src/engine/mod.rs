@@ -520,14 +520,18 @@ impl Engine {
         v
     }
 
-    pub fn list_containers(&self) -> Vec<ContainerRecord> {
-        let ids: Vec<String> = self
-            .containers
+    /// The IDs of every container the engine holds a record of (any state).
+    fn container_ids(&self) -> Vec<String> {
+        self.containers
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .keys()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    pub fn list_containers(&self) -> Vec<ContainerRecord> {
+        let ids = self.container_ids();
         let mut v: Vec<ContainerRecord> = ids
             .iter()
             .filter_map(|id| self.refreshed(id))
@@ -710,13 +714,7 @@ impl Engine {
         }
         // Writable layers no record names: a record a power loss took (records are not
         // fsynced), or a crash between the directory and the record.
-        let known: std::collections::HashSet<String> = self
-            .containers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect();
+        let known: std::collections::HashSet<String> = self.container_ids().into_iter().collect();
         let data = self.cfg.root.join("containers");
         let orphans = blocking(move || {
             let mut removed = 0;
