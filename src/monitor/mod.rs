@@ -61,9 +61,32 @@ fn report(ready: &Ready) {
     answer(ready)
 }
 
+/// The monitor's set-up timed step by step, for the daemon's phase breakdown (this process is
+/// single-threaded: a plain static).
+type Steps = (Option<std::time::Instant>, Vec<(String, u64)>);
+static SETUP: std::sync::Mutex<Steps> = std::sync::Mutex::new((None, Vec::new()));
+
+/// Ends the set-up step `name` (the daemon knows them: `engine::container::create`'s
+/// `monitor_step`): the time since the previous mark is its.
+fn mark(name: &str) {
+    let mut s = SETUP.lock().unwrap_or_else(|e| e.into_inner());
+    let now = std::time::Instant::now();
+    if let Some(last) = s.0 {
+        let us = u64::try_from(now.duration_since(last).as_micros()).unwrap_or(u64::MAX);
+        s.1.push((name.to_string(), us));
+    }
+    s.0 = Some(now);
+}
+
+/// Restarts the clock without a step (the runtime's create is reported on its own).
+fn mark_skip() {
+    SETUP.lock().unwrap_or_else(|e| e.into_inner()).0 = Some(std::time::Instant::now());
+}
+
 /// Entry point of `ferrio __monitor`.
 pub fn main(config_path: &Path) -> i32 {
     let started = std::time::Instant::now();
+    mark_skip();
     let cfg: MonitorConfig = match crate::state::read_json(config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -73,6 +96,7 @@ pub fn main(config_path: &Path) -> i32 {
             return 1;
         }
     };
+    mark("config");
     // Detach: the parent returns at once (the daemon reaps it), the child runs on in its own
     // session, reparented to init.
     match crate::sys::process::fork_single_threaded() {
@@ -85,6 +109,7 @@ pub fn main(config_path: &Path) -> i32 {
             return 1;
         }
     }
+    mark("fork");
     let _ = nix::unistd::setsid();
     // Out of the daemon's cgroup: `systemctl restart ferrio` must not take the monitor along.
     if let Some(h) = &cfg.helper_cgroup {
@@ -96,6 +121,7 @@ pub fn main(config_path: &Path) -> i32 {
             return 1;
         }
     }
+    mark("cgroup");
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         report(&Ready::Failed {
             error: format!("PR_SET_CHILD_SUBREAPER: {e}"),
@@ -104,13 +130,17 @@ pub fn main(config_path: &Path) -> i32 {
     }
     match Monitor::create(&cfg) {
         Ok(mut m) => {
+            mark("after_create");
             let us = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
             let total = started.elapsed();
+            let setup_steps =
+                std::mem::take(&mut SETUP.lock().unwrap_or_else(|e| e.into_inner()).1);
             report(&Ready::Created {
                 pid: m.pid,
                 monitor_pid: std::process::id() as i32,
                 setup_us: us(total.saturating_sub(m.create_took)),
                 create_us: us(m.create_took),
+                setup_steps,
             });
             detach_stdio();
             m.run();
@@ -165,6 +195,7 @@ impl Monitor {
         let listener = UnixListener::bind(name)
             .map_err(|e| format!("binding {}: {e}", cfg.socket.display()))?;
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        mark("socket");
         if let Some(dir) = cfg.log_path.parent() {
             if !cfg.log_path.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir)
@@ -172,6 +203,7 @@ impl Monitor {
             }
         }
         let log = CriLog::open(&cfg.log_path).map_err(|e| e.to_string())?;
+        mark("log");
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let (stdin, stdin_w): (OwnedFd, Option<OwnedFd>) = if cfg.stdin && !cfg.tty {
@@ -182,7 +214,9 @@ impl Monitor {
             let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
             (null.into(), None)
         };
+        mark("pipes");
         let oom_baseline = crate::cgroups::oom_kills(&cfg.cgroup).unwrap_or(0);
+        mark("oom_baseline");
         // A terminal: the runtime sends the PTY master to a console socket beside ours.
         let console = cfg.tty.then(|| cfg.socket.with_file_name("console.sock"));
         let console_listener = match &console {
@@ -200,6 +234,7 @@ impl Monitor {
         // not the process that records its exit. Lowering it back needs CAP_SYS_RESOURCE; where
         // root lacks it the monitor keeps the container's value.
         let own_oom_score_adj = std::fs::read_to_string("/proc/self/oom_score_adj").ok();
+        mark("console");
         let create_started = std::time::Instant::now();
         let created = runtime.create(
             &cfg.id,
@@ -212,6 +247,7 @@ impl Monitor {
             },
         );
         let create_took = create_started.elapsed();
+        mark_skip();
         if let Some(adj) = &own_oom_score_adj {
             let _ = std::fs::write("/proc/self/oom_score_adj", adj.trim());
         }

@@ -159,6 +159,10 @@ pub enum Ready {
         setup_us: u64,
         #[serde(default)]
         create_us: u64,
+        /// The set-up step by step (config, fork, cgroup, socket, log, pipes, oom_baseline,
+        /// console, after_create), in µs.
+        #[serde(default)]
+        setup_steps: Vec<(String, u64)>,
     },
     Failed {
         error: String,

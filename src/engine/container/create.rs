@@ -316,6 +316,22 @@ pub fn resolve_seccomp(
     serde_json::to_value(&sec).map_err(|e| EngineError::internal(e.to_string()))
 }
 
+/// A monitor's set-up step as a phase name (`monitor_<step>`; an unknown one is `monitor_other`).
+fn monitor_step(step: &str) -> &'static str {
+    match step {
+        "config" => "monitor_config",
+        "fork" => "monitor_fork",
+        "cgroup" => "monitor_cgroup",
+        "socket" => "monitor_socket",
+        "log" => "monitor_log",
+        "pipes" => "monitor_pipes",
+        "oom_baseline" => "monitor_oom_baseline",
+        "console" => "monitor_console",
+        "after_create" => "monitor_after_create",
+        _ => "monitor_other",
+    }
+}
+
 pub(in crate::engine) async fn spawn_monitor(paths: &CtrPaths) -> Result<Ready> {
     let log = std::fs::File::create(paths.monitor_log())
         .map_err(EngineError::io("creating monitor.log"))?;
@@ -766,8 +782,16 @@ impl Engine {
                 monitor_pid,
                 setup_us,
                 create_us,
+                setup_steps,
             } => {
-                phases.inner("monitor_setup", setup_us);
+                // The monitor's steps under their own names, `monitor_<step>`; the set-up as
+                // one phase from a monitor that does not report steps.
+                if setup_steps.is_empty() {
+                    phases.inner("monitor_setup", setup_us);
+                }
+                for (step, us) in &setup_steps {
+                    phases.inner(monitor_step(step), *us);
+                }
                 phases.inner("runtime_create", create_us);
                 phases.mark("monitor_exec");
                 rec.pid = pid;
