@@ -11,7 +11,6 @@ use super::registries::Endpoint;
 use super::unpack::error_chain;
 use super::ImageError;
 use bytes::{Bytes, BytesMut};
-use oci_client::secrets::RegistryAuth;
 use oci_client::Reference;
 use reqwest::header::{ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
@@ -48,20 +47,6 @@ impl Authorization {
             Authorization::None => req,
             Authorization::Basic { username, password } => req.basic_auth(username, Some(password)),
             Authorization::Bearer(t) => req.header(AUTHORIZATION, format!("Bearer {t}")),
-        }
-    }
-
-    /// What oci-client gets for the blob requests: a token is used as is (no second token
-    /// request); otherwise the username and password, if that is what we have. A refresh token
-    /// (`identity_token`) never goes to oci-client.
-    pub fn for_oci_client(&self, creds: Option<&Credentials>) -> RegistryAuth {
-        match (self, creds) {
-            (Authorization::Bearer(t), _) => RegistryAuth::Bearer(t.clone()),
-            (_, Some(Credentials::Basic { username, password })) => {
-                RegistryAuth::Basic(username.clone(), password.clone())
-            }
-            (_, Some(Credentials::Bearer(t))) => RegistryAuth::Bearer(t.clone()),
-            _ => RegistryAuth::Anonymous,
         }
     }
 }

@@ -12,11 +12,7 @@ use super::unpack::{error_chain, sha256_digest, unpack_layer, LayerExpect};
 use super::{reference, ImageError};
 use bytes::Bytes;
 use futures::StreamExt;
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::manifest::OciDescriptor;
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::Reference;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,38 +42,27 @@ pub struct Puller {
 
 /// One endpoint that answered, with what is needed to fetch the rest from it.
 struct Source {
-    client: Client,
     http: RegistryHttp,
     authz: Authorization,
     reference: Reference,
     location: String,
-    /// Blobs through ferrio's own client: the registry wants a client certificate, which
-    /// oci-client cannot present.
-    own_blobs: bool,
 }
 
 type BlobStream = futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>;
 
 impl Source {
-    /// A blob's bytes as they arrive.
+    /// A blob's bytes as they arrive, through the endpoint's kept HTTP client (its connection
+    /// and TLS set-up shared with the manifest requests; error bodies capped at 64 KiB).
     async fn blob(&self, desc: &Descriptor, name: &str) -> Result<BlobStream, ImageError> {
-        if self.own_blobs {
-            return self
-                .http
-                .blob(
-                    &self.reference,
-                    &desc.digest,
-                    &self.authz,
-                    name,
-                    &self.location,
-                )
-                .await;
-        }
-        self.client
-            .pull_blob_stream(&self.reference, &oci_descriptor(desc))
+        self.http
+            .blob(
+                &self.reference,
+                &desc.digest,
+                &self.authz,
+                name,
+                &self.location,
+            )
             .await
-            .map(|s| s.stream)
-            .map_err(|e| map_oci(name, &self.location, e))
     }
 }
 
@@ -122,9 +107,7 @@ impl Puller {
             let tls = tokio::task::spawn_blocking(move || super::tls::load(&dir, &host))
                 .await
                 .map_err(|e| ImageError::Internal(e.to_string()))??;
-            let client = client_for(ep, self.stall, tls.as_ref());
             let http = RegistryHttp::new(ep, self.stall, USER_AGENT, tls.as_ref(), &self.http)?;
-            let own_blobs = tls.as_ref().is_some_and(|t| t.identity.is_some());
             let location = ep.reference.whole();
             phases.mark("endpoint");
             tracing::debug!(image = %name, endpoint = %location, mirror = ep.mirror, "fetching manifest");
@@ -133,17 +116,13 @@ impl Puller {
                 .await
             {
                 Ok((m, authz)) => {
-                    // Blobs stream through oci-client, with the token obtained here if any.
-                    client_auth_store(&client, &ep.reference, &authz.for_oci_client(auth.as_ref()))
-                        .await;
+                    // Blobs come the same way, with the authorization obtained here.
                     found = Some((
                         Source {
-                            client,
                             http,
                             authz,
                             reference: ep.reference.clone(),
                             location,
-                            own_blobs,
                         },
                         m,
                     ));
@@ -496,57 +475,6 @@ fn layer_unpacked_size(store: &Store, chain: &str) -> Option<u64> {
         .map(|l| l.unpacked_size)
 }
 
-/// Lets later blob requests reuse the credentials the manifest request used.
-async fn client_auth_store(client: &Client, r: &Reference, auth: &RegistryAuth) {
-    client
-        .store_auth_if_needed(r.resolve_registry(), auth)
-        .await;
-}
-
-fn client_for(
-    ep: &Endpoint,
-    stall: Option<Duration>,
-    tls: Option<&super::tls::RegistryTls>,
-) -> Client {
-    let protocol = if ep.insecure {
-        let r = &ep.reference;
-        ClientProtocol::HttpsExcept(vec![
-            r.registry().to_string(),
-            r.resolve_registry().to_string(),
-        ])
-    } else {
-        ClientProtocol::Https
-    };
-    Client::new(ClientConfig {
-        protocol,
-        platform_resolver: None,
-        read_timeout: stall,
-        connect_timeout: Some(Duration::from_secs(30)),
-        user_agent: concat!("ferrio/", env!("CARGO_PKG_VERSION")),
-        extra_root_certificates: tls
-            .map(|t| {
-                t.roots
-                    .iter()
-                    .map(|pem| oci_client::client::Certificate {
-                        encoding: oci_client::client::CertificateEncoding::Pem,
-                        data: pem.clone(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        ..Default::default()
-    })
-}
-
-fn oci_descriptor(d: &Descriptor) -> OciDescriptor {
-    OciDescriptor {
-        media_type: d.media_type.clone(),
-        digest: d.digest.clone(),
-        size: d.size as i64,
-        ..Default::default()
-    }
-}
-
 fn verify_document(
     what: &str,
     data: &[u8],
@@ -582,49 +510,6 @@ fn read_error(name: &str, digest: &str, e: std::io::Error) -> ImageError {
     ImageError::Registry {
         reference: name.into(),
         detail: format!("reading blob {digest}: {text}"),
-    }
-}
-
-/// Turns an oci-client error into an image error of the right kind.
-fn map_oci(name: &str, endpoint: &str, e: OciDistributionError) -> ImageError {
-    let reference = name.to_string();
-    let detail = format!("{endpoint}: {}", error_chain(&e));
-    match &e {
-        OciDistributionError::ImageManifestNotFoundError(_) => {
-            ImageError::NotFound { reference, detail }
-        }
-        OciDistributionError::UnauthorizedError { .. }
-        | OciDistributionError::AuthenticationFailure(_) => {
-            ImageError::Unauthenticated { reference, detail }
-        }
-        OciDistributionError::RegistryError { envelope, .. } => {
-            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
-            if codes
-                .iter()
-                .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
-            {
-                ImageError::Unauthenticated { reference, detail }
-            } else if codes.iter().any(|c| {
-                matches!(
-                    c,
-                    OciErrorCode::ManifestUnknown
-                        | OciErrorCode::NameUnknown
-                        | OciErrorCode::BlobUnknown
-                        | OciErrorCode::NotFound
-                )
-            }) {
-                ImageError::NotFound { reference, detail }
-            } else {
-                ImageError::Registry { reference, detail }
-            }
-        }
-        OciDistributionError::ServerError { code, .. } => match code {
-            401 | 403 => ImageError::Unauthenticated { reference, detail },
-            404 => ImageError::NotFound { reference, detail },
-            _ => ImageError::Registry { reference, detail },
-        },
-        OciDistributionError::DigestError(_) => ImageError::Corrupt(detail),
-        _ => ImageError::Registry { reference, detail },
     }
 }
 
