@@ -75,166 +75,159 @@ impl Puller {
         creds: Option<Credentials>,
     ) -> Result<ImageRecord, ImageError> {
         let mut phases = crate::telemetry::Phases::start("PullImage");
-        let result = self.pull_phases(store, r, creds, &mut phases).await;
+        let result: Result<ImageRecord, ImageError> = async {
+            let name = r.whole();
+            let started = Instant::now();
+            let _active = super::ActivePull::new(&self.counters, &name);
+            let registries = self
+                .registries
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let endpoints = registries.endpoints(r, &self.insecure)?;
+            let mut failures: Vec<(String, ImageError)> = Vec::new();
+            let mut found = None;
+            for ep in &endpoints {
+                // The request's credentials are for the image's registry: a mirror elsewhere gets
+                // only what the auth file holds for it.
+                let own = ep.reference.registry() == r.registry();
+                let auth = self.auth_for(ep, if own { &creds } else { &None });
+                let (dir, host) = (self.certs_dir.clone(), ep.reference.registry().to_string());
+                let tls = tokio::task::spawn_blocking(move || super::tls::load(&dir, &host))
+                    .await
+                    .map_err(|e| ImageError::Internal(e.to_string()))??;
+                let http = RegistryHttp::new(ep, self.stall, USER_AGENT, tls.as_ref(), &self.http)?;
+                let location = ep.reference.whole();
+                phases.mark("endpoint");
+                tracing::debug!(image = %name, endpoint = %location, mirror = ep.mirror, "fetching manifest");
+                match self
+                    .fetch_top(&http, &ep.reference, auth.as_ref(), &name, &location)
+                    .await
+                {
+                    Ok((m, authz)) => {
+                        // Blobs come the same way, with the authorization obtained here.
+                        found = Some((
+                            Source {
+                                http,
+                                authz,
+                                reference: ep.reference.clone(),
+                                location,
+                            },
+                            m,
+                        ));
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::info!(image = %name, endpoint = %location, error = %e, "endpoint failed");
+                        failures.push((location, e));
+                    }
+                }
+            }
+            let Some((src, (top_bytes, top_digest))) = found else {
+                return Err(combine_failures(&name, failures));
+            };
+            phases.mark("auth_manifest");
+
+            // An index: choose this host's platform and fetch its manifest.
+            let (manifest_bytes, manifest_digest, index) = match manifest::parse(&name, &top_bytes)? {
+                Parsed::Manifest(_) => (top_bytes.clone(), top_digest.clone(), None),
+                Parsed::Index(entries) => {
+                    let entry =
+                        manifest::select_platform(&entries).ok_or_else(|| ImageError::NotFound {
+                            reference: name.clone(),
+                            detail: format!(
+                                "no manifest for linux/{} in the image index",
+                                manifest::host_platform().0
+                            ),
+                        })?;
+                    if entry.size > manifest::MAX_DOCUMENT {
+                        return Err(ImageError::Corrupt(format!(
+                            "{name}: the index declares a manifest of {} bytes (limit {})",
+                            entry.size,
+                            manifest::MAX_DOCUMENT
+                        )));
+                    }
+                    let pinned = src.reference.clone_with_digest(entry.digest.clone());
+                    let bytes = self
+                        .within(
+                            &name,
+                            src.http.manifest(&pinned, &src.authz, &name, &src.location),
+                        )
+                        .await??;
+                    verify_document(
+                        &format!("manifest {}", entry.digest),
+                        &bytes,
+                        &entry.digest,
+                        Some(entry.size),
+                    )?;
+                    (
+                        bytes,
+                        entry.digest.clone(),
+                        Some((top_bytes.clone(), top_digest.clone())),
+                    )
+                }
+            };
+            let Parsed::Manifest(m) = manifest::parse(&name, &manifest_bytes)? else {
+                return Err(ImageError::Corrupt(format!(
+                    "{name}: an index points to another index"
+                )));
+            };
+
+            let _doc_lease = store.lease(
+                [manifest_digest.clone(), m.config.digest.clone()]
+                    .into_iter()
+                    .chain(index.as_ref().map(|(_, d)| d.clone())),
+            );
+            phases.mark("index");
+            let config_bytes = self.fetch_document(&src, &m.config, &name).await?;
+            phases.mark("config");
+            let config = manifest::parse_config(&name, &config_bytes)?;
+            let plan = manifest::plan_layers(&name, &m, &config)?;
+            let _layer_lease = store.lease(plan.iter().map(|(_, _, chain)| chain.clone()));
+
+            let total: u64 = plan
+                .iter()
+                .fold(0u64, |a, (d, _, _)| a.saturating_add(d.size));
+            let layers =
+                futures::future::try_join_all(plan.iter().map(|(desc, diff_id, chain)| {
+                    self.layer(store, &src, desc, diff_id, chain, &name)
+                }))
+                .await?;
+            phases.mark("layers");
+
+            let rec = manifest::build_record(RecordParts {
+                config_digest: m.config.digest.clone(),
+                config_size: config_bytes.len() as u64,
+                config,
+                manifest_digest,
+                index_digest: index.as_ref().map(|(_, d)| d.clone()),
+                layers,
+                repo_tags: reference::tagged(r).into_iter().collect(),
+                repo_digests: vec![reference::digested(r, &top_digest)],
+            });
+            // Disk writes and fsyncs: off the async workers.
+            let st = store.clone();
+            let config_digest = m.config.digest.clone();
+            let rec = tokio::task::spawn_blocking(move || {
+                if let Some((bytes, digest)) = &index {
+                    st.put_blob(digest, bytes)?;
+                }
+                st.put_blob(&rec.manifest_digest, &manifest_bytes)?;
+                st.put_blob(&config_digest, &config_bytes)?;
+                st.commit_image(rec)
+            })
+            .await
+            .map_err(|e| ImageError::Internal(format!("committing the image: {e}")))??;
+            phases.mark("commit");
+            tracing::info!(
+                image = %name, id = %rec.id, from = %src.location, bytes = total,
+                elapsed_ms = started.elapsed().as_millis(), "image pulled"
+            );
+            Ok(rec)
+        }
+        .await;
         phases.finish(&result);
         result
-    }
-
-    async fn pull_phases(
-        &self,
-        store: &Arc<Store>,
-        r: &Reference,
-        creds: Option<Credentials>,
-        phases: &mut crate::telemetry::Phases,
-    ) -> Result<ImageRecord, ImageError> {
-        let name = r.whole();
-        let started = Instant::now();
-        let _active = super::ActivePull::new(&self.counters, &name);
-        let registries = self
-            .registries
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let endpoints = registries.endpoints(r, &self.insecure)?;
-        let mut failures: Vec<(String, ImageError)> = Vec::new();
-        let mut found = None;
-        for ep in &endpoints {
-            // The request's credentials are for the image's registry: a mirror elsewhere gets
-            // only what the auth file holds for it.
-            let own = ep.reference.registry() == r.registry();
-            let auth = self.auth_for(ep, if own { &creds } else { &None });
-            let (dir, host) = (self.certs_dir.clone(), ep.reference.registry().to_string());
-            let tls = tokio::task::spawn_blocking(move || super::tls::load(&dir, &host))
-                .await
-                .map_err(|e| ImageError::Internal(e.to_string()))??;
-            let http = RegistryHttp::new(ep, self.stall, USER_AGENT, tls.as_ref(), &self.http)?;
-            let location = ep.reference.whole();
-            phases.mark("endpoint");
-            tracing::debug!(image = %name, endpoint = %location, mirror = ep.mirror, "fetching manifest");
-            match self
-                .fetch_top(&http, &ep.reference, auth.as_ref(), &name, &location)
-                .await
-            {
-                Ok((m, authz)) => {
-                    // Blobs come the same way, with the authorization obtained here.
-                    found = Some((
-                        Source {
-                            http,
-                            authz,
-                            reference: ep.reference.clone(),
-                            location,
-                        },
-                        m,
-                    ));
-                    break;
-                }
-                Err(e) => {
-                    tracing::info!(image = %name, endpoint = %location, error = %e, "endpoint failed");
-                    failures.push((location, e));
-                }
-            }
-        }
-        let Some((src, (top_bytes, top_digest))) = found else {
-            return Err(combine_failures(&name, failures));
-        };
-        phases.mark("auth_manifest");
-
-        // An index: choose this host's platform and fetch its manifest.
-        let (manifest_bytes, manifest_digest, index) = match manifest::parse(&name, &top_bytes)? {
-            Parsed::Manifest(_) => (top_bytes.clone(), top_digest.clone(), None),
-            Parsed::Index(entries) => {
-                let entry =
-                    manifest::select_platform(&entries).ok_or_else(|| ImageError::NotFound {
-                        reference: name.clone(),
-                        detail: format!(
-                            "no manifest for linux/{} in the image index",
-                            manifest::host_platform().0
-                        ),
-                    })?;
-                if entry.size > manifest::MAX_DOCUMENT {
-                    return Err(ImageError::Corrupt(format!(
-                        "{name}: the index declares a manifest of {} bytes (limit {})",
-                        entry.size,
-                        manifest::MAX_DOCUMENT
-                    )));
-                }
-                let pinned = src.reference.clone_with_digest(entry.digest.clone());
-                let bytes = self
-                    .within(
-                        &name,
-                        src.http.manifest(&pinned, &src.authz, &name, &src.location),
-                    )
-                    .await??;
-                verify_document(
-                    &format!("manifest {}", entry.digest),
-                    &bytes,
-                    &entry.digest,
-                    Some(entry.size),
-                )?;
-                (
-                    bytes,
-                    entry.digest.clone(),
-                    Some((top_bytes.clone(), top_digest.clone())),
-                )
-            }
-        };
-        let Parsed::Manifest(m) = manifest::parse(&name, &manifest_bytes)? else {
-            return Err(ImageError::Corrupt(format!(
-                "{name}: an index points to another index"
-            )));
-        };
-
-        let _doc_lease = store.lease(
-            [manifest_digest.clone(), m.config.digest.clone()]
-                .into_iter()
-                .chain(index.as_ref().map(|(_, d)| d.clone())),
-        );
-        phases.mark("index");
-        let config_bytes = self.fetch_document(&src, &m.config, &name).await?;
-        phases.mark("config");
-        let config = manifest::parse_config(&name, &config_bytes)?;
-        let plan = manifest::plan_layers(&name, &m, &config)?;
-        let _layer_lease = store.lease(plan.iter().map(|(_, _, chain)| chain.clone()));
-
-        let total: u64 = plan
-            .iter()
-            .fold(0u64, |a, (d, _, _)| a.saturating_add(d.size));
-        let layers =
-            futures::future::try_join_all(plan.iter().map(|(desc, diff_id, chain)| {
-                self.layer(store, &src, desc, diff_id, chain, &name)
-            }))
-            .await?;
-        phases.mark("layers");
-
-        let rec = manifest::build_record(RecordParts {
-            config_digest: m.config.digest.clone(),
-            config_size: config_bytes.len() as u64,
-            config,
-            manifest_digest,
-            index_digest: index.as_ref().map(|(_, d)| d.clone()),
-            layers,
-            repo_tags: reference::tagged(r).into_iter().collect(),
-            repo_digests: vec![reference::digested(r, &top_digest)],
-        });
-        // Disk writes and fsyncs: off the async workers.
-        let st = store.clone();
-        let config_digest = m.config.digest.clone();
-        let rec = tokio::task::spawn_blocking(move || {
-            if let Some((bytes, digest)) = &index {
-                st.put_blob(digest, bytes)?;
-            }
-            st.put_blob(&rec.manifest_digest, &manifest_bytes)?;
-            st.put_blob(&config_digest, &config_bytes)?;
-            st.commit_image(rec)
-        })
-        .await
-        .map_err(|e| ImageError::Internal(format!("committing the image: {e}")))??;
-        phases.mark("commit");
-        tracing::info!(
-            image = %name, id = %rec.id, from = %src.location, bytes = total,
-            elapsed_ms = started.elapsed().as_millis(), "image pulled"
-        );
-        Ok(rec)
     }
 
     /// The request's credentials, else what the auth file holds for this endpoint.
@@ -326,6 +319,7 @@ impl Puller {
     }
 
     /// One layer: reused when its chain ID is stored, otherwise downloaded and unpacked at once.
+    /// Its phases are its own (PullLayer): layers are fetched in parallel, so not PullImage's.
     async fn layer(
         &self,
         store: &Arc<Store>,
@@ -335,136 +329,122 @@ impl Puller {
         chain: &str,
         name: &str,
     ) -> Result<LayerRecord, ImageError> {
-        // Each layer's own phases (layers are fetched in parallel, so not PullImage's).
         let mut phases = crate::telemetry::Phases::start("PullLayer");
-        let result = self
-            .layer_phases(store, src, desc, diff_id, chain, name, &mut phases)
-            .await;
+        let result: Result<LayerRecord, ImageError> = async {
+            let record = |digest: String, size: u64, unpacked_size: u64| LayerRecord {
+                chain_id: chain.to_string(),
+                diff_id: diff_id.to_string(),
+                digest,
+                size,
+                media_type: desc.media_type.clone(),
+                unpacked_size,
+            };
+            if store.layer_exists(chain) {
+                tracing::debug!(image = %name, layer = %desc.digest, "layer already stored, reused");
+                self.counters.layers_reused.fetch_add(1, Relaxed);
+                return Ok(record(
+                    desc.digest.clone(),
+                    desc.size,
+                    layer_unpacked_size(store, chain).unwrap_or(0),
+                ));
+            }
+            let _permit = self
+                .downloads
+                .acquire()
+                .await
+                .map_err(|_| ImageError::Internal("download limiter closed".into()))?;
+            phases.mark("slot");
+            let mut stream = self.within(name, src.blob(desc, name)).await??;
+            phases.mark("blob_request");
+
+            let tmp = store.temp_dir("layer-")?;
+            let expect = LayerExpect {
+                what: format!("layer {} of {name}", desc.digest),
+                digest: Some(desc.digest.clone()),
+                size: Some(desc.size),
+                diff_id: Some(diff_id.to_string()),
+            };
+            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
+            // The unpacker owns the temporary directory: if anything fails, or this pull is
+            // cancelled, it is removed once the unpacker has stopped writing into it.
+            let unpacker = tokio::task::spawn_blocking(move || {
+                let diff = tmp.path().join("diff");
+                std::fs::create_dir(&diff)
+                    .map_err(|e| ImageError::io("creating layer directory", e))?;
+                let u = unpack_layer(
+                    ChannelReader {
+                        rx,
+                        cur: Bytes::new(),
+                    },
+                    &expect,
+                    &diff,
+                )?;
+                Ok::<_, ImageError>((tmp, u))
+            });
+
+            let mut received: u64 = 0;
+            let mut last_log = Instant::now();
+            let mut failed = None;
+            loop {
+                let next = match self.within(name, stream.next()).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                };
+                let Some(chunk) = next else { break };
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        failed = Some(read_error(name, &desc.digest, e));
+                        break;
+                    }
+                };
+                received += chunk.len() as u64;
+                self.counters.bytes.fetch_add(chunk.len() as u64, Relaxed);
+                if received > desc.size {
+                    failed = Some(ImageError::SizeMismatch {
+                        what: format!("layer {} of {name}", desc.digest),
+                        expected: desc.size,
+                        actual: received,
+                    });
+                    break;
+                }
+                if received == chunk.len() as u64 {
+                    self.counters
+                        .layer_progress(name, &desc.digest.to_string(), received, desc.size);
+                }
+                if last_log.elapsed() >= PROGRESS_EVERY {
+                    last_log = Instant::now();
+                    self.counters
+                        .layer_progress(name, &desc.digest.to_string(), received, desc.size);
+                    tracing::info!(image = %name, layer = %desc.digest, received, total = desc.size, "pull progress");
+                }
+                if tx.send(chunk).await.is_err() {
+                    break; // the unpacker stopped; its error says why
+                }
+            }
+            drop(tx);
+            let unpacked = unpacker
+                .await
+                .map_err(|e| ImageError::Internal(format!("layer unpacker: {e}")))?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            let (tmp, u) = unpacked?;
+            phases.mark("transfer_unpack");
+            let rec = record(u.digest, u.size, u.unpacked_size);
+            let (st, r2) = (store.clone(), rec.clone());
+            tokio::task::spawn_blocking(move || st.commit_layer(tmp, &r2))
+                .await
+                .map_err(|e| ImageError::Internal(format!("committing a layer: {e}")))??;
+            phases.mark("commit_layer");
+            Ok(rec)
+        }
+        .await;
         phases.finish(&result);
         result
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn layer_phases(
-        &self,
-        store: &Arc<Store>,
-        src: &Source,
-        desc: &Descriptor,
-        diff_id: &str,
-        chain: &str,
-        name: &str,
-        phases: &mut crate::telemetry::Phases,
-    ) -> Result<LayerRecord, ImageError> {
-        let record = |digest: String, size: u64, unpacked_size: u64| LayerRecord {
-            chain_id: chain.to_string(),
-            diff_id: diff_id.to_string(),
-            digest,
-            size,
-            media_type: desc.media_type.clone(),
-            unpacked_size,
-        };
-        if store.layer_exists(chain) {
-            tracing::debug!(image = %name, layer = %desc.digest, "layer already stored, reused");
-            self.counters.layers_reused.fetch_add(1, Relaxed);
-            return Ok(record(
-                desc.digest.clone(),
-                desc.size,
-                layer_unpacked_size(store, chain).unwrap_or(0),
-            ));
-        }
-        let _permit = self
-            .downloads
-            .acquire()
-            .await
-            .map_err(|_| ImageError::Internal("download limiter closed".into()))?;
-        phases.mark("slot");
-        let mut stream = self.within(name, src.blob(desc, name)).await??;
-        phases.mark("blob_request");
-
-        let tmp = store.temp_dir("layer-")?;
-        let expect = LayerExpect {
-            what: format!("layer {} of {name}", desc.digest),
-            digest: Some(desc.digest.clone()),
-            size: Some(desc.size),
-            diff_id: Some(diff_id.to_string()),
-        };
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
-        // The unpacker owns the temporary directory: if anything fails, or this pull is
-        // cancelled, it is removed once the unpacker has stopped writing into it.
-        let unpacker = tokio::task::spawn_blocking(move || {
-            let diff = tmp.path().join("diff");
-            std::fs::create_dir(&diff)
-                .map_err(|e| ImageError::io("creating layer directory", e))?;
-            let u = unpack_layer(
-                ChannelReader {
-                    rx,
-                    cur: Bytes::new(),
-                },
-                &expect,
-                &diff,
-            )?;
-            Ok::<_, ImageError>((tmp, u))
-        });
-
-        let mut received: u64 = 0;
-        let mut last_log = Instant::now();
-        let mut failed = None;
-        loop {
-            let next = match self.within(name, stream.next()).await {
-                Ok(n) => n,
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            };
-            let Some(chunk) = next else { break };
-            let chunk = match chunk {
-                Ok(c) => c,
-                Err(e) => {
-                    failed = Some(read_error(name, &desc.digest, e));
-                    break;
-                }
-            };
-            received += chunk.len() as u64;
-            self.counters.bytes.fetch_add(chunk.len() as u64, Relaxed);
-            if received > desc.size {
-                failed = Some(ImageError::SizeMismatch {
-                    what: format!("layer {} of {name}", desc.digest),
-                    expected: desc.size,
-                    actual: received,
-                });
-                break;
-            }
-            if received == chunk.len() as u64 {
-                self.counters
-                    .layer_progress(name, &desc.digest.to_string(), received, desc.size);
-            }
-            if last_log.elapsed() >= PROGRESS_EVERY {
-                last_log = Instant::now();
-                self.counters
-                    .layer_progress(name, &desc.digest.to_string(), received, desc.size);
-                tracing::info!(image = %name, layer = %desc.digest, received, total = desc.size, "pull progress");
-            }
-            if tx.send(chunk).await.is_err() {
-                break; // the unpacker stopped; its error says why
-            }
-        }
-        drop(tx);
-        let unpacked = unpacker
-            .await
-            .map_err(|e| ImageError::Internal(format!("layer unpacker: {e}")))?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        let (tmp, u) = unpacked?;
-        phases.mark("transfer_unpack");
-        let rec = record(u.digest, u.size, u.unpacked_size);
-        let (st, r2) = (store.clone(), rec.clone());
-        tokio::task::spawn_blocking(move || st.commit_layer(tmp, &r2))
-            .await
-            .map_err(|e| ImageError::Internal(format!("committing a layer: {e}")))??;
-        phases.mark("commit_layer");
-        Ok(rec)
     }
 }
 

@@ -43,36 +43,31 @@ impl Engine {
 
     pub async fn remove_container(self: &Arc<Self>, s: &str) -> Result<()> {
         let mut phases = crate::telemetry::Phases::start("RemoveContainer");
-        let result = self.remove_container_phases(s, &mut phases).await;
+        let result: Result<()> = async {
+            let Some(id) = self.resolve_container(s)? else {
+                return Ok(());
+            };
+            self.stop_container(&id, 0).await?;
+            phases.mark("stop");
+            let lock = self.lock_for(&id);
+            let _g = lock.lock().await;
+            let Some(rec) = self.container(&id) else {
+                return Ok(());
+            };
+            self.cleanup_container_files(&rec).await;
+            phases.mark("files");
+            self.forget_container(&id);
+            phases.mark("record");
+            if let Some(pod) = self.pod(&rec.pod_id) {
+                self.release(&container_name(&pod.config, &rec.config), &id);
+            }
+            self.drop_lock(&id);
+            tracing::info!(container = %id, "container removed");
+            self.emit(&id, &rec.pod_id, crate::engine::events::EventKind::Deleted);
+            Ok(())
+        }
+        .await;
         phases.finish(&result);
         result
-    }
-
-    async fn remove_container_phases(
-        self: &Arc<Self>,
-        s: &str,
-        phases: &mut crate::telemetry::Phases,
-    ) -> Result<()> {
-        let Some(id) = self.resolve_container(s)? else {
-            return Ok(());
-        };
-        self.stop_container(&id, 0).await?;
-        phases.mark("stop");
-        let lock = self.lock_for(&id);
-        let _g = lock.lock().await;
-        let Some(rec) = self.container(&id) else {
-            return Ok(());
-        };
-        self.cleanup_container_files(&rec).await;
-        phases.mark("files");
-        self.forget_container(&id);
-        phases.mark("record");
-        if let Some(pod) = self.pod(&rec.pod_id) {
-            self.release(&container_name(&pod.config, &rec.config), &id);
-        }
-        self.drop_lock(&id);
-        tracing::info!(container = %id, "container removed");
-        self.emit(&id, &rec.pod_id, crate::engine::events::EventKind::Deleted);
-        Ok(())
     }
 }

@@ -86,66 +86,60 @@ impl Engine {
 
     pub async fn stop_container(self: &Arc<Self>, s: &str, timeout_s: i64) -> Result<()> {
         let mut phases = crate::telemetry::Phases::start("StopContainer");
-        let result = self.stop_container_phases(s, timeout_s, &mut phases).await;
-        phases.finish(&result);
-        result
-    }
-
-    async fn stop_container_phases(
-        self: &Arc<Self>,
-        s: &str,
-        timeout_s: i64,
-        phases: &mut crate::telemetry::Phases,
-    ) -> Result<()> {
-        let Some(id) = self.resolve_container(s)? else {
-            return Ok(());
-        };
-        let lock = self.lock_for(&id);
-        let _g = lock.lock().await;
-        let Some(rec) = self.refreshed(&id) else {
-            return Ok(());
-        };
-        if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
-            return Ok(());
-        }
-        if !self.ctr_paths(&id).monitor_socket().exists() {
-            self.refresh_after_restart(&id).await;
-            return Ok(());
-        }
-        // The init, opened while it is alive and checked to be the container's: what Stop
-        // falls back on when the monitor does not answer.
-        let init = {
-            let r = rec.clone();
-            blocking(move || open_init(&r)).await.ok().flatten()
-        };
-        let init = init.as_ref();
-        phases.mark("lookup");
-        if timeout_s > 0 && rec.state == ContainerState::Running {
-            self.signal(&rec, init, rec.stop_signal, false).await;
-            if self
-                .wait_exit(
-                    &rec,
-                    init,
-                    Duration::from_secs(u64::try_from(timeout_s).unwrap_or(0)),
-                )
-                .await
-            {
-                tracing::info!(container = %id, "container stopped");
+        let result: Result<()> = async {
+            let Some(id) = self.resolve_container(s)? else {
+                return Ok(());
+            };
+            let lock = self.lock_for(&id);
+            let _g = lock.lock().await;
+            let Some(rec) = self.refreshed(&id) else {
+                return Ok(());
+            };
+            if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
                 return Ok(());
             }
-            tracing::info!(container = %id, timeout_s, "stop signal timed out; killing");
+            if !self.ctr_paths(&id).monitor_socket().exists() {
+                self.refresh_after_restart(&id).await;
+                return Ok(());
+            }
+            // The init, opened while it is alive and checked to be the container's: what Stop
+            // falls back on when the monitor does not answer.
+            let init = {
+                let r = rec.clone();
+                blocking(move || open_init(&r)).await.ok().flatten()
+            };
+            let init = init.as_ref();
+            phases.mark("lookup");
+            if timeout_s > 0 && rec.state == ContainerState::Running {
+                self.signal(&rec, init, rec.stop_signal, false).await;
+                if self
+                    .wait_exit(
+                        &rec,
+                        init,
+                        Duration::from_secs(u64::try_from(timeout_s).unwrap_or(0)),
+                    )
+                    .await
+                {
+                    tracing::info!(container = %id, "container stopped");
+                    return Ok(());
+                }
+                tracing::info!(container = %id, timeout_s, "stop signal timed out; killing");
+            }
+            self.signal(&rec, init, libc::SIGKILL, true).await;
+            phases.mark("kill");
+            let exited = self.wait_exit(&rec, init, Duration::from_secs(30)).await;
+            phases.mark("wait_exit");
+            if !exited {
+                return Err(EngineError::new(
+                    Kind::DeadlineExceeded,
+                    format!("container {id} did not exit after SIGKILL"),
+                ));
+            }
+            tracing::info!(container = %id, "container stopped");
+            Ok(())
         }
-        self.signal(&rec, init, libc::SIGKILL, true).await;
-        phases.mark("kill");
-        let exited = self.wait_exit(&rec, init, Duration::from_secs(30)).await;
-        phases.mark("wait_exit");
-        if !exited {
-            return Err(EngineError::new(
-                Kind::DeadlineExceeded,
-                format!("container {id} did not exit after SIGKILL"),
-            ));
-        }
-        tracing::info!(container = %id, "container stopped");
-        Ok(())
+        .await;
+        phases.finish(&result);
+        result
     }
 }
