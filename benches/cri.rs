@@ -87,6 +87,16 @@ struct Args {
     /// the run, the median time of each phase of each operation is printed from it.
     #[arg(long)]
     phases_log: Option<PathBuf>,
+    /// Once every pod runs, restart the daemon (`--pid`): SIGTERM, as `systemctl restart` sends,
+    /// then the same command line, environment and working directory again, its output
+    /// appended to `--restart-log`. Times how long until the socket answers and until every pod
+    /// and container of the run is listed ready and running again, and reads the new daemon's
+    /// RSS. The new daemon's pid is written to FILE, for the caller to stop it.
+    #[arg(long, value_name = "FILE")]
+    restart_pid_file: Option<PathBuf>,
+    /// Where the restarted daemon's output goes (appended; default: discarded).
+    #[arg(long)]
+    restart_log: Option<PathBuf>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -163,6 +173,21 @@ struct Bench {
     /// Where the burst's lines are in the daemon's log (byte offsets): left out of the phase
     /// medians, which are those of the run's one-at-a-time RPCs.
     burst_log: Option<(u64, u64)>,
+    /// The socket, to connect again after a restart.
+    socket: PathBuf,
+    /// With `--restart-pid-file`: what the restart took.
+    restart: Option<Restarted>,
+}
+
+/// A restart of the daemon with every pod of the run running.
+struct Restarted {
+    /// From the exec of the new daemon to its first answer (Version).
+    served: Duration,
+    /// From the exec to every pod of the run listed ready and every container running.
+    listed: Duration,
+    /// The old daemon's exit after SIGTERM.
+    stopped: Duration,
+    rss: Rss,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -268,6 +293,8 @@ async fn setup(args: Args, socket: &str, image: &str) -> Result<(Bench, String)>
         node: Vec::new(),
         burst: None,
         burst_log: None,
+        socket: socket.to_path_buf(),
+        restart: None,
     };
     Ok((b, image_ref))
 }
@@ -568,6 +595,9 @@ impl Bench {
             self.list_stats.push(t.elapsed());
         }
         self.node_scale(image_ref).await?;
+        if self.args.restart_pid_file.is_some() {
+            self.restart_daemon().await?;
+        }
         if self.args.keep_running {
             return Ok((loaded, None));
         }
@@ -821,6 +851,168 @@ impl Bench {
         Ok(())
     }
 
+    /// `--restart-pid-file`: restarts the daemon with every pod of the run running (see the
+    /// flag) and times its return.
+    async fn restart_daemon(&mut self) -> Result<()> {
+        let (Some(pid), Some(pid_file)) = (self.args.pid, self.args.restart_pid_file.clone())
+        else {
+            return Err(anyhow!("--restart-pid-file needs --pid"));
+        };
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        let split = |b: Vec<u8>| -> Vec<std::ffi::OsString> {
+            use std::os::unix::ffi::OsStringExt;
+            b.split(|&c| c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| std::ffi::OsString::from_vec(a.to_vec()))
+                .collect()
+        };
+        let argv = split(std::fs::read(proc_dir.join("cmdline")).context("the daemon's cmdline")?);
+        let env = split(std::fs::read(proc_dir.join("environ")).context("the daemon's environ")?);
+        let cwd = std::fs::read_link(proc_dir.join("cwd")).context("the daemon's cwd")?;
+        let Some((prog, args)) = argv.split_first() else {
+            return Err(anyhow!("the daemon (pid {pid}) has an empty command line"));
+        };
+        let t = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .context("SIGTERM to the daemon")?;
+        // Not our child: gone, or a zombie its parent (the script) has not reaped yet.
+        let gone = || {
+            std::fs::read_to_string(proc_dir.join("stat"))
+                .map(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+                .unwrap_or(true)
+        };
+        while !gone() {
+            if t.elapsed() > Duration::from_secs(60) {
+                return Err(anyhow!(
+                    "the daemon (pid {pid}) did not exit within 60 s of SIGTERM"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let stopped = t.elapsed();
+        let out = match &self.args.restart_log {
+            Some(p) => std::process::Stdio::from(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(p)
+                    .with_context(|| format!("opening {}", p.display()))?,
+            ),
+            None => std::process::Stdio::null(),
+        };
+        let err = match &self.args.restart_log {
+            Some(p) => std::process::Stdio::from(std::fs::OpenOptions::new().append(true).open(p)?),
+            None => std::process::Stdio::null(),
+        };
+        let mut cmd = std::process::Command::new(prog);
+        cmd.args(args)
+            .env_clear()
+            .current_dir(&cwd)
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        for kv in &env {
+            let kv = kv.to_string_lossy();
+            if let Some((k, v)) = kv.split_once('=') {
+                cmd.env(k, v);
+            }
+        }
+        let t = Instant::now();
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {prog:?} again"))?;
+        let new_pid = child.id();
+        // Left running when this process exits: the caller stops it through the pid file.
+        drop(child);
+        std::fs::write(&pid_file, format!("{new_pid}\n"))
+            .with_context(|| format!("writing {}", pid_file.display()))?;
+        self.args.pid = Some(new_pid);
+        let deadline = Duration::from_secs(120);
+        let served = loop {
+            if t.elapsed() > deadline {
+                return Err(anyhow!("the restarted daemon did not answer within 120 s"));
+            }
+            if let Ok(ch) = ferrio::cli::connect(&self.socket).await {
+                let mut rt = RuntimeServiceClient::new(ch);
+                if rt
+                    .version(request(api::VersionRequest::default(), self.timeout))
+                    .await
+                    .is_ok()
+                {
+                    self.rt = rt;
+                    break t.elapsed();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        let pods: HashSet<String> = self.pods.iter().map(|p| p.id.clone()).collect();
+        let ctrs: HashSet<String> = self
+            .pods
+            .iter()
+            .filter_map(|p| p.container.clone())
+            .collect();
+        let listed = loop {
+            if t.elapsed() > deadline {
+                return Err(anyhow!(
+                    "the restarted daemon did not list every pod and container within 120 s"
+                ));
+            }
+            let ready = self
+                .rt
+                .list_pod_sandbox(request(
+                    api::ListPodSandboxRequest { filter: None },
+                    self.timeout,
+                ))
+                .await
+                .map(|r| {
+                    r.into_inner()
+                        .items
+                        .iter()
+                        .filter(|p| p.state == api::PodSandboxState::SandboxReady as i32)
+                        .filter(|p| pods.contains(&p.id))
+                        .count()
+                })
+                .unwrap_or(0);
+            let running = self
+                .rt
+                .list_containers(request(
+                    api::ListContainersRequest { filter: None },
+                    self.timeout,
+                ))
+                .await
+                .map(|r| {
+                    r.into_inner()
+                        .containers
+                        .iter()
+                        .filter(|c| c.state == api::ContainerState::ContainerRunning as i32)
+                        .filter(|c| ctrs.contains(&c.id))
+                        .count()
+                })
+                .unwrap_or(0);
+            if ready == pods.len() && running == ctrs.len() {
+                break t.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        let rss = self.rss().await;
+        self.restart = Some(Restarted {
+            served,
+            listed,
+            stopped,
+            rss,
+        });
+        Ok(())
+    }
+
     async fn cleanup(&mut self) {
         let timeout = self.timeout;
         for pod in std::mem::take(&mut self.pods) {
@@ -968,6 +1160,14 @@ impl Bench {
                 ms(wall)
             );
         }
+        if let Some(r) = &self.restart {
+            println!(
+                "\nrestart with {n} pods running: old daemon gone {:.0} ms after SIGTERM; new one answering {:.0} ms after exec, every pod ready and container running listed {:.0} ms after exec",
+                ms(r.stopped),
+                ms(r.served),
+                ms(r.listed)
+            );
+        }
         if !self.list_stats.is_empty() {
             let mut v: Vec<f64> = self.list_stats.iter().map(|d| ms(*d)).collect();
             v.sort_by(f64::total_cmp);
@@ -1002,6 +1202,9 @@ impl Bench {
         println!("|---|---:|---:|---:|---:|---:|");
         idle.row("idle, before the first pod");
         loaded.row(&format!("{n} pods running"));
+        if let Some(r) = &self.restart {
+            r.rss.row(&format!("restarted, {n} pods restored"));
+        }
         if let Some(a) = after {
             a.row("after the teardown");
         }

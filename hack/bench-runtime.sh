@@ -5,7 +5,8 @@
 # machine against Debian's containerd 1.6 (its CRI plugin, cgroupfs, runc, restrict_oom_score_adj)
 # and then against ferrio (skipped with a note while ferrio answers Unimplemented for pods).
 # Usage: hack/bench-runtime.sh [ROUNDS]   (default 20; as root). ONLY=containerd|ferrio runs one
-# side. Prints numbers; asserts nothing. Everything lives under one temp dir, removed at the end.
+# side. With every pod running, each daemon is restarted once (SIGTERM, then the same command) and
+# the bench times until all pods are listed again (RESTART=0 skips it). Prints numbers; asserts nothing. Everything lives under one temp dir, removed at the end.
 #
 # CNI=1: the pods get their own network namespace instead (`cri --cni`; no port mappings),
 # attached by both runtimes to the same network: one conflist from hack/cni-conf.sh in a temp
@@ -86,10 +87,19 @@ net_leftovers() {
   return 0
 }
 
+# Stop a daemon: our child, or the one the bench restarted (not our child: polled until gone).
+stop_daemon() {
+  local pid=$1 i
+  kill "$pid" 2>/dev/null || return 0
+  wait "$pid" 2>/dev/null && return 0
+  for i in $(seq 600); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.05; done
+  kill -9 "$pid" 2>/dev/null || true
+}
+
 cleanup() {
   set +e # runs to the end whatever fails (a daemon that never started, say)
-  if [ -n "$ctrd" ]; then kill "$ctrd" 2>/dev/null; wait "$ctrd" 2>/dev/null; fi
-  if [ -n "$fpid" ]; then kill "$fpid" 2>/dev/null; wait "$fpid" 2>/dev/null; fi
+  if [ -n "$ctrd" ]; then stop_daemon "$ctrd"; fi
+  if [ -n "$fpid" ]; then stop_daemon "$fpid"; fi
   sweep "$work/containerd" "$work/containerd/runc/k8s.io"
   sweep "$work/ferrio"
   if [ $cni = 1 ] && [ -n "$bridge" ]; then
@@ -132,6 +142,9 @@ if [ $cni = 1 ]; then
   hostport_before=$(iptables-save -t nat 2>/dev/null | grep -c '^:CNI-HOSTPORT-' || true)
   bench_args=(--cni)
 fi
+# Each side's daemon is restarted once with every pod running (RESTART=0: not), so the bench
+# times a restore of ROUNDS pods; the restarted daemon's pid comes back in a file.
+case ${RESTART:-1} in 0|"") restart=0 ;; *) restart=1 ;; esac
 
 echo "host: $(nproc) CPUs, kernel $(uname -r), $(runc --version | head -1), bench: $N rounds"
 # Dying memory cgroups (kept by page cache charges after earlier runs) slow cgroup v1 creation for
@@ -185,10 +198,13 @@ TOML
   echo "## containerd $(containerd --version | awk '{print $3}') (CRI plugin, runc, cgroupfs)"
   memcgs
   # Helpers: containerd-shim-runc-v2, one per pod, re-parented to init; each names its pod.
+  local more=()
+  [ $restart = 1 ] && more=(--restart-pid-file "$d/restarted.pid" --restart-log "$d/containerd.log")
   "$bench" --socket "$d/containerd.sock" --image "$image" --rounds "$N" --pid "$ctrd" \
-    --helper containerd-shim-runc-v2 --helper "$d/containerd.sock" "${bench_args[@]}" || rc=$?
+    --helper containerd-shim-runc-v2 --helper "$d/containerd.sock" "${bench_args[@]}" "${more[@]}" || rc=$?
+  [ -s "$d/restarted.pid" ] && ctrd=$(cat "$d/restarted.pid")
   if [ $rc -ne 0 ]; then echo "containerd: bench failed ($rc); log:" >&2; tail -30 "$d/containerd.log" >&2; fi
-  kill "$ctrd"; wait "$ctrd" 2>/dev/null || true; ctrd=""
+  stop_daemon "$ctrd"; ctrd=""
   net_leftovers containerd
   sweep "$d" "$d/runc/k8s.io"
   local c
@@ -221,14 +237,17 @@ run_ferrio() {
   memcgs
   # Helpers: `ferrio __monitor <container-id>` (and any other ferrio process naming a pod or
   # container of the run).
+  local more=()
+  [ $restart = 1 ] && more=(--restart-pid-file "$d/restarted.pid" --restart-log "$d/ferrio.log")
   "$bench" --socket "$d/run/ferrio.sock" --image "$image" --rounds "$N" --pid "$fpid" \
-    --helper ferrio --phases-log "$d/ferrio.log" "${bench_args[@]}" || rc=$?
+    --helper ferrio --phases-log "$d/ferrio.log" "${bench_args[@]}" "${more[@]}" || rc=$?
+  [ -s "$d/restarted.pid" ] && fpid=$(cat "$d/restarted.pid")
   case $rc in
     0) ;;
     3) echo "ferrio answers Unimplemented for pods (the runtime core has not landed): skipped"; rc=0 ;;
     *) echo "ferrio: bench failed ($rc); log ($d/ferrio.log):" >&2; grep -v ' phases op=' "$d/ferrio.log" >&2 ;;
   esac
-  kill "$fpid"; wait "$fpid" 2>/dev/null || true; fpid=""
+  stop_daemon "$fpid"; fpid=""
   net_leftovers ferrio
   sweep "$d"
   return $rc
