@@ -1104,6 +1104,16 @@ impl Bench {
             daemon: read_mem(pid),
             helpers: helpers.iter().filter_map(|&h| read_mem(h)).collect(),
             one_helper: helpers.first().and_then(|&h| resident_by_mapping(h)),
+            daemon_map: resident_by_mapping(pid).map(|m| {
+                let threads = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find_map(|l| l.strip_prefix("Threads:").map(|v| v.trim().to_string()))
+                    })
+                    .unwrap_or_default();
+                format!("{m}; {threads} threads")
+            }),
         }
     }
 
@@ -1205,8 +1215,19 @@ impl Bench {
         if let Some(r) = &self.restart {
             r.rss.row(&format!("restarted, {n} pods restored"));
         }
-        if let Some(a) = after {
+        if let Some(a) = &after {
             a.row("after the teardown");
+        }
+        for (when, r) in [
+            ("idle", Some(&idle)),
+            ("loaded", Some(&loaded)),
+            ("after", after.as_ref()),
+        ] {
+            if let Some(m) = r.and_then(|r| r.daemon_map.as_ref()) {
+                println!(
+                    "\nthe daemon's resident KiB by mapping (of which anonymous), {when}: {m}"
+                );
+            }
         }
         if let Some(m) = &loaded.one_helper {
             println!("\none helper's resident KiB by mapping (of which anonymous): {m}");
@@ -1220,6 +1241,8 @@ struct Rss {
     helpers: Vec<Mem>,
     /// Where one helper's resident memory is (its largest mappings).
     one_helper: Option<String>,
+    /// Where the daemon's resident memory is, and its thread count.
+    daemon_map: Option<String>,
 }
 
 /// A process's resident kB per mapping (file name, `[heap]`, `anon`…), largest first, and how

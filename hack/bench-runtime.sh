@@ -145,6 +145,9 @@ fi
 # Each side's daemon is restarted once with every pod running (RESTART=0: not), so the bench
 # times a restore of ROUNDS pods; the restarted daemon's pid comes back in a file.
 case ${RESTART:-1} in 0|"") restart=0 ;; *) restart=1 ;; esac
+# Memory is read SETTLE seconds after the work before it (default 11), for both runtimes: ferrio
+# returns freed heap to the kernel every 10 s, Go's scavenger works in the background too.
+bench_args+=(--settle "${SETTLE:-11}")
 
 echo "host: $(nproc) CPUs, kernel $(uname -r), $(runc --version | head -1), bench: $N rounds"
 # Dying memory cgroups (kept by page cache charges after earlier runs) slow cgroup v1 creation for

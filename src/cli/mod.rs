@@ -191,9 +191,12 @@ pub fn run(cli: Cli) -> Result<()> {
             let cfg = cli.global.load_config()?;
             crate::telemetry::init(&cfg.log_level);
             crate::server::take_notify_socket();
+            // Blocking threads idle for 3 s end (tokio keeps them 10 s): a burst of creates
+            // leaves dozens, each with its stack resident.
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("ferrio")
+                .thread_keep_alive(std::time::Duration::from_secs(3))
                 .build()?;
             let global = cli.global.clone();
             let source: crate::server::ConfigSource =

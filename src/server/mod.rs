@@ -290,6 +290,7 @@ pub async fn serve_until(
         startup_ms = started.elapsed().as_millis(), "ferrio is serving the CRI"
     );
     notify("READY=1");
+    memory_upkeep();
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(io("installing a SIGHUP handler"))?;
 
@@ -345,4 +346,24 @@ pub async fn serve_until(
     }
     tracing::info!("ferrio stopped");
     Ok(())
+}
+
+/// Keeps the daemon's memory to what it uses: once start-up is over, the executable's pages
+/// only start-up touched are dropped from its page tables (they stay in the page cache); then
+/// every 10 s the allocator returns freed heap to the kernel (a burst of creates or a stats
+/// call over many pods leaves freed chunks behind that glibc keeps otherwise).
+fn memory_upkeep() {
+    tokio::spawn(async {
+        let released = tokio::task::spawn_blocking(crate::sys::process::release_exe_pages)
+            .await
+            .unwrap_or(0);
+        tracing::debug!(kib = released / 1024, "start-up code pages released");
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let _ = tokio::task::spawn_blocking(crate::sys::process::trim_heap).await;
+        }
+    });
 }

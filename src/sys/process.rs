@@ -171,6 +171,29 @@ pub fn release_clean_file_pages() -> usize {
     if thread_count() != 1 {
         return 0;
     }
+    release_file_pages(|_| true)
+}
+
+/// [`release_clean_file_pages`] for the daemon, which is multi-threaded: only the mappings of
+/// its own executable (its code and read-only data), which stay mapped for the life of the
+/// process, so no other thread can unmap and reuse the range meanwhile. Called once start-up is
+/// over: the code only start-up ran (config, store and state restore) stops counting in RSS.
+pub fn release_exe_pages() -> usize {
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+        return 0;
+    };
+    let exe = exe.to_string_lossy().into_owned();
+    // smaps shows the path up to its first space here (see release_file_pages).
+    let first_word = exe.split_whitespace().next().unwrap_or("").to_string();
+    if first_word.is_empty() {
+        return 0;
+    }
+    release_file_pages(|path| path == first_word)
+}
+
+/// Drops the resident pages of the read-only, file-backed mappings without anonymous pages
+/// whose path `keep` accepts; returns the bytes released.
+fn release_file_pages(keep: impl Fn(&str) -> bool) -> usize {
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return 0;
     };
@@ -186,7 +209,7 @@ pub fn release_clean_file_pages() -> usize {
             {
                 let perms = fields.next().unwrap_or("");
                 let path = fields.nth(3).unwrap_or("");
-                candidate = !perms.contains('w') && path.starts_with('/');
+                candidate = !perms.contains('w') && path.starts_with('/') && keep(path);
                 cur = Some((start, end, 0));
                 continue;
             }
@@ -219,8 +242,9 @@ pub fn release_clean_file_pages() -> usize {
     for (start, end, rss) in ranges {
         // SAFETY: [start, end) is a whole mapping of this process, read from /proc/self/smaps:
         // private, file-backed, not writable and without anonymous pages, so MADV_DONTNEED only
-        // drops page-table entries whose contents the file still holds; nothing in this
-        // single-threaded helper can map or unmap it concurrently.
+        // drops page-table entries whose contents the file still holds. The callers guarantee
+        // nothing unmaps it meanwhile: a single-threaded helper, or the daemon's own executable,
+        // mapped until the process ends.
         let rc =
             unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
         if rc == 0 {
@@ -345,4 +369,48 @@ pub fn take_lifeline() -> io::Result<OwnedFd> {
         ));
     }
     Ok(file.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The resident kB of this process's mappings of its executable.
+    fn exe_rss_kb() -> usize {
+        let exe = std::fs::read_link("/proc/self/exe").expect("exe");
+        let exe = exe.to_string_lossy().into_owned();
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let (mut ours, mut total) = (false, 0);
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                ours = line.split_whitespace().nth(5) == exe.split_whitespace().next();
+            } else if ours && first == "Rss:" {
+                total += line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        total
+    }
+
+    #[test]
+    fn the_executables_clean_pages_are_released_and_fault_back() {
+        // The test harness is multi-threaded, like the daemon.
+        let before = exe_rss_kb();
+        assert!(before > 0, "the test binary has resident code");
+        let released = release_exe_pages();
+        assert!(released > 0, "some of the executable's pages were released");
+        // Code and read-only data still work: they fault back from the page cache.
+        let v: Vec<String> = (0..100).map(|i| format!("{i:x}")).collect();
+        assert_eq!(v[42], "2a");
+        assert!(
+            exe_rss_kb() < before,
+            "resident code went down: {} kB -> {} kB",
+            before,
+            exe_rss_kb()
+        );
+    }
 }
