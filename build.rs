@@ -1,4 +1,5 @@
-//! Generates the gRPC code for the vendored CRI v1 API and ferrio's own admin API.
+//! Generates the gRPC code for the vendored CRI v1 API and ferrio's own admin API, and the
+//! message types of the vendored NRI API.
 //! protox compiles the .proto files in Rust, so no system `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -14,6 +15,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // AuthConfig carries secrets (`debug_redact` in the proto, which prost ignores):
         // its Debug impl is written by hand in src/cri/mod.rs and redacts them.
         .skip_debug(["runtime.v1.AuthConfig"])
+        .compile_fds(fds)?;
+    // NRI's messages (its services are ttrpc, spoken by src/nri/ttrpc.rs: no stubs).
+    let nri = "proto/nri/pkg/api/api.proto";
+    println!("cargo:rerun-if-changed={nri}");
+    let fds = protox::compile([nri], ["proto/nri"])?;
+    tonic_prost_build::configure()
+        .build_server(false)
+        .build_client(false)
         .compile_fds(fds)?;
     Ok(())
 }
