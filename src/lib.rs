@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod model;
 pub mod monitor;
 pub mod network;
+pub mod nri;
 pub mod runtime;
 pub mod server;
 pub mod spec;

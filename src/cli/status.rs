@@ -146,6 +146,31 @@ async fn overview(ch: Channel, cfg: &Config) -> Result<String> {
             );
         }
     }
+    // NRI plugins, in call order.
+    let plugins: Vec<serde_json::Value> = st
+        .info
+        .get("nriPlugins")
+        .and_then(|p| serde_json::from_str(p).ok())
+        .unwrap_or_default();
+    if plugins.is_empty() {
+        let _ = writeln!(o, "NRI:        no plugins");
+    } else {
+        let _ = writeln!(o, "NRI plugins:");
+        for p in &plugins {
+            let _ = writeln!(
+                o,
+                "  {}-{}  events 0x{:x}{}",
+                p["index"].as_str().unwrap_or(""),
+                p["name"].as_str().unwrap_or(""),
+                p["events"].as_u64().unwrap_or(0),
+                if p["launched"].as_bool().unwrap_or(false) {
+                    ", pre-installed"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
     let mut by_pod_state: BTreeMap<&str, usize> = [("ready", 0), ("notready", 0)].into();
     for p in &pods {
         let s = if p.state == api::PodSandboxState::SandboxReady as i32 {

@@ -50,6 +50,59 @@ pub struct Config {
     pub streaming: StreamingConfig,
     pub network: NetworkConfig,
     pub metrics: MetricsConfig,
+    pub nri: NriConfig,
+}
+
+/// NRI plugins (the Node Resource Interface), on by default as in CRI-O and containerd 2.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NriConfig {
+    /// Run NRI at all.
+    pub enable: bool,
+    /// The unix socket external plugins connect to.
+    pub socket_path: PathBuf,
+    /// Pre-installed plugins (`NN-name` executables) ferrio starts itself.
+    pub plugin_path: PathBuf,
+    /// Their configs: `NN-name.conf` or `name.conf`.
+    pub plugin_config_path: PathBuf,
+    /// How long a plugin may take to register ("5s", "500ms").
+    pub plugin_registration_timeout: String,
+    /// How long a plugin may take to answer one event.
+    pub plugin_request_timeout: String,
+    /// Accept no external plugins (pre-installed ones still start).
+    pub disable_connections: bool,
+}
+
+impl Default for NriConfig {
+    fn default() -> Self {
+        Config::default().nri
+    }
+}
+
+impl NriConfig {
+    pub fn registration_timeout(&self) -> std::time::Duration {
+        parse_duration(&self.plugin_registration_timeout)
+            .unwrap_or(std::time::Duration::from_secs(5))
+    }
+
+    pub fn request_timeout(&self) -> std::time::Duration {
+        parse_duration(&self.plugin_request_timeout).unwrap_or(std::time::Duration::from_secs(2))
+    }
+}
+
+/// A duration such as "5s", "500ms", "1.5s" or "2m" (a positive number and a unit).
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic())?);
+    let n: f64 = num.trim().parse().ok()?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return None,
+    };
+    (secs.is_finite() && secs > 0.0 && secs <= 3600.0)
+        .then(|| std::time::Duration::from_secs_f64(secs))
 }
 
 /// The Prometheus metrics endpoint (`GET /metrics`), off by default.
@@ -264,6 +317,15 @@ impl Default for Config {
                 enable: false,
                 address: std::net::SocketAddr::from(([127, 0, 0, 1], 9090)),
             },
+            nri: NriConfig {
+                enable: true,
+                socket_path: PathBuf::from("/var/run/nri/nri.sock"),
+                plugin_path: PathBuf::from("/opt/nri/plugins"),
+                plugin_config_path: PathBuf::from("/etc/nri/conf.d"),
+                plugin_registration_timeout: "5s".into(),
+                plugin_request_timeout: "2s".into(),
+                disable_connections: false,
+            },
         }
     }
 }
@@ -401,6 +463,35 @@ impl Config {
         if !privileged.as_os_str().is_empty() && !privileged.is_absolute() {
             return Err(ConfigError::Invalid(
                 "runtime.privileged_seccomp_profile must be an absolute path".into(),
+            ));
+        }
+        for (key, v) in [
+            (
+                "nri.plugin_registration_timeout",
+                &self.nri.plugin_registration_timeout,
+            ),
+            (
+                "nri.plugin_request_timeout",
+                &self.nri.plugin_request_timeout,
+            ),
+        ] {
+            if parse_duration(v).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} {v:?} is not a duration such as \"2s\" or \"500ms\" (at most 1 hour)"
+                )));
+            }
+        }
+        if [
+            &self.nri.socket_path,
+            &self.nri.plugin_path,
+            &self.nri.plugin_config_path,
+        ]
+        .iter()
+        .any(|p| !p.is_absolute())
+        {
+            return Err(ConfigError::Invalid(
+                "nri.socket_path, nri.plugin_path and nri.plugin_config_path must be absolute paths"
+                    .into(),
             ));
         }
         if self.network.plugin_timeout == 0 {

@@ -127,6 +127,22 @@ plugin_timeout = {plugin_timeout}
 enable = {metrics_enable}
 # The TCP address ("host:port") the metrics endpoint listens on.
 address = {metrics_address}
+
+[nri]
+# NRI (Node Resource Interface) plugins: they see pod and container events and may adjust
+# containers as they are created. On by default, as in CRI-O and containerd 2.
+enable = {nri_enable}
+# The unix socket (mode 0600) external plugins connect to.
+socket_path = {nri_socket}
+# Pre-installed plugins, executables named NN-name, started by ferrio on a socket pair.
+plugin_path = {nri_plugin_path}
+# Their configs: NN-name.conf, else name.conf.
+plugin_config_path = {nri_plugin_config_path}
+# How long a plugin may take to register, and to answer one event ("5s", "500ms").
+plugin_registration_timeout = {nri_reg_timeout}
+plugin_request_timeout = {nri_req_timeout}
+# Accept no external plugins on the socket (pre-installed ones still start).
+disable_connections = {nri_disable_connections}
 "#,
         default_runtime = toml_str(&c.runtime.default_runtime),
         cgroup_parent = toml_str(&c.runtime.default_cgroup_parent),
@@ -192,5 +208,12 @@ address = {metrics_address}
         plugin_timeout = c.network.plugin_timeout,
         metrics_enable = c.metrics.enable,
         metrics_address = toml_str(&c.metrics.address.to_string()),
+        nri_enable = c.nri.enable,
+        nri_socket = s(&c.nri.socket_path),
+        nri_plugin_path = s(&c.nri.plugin_path),
+        nri_plugin_config_path = s(&c.nri.plugin_config_path),
+        nri_reg_timeout = toml_str(&c.nri.plugin_registration_timeout),
+        nri_req_timeout = toml_str(&c.nri.plugin_request_timeout),
+        nri_disable_connections = c.nri.disable_connections,
     )
 }

@@ -153,6 +153,21 @@ impl RuntimeService for Runtime {
             let pulls = serde_json::to_string(&self.engine.pulls_in_progress())
                 .map_err(super::error::internal)?;
             info.insert("pulls".to_string(), pulls);
+            let plugins: Vec<serde_json::Value> = self
+                .engine
+                .nri_plugins()
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "name": p.name, "index": p.index,
+                        "events": p.events, "launched": p.launched,
+                    })
+                })
+                .collect();
+            info.insert(
+                "nriPlugins".to_string(),
+                serde_json::Value::Array(plugins).to_string(),
+            );
         }
         // Recursive read-only mounts: libcontainer applies `rro` (mount_setattr); the runc and
         // crun CLIs of this Debian do not know it. User namespaces: ferrio makes and pins the

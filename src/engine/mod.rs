@@ -11,6 +11,7 @@ pub mod creates;
 pub mod debug;
 pub mod error;
 pub mod events;
+pub mod nri;
 pub mod pod;
 pub mod usage;
 pub mod validate;
@@ -26,7 +27,7 @@ pub use error::{EngineError, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -187,6 +188,8 @@ pub struct Engine {
     idmap: std::sync::atomic::AtomicBool,
     /// Serialises container record saves.
     save_lock: Mutex<()>,
+    /// NRI plugins, once the server started them (see `engine/nri.rs`).
+    nri: OnceLock<Arc<crate::nri::Nri>>,
 }
 
 /// What a save must not undo (see [`Engine::save_container`]): a start time, and an exit.
@@ -600,6 +603,7 @@ impl Engine {
             oom_kills: std::sync::atomic::AtomicU64::new(0),
             idmap: std::sync::atomic::AtomicBool::new(false),
             save_lock: Mutex::default(),
+            nri: OnceLock::new(),
         });
         // RemoveImage asks the live records who uses an image (rootfs or image volume).
         let weak = Arc::downgrade(&engine);

@@ -249,6 +249,19 @@ pub async fn serve_until(
             context: "restoring pods and containers".into(),
             source: std::io::Error::other(e),
         })?;
+    let nri = if cfg.nri.enable {
+        let nri = crate::nri::Nri::new(cfg.nri.clone());
+        engine.set_nri(nri.clone());
+        let host: Arc<dyn crate::nri::Host> =
+            Arc::new(crate::engine::nri::EngineHost(Arc::downgrade(&engine)));
+        // Plugins are an addition: the CRI is served without them.
+        if let Err(e) = nri.start(host).await {
+            tracing::error!(error = %e, "NRI: external plugins cannot connect");
+        }
+        Some(nri)
+    } else {
+        None
+    };
     let (recv, send) = (
         cfg.api.grpc_max_recv_msg_size,
         cfg.api.grpc_max_send_msg_size,
@@ -334,6 +347,9 @@ pub async fn serve_until(
     }
     notify("STOPPING=1");
     drop(listener);
+    if let Some(nri) = &nri {
+        nri.stop().await;
+    }
     socket::remove(&socket_path);
     let _ = stop_tx.send(true);
     if let Some(t) = metrics_task {

@@ -60,9 +60,22 @@ impl Daemon {
         // extra_config may have a [runtime] table too): the leak check looks there.
         let cgroup_parent = cgroup_parent_of(dir.path());
         std::fs::create_dir_all(dir.path().join("ferrio.d")).unwrap();
+        // NRI on a socket of the daemon's own (tests run in parallel), no pre-installed
+        // plugins unless a test puts some in <dir>/nri-plugins. Not for an older binary (an
+        // upgrade test's), which has no [nri] table.
+        let nri = if opts.binary.is_none() {
+            format!(
+                "[nri]\nsocket_path = {:?}\nplugin_path = {:?}\nplugin_config_path = {:?}\n",
+                dir.path().join("nri/nri.sock"),
+                dir.path().join("nri-plugins"),
+                dir.path().join("nri-conf"),
+            )
+        } else {
+            String::new()
+        };
         std::fs::write(
             dir.path().join("ferrio.d/00-harness.toml"),
-            format!("[runtime]\ndefault_cgroup_parent = {cgroup_parent:?}\n"),
+            format!("[runtime]\ndefault_cgroup_parent = {cgroup_parent:?}\n{nri}"),
         )
         .unwrap();
         std::fs::write(

@@ -461,23 +461,27 @@ impl Engine {
         let name = container_name(&pod.config, &config);
         let engine = self.clone();
         phases.mark("check");
-        self.create_once(
-            crate::engine::Made::Container,
-            name.clone(),
-            move |id, handoff| async move {
-                let resolved = Resolved {
-                    pod,
-                    image,
-                    image_cfg,
-                    handler,
-                    seccomp,
-                };
-                engine
-                    .make_container(id, name, config, resolved, handoff, phases)
-                    .await
-            },
-        )
-        .await
+        let id = self
+            .create_once(
+                crate::engine::Made::Container,
+                name.clone(),
+                move |id, handoff| async move {
+                    let resolved = Resolved {
+                        pod,
+                        image,
+                        image_cfg,
+                        handler,
+                        seccomp,
+                    };
+                    engine
+                        .make_container(id, name, config, resolved, handoff, phases)
+                        .await
+                },
+            )
+            .await?;
+        self.nri_container_event(&id, crate::nri::api::Event::PostCreateContainer)
+            .await;
+        Ok(id)
     }
 
     /// CreateContainer's work, in its own task (see [`crate::engine::creates`]).
@@ -727,6 +731,8 @@ impl Engine {
             })
             .collect();
         let mut spec = generated.spec;
+        // NRI plugins' adjustments, in plugin order (nothing to do with none registered).
+        self.nri_adjust(pod, rec, &mut spec).await?;
         let seccomp_plan = match handler {
             Handler::Builtin { .. } => seccomp_plan(&mut spec)?,
             Handler::Oci { .. } => None,

@@ -54,6 +54,8 @@ impl Engine {
             let Some(rec) = self.container(&id) else {
                 return Ok(());
             };
+            self.nri_container_event(&id, crate::nri::api::Event::RemoveContainer)
+                .await;
             self.cleanup_container_files(&rec).await;
             phases.mark("files");
             self.forget_container(&id);

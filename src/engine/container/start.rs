@@ -14,6 +14,8 @@ impl Engine {
                 rec.state
             )));
         }
+        self.nri_container_event(&id, crate::nri::api::Event::StartContainer)
+            .await;
         let started_at = now_ns();
         let r = self
             .monitor_call(&id, Request::Start, Some(Duration::from_secs(30)))
@@ -31,6 +33,8 @@ impl Engine {
         self.save_container(&rec)?;
         tracing::info!(container = %id, "container started");
         self.emit(&id, &rec.pod_id, crate::engine::events::EventKind::Started);
+        self.nri_container_event(&id, crate::nri::api::Event::PostStartContainer)
+            .await;
         Ok(())
     }
 }

@@ -86,6 +86,8 @@ impl Engine {
 
     pub async fn stop_container(self: &Arc<Self>, s: &str, timeout_s: i64) -> Result<()> {
         let mut phases = crate::telemetry::Phases::start("StopContainer");
+        // The container this call stopped (for NRI's StopContainer).
+        let mut stopped = None;
         let result: Result<()> = async {
             let Some(id) = self.resolve_container(s)? else {
                 return Ok(());
@@ -98,6 +100,7 @@ impl Engine {
             if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
                 return Ok(());
             }
+            stopped = Some(id.clone());
             if !self.ctr_paths(&id).monitor_socket().exists() {
                 self.refresh_after_restart(&id).await;
                 return Ok(());
@@ -140,6 +143,10 @@ impl Engine {
         }
         .await;
         phases.finish(&result);
+        if let (Ok(()), Some(id)) = (&result, stopped) {
+            self.nri_container_event(&id, crate::nri::api::Event::StopContainer)
+                .await;
+        }
         result
     }
 }

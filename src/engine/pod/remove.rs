@@ -30,6 +30,8 @@ impl Engine {
             };
             self.detach_network(&mut rec).await?;
             phases.mark("cni");
+            self.nri_pod_event(&id, crate::nri::api::Event::RemovePodSandbox)
+                .await;
             self.teardown_pod(&rec).await;
             phases.mark("teardown");
             self.emit_pod(&rec, crate::engine::events::EventKind::Deleted);

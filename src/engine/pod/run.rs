@@ -38,16 +38,20 @@ impl Engine {
         let name = pod_name(&config);
         let engine = self.clone();
         phases.mark("check");
-        self.create_once(
-            crate::engine::Made::Pod,
-            name.clone(),
-            move |id, handoff| async move {
-                engine
-                    .make_pod(id, name, config, handler, handoff, phases)
-                    .await
-            },
-        )
-        .await
+        let id = self
+            .create_once(
+                crate::engine::Made::Pod,
+                name.clone(),
+                move |id, handoff| async move {
+                    engine
+                        .make_pod(id, name, config, handler, handoff, phases)
+                        .await
+                },
+            )
+            .await?;
+        self.nri_pod_event(&id, crate::nri::api::Event::RunPodSandbox)
+            .await;
+        Ok(id)
     }
 
     /// RunPodSandbox's work, in its own task (see [`crate::engine::creates`]).

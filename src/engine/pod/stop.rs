@@ -50,6 +50,8 @@ impl Engine {
             self.save_pod(&rec)?;
             phases.mark("saved");
             tracing::info!(pod = %id, "pod sandbox stopped");
+            self.nri_pod_event(&id, crate::nri::api::Event::StopPodSandbox)
+                .await;
             self.emit_pod(&rec, crate::engine::events::EventKind::Stopped);
             Ok(())
         }

@@ -1,0 +1,794 @@
+//! NRI container adjustments: merging the plugins' answers in plugin order, with each field
+//! (or entry: an annotation key, a mount destination, an env name…) owned by the first plugin
+//! that sets it and a second claim refused as NRI does; applying the merged result to the OCI
+//! spec; and describing a container's spec to plugins.
+//!
+//! The spec is edited as its JSON tree (the OCI field names are the contract; oci-spec's typed
+//! setters would add nothing here). Kinds of adjustment ferrio does not apply yet are refused
+//! by name rather than dropped: a plugin's device or seccomp change silently ignored would be
+//! worse than a failed create.
+
+use super::api;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+
+/// The merged adjustment of a container and who set what.
+#[derive(Debug, Default)]
+pub struct Merged {
+    pub adjust: api::ContainerAdjustment,
+    /// (field, key) → the plugin that set it.
+    owners: HashMap<(&'static str, String), String>,
+}
+
+impl Merged {
+    /// Records that `plugin` sets `field` (`key` for an entry of a compound field); a field
+    /// already set by any plugin is a conflict. A removal (`-key`) followed by a set of the
+    /// same key by the same plugin is not.
+    fn claim(&mut self, plugin: &str, field: &'static str, key: &str) -> Result<(), String> {
+        let (k, removal) = match key.strip_prefix('-') {
+            Some(k) => (k.to_string(), true),
+            None => (key.to_string(), false),
+        };
+        let mark = if removal {
+            format!("-{plugin}")
+        } else {
+            plugin.to_string()
+        };
+        match self.owners.get(&(field, k.clone())) {
+            Some(owner) if owner == &format!("-{plugin}") && !removal => {}
+            Some(owner) => {
+                let owner = owner.trim_start_matches('-');
+                let key = if k.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {k}")
+                };
+                return Err(format!(
+                    "plugins {plugin:?} and {owner:?} both tried to set {field}{key}"
+                ));
+            }
+            None => {}
+        }
+        self.owners.insert((field, k), mark);
+        Ok(())
+    }
+
+    /// Adds `plugin`'s adjustment, and updates `ctr` (what the next plugin is shown) to match.
+    pub fn add(
+        &mut self,
+        plugin: &str,
+        a: api::ContainerAdjustment,
+        ctr: &mut api::Container,
+    ) -> Result<(), String> {
+        refuse_unsupported(&a)?;
+        let mut keys: Vec<_> = a.annotations.into_iter().collect();
+        keys.sort();
+        for (k, v) in keys {
+            self.claim(plugin, "Annotations", &k)?;
+            match k.strip_prefix('-') {
+                Some(name) => {
+                    ctr.annotations.remove(name);
+                }
+                None => {
+                    ctr.annotations.insert(k.clone(), v.clone());
+                }
+            }
+            self.adjust.annotations.insert(k, v);
+        }
+        for m in a.mounts {
+            self.claim(plugin, "Mounts", &m.destination)?;
+            match m.destination.strip_prefix('-') {
+                Some(d) => ctr.mounts.retain(|x| x.destination != d),
+                None => {
+                    ctr.mounts.retain(|x| x.destination != m.destination);
+                    ctr.mounts.push(m.clone());
+                }
+            }
+            self.adjust.mounts.push(m);
+        }
+        for kv in a.env {
+            self.claim(plugin, "Env", &kv.key)?;
+            let name = kv.key.trim_start_matches('-');
+            ctr.env
+                .retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != name);
+            if !kv.key.starts_with('-') {
+                ctr.env.push(format!("{}={}", kv.key, kv.value));
+            }
+            self.adjust.env.push(kv);
+        }
+        if !a.args.is_empty() {
+            let args = match a.args.split_first() {
+                Some((first, rest)) if first.is_empty() => rest.to_vec(),
+                _ => a.args.clone(),
+            };
+            // `args[0] == ""` clears an earlier owner before setting.
+            if a.args.first().is_some_and(|f| f.is_empty()) {
+                self.owners.remove(&("Args", String::new()));
+            }
+            self.claim(plugin, "Args", "")?;
+            ctr.args = args.clone();
+            self.adjust.args = args;
+        }
+        if let Some(h) = a.hooks {
+            // Hooks add up; they are never a conflict.
+            let ours = self.adjust.hooks.get_or_insert_with(Default::default);
+            let theirs = ctr.hooks.get_or_insert_with(Default::default);
+            for (dst, dst2, src) in [
+                (&mut ours.prestart, &mut theirs.prestart, h.prestart),
+                (
+                    &mut ours.create_runtime,
+                    &mut theirs.create_runtime,
+                    h.create_runtime,
+                ),
+                (
+                    &mut ours.create_container,
+                    &mut theirs.create_container,
+                    h.create_container,
+                ),
+                (
+                    &mut ours.start_container,
+                    &mut theirs.start_container,
+                    h.start_container,
+                ),
+                (&mut ours.poststart, &mut theirs.poststart, h.poststart),
+                (&mut ours.poststop, &mut theirs.poststop, h.poststop),
+            ] {
+                dst.extend(src.iter().cloned());
+                dst2.extend(src);
+            }
+        }
+        for r in a.rlimits {
+            self.claim(plugin, "Rlimits", &r.r#type)?;
+            ctr.rlimits.retain(|x| x.r#type != r.r#type);
+            ctr.rlimits.push(r.clone());
+            self.adjust.rlimits.push(r);
+        }
+        if let Some(l) = a.linux {
+            if let Some(o) = l.oom_score_adj {
+                self.claim(plugin, "OomScoreAdj", "")?;
+                let ours = self.adjust.linux.get_or_insert_with(Default::default);
+                ours.oom_score_adj = Some(o);
+                ctr.linux.get_or_insert_with(Default::default).oom_score_adj = Some(o);
+            }
+            if let Some(r) = l.resources {
+                self.add_resources(plugin, r, ctr)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add_resources(
+        &mut self,
+        plugin: &str,
+        r: api::LinuxResources,
+        ctr: &mut api::Container,
+    ) -> Result<(), String> {
+        let mut ours = self
+            .adjust
+            .linux
+            .get_or_insert_with(Default::default)
+            .resources
+            .take()
+            .unwrap_or_default();
+        let theirs = ctr
+            .linux
+            .get_or_insert_with(Default::default)
+            .resources
+            .get_or_insert_with(Default::default);
+        if let Some(m) = r.memory {
+            let o = ours.memory.get_or_insert_with(Default::default);
+            let t = theirs.memory.get_or_insert_with(Default::default);
+            macro_rules! take {
+                ($f:ident, $name:literal) => {
+                    if let Some(v) = m.$f {
+                        self.claim(plugin, $name, "")?;
+                        o.$f = Some(v.clone());
+                        t.$f = Some(v);
+                    }
+                };
+            }
+            take!(limit, "MemLimit");
+            take!(reservation, "MemReservation");
+            take!(swap, "MemSwapLimit");
+            take!(kernel, "MemKernelLimit");
+            take!(kernel_tcp, "MemTCPLimit");
+            take!(swappiness, "MemSwappiness");
+            take!(disable_oom_killer, "MemDisableOomKiller");
+            take!(use_hierarchy, "MemUseHierarchy");
+        }
+        if let Some(c) = r.cpu {
+            let o = ours.cpu.get_or_insert_with(Default::default);
+            let t = theirs.cpu.get_or_insert_with(Default::default);
+            macro_rules! take {
+                ($f:ident, $name:literal) => {
+                    if let Some(v) = c.$f {
+                        self.claim(plugin, $name, "")?;
+                        o.$f = Some(v.clone());
+                        t.$f = Some(v);
+                    }
+                };
+            }
+            take!(shares, "CPUShares");
+            take!(quota, "CPUQuota");
+            take!(period, "CPUPeriod");
+            take!(realtime_runtime, "CPURealtimeRuntime");
+            take!(realtime_period, "CPURealtimePeriod");
+            if !c.cpus.is_empty() {
+                self.claim(plugin, "CPUSetCPUs", "")?;
+                o.cpus = c.cpus.clone();
+                t.cpus = c.cpus;
+            }
+            if !c.mems.is_empty() {
+                self.claim(plugin, "CPUSetMems", "")?;
+                o.mems = c.mems.clone();
+                t.mems = c.mems;
+            }
+        }
+        if let Some(p) = r.pids {
+            self.claim(plugin, "PidsLimit", "")?;
+            ours.pids = Some(p);
+            theirs.pids = Some(p);
+        }
+        for h in r.hugepage_limits {
+            self.claim(plugin, "HugepageLimits", &h.page_size)?;
+            theirs
+                .hugepage_limits
+                .retain(|x| x.page_size != h.page_size);
+            theirs.hugepage_limits.push(h.clone());
+            ours.hugepage_limits.push(h);
+        }
+        let mut unified: Vec<_> = r.unified.into_iter().collect();
+        unified.sort();
+        for (k, v) in unified {
+            self.claim(plugin, "CgroupsUnified", &k)?;
+            theirs.unified.insert(k.clone(), v.clone());
+            ours.unified.insert(k, v);
+        }
+        self.adjust
+            .linux
+            .get_or_insert_with(Default::default)
+            .resources = Some(ours);
+        Ok(())
+    }
+}
+
+/// Refuses the kinds of adjustment ferrio does not apply yet, by name.
+fn refuse_unsupported(a: &api::ContainerAdjustment) -> Result<(), String> {
+    let mut unsupported = Vec::new();
+    if !a.cdi_devices.is_empty() {
+        unsupported.push("CDI devices");
+    }
+    if let Some(l) = &a.linux {
+        for (set, name) in [
+            (!l.devices.is_empty(), "devices"),
+            (!l.cgroups_path.is_empty(), "the cgroups path"),
+            (l.io_priority.is_some(), "the I/O priority"),
+            (l.seccomp_policy.is_some(), "the seccomp policy"),
+            (!l.namespaces.is_empty(), "namespaces"),
+            (!l.sysctl.is_empty(), "sysctls"),
+            (!l.net_devices.is_empty(), "network devices"),
+            (l.scheduler.is_some(), "the scheduler"),
+            (l.rdt.is_some(), "RDT"),
+            (l.memory_policy.is_some(), "the memory policy"),
+        ] {
+            if set {
+                unsupported.push(name);
+            }
+        }
+        if let Some(r) = &l.resources {
+            for (set, name) in [
+                (r.blockio_class.is_some(), "the block I/O class"),
+                (r.rdt_class.is_some(), "the RDT class"),
+                (!r.devices.is_empty(), "device cgroup rules"),
+            ] {
+                if set {
+                    unsupported.push(name);
+                }
+            }
+        }
+    }
+    if !unsupported.is_empty() {
+        return Err(format!(
+            "adjustments of {} are not supported by ferrio yet",
+            unsupported.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+fn obj<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
+    if !v.get(key).is_some_and(Value::is_object) {
+        v[key] = json!({});
+    }
+    match v.get_mut(key).and_then(Value::as_object_mut) {
+        Some(m) => m,
+        None => unreachable!("set to an object just above"),
+    }
+}
+
+fn arr<'a>(v: &'a mut Value, key: &str) -> &'a mut Vec<Value> {
+    if !v.get(key).is_some_and(Value::is_array) {
+        v[key] = json!([]);
+    }
+    match v.get_mut(key).and_then(Value::as_array_mut) {
+        Some(a) => a,
+        None => unreachable!("set to an array just above"),
+    }
+}
+
+/// Applies a merged adjustment to a spec's JSON tree; `min_oom_score_adj` is the lowest OOM
+/// score adjustment this host lets ferrio set (a lower one is raised to it).
+pub fn apply(spec: &mut Value, a: &api::ContainerAdjustment, min_oom_score_adj: i64) {
+    for (k, v) in &a.annotations {
+        let ann = obj(spec, "annotations");
+        match k.strip_prefix('-') {
+            Some(name) => {
+                ann.remove(name);
+            }
+            None => {
+                ann.insert(k.clone(), Value::String(v.clone()));
+            }
+        }
+    }
+    for m in &a.mounts {
+        let mounts = arr(spec, "mounts");
+        let dest = m.destination.trim_start_matches('-');
+        mounts.retain(|x| x.get("destination").and_then(Value::as_str) != Some(dest));
+        if !m.destination.starts_with('-') {
+            mounts.push(json!({
+                "destination": m.destination,
+                "type": m.r#type,
+                "source": m.source,
+                "options": m.options,
+            }));
+        }
+    }
+    let process = obj(spec, "process");
+    let mut process = Value::Object(std::mem::take(process));
+    for kv in &a.env {
+        let name = kv.key.trim_start_matches('-');
+        let env = arr(&mut process, "env");
+        env.retain(|e| {
+            e.as_str()
+                .map(|s| s.split_once('=').map_or(s, |(k, _)| k) != name)
+                .unwrap_or(true)
+        });
+        if !kv.key.starts_with('-') {
+            env.push(Value::String(format!("{}={}", kv.key, kv.value)));
+        }
+    }
+    if !a.args.is_empty() {
+        process["args"] = json!(a.args);
+    }
+    for r in &a.rlimits {
+        let rl = arr(&mut process, "rlimits");
+        rl.retain(|x| x.get("type").and_then(Value::as_str) != Some(r.r#type.as_str()));
+        rl.push(json!({"type": r.r#type, "hard": r.hard, "soft": r.soft}));
+    }
+    if let Some(o) = a.linux.as_ref().and_then(|l| l.oom_score_adj.as_ref()) {
+        process["oomScoreAdj"] = json!(o.value.clamp(min_oom_score_adj, 1000));
+    }
+    spec["process"] = process;
+    if let Some(h) = &a.hooks {
+        let hooks = obj(spec, "hooks");
+        let mut hooks = Value::Object(std::mem::take(hooks));
+        for (name, list) in [
+            ("prestart", &h.prestart),
+            ("createRuntime", &h.create_runtime),
+            ("createContainer", &h.create_container),
+            ("startContainer", &h.start_container),
+            ("poststart", &h.poststart),
+            ("poststop", &h.poststop),
+        ] {
+            for hook in list {
+                let mut j = json!({"path": hook.path});
+                if !hook.args.is_empty() {
+                    j["args"] = json!(hook.args);
+                }
+                if !hook.env.is_empty() {
+                    j["env"] = json!(hook.env);
+                }
+                if let Some(t) = &hook.timeout {
+                    j["timeout"] = json!(t.value);
+                }
+                arr(&mut hooks, name).push(j);
+            }
+        }
+        spec["hooks"] = hooks;
+    }
+    if let Some(r) = a.linux.as_ref().and_then(|l| l.resources.as_ref()) {
+        let linux = obj(spec, "linux");
+        let mut linux = Value::Object(std::mem::take(linux));
+        let res = obj(&mut linux, "resources");
+        let mut res = Value::Object(std::mem::take(res));
+        if let Some(m) = &r.memory {
+            let mem = obj(&mut res, "memory");
+            let put = |mem: &mut Map<String, Value>, k: &str, v: Option<Value>| {
+                if let Some(v) = v {
+                    mem.insert(k.into(), v);
+                }
+            };
+            put(mem, "limit", m.limit.as_ref().map(|v| json!(v.value)));
+            put(
+                mem,
+                "reservation",
+                m.reservation.as_ref().map(|v| json!(v.value)),
+            );
+            put(mem, "swap", m.swap.as_ref().map(|v| json!(v.value)));
+            put(mem, "kernel", m.kernel.as_ref().map(|v| json!(v.value)));
+            put(
+                mem,
+                "kernelTCP",
+                m.kernel_tcp.as_ref().map(|v| json!(v.value)),
+            );
+            put(
+                mem,
+                "swappiness",
+                m.swappiness.as_ref().map(|v| json!(v.value)),
+            );
+            put(
+                mem,
+                "disableOOMKiller",
+                m.disable_oom_killer.as_ref().map(|v| json!(v.value)),
+            );
+            put(
+                mem,
+                "useHierarchy",
+                m.use_hierarchy.as_ref().map(|v| json!(v.value)),
+            );
+        }
+        if let Some(c) = &r.cpu {
+            let cpu = obj(&mut res, "cpu");
+            if let Some(v) = &c.shares {
+                cpu.insert("shares".into(), json!(v.value));
+            }
+            if let Some(v) = &c.quota {
+                cpu.insert("quota".into(), json!(v.value));
+            }
+            if let Some(v) = &c.period {
+                cpu.insert("period".into(), json!(v.value));
+            }
+            if let Some(v) = &c.realtime_runtime {
+                cpu.insert("realtimeRuntime".into(), json!(v.value));
+            }
+            if let Some(v) = &c.realtime_period {
+                cpu.insert("realtimePeriod".into(), json!(v.value));
+            }
+            if !c.cpus.is_empty() {
+                cpu.insert("cpus".into(), json!(c.cpus));
+            }
+            if !c.mems.is_empty() {
+                cpu.insert("mems".into(), json!(c.mems));
+            }
+        }
+        if let Some(p) = &r.pids {
+            res["pids"] = json!({"limit": p.limit});
+        }
+        for h in &r.hugepage_limits {
+            let list = arr(&mut res, "hugepageLimits");
+            list.retain(|x| x.get("pageSize").and_then(Value::as_str) != Some(&h.page_size));
+            list.push(json!({"pageSize": h.page_size, "limit": h.limit}));
+        }
+        for (k, v) in &r.unified {
+            obj(&mut res, "unified").insert(k.clone(), json!(v));
+        }
+        linux["resources"] = res;
+        spec["linux"] = linux;
+    }
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What NRI shows plugins of a container's spec: args, env, mounts, hooks, rlimits, and the
+/// Linux part (namespaces, resources, OOM score, cgroups path).
+pub fn describe_spec(spec: &Value, c: &mut api::Container) {
+    let p = spec.get("process");
+    c.args = strings(p.and_then(|p| p.get("args")));
+    c.env = strings(p.and_then(|p| p.get("env")));
+    c.mounts = spec
+        .get("mounts")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|m| api::Mount {
+                    destination: m["destination"].as_str().unwrap_or_default().into(),
+                    r#type: m["type"].as_str().unwrap_or_default().into(),
+                    source: m["source"].as_str().unwrap_or_default().into(),
+                    options: strings(m.get("options")),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    c.rlimits = p
+        .and_then(|p| p.get("rlimits"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|r| api::PosixRlimit {
+                    r#type: r["type"].as_str().unwrap_or_default().into(),
+                    hard: r["hard"].as_u64().unwrap_or(0),
+                    soft: r["soft"].as_u64().unwrap_or(0),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let hooks = |name: &str| -> Vec<api::Hook> {
+        spec.get("hooks")
+            .and_then(|h| h.get(name))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|h| api::Hook {
+                        path: h["path"].as_str().unwrap_or_default().into(),
+                        args: strings(h.get("args")),
+                        env: strings(h.get("env")),
+                        timeout: h["timeout"].as_i64().map(|v| api::OptionalInt { value: v }),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    c.hooks = Some(api::Hooks {
+        prestart: hooks("prestart"),
+        create_runtime: hooks("createRuntime"),
+        create_container: hooks("createContainer"),
+        start_container: hooks("startContainer"),
+        poststart: hooks("poststart"),
+        poststop: hooks("poststop"),
+    });
+    let linux = spec.get("linux");
+    let res = linux.and_then(|l| l.get("resources"));
+    let opt_i64 = |v: Option<&Value>| {
+        v.and_then(Value::as_i64)
+            .map(|value| api::OptionalInt64 { value })
+    };
+    let opt_u64 = |v: Option<&Value>| {
+        v.and_then(Value::as_u64)
+            .map(|value| api::OptionalUInt64 { value })
+    };
+    let mem = res.and_then(|r| r.get("memory"));
+    let cpu = res.and_then(|r| r.get("cpu"));
+    c.linux = Some(api::LinuxContainer {
+        namespaces: linux
+            .and_then(|l| l.get("namespaces"))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|n| api::LinuxNamespace {
+                        r#type: n["type"].as_str().unwrap_or_default().into(),
+                        path: n["path"].as_str().unwrap_or_default().into(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        resources: Some(api::LinuxResources {
+            memory: mem.map(|m| api::LinuxMemory {
+                limit: opt_i64(m.get("limit")),
+                reservation: opt_i64(m.get("reservation")),
+                swap: opt_i64(m.get("swap")),
+                swappiness: opt_u64(m.get("swappiness")),
+                ..Default::default()
+            }),
+            cpu: cpu.map(|c| api::LinuxCpu {
+                shares: opt_u64(c.get("shares")),
+                quota: opt_i64(c.get("quota")),
+                period: opt_u64(c.get("period")),
+                cpus: c["cpus"].as_str().unwrap_or_default().into(),
+                mems: c["mems"].as_str().unwrap_or_default().into(),
+                ..Default::default()
+            }),
+            pids: res
+                .and_then(|r| r.get("pids"))
+                .and_then(|p| p["limit"].as_i64())
+                .map(|limit| api::LinuxPids { limit }),
+            unified: res
+                .and_then(|r| r.get("unified"))
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            ..Default::default()
+        }),
+        oom_score_adj: p
+            .and_then(|p| p.get("oomScoreAdj"))
+            .and_then(Value::as_i64)
+            .map(|value| api::OptionalInt { value }),
+        cgroups_path: linux
+            .and_then(|l| l["cgroupsPath"].as_str())
+            .unwrap_or_default()
+            .into(),
+        ..Default::default()
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(k: &str, v: &str) -> api::KeyValue {
+        api::KeyValue {
+            key: k.into(),
+            value: v.into(),
+        }
+    }
+
+    #[test]
+    fn a_second_plugin_setting_the_same_entry_conflicts_and_distinct_entries_merge() {
+        let mut m = Merged::default();
+        let mut shown = api::Container::default();
+        m.add(
+            "10-a",
+            api::ContainerAdjustment {
+                env: vec![env("A", "1")],
+                annotations: [("x".to_string(), "1".to_string())].into(),
+                ..Default::default()
+            },
+            &mut shown,
+        )
+        .unwrap();
+        m.add(
+            "20-b",
+            api::ContainerAdjustment {
+                env: vec![env("B", "2")],
+                ..Default::default()
+            },
+            &mut shown,
+        )
+        .unwrap();
+        assert_eq!(shown.env, vec!["A=1", "B=2"]);
+        let e = m
+            .add(
+                "30-c",
+                api::ContainerAdjustment {
+                    annotations: [("x".to_string(), "2".to_string())].into(),
+                    ..Default::default()
+                },
+                &mut shown,
+            )
+            .unwrap_err();
+        assert_eq!(
+            e,
+            r#"plugins "30-c" and "10-a" both tried to set Annotations x"#
+        );
+        let e = m
+            .add(
+                "30-c",
+                api::ContainerAdjustment {
+                    args: vec!["true".into()],
+                    ..Default::default()
+                },
+                &mut shown,
+            )
+            .and_then(|()| {
+                m.add(
+                    "40-d",
+                    api::ContainerAdjustment {
+                        args: vec!["false".into()],
+                        ..Default::default()
+                    },
+                    &mut shown,
+                )
+            })
+            .unwrap_err();
+        assert_eq!(e, r#"plugins "40-d" and "30-c" both tried to set Args"#);
+    }
+
+    #[test]
+    fn a_plugin_may_remove_then_set_and_unsupported_kinds_are_refused_by_name() {
+        let mut m = Merged::default();
+        let mut shown = api::Container {
+            env: vec!["PATH=/bin".into(), "X=old".into()],
+            ..Default::default()
+        };
+        m.add(
+            "10-a",
+            api::ContainerAdjustment {
+                env: vec![env("-X", ""), env("X", "new")],
+                ..Default::default()
+            },
+            &mut shown,
+        )
+        .unwrap();
+        assert_eq!(shown.env, vec!["PATH=/bin", "X=new"]);
+        let e = m
+            .add(
+                "20-b",
+                api::ContainerAdjustment {
+                    linux: Some(api::LinuxContainerAdjustment {
+                        sysctl: [("net.core.somaxconn".to_string(), "1".to_string())].into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                &mut shown,
+            )
+            .unwrap_err();
+        assert!(e.contains("sysctls are not supported"), "{e}");
+    }
+
+    #[test]
+    fn the_merged_adjustment_is_applied_to_the_spec() {
+        let mut spec = json!({
+            "process": {"args": ["sh"], "env": ["PATH=/bin", "GONE=1"], "oomScoreAdj": 0},
+            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+            "linux": {"resources": {"memory": {"limit": 100}}}
+        });
+        let mut m = Merged::default();
+        let mut shown = api::Container::default();
+        m.add(
+            "10-a",
+            api::ContainerAdjustment {
+                env: vec![env("-GONE", ""), env("NEW", "v")],
+                annotations: [("k".to_string(), "v".to_string())].into(),
+                mounts: vec![api::Mount {
+                    destination: "/data".into(),
+                    r#type: "bind".into(),
+                    source: "/srv".into(),
+                    options: vec!["rbind".into()],
+                }],
+                rlimits: vec![api::PosixRlimit {
+                    r#type: "RLIMIT_NOFILE".into(),
+                    hard: 10,
+                    soft: 5,
+                }],
+                linux: Some(api::LinuxContainerAdjustment {
+                    oom_score_adj: Some(api::OptionalInt { value: -999 }),
+                    resources: Some(api::LinuxResources {
+                        memory: Some(api::LinuxMemory {
+                            limit: Some(api::OptionalInt64 { value: 4096 }),
+                            ..Default::default()
+                        }),
+                        pids: Some(api::LinuxPids { limit: 7 }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                hooks: Some(api::Hooks {
+                    poststop: vec![api::Hook {
+                        path: "/bin/true".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            &mut shown,
+        )
+        .unwrap();
+        apply(&mut spec, &m.adjust, -500);
+        assert_eq!(spec["process"]["env"], json!(["PATH=/bin", "NEW=v"]));
+        assert_eq!(spec["annotations"]["k"], "v");
+        assert_eq!(spec["mounts"][1]["destination"], "/data");
+        assert_eq!(
+            spec["process"]["rlimits"],
+            json!([{"type": "RLIMIT_NOFILE", "hard": 10, "soft": 5}])
+        );
+        // Clamped to what the host allows.
+        assert_eq!(spec["process"]["oomScoreAdj"], -500);
+        assert_eq!(spec["linux"]["resources"]["memory"]["limit"], 4096);
+        assert_eq!(spec["linux"]["resources"]["pids"]["limit"], 7);
+        assert_eq!(spec["hooks"]["poststop"][0]["path"], "/bin/true");
+        // What a plugin is shown of that spec.
+        let mut c = api::Container::default();
+        describe_spec(&spec, &mut c);
+        assert_eq!(c.env, vec!["PATH=/bin", "NEW=v"]);
+        assert_eq!(c.mounts.len(), 2);
+        let l = c.linux.unwrap();
+        assert_eq!(l.oom_score_adj.unwrap().value, -500);
+        assert_eq!(
+            l.resources.unwrap().memory.unwrap().limit.unwrap().value,
+            4096
+        );
+    }
+}

@@ -1,0 +1,773 @@
+//! NRI, the Node Resource Interface (containerd/nri): plugins that see every pod and container
+//! event and may adjust a container as it is created, update other containers' resources, or
+//! only watch. ferrio is the runtime side:
+//!
+//! - [`mux`] splits a plugin's socket into NRI's two logical connections, [`ttrpc`] speaks
+//!   unary ttrpc on each, [`api`] is the vendored `proto/nri` (v0.12.2) compiled by prost;
+//! - [`Nri`] accepts plugins on `[nri] socket_path`, launches the pre-installed ones of
+//!   `plugin_path`, registers, configures and synchronizes each, and calls them in index order
+//!   for the events they subscribed to; a plugin that times out or goes away is dropped and the
+//!   CRI request goes on; a plugin's error answer fails the request;
+//! - [`adjust`] merges CreateContainer adjustments (conflicts refused as NRI does) and applies
+//!   them to the OCI spec.
+//!
+//! With no plugin connected every hook returns at once.
+
+pub mod adjust;
+pub mod mux;
+pub mod ttrpc;
+
+/// NRI's messages (`proto/nri/pkg/api/api.proto`).
+#[allow(clippy::all, clippy::pedantic)]
+pub mod api {
+    include!(concat!(env!("OUT_DIR"), "/nri.pkg.api.v1alpha1.rs"));
+}
+
+use crate::config::NriConfig;
+use crate::error::{ErrorKind, Kind};
+use prost::Message;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use ttrpc::CallError;
+
+/// The service a plugin serves.
+pub const PLUGIN_SERVICE: &str = "nri.pkg.api.v1alpha1.Plugin";
+/// The service the runtime serves.
+pub const RUNTIME_SERVICE: &str = "nri.pkg.api.v1alpha1.Runtime";
+/// The NRI protocol version of the vendored API.
+pub const NRI_VERSION: &str = "v0.12.2";
+/// Every event a plugin can subscribe to (bit `e - 1` for event `e`).
+pub const ALL_EVENTS: u32 = (1 << (api::Event::Last as u32 - 1)) - 1;
+
+/// The mask bit of an event.
+pub fn bit(e: api::Event) -> u32 {
+    1 << (e as u32 - 1)
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NriError {
+    /// A plugin answered an event with an error: the CRI request fails with it.
+    #[error("NRI plugin {plugin} failed {event}: {message}")]
+    Plugin {
+        plugin: String,
+        event: &'static str,
+        message: String,
+    },
+    /// Two plugins set the same thing, or one asked for what ferrio does not do.
+    #[error("NRI: {0}")]
+    Adjustment(String),
+    #[error("NRI: {0}")]
+    Io(String),
+}
+
+impl ErrorKind for NriError {
+    fn kind(&self) -> Kind {
+        match self {
+            NriError::Plugin { .. } | NriError::Adjustment(_) => Kind::FailedPrecondition,
+            NriError::Io(_) => Kind::Internal,
+        }
+    }
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What NRI needs from the runtime: every pod and container as NRI describes them (for a new
+/// plugin's Synchronize), and a way to apply resource updates plugins ask for. The runtime's
+/// implementation holds the runtime weakly: NRI must not keep it alive.
+pub trait Host: Send + Sync {
+    fn snapshot(&self) -> BoxFuture<'_, (Vec<api::PodSandbox>, Vec<api::Container>)>;
+    /// Applies the updates; returns those that failed.
+    fn update(
+        &self,
+        updates: Vec<api::ContainerUpdate>,
+    ) -> BoxFuture<'_, Vec<api::ContainerUpdate>>;
+}
+
+/// A registered plugin.
+pub struct Plugin {
+    pub name: String,
+    pub index: String,
+    /// The events it subscribed to.
+    pub events: u32,
+    /// Launched by ferrio from `plugin_path` (else it connected to the socket).
+    pub launched: bool,
+    client: Arc<ttrpc::Client>,
+    trunk: mux::Trunk,
+    closed: AtomicBool,
+    child: Mutex<Option<tokio::process::Child>>,
+}
+
+impl Plugin {
+    /// `NN-name`, as NRI shows plugins.
+    pub fn id(&self) -> String {
+        format!("{}-{}", self.index, self.name)
+    }
+
+    fn wants(&self, e: api::Event) -> bool {
+        self.events & bit(e) != 0 && !self.closed.load(Ordering::SeqCst)
+    }
+
+    async fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.trunk.close().await;
+        let child = self.child.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut c) = child {
+            let _ = c.kill().await;
+        }
+    }
+}
+
+/// A connected plugin as `ferrio status` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    pub name: String,
+    pub index: String,
+    pub events: u32,
+    pub launched: bool,
+}
+
+/// The NRI runtime side.
+pub struct Nri {
+    cfg: NriConfig,
+    /// Registered plugins in call order (index, then name).
+    plugins: Mutex<Vec<Arc<Plugin>>>,
+    host: OnceLock<Arc<dyn Host>>,
+    /// Held while plugins are called for an event and while a new plugin synchronizes, so a
+    /// plugin sees every pod and container exactly once: in its Synchronize or as an event.
+    order: tokio::sync::Mutex<()>,
+    listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+fn valid_index(i: &str) -> bool {
+    i.len() == 2 && i.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 128
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.+-".contains(&b))
+}
+
+impl Nri {
+    pub fn new(cfg: NriConfig) -> Arc<Nri> {
+        Arc::new(Nri {
+            cfg,
+            plugins: Mutex::new(Vec::new()),
+            host: OnceLock::new(),
+            order: tokio::sync::Mutex::new(()),
+            listener: Mutex::new(None),
+        })
+    }
+
+    fn registration_timeout(&self) -> Duration {
+        self.cfg.registration_timeout()
+    }
+
+    fn request_timeout(&self) -> Duration {
+        self.cfg.request_timeout()
+    }
+
+    /// The registered plugins, in call order.
+    pub fn plugins(&self) -> Vec<PluginInfo> {
+        self.list()
+            .iter()
+            .map(|p| PluginInfo {
+                name: p.name.clone(),
+                index: p.index.clone(),
+                events: p.events,
+                launched: p.launched,
+            })
+            .collect()
+    }
+
+    fn list(&self) -> Vec<Arc<Plugin>> {
+        self.plugins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn host(&self) -> Option<Arc<dyn Host>> {
+        self.host.get().cloned()
+    }
+
+    /// Starts NRI for `host`: the pre-installed plugins, then the socket for the others.
+    pub async fn start(self: &Arc<Self>, host: Arc<dyn Host>) -> Result<(), NriError> {
+        let _ = self.host.set(host);
+        self.launch_installed().await;
+        if self.cfg.disable_connections {
+            return Ok(());
+        }
+        let path = self.cfg.socket_path.clone();
+        if let Some(dir) = path.parent() {
+            crate::state::create_private_dir(dir)
+                .map_err(|e| NriError::Io(format!("creating {}: {e}", dir.display())))?;
+        }
+        // A socket left by an earlier run: nobody answers on it.
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return Err(NriError::Io(format!(
+                "{} is in use by another runtime; set [nri] socket_path or disable_connections",
+                path.display()
+            )));
+        }
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path)
+            .map_err(|e| NriError::Io(format!("listening on {}: {e}", path.display())))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| NriError::Io(format!("{}: {e}", path.display())))?;
+        }
+        tracing::info!(socket = %path.display(), "NRI: accepting plugins");
+        let this = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let Some(nri) = this.upgrade() else { return };
+                tokio::spawn(async move {
+                    if let Err(e) = nri.adopt(stream, None).await {
+                        tracing::warn!(error = %e, "NRI: a plugin failed to connect");
+                    }
+                });
+            }
+        });
+        *self.listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        Ok(())
+    }
+
+    /// Stops accepting plugins, closes every connection and kills launched plugins.
+    pub async fn stop(&self) {
+        if let Some(t) = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            t.abort();
+            let _ = std::fs::remove_file(&self.cfg.socket_path);
+        }
+        let plugins = std::mem::take(&mut *self.plugins.lock().unwrap_or_else(|e| e.into_inner()));
+        for p in plugins {
+            p.close().await;
+        }
+    }
+
+    /// Launches the executables `NN-name` of `plugin_path`, each on its own socket pair (fd 3
+    /// in the plugin), with NRI's environment, and adopts those that register.
+    async fn launch_installed(self: &Arc<Self>) {
+        let Ok(rd) = std::fs::read_dir(&self.cfg.plugin_path) else {
+            return;
+        };
+        let mut found: Vec<(String, String, PathBuf)> = Vec::new();
+        for e in rd.flatten() {
+            use std::os::unix::fs::PermissionsExt;
+            let path = e.path();
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() || meta.permissions().mode() & 0o111 == 0 {
+                continue;
+            }
+            let file = e.file_name().to_string_lossy().into_owned();
+            match file.split_once('-') {
+                Some((idx, name)) if valid_index(idx) && valid_name(name) => {
+                    found.push((idx.to_string(), name.to_string(), path))
+                }
+                _ => {
+                    tracing::warn!(file = %path.display(), "NRI: not a plugin name (NN-name); skipped")
+                }
+            }
+        }
+        found.sort();
+        for (idx, name, path) in found {
+            if let Err(e) = self.launch(&idx, &name, &path).await {
+                tracing::warn!(plugin = %format!("{idx}-{name}"), error = %e, "NRI: pre-installed plugin not started");
+            }
+        }
+    }
+
+    async fn launch(
+        self: &Arc<Self>,
+        idx: &str,
+        name: &str,
+        path: &std::path::Path,
+    ) -> Result<(), NriError> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| NriError::Io(format!("socketpair: {e}")))?;
+        let theirs: std::os::fd::OwnedFd = theirs.into();
+        let mut cmd = tokio::process::Command::new(path);
+        cmd.env_clear()
+            .env("NRI_PLUGIN_NAME", name)
+            .env("NRI_PLUGIN_IDX", idx)
+            .env("NRI_PLUGIN_SOCKET", "3")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        crate::sys::process::give_fd(cmd.as_std_mut(), theirs, 3);
+        let child = cmd
+            .spawn()
+            .map_err(|e| NriError::Io(format!("starting {}: {e}", path.display())))?;
+        ours.set_nonblocking(true)
+            .map_err(|e| NriError::Io(e.to_string()))?;
+        let stream =
+            tokio::net::UnixStream::from_std(ours).map_err(|e| NriError::Io(e.to_string()))?;
+        self.adopt(stream, Some((idx.to_string(), name.to_string(), child)))
+            .await
+    }
+
+    /// Registers, configures and synchronizes the plugin on `stream` and adds it.
+    async fn adopt(
+        self: &Arc<Self>,
+        stream: tokio::net::UnixStream,
+        launched: Option<(String, String, tokio::process::Child)>,
+    ) -> Result<(), NriError> {
+        let (trunk, c1, c2) = mux::split(stream);
+        let (reg_tx, reg_rx) = tokio::sync::oneshot::channel::<(String, String)>();
+        let reg_tx = Arc::new(Mutex::new(Some(reg_tx)));
+        let weak = Arc::downgrade(self);
+        let is_launched = launched.is_some();
+        tokio::spawn(ttrpc::serve(
+            trunk.clone(),
+            mux::RUNTIME_SERVICE_CONN,
+            c2,
+            move |service, method, payload| {
+                let (reg_tx, weak) = (reg_tx.clone(), weak.clone());
+                Box::pin(async move {
+                    if service != RUNTIME_SERVICE {
+                        return Err(ttrpc::status(
+                            ttrpc::code::UNIMPLEMENTED,
+                            format!("service {service}"),
+                        ));
+                    }
+                    match method.as_str() {
+                        "RegisterPlugin" => {
+                            let r = api::RegisterPluginRequest::decode(payload.as_slice())
+                                .map_err(|e| {
+                                    ttrpc::status(ttrpc::code::INVALID_ARGUMENT, e.to_string())
+                                })?;
+                            if !is_launched
+                                && (!valid_index(&r.plugin_idx) || !valid_name(&r.plugin_name))
+                            {
+                                return Err(ttrpc::status(
+                                    ttrpc::code::INVALID_ARGUMENT,
+                                    format!(
+                                        "invalid plugin name/index {:?}/{:?}",
+                                        r.plugin_name, r.plugin_idx
+                                    ),
+                                ));
+                            }
+                            let tx = reg_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+                            match tx {
+                                Some(tx) => {
+                                    let _ = tx.send((r.plugin_name, r.plugin_idx));
+                                    Ok(api::Empty {}.encode_to_vec())
+                                }
+                                None => Err(ttrpc::status(
+                                    ttrpc::code::FAILED_PRECONDITION,
+                                    "already registered",
+                                )),
+                            }
+                        }
+                        "UpdateContainers" => {
+                            let r = api::UpdateContainersRequest::decode(payload.as_slice())
+                                .map_err(|e| {
+                                    ttrpc::status(ttrpc::code::INVALID_ARGUMENT, e.to_string())
+                                })?;
+                            let host = weak.upgrade().and_then(|n| n.host());
+                            let failed = match host {
+                                Some(h) => h.update(r.update).await,
+                                None => r.update,
+                            };
+                            if !r.evict.is_empty() {
+                                tracing::warn!(
+                                    n = r.evict.len(),
+                                    "NRI: evictions asked for are not done by ferrio yet"
+                                );
+                            }
+                            Ok(api::UpdateContainersResponse { failed }.encode_to_vec())
+                        }
+                        m => Err(ttrpc::status(
+                            ttrpc::code::UNIMPLEMENTED,
+                            format!("method {m}"),
+                        )),
+                    }
+                })
+            },
+        ));
+        let client = ttrpc::Client::new(trunk.clone(), mux::PLUGIN_SERVICE_CONN, c1);
+        let registered = tokio::time::timeout(self.registration_timeout(), reg_rx).await;
+        let (name, index, child) = match (registered, launched) {
+            (Ok(Ok(_)), Some((idx, name, child))) => (name, idx, Some(child)),
+            (Ok(Ok((name, idx))), None) => (name, idx, None),
+            (Ok(Err(_)), _) => {
+                trunk.close().await;
+                return Err(NriError::Io("the plugin closed before registering".into()));
+            }
+            (Err(_), _) => {
+                trunk.close().await;
+                return Err(NriError::Io(format!(
+                    "no registration within {:?}",
+                    self.registration_timeout()
+                )));
+            }
+        };
+        let config = if is_launched {
+            [
+                self.cfg
+                    .plugin_config_path
+                    .join(format!("{index}-{name}.conf")),
+                self.cfg.plugin_config_path.join(format!("{name}.conf")),
+            ]
+            .iter()
+            .find_map(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let configured: Result<api::ConfigureResponse, CallError> = client
+            .call(
+                PLUGIN_SERVICE,
+                "Configure",
+                &api::ConfigureRequest {
+                    config,
+                    runtime_name: "ferrio".into(),
+                    runtime_version: env!("CARGO_PKG_VERSION").into(),
+                    registration_timeout: ms(self.registration_timeout()),
+                    request_timeout: ms(self.request_timeout()),
+                    nri_version: NRI_VERSION.into(),
+                },
+                self.request_timeout(),
+            )
+            .await;
+        let plugin_id = format!("{index}-{name}");
+        let events = match configured {
+            Ok(r) => u32::try_from(r.events).unwrap_or(u32::MAX),
+            Err(e) => {
+                trunk.close().await;
+                return Err(NriError::Io(format!("configuring {plugin_id}: {e}")));
+            }
+        };
+        let events = if events == 0 { ALL_EVENTS } else { events };
+        if events & !ALL_EVENTS != 0 {
+            trunk.close().await;
+            return Err(NriError::Io(format!(
+                "{plugin_id}: invalid plugin events 0x{events:x}"
+            )));
+        }
+        let plugin = Arc::new(Plugin {
+            name,
+            index,
+            events,
+            launched: is_launched,
+            client,
+            trunk,
+            closed: AtomicBool::new(false),
+            child: Mutex::new(child),
+        });
+        // Synchronize under the event lock: the plugin then sees every later event.
+        let _g = self.order.lock().await;
+        let (pods, containers) = match self.host() {
+            Some(h) => h.snapshot().await,
+            None => (Vec::new(), Vec::new()),
+        };
+        let synced: Result<api::SynchronizeResponse, CallError> = plugin
+            .client
+            .call(
+                PLUGIN_SERVICE,
+                "Synchronize",
+                &api::SynchronizeRequest {
+                    pods,
+                    containers,
+                    more: false,
+                },
+                self.request_timeout(),
+            )
+            .await;
+        match synced {
+            Ok(r) => {
+                if !r.update.is_empty() {
+                    if let Some(h) = self.host() {
+                        let failed = h.update(r.update).await;
+                        if !failed.is_empty() {
+                            tracing::warn!(plugin = %plugin_id, n = failed.len(), "NRI: updates asked at synchronization failed");
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                plugin.close().await;
+                return Err(NriError::Io(format!("synchronizing {plugin_id}: {e}")));
+            }
+        }
+        let mut list = self.plugins.lock().unwrap_or_else(|e| e.into_inner());
+        list.push(plugin);
+        list.sort_by(|a, b| (&a.index, &a.name).cmp(&(&b.index, &b.name)));
+        tracing::info!(plugin = %plugin_id, events = format!("0x{events:x}"), "NRI: plugin registered");
+        Ok(())
+    }
+
+    fn subscribed(&self, e: api::Event) -> Vec<Arc<Plugin>> {
+        self.list().into_iter().filter(|p| p.wants(e)).collect()
+    }
+
+    async fn drop_plugin(&self, p: &Arc<Plugin>, why: &CallError) {
+        tracing::warn!(plugin = %p.id(), error = %why, "NRI: plugin dropped");
+        p.close().await;
+        self.plugins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|q| !Arc::ptr_eq(p, q));
+    }
+
+    /// Calls `method` of every plugin subscribed to `e`, in order; returns their answers.
+    async fn each<Q: Message, A: Message + Default>(
+        &self,
+        e: api::Event,
+        method: &'static str,
+        req: &Q,
+    ) -> Result<Vec<A>, NriError> {
+        let plugins = self.subscribed(e);
+        if plugins.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _g = self.order.lock().await;
+        let mut out = Vec::new();
+        for p in plugins {
+            match p
+                .client
+                .call(PLUGIN_SERVICE, method, req, self.request_timeout())
+                .await
+            {
+                Ok(a) => out.push(a),
+                Err(err) if err.is_fatal() => self.drop_plugin(&p, &err).await,
+                Err(err) => {
+                    return Err(NriError::Plugin {
+                        plugin: p.id(),
+                        event: method,
+                        message: err.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn run_pod(&self, pod: &api::PodSandbox) -> Result<(), NriError> {
+        let req = api::RunPodSandboxRequest {
+            pod: Some(pod.clone()),
+        };
+        self.each::<_, api::RunPodSandboxResponse>(api::Event::RunPodSandbox, "RunPodSandbox", &req)
+            .await
+            .map(drop)
+    }
+
+    pub async fn stop_pod(&self, pod: &api::PodSandbox) -> Result<(), NriError> {
+        let req = api::StopPodSandboxRequest {
+            pod: Some(pod.clone()),
+        };
+        self.each::<_, api::StopPodSandboxResponse>(
+            api::Event::StopPodSandbox,
+            "StopPodSandbox",
+            &req,
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn remove_pod(&self, pod: &api::PodSandbox) -> Result<(), NriError> {
+        let req = api::RemovePodSandboxRequest {
+            pod: Some(pod.clone()),
+        };
+        self.each::<_, api::RemovePodSandboxResponse>(
+            api::Event::RemovePodSandbox,
+            "RemovePodSandbox",
+            &req,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// CreateContainer: each subscribed plugin in order sees the container as the plugins
+    /// before it adjusted it; returns the merged adjustment and the updates of other
+    /// containers they asked for.
+    pub async fn create_container(
+        &self,
+        pod: &api::PodSandbox,
+        ctr: &api::Container,
+    ) -> Result<(adjust::Merged, Vec<api::ContainerUpdate>), NriError> {
+        let mut merged = adjust::Merged::default();
+        let mut updates = Vec::new();
+        let plugins = self.subscribed(api::Event::CreateContainer);
+        if plugins.is_empty() {
+            return Ok((merged, updates));
+        }
+        let _g = self.order.lock().await;
+        let mut shown = ctr.clone();
+        for p in plugins {
+            let req = api::CreateContainerRequest {
+                pod: Some(pod.clone()),
+                container: Some(shown.clone()),
+            };
+            let r: Result<api::CreateContainerResponse, CallError> = p
+                .client
+                .call(
+                    PLUGIN_SERVICE,
+                    "CreateContainer",
+                    &req,
+                    self.request_timeout(),
+                )
+                .await;
+            match r {
+                Ok(r) => {
+                    if let Some(a) = r.adjust {
+                        merged
+                            .add(&p.id(), a, &mut shown)
+                            .map_err(NriError::Adjustment)?;
+                    }
+                    for u in r.update {
+                        if u.container_id == ctr.id {
+                            return Err(NriError::Adjustment(format!(
+                                "plugin {:?} asked update of {:?} during creation",
+                                p.id(),
+                                ctr.id
+                            )));
+                        }
+                        updates.push(u);
+                    }
+                    if !r.evict.is_empty() {
+                        tracing::warn!(plugin = %p.id(), "NRI: evictions asked for are not done by ferrio yet");
+                    }
+                }
+                Err(err) if err.is_fatal() => self.drop_plugin(&p, &err).await,
+                Err(err) => {
+                    return Err(NriError::Plugin {
+                        plugin: p.id(),
+                        event: "CreateContainer",
+                        message: err.to_string(),
+                    })
+                }
+            }
+        }
+        Ok((merged, updates))
+    }
+
+    pub async fn post_create(
+        &self,
+        pod: &api::PodSandbox,
+        ctr: &api::Container,
+    ) -> Result<(), NriError> {
+        let req = api::PostCreateContainerRequest {
+            pod: Some(pod.clone()),
+            container: Some(ctr.clone()),
+        };
+        self.each::<_, api::PostCreateContainerResponse>(
+            api::Event::PostCreateContainer,
+            "PostCreateContainer",
+            &req,
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn start_container(
+        &self,
+        pod: &api::PodSandbox,
+        ctr: &api::Container,
+    ) -> Result<(), NriError> {
+        let req = api::StartContainerRequest {
+            pod: Some(pod.clone()),
+            container: Some(ctr.clone()),
+        };
+        self.each::<_, api::StartContainerResponse>(
+            api::Event::StartContainer,
+            "StartContainer",
+            &req,
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn post_start(
+        &self,
+        pod: &api::PodSandbox,
+        ctr: &api::Container,
+    ) -> Result<(), NriError> {
+        let req = api::PostStartContainerRequest {
+            pod: Some(pod.clone()),
+            container: Some(ctr.clone()),
+        };
+        self.each::<_, api::PostStartContainerResponse>(
+            api::Event::PostStartContainer,
+            "PostStartContainer",
+            &req,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// StopContainer; returns the updates of other containers the plugins asked for.
+    pub async fn stop_container(
+        &self,
+        pod: &api::PodSandbox,
+        ctr: &api::Container,
+    ) -> Result<Vec<api::ContainerUpdate>, NriError> {
+        let req = api::StopContainerRequest {
+            pod: Some(pod.clone()),
+            container: Some(ctr.clone()),
+        };
+        let answers: Vec<api::StopContainerResponse> = self
+            .each(api::Event::StopContainer, "StopContainer", &req)
+            .await?;
+        Ok(answers.into_iter().flat_map(|a| a.update).collect())
+    }
+
+    pub async fn remove_container(
+        &self,
+        pod: &api::PodSandbox,
+        ctr: &api::Container,
+    ) -> Result<(), NriError> {
+        let req = api::RemoveContainerRequest {
+            pod: Some(pod.clone()),
+            container: Some(ctr.clone()),
+        };
+        self.each::<_, api::RemoveContainerResponse>(
+            api::Event::RemoveContainer,
+            "RemoveContainer",
+            &req,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Applies container updates plugins asked for through the host; returns those that
+    /// failed.
+    pub async fn apply_updates(
+        &self,
+        updates: Vec<api::ContainerUpdate>,
+    ) -> Vec<api::ContainerUpdate> {
+        match self.host() {
+            Some(h) => h.update(updates).await,
+            None => updates,
+        }
+    }
+
+    /// Whether any plugin is registered (the engine skips describing pods and containers when
+    /// none is).
+    pub fn active(&self) -> bool {
+        !self
+            .plugins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+}

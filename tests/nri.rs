@@ -1,0 +1,429 @@
+//! NRI end to end: plugins written here speak NRI's protocol (the multiplexed socket, ttrpc,
+//! the vendored API) to a real daemon, register, synchronize, watch events and adjust real
+//! containers; each adjustment is checked inside the running container.
+
+#[macro_use]
+mod common;
+
+use common::*;
+use ferrio::cri::api;
+use ferrio::nri::api as nri;
+use ferrio::nri::{mux, ttrpc, PLUGIN_SERVICE, RUNTIME_SERVICE};
+use prost::Message;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The pod and container names a plugin's Synchronize showed it.
+type Synced = Arc<Mutex<Option<(Vec<String>, Vec<String>)>>>;
+
+type OnCreate =
+    Arc<dyn Fn(&nri::CreateContainerRequest) -> nri::CreateContainerResponse + Send + Sync>;
+
+/// A plugin on the daemon's NRI socket: it records the events it is sent (`Event name`), the
+/// pods and containers Synchronize showed it, and answers CreateContainer with `on_create`
+/// after `delay`.
+struct TestPlugin {
+    events: Arc<Mutex<Vec<String>>>,
+    synced: Synced,
+    served: tokio::task::JoinHandle<()>,
+    trunk: mux::Trunk,
+}
+
+impl TestPlugin {
+    async fn connect(
+        socket: &Path,
+        name: &str,
+        idx: &str,
+        mask: u32,
+        on_create: OnCreate,
+        delay: Duration,
+    ) -> TestPlugin {
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", socket.display()));
+        let (trunk, c1, c2) = mux::split(stream);
+        let events: Arc<Mutex<Vec<String>>> = Arc::default();
+        let synced: Synced = Arc::default();
+        let (ev, sy) = (events.clone(), synced.clone());
+        let served = tokio::spawn(ttrpc::serve(
+            trunk.clone(),
+            mux::PLUGIN_SERVICE_CONN,
+            c1,
+            move |service, method, payload| {
+                let (ev, sy, on_create) = (ev.clone(), sy.clone(), on_create.clone());
+                Box::pin(async move {
+                    assert_eq!(service, PLUGIN_SERVICE);
+                    let out = match method.as_str() {
+                        "Configure" => {
+                            let r = nri::ConfigureRequest::decode(payload.as_slice()).unwrap();
+                            assert_eq!(r.runtime_name, "ferrio");
+                            nri::ConfigureResponse {
+                                events: i32::try_from(mask).unwrap(),
+                            }
+                            .encode_to_vec()
+                        }
+                        "Synchronize" => {
+                            let r = nri::SynchronizeRequest::decode(payload.as_slice()).unwrap();
+                            *sy.lock().unwrap() = Some((
+                                r.pods.iter().map(|p| p.name.clone()).collect(),
+                                r.containers.iter().map(|c| c.name.clone()).collect(),
+                            ));
+                            nri::SynchronizeResponse::default().encode_to_vec()
+                        }
+                        "CreateContainer" => {
+                            let r =
+                                nri::CreateContainerRequest::decode(payload.as_slice()).unwrap();
+                            let name = r
+                                .container
+                                .as_ref()
+                                .map(|c| c.name.clone())
+                                .unwrap_or_default();
+                            ev.lock().unwrap().push(format!("CreateContainer {name}"));
+                            tokio::time::sleep(delay).await;
+                            on_create(&r).encode_to_vec()
+                        }
+                        m if m.ends_with("PodSandbox") => {
+                            let r = nri::RunPodSandboxRequest::decode(payload.as_slice()).unwrap();
+                            ev.lock()
+                                .unwrap()
+                                .push(format!("{m} {}", r.pod.unwrap().name));
+                            Vec::new()
+                        }
+                        m => {
+                            let r = nri::StartContainerRequest::decode(payload.as_slice()).unwrap();
+                            ev.lock()
+                                .unwrap()
+                                .push(format!("{m} {}", r.container.unwrap().name));
+                            Vec::new()
+                        }
+                    };
+                    Ok(out)
+                })
+            },
+        ));
+        let client = ttrpc::Client::new(trunk.clone(), mux::RUNTIME_SERVICE_CONN, c2);
+        let _: nri::Empty = client
+            .call(
+                RUNTIME_SERVICE,
+                "RegisterPlugin",
+                &nri::RegisterPluginRequest {
+                    plugin_name: name.into(),
+                    plugin_idx: idx.into(),
+                    nri_version: ferrio::nri::NRI_VERSION.into(),
+                },
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("RegisterPlugin");
+        let p = TestPlugin {
+            events,
+            synced,
+            served,
+            trunk,
+        };
+        // Registered once synchronized.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while p.synced.lock().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "{idx}-{name} was never synchronized"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        p
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Whether the runtime closed the connection.
+    fn dropped(&self) -> bool {
+        self.served.is_finished()
+    }
+}
+
+fn nri_socket(d: &Daemon) -> PathBuf {
+    let s = d.dir.path().join("nri/nri.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no NRI socket at {}",
+            s.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    s
+}
+
+fn no_change() -> OnCreate {
+    Arc::new(|_| nri::CreateContainerResponse::default())
+}
+
+fn all_but_validation() -> u32 {
+    ferrio::nri::ALL_EVENTS & !ferrio::nri::bit(nri::Event::ValidateContainerAdjustment)
+}
+
+/// Waits until the container's log holds `want` (every line), or panics with what it holds.
+async fn log_has(path: &Path, want: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if want.iter().all(|w| text.lines().any(|l| l.ends_with(w))) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "log {} lacks {want:?}: {text}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn remove_pod(
+    rt: &mut api::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    id: &str,
+) {
+    rt.stop_pod_sandbox(api::StopPodSandboxRequest {
+        pod_sandbox_id: id.into(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
+        pod_sandbox_id: id.into(),
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_adjusts_a_container_and_sees_every_event_in_order() {
+    e2e!();
+    let (d, image) = daemon_with_busybox().await;
+    let socket = nri_socket(&d);
+    let share = d.dir.path().join("nri-share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("hello"), "hello from the host\n").unwrap();
+    let src = share.display().to_string();
+    let plugin = TestPlugin::connect(
+        &socket,
+        "inject",
+        "10",
+        all_but_validation(),
+        Arc::new(move |r| {
+            // It is shown the container as created so far.
+            let c = r.container.as_ref().unwrap();
+            assert!(
+                c.args.iter().any(|a| a.contains("NRI_INJECTED")),
+                "{:?}",
+                c.args
+            );
+            nri::CreateContainerResponse {
+                adjust: Some(nri::ContainerAdjustment {
+                    env: vec![nri::KeyValue {
+                        key: "NRI_INJECTED".into(),
+                        value: "yes".into(),
+                    }],
+                    annotations: [("nri.test/injected".to_string(), "yes".to_string())].into(),
+                    mounts: vec![nri::Mount {
+                        destination: "/nri".into(),
+                        r#type: "bind".into(),
+                        source: src.clone(),
+                        options: vec!["rbind".into(), "ro".into()],
+                    }],
+                    rlimits: vec![nri::PosixRlimit {
+                        r#type: "RLIMIT_NOFILE".into(),
+                        hard: 4321,
+                        soft: 4321,
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        }),
+        Duration::ZERO,
+    )
+    .await;
+    // Listed by `ferrio status`.
+    let status = d.cli(&["status"]);
+    assert!(status.contains("10-inject"), "{status}");
+
+    let mut rt = d.runtime().await;
+    let logs = d.dir.path().join("logs");
+    let pcfg = pod_config("nri", &logs);
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    let ctr = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sh_container(
+            "adjusted",
+            &image,
+            "echo env=$NRI_INJECTED; cat /nri/hello; echo nofile=$(ulimit -n); touch /nri/x 2>/dev/null || echo read-only; sleep 300",
+        ),
+    )
+    .await;
+    log_has(
+        &logs.join("adjusted.log"),
+        &["env=yes", "hello from the host", "nofile=4321", "read-only"],
+    )
+    .await;
+    // The annotation is in the container's spec.
+    let spec = std::fs::read_to_string(
+        d.dir
+            .path()
+            .join("run/ctr")
+            .join(&ctr)
+            .join("bundle/config.json"),
+    )
+    .unwrap();
+    assert!(spec.contains("nri.test/injected"), "{spec}");
+    rt.stop_container(api::StopContainerRequest {
+        container_id: ctr.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    rt.remove_container(api::RemoveContainerRequest {
+        container_id: ctr.clone(),
+    })
+    .await
+    .unwrap();
+    remove_pod(&mut rt, &pod.id).await;
+    let pod_name = pcfg.metadata.as_ref().unwrap().name.clone();
+    let want: Vec<String> = [
+        format!("RunPodSandbox {pod_name}"),
+        "CreateContainer adjusted".into(),
+        "PostCreateContainer adjusted".into(),
+        "StartContainer adjusted".into(),
+        "PostStartContainer adjusted".into(),
+        "StopContainer adjusted".into(),
+        "RemoveContainer adjusted".into(),
+        format!("StopPodSandbox {pod_name}"),
+        format!("RemovePodSandbox {pod_name}"),
+    ]
+    .into();
+    assert_eq!(plugin.events(), want);
+    assert!(!plugin.dropped());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_plugin_is_synchronized_with_what_runs_and_two_plugins_setting_one_thing_conflict() {
+    e2e!();
+    let (d, image) = daemon_with_busybox().await;
+    let socket = nri_socket(&d);
+    let mut rt = d.runtime().await;
+    let logs = d.dir.path().join("logs");
+    let pcfg = pod_config("nri-sync", &logs);
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    let first = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sh_container("before", &image, "sleep 300"),
+    )
+    .await;
+
+    let set_foo = |v: &'static str| -> OnCreate {
+        Arc::new(move |_| nri::CreateContainerResponse {
+            adjust: Some(nri::ContainerAdjustment {
+                env: vec![nri::KeyValue {
+                    key: "FOO".into(),
+                    value: v.into(),
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    };
+    let mask = ferrio::nri::bit(nri::Event::CreateContainer);
+    let a = TestPlugin::connect(&socket, "a", "10", mask, set_foo("a"), Duration::ZERO).await;
+    let (pods, ctrs) = a.synced.lock().unwrap().clone().unwrap();
+    assert_eq!(pods, vec![pcfg.metadata.as_ref().unwrap().name.clone()]);
+    assert_eq!(ctrs, vec!["before".to_string()]);
+    let _b = TestPlugin::connect(&socket, "b", "20", mask, set_foo("b"), Duration::ZERO).await;
+    let err = rt
+        .create_container(api::CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(sh_container("conflict", &image, "true")),
+            sandbox_config: Some(pcfg.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message()
+            .contains(r#"plugins "20-b" and "10-a" both tried to set Env FOO"#),
+        "{}",
+        err.message()
+    );
+    // Nothing of the refused container is left, and the first one runs on.
+    assert_eq!(
+        ctr_status(&mut rt, &first).await.state,
+        api::ContainerState::ContainerRunning as i32
+    );
+    remove_pod(&mut rt, &pod.id).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_that_times_out_is_dropped_and_the_create_goes_on() {
+    e2e!();
+    let d = Daemon::start(DaemonOpts {
+        extra_config: "[nri]\nplugin_request_timeout = \"300ms\"\n".into(),
+        ..Default::default()
+    });
+    let image = Registry::shared().image("ferrio-test/busybox:1.35");
+    pull(&mut d.images().await, &image).await.unwrap();
+    let socket = nri_socket(&d);
+    let mask = ferrio::nri::bit(nri::Event::CreateContainer);
+    let slow = TestPlugin::connect(
+        &socket,
+        "slow",
+        "10",
+        mask,
+        no_change(),
+        Duration::from_secs(5),
+    )
+    .await;
+    let mut rt = d.runtime().await;
+    let logs = d.dir.path().join("logs");
+    let pcfg = pod_config("nri-slow", &logs);
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    let t = Instant::now();
+    let ctr = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sh_container("goes-on", &image, "echo ran; sleep 300"),
+    )
+    .await;
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "the create waited for the slow plugin"
+    );
+    log_has(&logs.join("goes-on.log"), &["ran"]).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !slow.dropped() {
+        assert!(Instant::now() < deadline, "the slow plugin was not dropped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!d.cli(&["status"]).contains("10-slow"));
+    assert!(d.log_text().contains("plugin dropped"), "{}", d.log_text());
+    // A plugin that disconnects is gone too, and creates go on.
+    let quitter =
+        TestPlugin::connect(&socket, "quitter", "20", mask, no_change(), Duration::ZERO).await;
+    quitter.trunk.close().await;
+    let ctr2 = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sh_container("after-quit", &image, "echo ran2; sleep 300"),
+    )
+    .await;
+    log_has(&logs.join("after-quit.log"), &["ran2"]).await;
+    let _ = (ctr, ctr2);
+    remove_pod(&mut rt, &pod.id).await;
+}
