@@ -427,3 +427,64 @@ async fn a_plugin_that_times_out_is_dropped_and_the_create_goes_on() {
     let _ = (ctr, ctr2);
     remove_pod(&mut rt, &pod.id).await;
 }
+
+/// examples/nri-env-plugin, which `cargo test` builds beside the test binaries.
+fn env_plugin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let p = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("examples/nri-env-plugin");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo test` (it builds the examples) or `cargo build --example nri-env-plugin`",
+        p.display()
+    );
+    p
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pre_installed_plugin_is_started_with_its_config_and_stopped_with_the_daemon() {
+    e2e!();
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    std::fs::create_dir_all(dir.path().join("nri-plugins")).unwrap();
+    std::fs::create_dir_all(dir.path().join("nri-conf")).unwrap();
+    // A symlink: the debug example is large; ferrio runs it by this name.
+    std::os::unix::fs::symlink(env_plugin(), dir.path().join("nri-plugins/05-env")).unwrap();
+    std::fs::write(
+        dir.path().join("nri-conf/05-env.conf"),
+        "FROM_CONF = preinstalled\n",
+    )
+    .unwrap();
+    // Not a plugin name: skipped with a warning.
+    std::os::unix::fs::symlink(env_plugin(), dir.path().join("nri-plugins/not-a-plugin")).unwrap();
+    let d = Daemon::start_in(dir.clone(), DaemonOpts::default());
+    let image = Registry::shared().image("ferrio-test/busybox:1.35");
+    pull(&mut d.images().await, &image).await.unwrap();
+    let status = d.cli(&["status"]);
+    assert!(
+        status.contains("05-env  events 0x8, pre-installed"),
+        "{status}"
+    );
+    let mut rt = d.runtime().await;
+    let logs = d.dir.path().join("logs");
+    let pcfg = pod_config("nri-pre", &logs);
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sh_container("env", &image, "echo from=$FROM_CONF; sleep 300"),
+    )
+    .await;
+    log_has(&logs.join("env.log"), &["from=preinstalled"]).await;
+    assert!(
+        d.log_text().contains("not a plugin name"),
+        "{}",
+        d.log_text()
+    );
+    remove_pod(&mut rt, &pod.id).await;
+    // The daemon's Drop stops it; the leak check then finds no process of the temp dir, so the
+    // plugin (`<dir>/nri-plugins/05-env`) was stopped with it.
+}

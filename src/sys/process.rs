@@ -371,6 +371,34 @@ pub fn take_lifeline() -> io::Result<OwnedFd> {
     Ok(file.into())
 }
 
+/// Takes an inherited descriptor `fd` that must be a unix stream socket (an NRI plugin's end of
+/// the socket pair its runtime started it with: `NRI_PLUGIN_SOCKET`), marked close-on-exec.
+/// Call it once per descriptor, before anything else in the process may open files.
+pub fn take_inherited_socket(fd: i32) -> io::Result<std::os::unix::net::UnixStream> {
+    use std::os::unix::fs::FileTypeExt;
+    if fd < 3 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is a standard stream"),
+        ));
+    }
+    // SAFETY: fcntl on a descriptor number only sets its flags; an unused number gives EBADF.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is open (fcntl succeeded) and was inherited for this use; the
+    // caller takes it once, so nothing else in the process owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let file = std::fs::File::from(owned);
+    if !file.metadata()?.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not a socket"),
+        ));
+    }
+    Ok(std::os::unix::net::UnixStream::from(OwnedFd::from(file)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
