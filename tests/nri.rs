@@ -28,6 +28,23 @@ struct TestPlugin {
     synced: Synced,
     served: tokio::task::JoinHandle<()>,
     trunk: mux::Trunk,
+    /// Its client on the runtime's service (UpdateContainers).
+    client: Arc<ttrpc::Client>,
+}
+
+type OnUpdate =
+    Arc<dyn Fn(&nri::UpdateContainerRequest) -> nri::UpdateContainerResponse + Send + Sync>;
+
+/// What else a test plugin does.
+#[derive(Default, Clone)]
+struct Extra {
+    /// The answer to UpdateContainer.
+    on_update: Option<OnUpdate>,
+    /// As a validator: reject every adjustment with this reason.
+    reject: Option<String>,
+    /// Answer the notification events Unimplemented, as a plugin older than NRI 0.12 (which
+    /// then gets them as StateChange).
+    legacy: bool,
 }
 
 impl TestPlugin {
@@ -38,6 +55,18 @@ impl TestPlugin {
         mask: u32,
         on_create: OnCreate,
         delay: Duration,
+    ) -> TestPlugin {
+        Self::connect_with(socket, name, idx, mask, on_create, delay, Extra::default()).await
+    }
+
+    async fn connect_with(
+        socket: &Path,
+        name: &str,
+        idx: &str,
+        mask: u32,
+        on_create: OnCreate,
+        delay: Duration,
+        extra: Extra,
     ) -> TestPlugin {
         let stream = tokio::net::UnixStream::connect(socket)
             .await
@@ -51,10 +80,65 @@ impl TestPlugin {
             mux::PLUGIN_SERVICE_CONN,
             c1,
             move |service, method, payload| {
-                let (ev, sy, on_create) = (ev.clone(), sy.clone(), on_create.clone());
+                let (ev, sy, on_create, extra) =
+                    (ev.clone(), sy.clone(), on_create.clone(), extra.clone());
                 Box::pin(async move {
                     assert_eq!(service, PLUGIN_SERVICE);
+                    let notification = [
+                        "RunPodSandbox",
+                        "StopPodSandbox",
+                        "RemovePodSandbox",
+                        "PostCreateContainer",
+                        "StartContainer",
+                        "PostStartContainer",
+                        "PostUpdateContainer",
+                        "RemoveContainer",
+                        "PostUpdatePodSandbox",
+                    ];
+                    if extra.legacy && notification.contains(&method.as_str()) {
+                        return Err(ttrpc::status(ttrpc::code::UNIMPLEMENTED, method));
+                    }
                     let out = match method.as_str() {
+                        "StateChange" => {
+                            let r = nri::StateChangeEvent::decode(payload.as_slice()).unwrap();
+                            let e = nri::Event::try_from(r.event).unwrap();
+                            ev.lock()
+                                .unwrap()
+                                .push(format!("StateChange {}", e.as_str_name()));
+                            nri::Empty {}.encode_to_vec()
+                        }
+                        "UpdateContainer" => {
+                            let r =
+                                nri::UpdateContainerRequest::decode(payload.as_slice()).unwrap();
+                            let name = r
+                                .container
+                                .as_ref()
+                                .map(|c| c.name.clone())
+                                .unwrap_or_default();
+                            ev.lock().unwrap().push(format!("UpdateContainer {name}"));
+                            match &extra.on_update {
+                                Some(f) => f(&r).encode_to_vec(),
+                                None => Vec::new(),
+                            }
+                        }
+                        "ValidateContainerAdjustment" => {
+                            let r =
+                                nri::ValidateContainerAdjustmentRequest::decode(payload.as_slice())
+                                    .unwrap();
+                            let name = r
+                                .container
+                                .as_ref()
+                                .map(|c| c.name.clone())
+                                .unwrap_or_default();
+                            ev.lock()
+                                .unwrap()
+                                .push(format!("ValidateContainerAdjustment {name}"));
+                            nri::ValidateContainerAdjustmentResponse {
+                                reject: extra.reject.is_some(),
+                                reason: extra.reject.clone().unwrap_or_default(),
+                            }
+                            .encode_to_vec()
+                        }
                         "Configure" => {
                             let r = nri::ConfigureRequest::decode(payload.as_slice()).unwrap();
                             assert_eq!(r.runtime_name, "ferrio");
@@ -121,6 +205,7 @@ impl TestPlugin {
             synced,
             served,
             trunk,
+            client,
         };
         // Registered once synchronized.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -487,4 +572,269 @@ async fn a_pre_installed_plugin_is_started_with_its_config_and_stopped_with_the_
     remove_pod(&mut rt, &pod.id).await;
     // The daemon's Drop stops it; the leak check then finds no process of the temp dir, so the
     // plugin (`<dir>/nri-plugins/05-env`) was stopped with it.
+}
+
+/// The memory limit of a container's cgroup, read inside it (cgroup v1 or v2).
+async fn memory_limit(
+    rt: &mut api::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    id: &str,
+) -> String {
+    sh_in(
+        rt,
+        id,
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max",
+    )
+    .await
+    .0
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugins_change_resources_validate_creates_evict_and_old_plugins_get_state_changes() {
+    e2e!();
+    let (d, image) = daemon_with_busybox().await;
+    let socket = nri_socket(&d);
+    let mut rt = d.runtime().await;
+    let logs = d.dir.path().join("logs");
+    let pcfg = pod_config("nri-upd", &logs);
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    let a = create_start(&mut rt, &pod, &pcfg, sh_container("a", &image, "sleep 300")).await;
+    let b = create_start(&mut rt, &pod, &pcfg, sh_container("b", &image, "sleep 300")).await;
+
+    // UpdateContainer: the plugin sets 64 MiB instead of the 32 MiB asked for.
+    let resizer = TestPlugin::connect_with(
+        &socket,
+        "resizer",
+        "10",
+        ferrio::nri::bit(nri::Event::UpdateContainer)
+            | ferrio::nri::bit(nri::Event::PostUpdateContainer),
+        no_change(),
+        Duration::ZERO,
+        Extra {
+            on_update: Some(Arc::new(|r| {
+                let c = r.container.as_ref().unwrap();
+                assert_eq!(
+                    r.linux_resources
+                        .as_ref()
+                        .unwrap()
+                        .memory
+                        .as_ref()
+                        .unwrap()
+                        .limit
+                        .as_ref()
+                        .unwrap()
+                        .value,
+                    32 << 20
+                );
+                nri::UpdateContainerResponse {
+                    update: vec![nri::ContainerUpdate {
+                        container_id: c.id.clone(),
+                        linux: Some(nri::LinuxContainerUpdate {
+                            resources: Some(nri::LinuxResources {
+                                memory: Some(nri::LinuxMemory {
+                                    limit: Some(nri::OptionalInt64 { value: 64 << 20 }),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            }),
+                        }),
+                        ignore_failure: false,
+                    }],
+                    ..Default::default()
+                }
+            })),
+            ..Default::default()
+        },
+    )
+    .await;
+    rt.update_container_resources(api::UpdateContainerResourcesRequest {
+        container_id: a.clone(),
+        linux: Some(api::LinuxContainerResources {
+            memory_limit_in_bytes: 32 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(memory_limit(&mut rt, &a).await, (64u64 << 20).to_string());
+    assert_eq!(
+        resizer.events(),
+        vec!["UpdateContainer a", "PostUpdateContainer a"]
+    );
+
+    // UpdateContainers, unsolicited: b gets 48 MiB; then an eviction stops b.
+    let r: nri::UpdateContainersResponse = resizer
+        .client
+        .call(
+            RUNTIME_SERVICE,
+            "UpdateContainers",
+            &nri::UpdateContainersRequest {
+                update: vec![nri::ContainerUpdate {
+                    container_id: b.clone(),
+                    linux: Some(nri::LinuxContainerUpdate {
+                        resources: Some(nri::LinuxResources {
+                            memory: Some(nri::LinuxMemory {
+                                limit: Some(nri::OptionalInt64 { value: 48 << 20 }),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }),
+                    }),
+                    ignore_failure: false,
+                }],
+                evict: vec![],
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert!(r.failed.is_empty(), "{r:?}");
+    assert_eq!(memory_limit(&mut rt, &b).await, (48u64 << 20).to_string());
+    let _: nri::UpdateContainersResponse = resizer
+        .client
+        .call(
+            RUNTIME_SERVICE,
+            "UpdateContainers",
+            &nri::UpdateContainersRequest {
+                update: vec![],
+                evict: vec![nri::ContainerEviction {
+                    container_id: b.clone(),
+                    reason: "test eviction".into(),
+                }],
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    wait_exited(&mut rt, &b, 10).await;
+    assert!(d.log_text().contains("test eviction"), "{}", d.log_text());
+    assert_eq!(
+        ctr_status(&mut rt, &a).await.state,
+        api::ContainerState::ContainerRunning as i32
+    );
+
+    // A validator that rejects: the create fails with its reason.
+    let _v = TestPlugin::connect_with(
+        &socket,
+        "strict",
+        "20",
+        ferrio::nri::bit(nri::Event::ValidateContainerAdjustment),
+        no_change(),
+        Duration::ZERO,
+        Extra {
+            reject: Some("no containers today".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let err = rt
+        .create_container(api::CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(sh_container("refused", &image, "true")),
+            sandbox_config: Some(pcfg.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains(
+            r#"validator "strict" rejected container adjustment, reason: no containers today"#
+        ),
+        "{}",
+        err.message()
+    );
+    drop(_v);
+
+    // A plugin older than NRI 0.12 gets the notifications as StateChange.
+    let old = TestPlugin::connect_with(
+        &socket,
+        "old",
+        "30",
+        ferrio::nri::bit(nri::Event::StopPodSandbox)
+            | ferrio::nri::bit(nri::Event::RemovePodSandbox),
+        no_change(),
+        Duration::ZERO,
+        Extra {
+            legacy: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    remove_pod(&mut rt, &pod.id).await;
+    assert_eq!(
+        old.events(),
+        vec![
+            "StateChange STOP_POD_SANDBOX",
+            "StateChange REMOVE_POD_SANDBOX"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_default_validator_requires_plugins_and_refuses_hooks() {
+    e2e!();
+    let d = Daemon::start(DaemonOpts {
+        extra_config: "[nri.default_validator]\nenable = true\nreject_oci_hook_adjustment = true\nrequired_plugins = [\"must-have\"]\n".into(),
+        ..Default::default()
+    });
+    let image = Registry::shared().image("ferrio-test/busybox:1.35");
+    pull(&mut d.images().await, &image).await.unwrap();
+    let socket = nri_socket(&d);
+    let mut rt = d.runtime().await;
+    let logs = d.dir.path().join("logs");
+    let pcfg = pod_config("nri-dv", &logs);
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    let create = |name: &str| api::CreateContainerRequest {
+        pod_sandbox_id: pod.id.clone(),
+        config: Some(sh_container(name, &image, "sleep 300")),
+        sandbox_config: Some(pcfg.clone()),
+    };
+    let err = rt.create_container(create("first")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message()
+            .contains(r#"required plugin "must-have" is not present"#),
+        "{}",
+        err.message()
+    );
+    let mask = ferrio::nri::bit(nri::Event::CreateContainer);
+    let _must = TestPlugin::connect(
+        &socket,
+        "must-have",
+        "10",
+        mask,
+        no_change(),
+        Duration::ZERO,
+    )
+    .await;
+    rt.create_container(create("second")).await.unwrap();
+    let _hooker = TestPlugin::connect(
+        &socket,
+        "hooker",
+        "20",
+        mask,
+        Arc::new(|_| nri::CreateContainerResponse {
+            adjust: Some(nri::ContainerAdjustment {
+                hooks: Some(nri::Hooks {
+                    poststop: vec![nri::Hook {
+                        path: "/bin/true".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        Duration::ZERO,
+    )
+    .await;
+    let err = rt.create_container(create("third")).await.unwrap_err();
+    assert!(
+        err.message()
+            .contains("OCI hook injection by plugin(s) 20-hooker"),
+        "{}",
+        err.message()
+    );
+    remove_pod(&mut rt, &pod.id).await;
 }

@@ -71,6 +71,22 @@ pub struct NriConfig {
     pub plugin_request_timeout: String,
     /// Accept no external plugins (pre-installed ones still start).
     pub disable_connections: bool,
+    /// NRI's default validator, built in.
+    pub default_validator: DefaultValidatorConfig,
+}
+
+/// NRI's default validator: refuses creates whose plugin adjustments add OCI hooks, or that
+/// lack a required plugin (see `nri/validate.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DefaultValidatorConfig {
+    pub enable: bool,
+    /// Refuse adjustments that add OCI hooks.
+    pub reject_oci_hook_adjustment: bool,
+    /// Plugins (name or NN-name) every container needs.
+    pub required_plugins: Vec<String>,
+    /// A pod annotation that, set to "true", waives the required plugins.
+    pub tolerate_missing_plugins_annotation: String,
 }
 
 impl Default for NriConfig {
@@ -325,6 +341,7 @@ impl Default for Config {
                 plugin_registration_timeout: "5s".into(),
                 plugin_request_timeout: "2s".into(),
                 disable_connections: false,
+                default_validator: DefaultValidatorConfig::default(),
             },
         }
     }

@@ -13,6 +13,16 @@ fn toml_str(v: &str) -> String {
 
 pub fn default_toml() -> String {
     let c = Config::default();
+    let dv_required = format!(
+        "[{}]",
+        c.nri
+            .default_validator
+            .required_plugins
+            .iter()
+            .map(|r| toml_str(r))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let driver = match c.runtime.cgroup_driver {
         CgroupDriver::Cgroupfs => "cgroupfs",
         CgroupDriver::Systemd => "systemd",
@@ -143,6 +153,16 @@ plugin_registration_timeout = {nri_reg_timeout}
 plugin_request_timeout = {nri_req_timeout}
 # Accept no external plugins on the socket (pre-installed ones still start).
 disable_connections = {nri_disable_connections}
+
+[nri.default_validator]
+# NRI's default validator, built in: refuses a create whose plugin adjustments add OCI hooks
+# (reject_oci_hook_adjustment) or that lacks a required plugin (required_plugins, plus the pod
+# annotation required-plugins.noderesource.dev). A pod annotation named by
+# tolerate_missing_plugins_annotation set to "true" waives the required plugins.
+enable = {dv_enable}
+reject_oci_hook_adjustment = {dv_hooks}
+required_plugins = {dv_required}
+tolerate_missing_plugins_annotation = {dv_tolerate}
 "#,
         default_runtime = toml_str(&c.runtime.default_runtime),
         cgroup_parent = toml_str(&c.runtime.default_cgroup_parent),
@@ -215,5 +235,9 @@ disable_connections = {nri_disable_connections}
         nri_reg_timeout = toml_str(&c.nri.plugin_registration_timeout),
         nri_req_timeout = toml_str(&c.nri.plugin_request_timeout),
         nri_disable_connections = c.nri.disable_connections,
+        dv_enable = c.nri.default_validator.enable,
+        dv_hooks = c.nri.default_validator.reject_oci_hook_adjustment,
+        dv_required = dv_required,
+        dv_tolerate = toml_str(&c.nri.default_validator.tolerate_missing_plugins_annotation),
     )
 }

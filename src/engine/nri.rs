@@ -170,6 +170,7 @@ impl Engine {
                 Err(e) => Err(e),
             },
             api::Event::RemoveContainer => nri.remove_container(&pod, &ctr).await,
+            api::Event::PostUpdateContainer => nri.post_update_container(&pod, &ctr).await,
             _ => Ok(()),
         };
         if let Err(e) = r {
@@ -225,7 +226,7 @@ impl Engine {
                 (Some(c), Some(res)) => {
                     let merged =
                         merge_resources(c.config.resources.clone().unwrap_or_default(), res);
-                    self.update_resources(&c.id, &merged).await
+                    self.set_resources(&c.id, &merged).await
                 }
                 (Some(_), None) => Ok(()),
                 (None, _) => Err(EngineError::not_found(format!(
@@ -241,6 +242,118 @@ impl Engine {
             }
         }
         failed
+    }
+}
+
+impl Engine {
+    /// UpdateContainerResources' NRI step: the resources plugins want set instead (merged over
+    /// the request), the updates of other containers they asked for applied. No plugin: `r`.
+    pub(crate) async fn nri_update_container(
+        self: &Arc<Self>,
+        s: &str,
+        r: &crate::model::Resources,
+    ) -> Result<crate::model::Resources> {
+        let Some(nri) = self.nri_active().cloned() else {
+            return Ok(r.clone());
+        };
+        let Some(id) = self.resolve_container(s)? else {
+            return Ok(r.clone());
+        };
+        let Some(rec) = self
+            .containers
+            .read()
+            .ok()
+            .and_then(|c| c.get(&id).cloned())
+        else {
+            return Ok(r.clone());
+        };
+        let Some((pod, ctr)) = self.nri_pair(&rec) else {
+            return Ok(r.clone());
+        };
+        let (res, others) = nri
+            .update_container(&pod, &ctr, to_nri(r))
+            .await
+            .map_err(EngineError::domain)?;
+        if !others.is_empty() {
+            let failed = self.apply_nri_updates(others).await;
+            if !failed.is_empty() {
+                tracing::warn!(container = %id, n = failed.len(), "NRI updates of other containers failed");
+            }
+        }
+        Ok(merge_resources(r.clone(), &res))
+    }
+
+    /// UpdatePodSandboxResources' NRI events: UpdatePodSandbox before (an error a plugin
+    /// answers fails the update), PostUpdatePodSandbox after.
+    pub(crate) async fn nri_update_pod(
+        self: &Arc<Self>,
+        pod_id: &str,
+        r: Option<&crate::model::Resources>,
+    ) -> Result<()> {
+        let Some(nri) = self.nri_active().cloned() else {
+            return Ok(());
+        };
+        let Some(pod) = self.pods.read().ok().and_then(|p| p.get(pod_id).cloned()) else {
+            return Ok(());
+        };
+        let pod = self.nri_pod(&pod);
+        match r {
+            Some(r) => nri
+                .update_pod(&pod, &to_nri(r))
+                .await
+                .map_err(EngineError::domain),
+            None => {
+                if let Err(e) = nri.post_update_pod(&pod).await {
+                    tracing::warn!(pod = pod_id, error = %e, "NRI pod event");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops containers NRI plugins asked to evict (no grace: NRI evictions are immediate),
+    /// recording the reason in the log.
+    pub(crate) async fn nri_evict(self: &Arc<Self>, evictions: Vec<api::ContainerEviction>) {
+        for e in evictions {
+            tracing::warn!(container = %e.container_id, reason = %e.reason, "NRI: evicting a container a plugin asked to evict");
+            if let Err(err) = self.stop_container(&e.container_id, 0).await {
+                tracing::warn!(container = %e.container_id, error = %err, "NRI eviction");
+            }
+        }
+    }
+}
+
+/// A CRI resource request as NRI's LinuxResources (unset values left out).
+fn to_nri(r: &crate::model::Resources) -> api::LinuxResources {
+    let pos = |v: i64| (v > 0).then_some(v);
+    api::LinuxResources {
+        memory: Some(api::LinuxMemory {
+            limit: pos(r.memory_limit_in_bytes).map(|value| api::OptionalInt64 { value }),
+            swap: pos(r.memory_swap_limit_in_bytes).map(|value| api::OptionalInt64 { value }),
+            ..Default::default()
+        }),
+        cpu: Some(api::LinuxCpu {
+            shares: pos(r.cpu_shares)
+                .and_then(|v| u64::try_from(v).ok())
+                .map(|value| api::OptionalUInt64 { value }),
+            quota: pos(r.cpu_quota).map(|value| api::OptionalInt64 { value }),
+            period: pos(r.cpu_period)
+                .and_then(|v| u64::try_from(v).ok())
+                .map(|value| api::OptionalUInt64 { value }),
+            cpus: r.cpuset_cpus.clone(),
+            mems: r.cpuset_mems.clone(),
+            ..Default::default()
+        }),
+        hugepage_limits: r
+            .hugepage_limits
+            .iter()
+            .map(|(page_size, limit)| api::HugepageLimit {
+                page_size: page_size.clone(),
+                limit: *limit,
+            })
+            .collect(),
+        unified: r.unified.clone().into_iter().collect(),
+        ..Default::default()
     }
 }
 
@@ -326,6 +439,17 @@ impl Host for EngineHost {
             match self.0.upgrade() {
                 Some(e) => e.apply_nri_updates(updates).await,
                 None => updates,
+            }
+        })
+    }
+
+    fn evict(
+        &self,
+        evictions: Vec<api::ContainerEviction>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            if let Some(e) = self.0.upgrade() {
+                e.nri_evict(evictions).await;
             }
         })
     }

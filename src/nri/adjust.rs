@@ -18,6 +18,8 @@ pub struct Merged {
     pub adjust: api::ContainerAdjustment,
     /// (field, key) → the plugin that set it.
     owners: HashMap<(&'static str, String), String>,
+    /// The plugins that added OCI hooks, in order.
+    hook_owners: Vec<String>,
 }
 
 impl Merged {
@@ -111,6 +113,7 @@ impl Merged {
         }
         if let Some(h) = a.hooks {
             // Hooks add up; they are never a conflict.
+            self.hook_owners.push(plugin.to_string());
             let ours = self.adjust.hooks.get_or_insert_with(Default::default);
             let theirs = ctr.hooks.get_or_insert_with(Default::default);
             for (dst, dst2, src) in [
@@ -157,7 +160,7 @@ impl Merged {
         Ok(())
     }
 
-    fn add_resources(
+    pub(crate) fn add_resources(
         &mut self,
         plugin: &str,
         r: api::LinuxResources,
@@ -249,6 +252,82 @@ impl Merged {
             .get_or_insert_with(Default::default)
             .resources = Some(ours);
         Ok(())
+    }
+}
+
+impl Merged {
+    /// Who set what, as NRI's validators are shown it (container ID → field owners).
+    pub fn owners(&self, container_id: &str) -> api::OwningPlugins {
+        let mut fo = api::FieldOwners::default();
+        for ((field, key), owner) in &self.owners {
+            let Some(f) = api::Field::from_str_name(field) else {
+                continue;
+            };
+            if key.is_empty() {
+                fo.simple.insert(f as i32, owner.clone());
+            } else {
+                fo.compound
+                    .entry(f as i32)
+                    .or_default()
+                    .owners
+                    .insert(key.clone(), owner.clone());
+            }
+        }
+        if !self.hook_owners.is_empty() {
+            fo.simple
+                .insert(api::Field::OciHooks as i32, self.hook_owners.join(","));
+        }
+        api::OwningPlugins {
+            owners: [(container_id.to_string(), fo)].into(),
+        }
+    }
+
+    /// The plugins that added OCI hooks.
+    pub fn hook_owners(&self) -> &[String] {
+        &self.hook_owners
+    }
+}
+
+/// `b`'s set fields over `a`.
+pub fn overlay_resources(a: &mut api::LinuxResources, b: &api::LinuxResources) {
+    if let Some(m) = &b.memory {
+        let am = a.memory.get_or_insert_with(Default::default);
+        macro_rules! over {
+            ($($f:ident),*) => { $( if m.$f.is_some() { am.$f = m.$f.clone(); } )* };
+        }
+        over!(
+            limit,
+            reservation,
+            swap,
+            kernel,
+            kernel_tcp,
+            swappiness,
+            disable_oom_killer,
+            use_hierarchy
+        );
+    }
+    if let Some(c) = &b.cpu {
+        let ac = a.cpu.get_or_insert_with(Default::default);
+        macro_rules! over {
+            ($($f:ident),*) => { $( if c.$f.is_some() { ac.$f = c.$f.clone(); } )* };
+        }
+        over!(shares, quota, period, realtime_runtime, realtime_period);
+        if !c.cpus.is_empty() {
+            ac.cpus = c.cpus.clone();
+        }
+        if !c.mems.is_empty() {
+            ac.mems = c.mems.clone();
+        }
+    }
+    if b.pids.is_some() {
+        a.pids = b.pids;
+    }
+    for h in &b.hugepage_limits {
+        a.hugepage_limits.retain(|x| x.page_size != h.page_size);
+        a.hugepage_limits.push(h.clone());
+    }
+    for (k, v) in &b.unified {
+        a.unified.insert(k.clone(), v.clone());
     }
 }
 

@@ -16,6 +16,7 @@
 pub mod adjust;
 pub mod mux;
 pub mod ttrpc;
+pub mod validate;
 
 /// NRI's messages (`proto/nri/pkg/api/api.proto`).
 #[allow(clippy::all, clippy::pedantic)]
@@ -85,6 +86,8 @@ pub trait Host: Send + Sync {
         &self,
         updates: Vec<api::ContainerUpdate>,
     ) -> BoxFuture<'_, Vec<api::ContainerUpdate>>;
+    /// Evicts (stops) the containers plugins asked to be evicted.
+    fn evict(&self, evictions: Vec<api::ContainerEviction>) -> BoxFuture<'_, ()>;
 }
 
 /// A registered plugin.
@@ -140,6 +143,60 @@ pub struct Nri {
     /// plugin sees every pod and container exactly once: in its Synchronize or as an event.
     order: tokio::sync::Mutex<()>,
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Splits a Synchronize into requests of at most `limit` encoded bytes (one object larger than
+/// that still goes alone); all but the last have `more`.
+fn sync_chunks(
+    pods: Vec<api::PodSandbox>,
+    containers: Vec<api::Container>,
+    limit: usize,
+) -> Vec<api::SynchronizeRequest> {
+    enum Item {
+        Pod(api::PodSandbox),
+        Ctr(api::Container),
+    }
+    let mut out = vec![api::SynchronizeRequest::default()];
+    let mut size = 0usize;
+    let items = pods
+        .into_iter()
+        .map(Item::Pod)
+        .chain(containers.into_iter().map(Item::Ctr));
+    for item in items {
+        let len = match &item {
+            Item::Pod(p) => p.encoded_len(),
+            Item::Ctr(c) => c.encoded_len(),
+        } + 8;
+        if size > 0 && size + len > limit {
+            out.push(api::SynchronizeRequest::default());
+            size = 0;
+        }
+        size += len;
+        if let Some(cur) = out.last_mut() {
+            match item {
+                Item::Pod(p) => cur.pods.push(p),
+                Item::Ctr(c) => cur.containers.push(c),
+            }
+        }
+    }
+    let n = out.len();
+    for (i, r) in out.iter_mut().enumerate() {
+        r.more = i + 1 < n;
+    }
+    out
+}
+
+/// A notification as a StateChange, for plugins older than NRI 0.12.
+fn state_change(
+    e: api::Event,
+    pod: &api::PodSandbox,
+    ctr: Option<&api::Container>,
+) -> api::StateChangeEvent {
+    api::StateChangeEvent {
+        event: e as i32,
+        pod: Some(pod.clone()),
+        container: ctr.cloned(),
+    }
 }
 
 fn valid_index(i: &str) -> bool {
@@ -387,11 +444,8 @@ impl Nri {
                                 Some(h) => h.update(r.update).await,
                                 None => r.update,
                             };
-                            if !r.evict.is_empty() {
-                                tracing::warn!(
-                                    n = r.evict.len(),
-                                    "NRI: evictions asked for are not done by ferrio yet"
-                                );
+                            if let (Some(nri), false) = (weak.upgrade(), r.evict.is_empty()) {
+                                nri.evict_later(r.evict);
                             }
                             Ok(api::UpdateContainersResponse { failed }.encode_to_vec())
                         }
@@ -480,19 +534,7 @@ impl Nri {
             Some(h) => h.snapshot().await,
             None => (Vec::new(), Vec::new()),
         };
-        let synced: Result<api::SynchronizeResponse, CallError> = plugin
-            .client
-            .call(
-                PLUGIN_SERVICE,
-                "Synchronize",
-                &api::SynchronizeRequest {
-                    pods,
-                    containers,
-                    more: false,
-                },
-                self.request_timeout(),
-            )
-            .await;
+        let synced = self.synchronize(&plugin, pods, containers).await;
         match synced {
             Ok(r) => {
                 if !r.update.is_empty() {
@@ -530,11 +572,14 @@ impl Nri {
     }
 
     /// Calls `method` of every plugin subscribed to `e`, in order; returns their answers.
+    /// `fallback`: for a plugin older than NRI 0.12 that answers Unimplemented, the same event
+    /// as a StateChange (NRI sends the nine notification events that way).
     async fn each<Q: Message, A: Message + Default>(
         &self,
         e: api::Event,
         method: &'static str,
         req: &Q,
+        fallback: Option<api::StateChangeEvent>,
     ) -> Result<Vec<A>, NriError> {
         let plugins = self.subscribed(e);
         if plugins.is_empty() {
@@ -543,11 +588,25 @@ impl Nri {
         let _g = self.order.lock().await;
         let mut out = Vec::new();
         for p in plugins {
-            match p
+            let mut r = p
                 .client
                 .call(PLUGIN_SERVICE, method, req, self.request_timeout())
-                .await
-            {
+                .await;
+            if let (Err(CallError::Status { code, .. }), Some(ev)) = (&r, &fallback) {
+                if *code == ttrpc::code::UNIMPLEMENTED {
+                    r = p
+                        .client
+                        .call::<_, api::Empty>(
+                            PLUGIN_SERVICE,
+                            "StateChange",
+                            ev,
+                            self.request_timeout(),
+                        )
+                        .await
+                        .map(|_| A::default());
+                }
+            }
+            match r {
                 Ok(a) => out.push(a),
                 Err(err) if err.is_fatal() => self.drop_plugin(&p, &err).await,
                 Err(err) => {
@@ -566,19 +625,27 @@ impl Nri {
         let req = api::RunPodSandboxRequest {
             pod: Some(pod.clone()),
         };
-        self.each::<_, api::RunPodSandboxResponse>(api::Event::RunPodSandbox, "RunPodSandbox", &req)
-            .await
-            .map(drop)
+        let state = state_change(api::Event::RunPodSandbox, pod, None);
+        self.each::<_, api::RunPodSandboxResponse>(
+            api::Event::RunPodSandbox,
+            "RunPodSandbox",
+            &req,
+            Some(state),
+        )
+        .await
+        .map(drop)
     }
 
     pub async fn stop_pod(&self, pod: &api::PodSandbox) -> Result<(), NriError> {
         let req = api::StopPodSandboxRequest {
             pod: Some(pod.clone()),
         };
+        let state = state_change(api::Event::StopPodSandbox, pod, None);
         self.each::<_, api::StopPodSandboxResponse>(
             api::Event::StopPodSandbox,
             "StopPodSandbox",
             &req,
+            Some(state),
         )
         .await
         .map(drop)
@@ -588,10 +655,12 @@ impl Nri {
         let req = api::RemovePodSandboxRequest {
             pod: Some(pod.clone()),
         };
+        let state = state_change(api::Event::RemovePodSandbox, pod, None);
         self.each::<_, api::RemovePodSandboxResponse>(
             api::Event::RemovePodSandbox,
             "RemovePodSandbox",
             &req,
+            Some(state),
         )
         .await
         .map(drop)
@@ -608,10 +677,11 @@ impl Nri {
         let mut merged = adjust::Merged::default();
         let mut updates = Vec::new();
         let plugins = self.subscribed(api::Event::CreateContainer);
-        if plugins.is_empty() {
+        if plugins.is_empty() && !self.validating() {
             return Ok((merged, updates));
         }
         let _g = self.order.lock().await;
+        let mut evictions = Vec::new();
         let mut shown = ctr.clone();
         for p in plugins {
             let req = api::CreateContainerRequest {
@@ -644,9 +714,7 @@ impl Nri {
                         }
                         updates.push(u);
                     }
-                    if !r.evict.is_empty() {
-                        tracing::warn!(plugin = %p.id(), "NRI: evictions asked for are not done by ferrio yet");
-                    }
+                    evictions.extend(r.evict);
                 }
                 Err(err) if err.is_fatal() => self.drop_plugin(&p, &err).await,
                 Err(err) => {
@@ -657,6 +725,10 @@ impl Nri {
                     })
                 }
             }
+        }
+        self.validate(pod, ctr, &merged, &updates).await?;
+        if !evictions.is_empty() {
+            self.evict_later(evictions);
         }
         Ok((merged, updates))
     }
@@ -670,10 +742,12 @@ impl Nri {
             pod: Some(pod.clone()),
             container: Some(ctr.clone()),
         };
+        let state = state_change(api::Event::PostCreateContainer, pod, Some(ctr));
         self.each::<_, api::PostCreateContainerResponse>(
             api::Event::PostCreateContainer,
             "PostCreateContainer",
             &req,
+            Some(state),
         )
         .await
         .map(drop)
@@ -688,10 +762,12 @@ impl Nri {
             pod: Some(pod.clone()),
             container: Some(ctr.clone()),
         };
+        let state = state_change(api::Event::StartContainer, pod, Some(ctr));
         self.each::<_, api::StartContainerResponse>(
             api::Event::StartContainer,
             "StartContainer",
             &req,
+            Some(state),
         )
         .await
         .map(drop)
@@ -706,10 +782,12 @@ impl Nri {
             pod: Some(pod.clone()),
             container: Some(ctr.clone()),
         };
+        let state = state_change(api::Event::PostStartContainer, pod, Some(ctr));
         self.each::<_, api::PostStartContainerResponse>(
             api::Event::PostStartContainer,
             "PostStartContainer",
             &req,
+            Some(state),
         )
         .await
         .map(drop)
@@ -726,7 +804,7 @@ impl Nri {
             container: Some(ctr.clone()),
         };
         let answers: Vec<api::StopContainerResponse> = self
-            .each(api::Event::StopContainer, "StopContainer", &req)
+            .each(api::Event::StopContainer, "StopContainer", &req, None)
             .await?;
         Ok(answers.into_iter().flat_map(|a| a.update).collect())
     }
@@ -740,10 +818,12 @@ impl Nri {
             pod: Some(pod.clone()),
             container: Some(ctr.clone()),
         };
+        let state = state_change(api::Event::RemoveContainer, pod, Some(ctr));
         self.each::<_, api::RemoveContainerResponse>(
             api::Event::RemoveContainer,
             "RemoveContainer",
             &req,
+            Some(state),
         )
         .await
         .map(drop)
@@ -764,10 +844,290 @@ impl Nri {
     /// Whether any plugin is registered (the engine skips describing pods and containers when
     /// none is).
     pub fn active(&self) -> bool {
-        !self
-            .plugins
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
+        self.cfg.default_validator.enable
+            || !self
+                .plugins
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+    }
+
+    /// Whether creates are validated: the default validator is on, or a plugin validates.
+    fn validating(&self) -> bool {
+        self.cfg.default_validator.enable
+            || !self
+                .subscribed(api::Event::ValidateContainerAdjustment)
+                .is_empty()
+    }
+
+    /// Evicts containers in the background (stopping one sends NRI events, which wait for
+    /// the event lock an event in progress holds).
+    fn evict_later(&self, evictions: Vec<api::ContainerEviction>) {
+        if let Some(h) = self.host() {
+            tokio::spawn(async move { h.evict(evictions).await });
+        }
+    }
+
+    /// The default validator, then every validating plugin (in parallel): a rejection fails
+    /// the create.
+    async fn validate(
+        &self,
+        pod: &api::PodSandbox,
+        pristine: &api::Container,
+        merged: &adjust::Merged,
+        updates: &[api::ContainerUpdate],
+    ) -> Result<(), NriError> {
+        if self.cfg.default_validator.enable {
+            validate::default_validator(
+                &self.cfg.default_validator,
+                pod,
+                pristine,
+                merged,
+                &self.plugins(),
+            )
+            .map_err(NriError::Adjustment)?;
+        }
+        let validators = self.subscribed(api::Event::ValidateContainerAdjustment);
+        if validators.is_empty() {
+            return Ok(());
+        }
+        let req = api::ValidateContainerAdjustmentRequest {
+            pod: Some(pod.clone()),
+            container: Some(pristine.clone()),
+            adjust: Some(merged.adjust.clone()),
+            update: updates.to_vec(),
+            owners: Some(merged.owners(&pristine.id)),
+            plugins: self
+                .list()
+                .iter()
+                .map(|p| api::PluginInstance {
+                    name: p.name.clone(),
+                    index: p.index.clone(),
+                })
+                .collect(),
+        };
+        let calls = validators.iter().map(|p| {
+            let req = &req;
+            async move {
+                let r: Result<api::ValidateContainerAdjustmentResponse, CallError> = p
+                    .client
+                    .call(
+                        PLUGIN_SERVICE,
+                        "ValidateContainerAdjustment",
+                        req,
+                        self.request_timeout(),
+                    )
+                    .await;
+                (p.clone(), r)
+            }
+        });
+        for (p, r) in futures::future::join_all(calls).await {
+            match r {
+                Ok(v) if v.reject => {
+                    let reason = if v.reason.is_empty() {
+                        "unknown rejection reason".to_string()
+                    } else {
+                        v.reason
+                    };
+                    return Err(NriError::Adjustment(format!(
+                        "validator {:?} rejected container adjustment, reason: {reason}",
+                        p.name
+                    )));
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    if err.is_fatal() {
+                        self.drop_plugin(&p, &err).await;
+                    }
+                    return Err(NriError::Adjustment(format!(
+                        "validator plugin {} failed: {err}",
+                        p.id()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// UpdateContainer (UpdateContainerResources): plugins may change the resources being set
+    /// (an update naming the container itself, merged with NRI's conflict rule) and ask for
+    /// updates of other containers. Returns the resources to set and the other updates.
+    pub async fn update_container(
+        &self,
+        pod: &api::PodSandbox,
+        ctr: &api::Container,
+        resources: api::LinuxResources,
+    ) -> Result<(api::LinuxResources, Vec<api::ContainerUpdate>), NriError> {
+        let plugins = self.subscribed(api::Event::UpdateContainer);
+        if plugins.is_empty() {
+            return Ok((resources, Vec::new()));
+        }
+        let _g = self.order.lock().await;
+        let (mut merged, mut shown, mut current) =
+            (adjust::Merged::default(), ctr.clone(), resources);
+        let (mut others, mut evictions) = (Vec::new(), Vec::new());
+        for p in plugins {
+            let req = api::UpdateContainerRequest {
+                pod: Some(pod.clone()),
+                container: Some(shown.clone()),
+                linux_resources: Some(current.clone()),
+            };
+            let r: Result<api::UpdateContainerResponse, CallError> = p
+                .client
+                .call(
+                    PLUGIN_SERVICE,
+                    "UpdateContainer",
+                    &req,
+                    self.request_timeout(),
+                )
+                .await;
+            match r {
+                Ok(r) => {
+                    for u in r.update {
+                        if u.container_id != ctr.id {
+                            others.push(u);
+                            continue;
+                        }
+                        let Some(res) = u.linux.and_then(|l| l.resources) else {
+                            continue;
+                        };
+                        match merged.add_resources(&p.id(), res.clone(), &mut shown) {
+                            Ok(()) => adjust::overlay_resources(&mut current, &res),
+                            Err(_) if u.ignore_failure => {}
+                            Err(e) => return Err(NriError::Adjustment(e)),
+                        }
+                    }
+                    evictions.extend(r.evict);
+                }
+                Err(err) if err.is_fatal() => self.drop_plugin(&p, &err).await,
+                Err(err) => {
+                    return Err(NriError::Plugin {
+                        plugin: p.id(),
+                        event: "UpdateContainer",
+                        message: err.to_string(),
+                    })
+                }
+            }
+        }
+        if !evictions.is_empty() {
+            self.evict_later(evictions);
+        }
+        Ok((current, others))
+    }
+
+    pub async fn post_update_container(
+        &self,
+        pod: &api::PodSandbox,
+        ctr: &api::Container,
+    ) -> Result<(), NriError> {
+        let req = api::PostUpdateContainerRequest {
+            pod: Some(pod.clone()),
+            container: Some(ctr.clone()),
+        };
+        let state = state_change(api::Event::PostUpdateContainer, pod, Some(ctr));
+        self.each::<_, api::PostUpdateContainerResponse>(
+            api::Event::PostUpdateContainer,
+            "PostUpdateContainer",
+            &req,
+            Some(state),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// UpdatePodSandbox (UpdatePodSandboxResources), before the resources are applied.
+    pub async fn update_pod(
+        &self,
+        pod: &api::PodSandbox,
+        resources: &api::LinuxResources,
+    ) -> Result<(), NriError> {
+        let req = api::UpdatePodSandboxRequest {
+            pod: Some(pod.clone()),
+            overhead_linux_resources: None,
+            linux_resources: Some(resources.clone()),
+        };
+        self.each::<_, api::UpdatePodSandboxResponse>(
+            api::Event::UpdatePodSandbox,
+            "UpdatePodSandbox",
+            &req,
+            None,
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn post_update_pod(&self, pod: &api::PodSandbox) -> Result<(), NriError> {
+        let req = api::PostUpdatePodSandboxRequest {
+            pod: Some(pod.clone()),
+        };
+        let state = state_change(api::Event::PostUpdatePodSandbox, pod, None);
+        self.each::<_, api::PostUpdatePodSandboxResponse>(
+            api::Event::PostUpdatePodSandbox,
+            "PostUpdatePodSandbox",
+            &req,
+            Some(state),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Synchronize, in messages under ttrpc's 4 MiB limit: all but the last say `more`, and
+    /// the plugin must answer them with `more` and no updates.
+    async fn synchronize(
+        &self,
+        plugin: &Plugin,
+        pods: Vec<api::PodSandbox>,
+        containers: Vec<api::Container>,
+    ) -> Result<api::SynchronizeResponse, CallError> {
+        let chunks = sync_chunks(pods, containers, ttrpc::MAX_MESSAGE - 64 * 1024);
+        let n = chunks.len();
+        let mut last = api::SynchronizeResponse::default();
+        for (i, req) in chunks.into_iter().enumerate() {
+            last = plugin
+                .client
+                .call(PLUGIN_SERVICE, "Synchronize", &req, self.request_timeout())
+                .await?;
+            if i + 1 < n && (!last.more || !last.update.is_empty()) {
+                return Err(CallError::Decode(
+                    "the plugin does not handle split synchronization".into(),
+                ));
+            }
+        }
+        Ok(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_synchronize_is_split_under_the_limit_with_more_on_all_but_the_last() {
+        let pods: Vec<api::PodSandbox> = (0..50)
+            .map(|i| api::PodSandbox {
+                id: format!("{i:064}"),
+                annotations: [("a".to_string(), "x".repeat(1000))].into(),
+                ..Default::default()
+            })
+            .collect();
+        let ctrs: Vec<api::Container> = (0..50)
+            .map(|i| api::Container {
+                id: format!("{i:064}"),
+                env: vec!["E=".to_string() + &"y".repeat(1000)],
+                ..Default::default()
+            })
+            .collect();
+        let one = sync_chunks(pods.clone(), ctrs.clone(), 1 << 30);
+        assert_eq!(one.len(), 1);
+        assert!(!one[0].more);
+        let chunks = sync_chunks(pods, ctrs, 10_000);
+        assert!(chunks.len() > 5, "{}", chunks.len());
+        assert!(chunks.iter().all(|c| c.encoded_len() <= 10_000 + 200));
+        assert!(chunks[..chunks.len() - 1].iter().all(|c| c.more));
+        assert!(!chunks.last().unwrap().more);
+        let (p, c): (usize, usize) = chunks.iter().fold((0, 0), |(p, c), r| {
+            (p + r.pods.len(), c + r.containers.len())
+        });
+        assert_eq!((p, c), (50, 50));
     }
 }

@@ -6,7 +6,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 impl Engine {
+    /// UpdateContainerResources: NRI plugins first (they may change what is set and update
+    /// other containers), then the container's cgroup through its monitor, then
+    /// PostUpdateContainer.
     pub async fn update_resources(
+        self: &Arc<Self>,
+        s: &str,
+        r: &crate::model::Resources,
+    ) -> Result<()> {
+        let r = self.nri_update_container(s, r).await?;
+        self.set_resources(s, &r).await?;
+        if let Some(id) = self.resolve_container(s)? {
+            self.nri_container_event(&id, crate::nri::api::Event::PostUpdateContainer)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Sets a container's resources (no NRI: also what NRI's own updates go through).
+    pub(crate) async fn set_resources(
         self: &Arc<Self>,
         s: &str,
         r: &crate::model::Resources,

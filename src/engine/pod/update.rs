@@ -14,6 +14,7 @@ impl Engine {
     ) -> Result<()> {
         let pod = self.pod_status(s)?;
         validate::resources("resources", &r)?;
+        self.nri_update_pod(&pod.id, Some(&r)).await?;
         let resources = crate::spec::linux_resources(&r).map_err(EngineError::domain)?;
         let cgroup = pod.cgroup.clone();
         blocking(move || -> Result<()> {
@@ -36,6 +37,7 @@ impl Engine {
         })
         .await??;
         tracing::info!(pod = %pod.id, "pod resources updated");
+        self.nri_update_pod(&pod.id, None).await?;
         Ok(())
     }
 }
