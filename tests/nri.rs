@@ -838,3 +838,117 @@ async fn the_default_validator_requires_plugins_and_refuses_hooks() {
     );
     remove_pod(&mut rt, &pod.id).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resources_a_sysctl_a_device_and_a_seccomp_policy_from_a_plugin_apply_in_the_container() {
+    e2e!();
+    let (d, image) = daemon_with_busybox().await;
+    let socket = nri_socket(&d);
+    let mut rt = d.runtime().await;
+    let logs = d.dir.path().join("logs");
+    let pcfg = pod_config("nri-linux", &logs);
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    let other = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sh_container("other", &image, "sleep 300"),
+    )
+    .await;
+    let other_id = other.clone();
+    let _p = TestPlugin::connect(
+        &socket,
+        "linux",
+        "10",
+        ferrio::nri::bit(nri::Event::CreateContainer),
+        Arc::new(move |r| {
+            if r.container.as_ref().unwrap().name != "adjusted" {
+                return nri::CreateContainerResponse::default();
+            }
+            let mem = |v: i64| nri::LinuxResources {
+                memory: Some(nri::LinuxMemory {
+                    limit: Some(nri::OptionalInt64 { value: v }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            nri::CreateContainerResponse {
+                adjust: Some(nri::ContainerAdjustment {
+                    linux: Some(nri::LinuxContainerAdjustment {
+                        resources: Some(mem(80 << 20)),
+                        sysctl: [(
+                            "net.ipv4.ip_unprivileged_port_start".to_string(),
+                            "333".to_string(),
+                        )]
+                        .into(),
+                        devices: vec![nri::LinuxDevice {
+                            path: "/dev/nri-null".into(),
+                            r#type: "c".into(),
+                            major: 1,
+                            minor: 3,
+                            file_mode: Some(nri::OptionalFileMode { value: 0o666 }),
+                            ..Default::default()
+                        }],
+                        seccomp_policy: Some(nri::LinuxSeccomp {
+                            default_action: "SCMP_ACT_ALLOW".into(),
+                            architectures: vec!["SCMP_ARCH_X86_64".into()],
+                            syscalls: vec![nri::LinuxSyscall {
+                                names: vec!["mkdir".into(), "mkdirat".into()],
+                                action: "SCMP_ACT_ERRNO".into(),
+                                errno_ret: Some(nri::OptionalUInt32 { value: 1 }),
+                                args: vec![],
+                            }],
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                // And the other container gets 40 MiB.
+                update: vec![nri::ContainerUpdate {
+                    container_id: other_id.clone(),
+                    linux: Some(nri::LinuxContainerUpdate {
+                        resources: Some(mem(40 << 20)),
+                    }),
+                    ignore_failure: false,
+                }],
+                ..Default::default()
+            }
+        }),
+        Duration::ZERO,
+    )
+    .await;
+    let id = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sh_container("adjusted", &image, "sleep 300"),
+    )
+    .await;
+    assert_eq!(memory_limit(&mut rt, &id).await, (80u64 << 20).to_string());
+    assert_eq!(
+        memory_limit(&mut rt, &other).await,
+        (40u64 << 20).to_string()
+    );
+    let (out, _, _) = sh_in(
+        &mut rt,
+        &id,
+        "cat /proc/sys/net/ipv4/ip_unprivileged_port_start",
+    )
+    .await;
+    assert_eq!(out, "333");
+    let (out, err, code) = sh_in(&mut rt, &id, "echo hi > /dev/nri-null && echo wrote").await;
+    assert_eq!((out.as_str(), code), ("wrote", 0), "{err}");
+    // mkdir is refused by the plugin's policy (EPERM), other calls work.
+    let (out, err, code) = sh_in(
+        &mut rt,
+        &id,
+        "mkdir /tmp/x 2>&1; echo rc=$?; touch /tmp/y && echo touched",
+    )
+    .await;
+    assert!(
+        out.contains("rc=1") && out.contains("touched"),
+        "{out} {err} {code}"
+    );
+    remove_pod(&mut rt, &pod.id).await;
+}

@@ -83,6 +83,15 @@ pub struct DefaultValidatorConfig {
     pub enable: bool,
     /// Refuse adjustments that add OCI hooks.
     pub reject_oci_hook_adjustment: bool,
+    /// Refuse seccomp policy adjustments of containers whose profile is RuntimeDefault, is
+    /// Unconfined (or unset), or is a Localhost profile.
+    pub reject_runtime_default_seccomp_adjustment: bool,
+    pub reject_unconfined_seccomp_adjustment: bool,
+    pub reject_custom_seccomp_adjustment: bool,
+    /// Refuse namespace adjustments.
+    pub reject_namespace_adjustment: bool,
+    /// Refuse sysctl adjustments.
+    pub reject_sysctl_adjustment: bool,
     /// Plugins (name or NN-name) every container needs.
     pub required_plugins: Vec<String>,
     /// A pod annotation that, set to "true", waives the required plugins.

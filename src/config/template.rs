@@ -155,12 +155,19 @@ plugin_request_timeout = {nri_req_timeout}
 disable_connections = {nri_disable_connections}
 
 [nri.default_validator]
-# NRI's default validator, built in: refuses a create whose plugin adjustments add OCI hooks
-# (reject_oci_hook_adjustment) or that lacks a required plugin (required_plugins, plus the pod
+# NRI's default validator, built in: refuses a create whose plugin adjustments are of a kind
+# switched on below, or that lacks a required plugin (required_plugins, plus the pod
 # annotation required-plugins.noderesource.dev). A pod annotation named by
 # tolerate_missing_plugins_annotation set to "true" waives the required plugins.
 enable = {dv_enable}
 reject_oci_hook_adjustment = {dv_hooks}
+# Refuse seccomp policy changes of containers whose profile is RuntimeDefault, Unconfined (or
+# unset), or Localhost; refuse namespace changes; refuse sysctl changes.
+reject_runtime_default_seccomp_adjustment = {dv_sc_default}
+reject_unconfined_seccomp_adjustment = {dv_sc_unconfined}
+reject_custom_seccomp_adjustment = {dv_sc_custom}
+reject_namespace_adjustment = {dv_ns}
+reject_sysctl_adjustment = {dv_sysctl}
 required_plugins = {dv_required}
 tolerate_missing_plugins_annotation = {dv_tolerate}
 "#,
@@ -237,6 +244,14 @@ tolerate_missing_plugins_annotation = {dv_tolerate}
         nri_disable_connections = c.nri.disable_connections,
         dv_enable = c.nri.default_validator.enable,
         dv_hooks = c.nri.default_validator.reject_oci_hook_adjustment,
+        dv_sc_default = c
+            .nri
+            .default_validator
+            .reject_runtime_default_seccomp_adjustment,
+        dv_sc_unconfined = c.nri.default_validator.reject_unconfined_seccomp_adjustment,
+        dv_sc_custom = c.nri.default_validator.reject_custom_seccomp_adjustment,
+        dv_ns = c.nri.default_validator.reject_namespace_adjustment,
+        dv_sysctl = c.nri.default_validator.reject_sysctl_adjustment,
         dv_required = dv_required,
         dv_tolerate = toml_str(&c.nri.default_validator.tolerate_missing_plugins_annotation),
     )

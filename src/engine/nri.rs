@@ -114,6 +114,21 @@ impl Engine {
         if let Some(spec) = spec {
             adjust::describe_spec(spec, &mut out);
         }
+        // The container's seccomp profile as asked for (the default validator goes by it).
+        use api::security_profile::ProfileType;
+        let (t, r) = match &c.config.security.seccomp {
+            crate::model::Profile::RuntimeDefault => (ProfileType::RuntimeDefault, String::new()),
+            crate::model::Profile::Localhost(p) => (ProfileType::Localhost, p.clone()),
+            crate::model::Profile::Unset | crate::model::Profile::Unconfined => {
+                (ProfileType::Unconfined, String::new())
+            }
+        };
+        out.linux
+            .get_or_insert_with(Default::default)
+            .seccomp_profile = Some(api::SecurityProfile {
+            profile_type: t as i32,
+            localhost_ref: r,
+        });
         out
     }
 

@@ -156,6 +156,48 @@ impl Merged {
             if let Some(r) = l.resources {
                 self.add_resources(plugin, r, ctr)?;
             }
+            let theirs = ctr.linux.get_or_insert_with(Default::default);
+            let mut sysctl: Vec<_> = l.sysctl.into_iter().collect();
+            sysctl.sort();
+            for (k, v) in sysctl {
+                self.claim(plugin, "Sysctl", &k)?;
+                match k.strip_prefix('-') {
+                    Some(name) => {
+                        theirs.sysctl.remove(name);
+                    }
+                    None => {
+                        theirs.sysctl.insert(k.clone(), v.clone());
+                    }
+                }
+                let ours = self.adjust.linux.get_or_insert_with(Default::default);
+                ours.sysctl.insert(k, v);
+            }
+            for n in l.namespaces {
+                self.claim(plugin, "Namespace", &n.r#type)?;
+                let t = n.r#type.trim_start_matches('-');
+                theirs.namespaces.retain(|x| x.r#type != t);
+                if !n.r#type.starts_with('-') {
+                    theirs.namespaces.push(n.clone());
+                }
+                let ours = self.adjust.linux.get_or_insert_with(Default::default);
+                ours.namespaces.push(n);
+            }
+            for d in l.devices {
+                self.claim(plugin, "Devices", &d.path)?;
+                let p = d.path.trim_start_matches('-');
+                theirs.devices.retain(|x| x.path != p);
+                if !d.path.starts_with('-') {
+                    theirs.devices.push(d.clone());
+                }
+                let ours = self.adjust.linux.get_or_insert_with(Default::default);
+                ours.devices.push(d);
+            }
+            if let Some(sp) = l.seccomp_policy {
+                self.claim(plugin, "SeccompPolicy", "")?;
+                theirs.seccomp_policy = Some(sp.clone());
+                let ours = self.adjust.linux.get_or_insert_with(Default::default);
+                ours.seccomp_policy = Some(sp);
+            }
         }
         Ok(())
     }
@@ -286,6 +328,19 @@ impl Merged {
     pub fn hook_owners(&self) -> &[String] {
         &self.hook_owners
     }
+
+    /// The plugins that set any entry of `field` (a Field name, e.g. "Sysctl").
+    pub fn field_owners(&self, field: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .owners
+            .iter()
+            .filter(|((f, _), _)| *f == field)
+            .map(|(_, o)| o.trim_start_matches('-').to_string())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
 }
 
 /// `b`'s set fields over `a`.
@@ -339,12 +394,8 @@ fn refuse_unsupported(a: &api::ContainerAdjustment) -> Result<(), String> {
     }
     if let Some(l) = &a.linux {
         for (set, name) in [
-            (!l.devices.is_empty(), "devices"),
             (!l.cgroups_path.is_empty(), "the cgroups path"),
             (l.io_priority.is_some(), "the I/O priority"),
-            (l.seccomp_policy.is_some(), "the seccomp policy"),
-            (!l.namespaces.is_empty(), "namespaces"),
-            (!l.sysctl.is_empty(), "sysctls"),
             (!l.net_devices.is_empty(), "network devices"),
             (l.scheduler.is_some(), "the scheduler"),
             (l.rdt.is_some(), "RDT"),
@@ -554,6 +605,100 @@ pub fn apply(spec: &mut Value, a: &api::ContainerAdjustment, min_oom_score_adj: 
         linux["resources"] = res;
         spec["linux"] = linux;
     }
+    if let Some(l) = &a.linux {
+        apply_linux(spec, l);
+    }
+}
+
+/// Sysctls, namespaces, devices (with a device cgroup rule each) and the seccomp policy.
+fn apply_linux(spec: &mut Value, l: &api::LinuxContainerAdjustment) {
+    let linux = obj(spec, "linux");
+    let mut linux = Value::Object(std::mem::take(linux));
+    for (k, v) in &l.sysctl {
+        let sysctl = obj(&mut linux, "sysctl");
+        match k.strip_prefix('-') {
+            Some(name) => {
+                sysctl.remove(name);
+            }
+            None => {
+                sysctl.insert(k.clone(), json!(v));
+            }
+        }
+    }
+    for n in &l.namespaces {
+        let t = n.r#type.trim_start_matches('-');
+        let list = arr(&mut linux, "namespaces");
+        list.retain(|x| x.get("type").and_then(Value::as_str) != Some(t));
+        if !n.r#type.starts_with('-') {
+            let mut j = json!({"type": n.r#type});
+            if !n.path.is_empty() {
+                j["path"] = json!(n.path);
+            }
+            list.push(j);
+        }
+    }
+    for d in &l.devices {
+        let p = d.path.trim_start_matches('-');
+        let list = arr(&mut linux, "devices");
+        list.retain(|x| x.get("path").and_then(Value::as_str) != Some(p));
+        if d.path.starts_with('-') {
+            continue;
+        }
+        let mut j = json!({"path": d.path, "type": d.r#type, "major": d.major, "minor": d.minor});
+        if let Some(m) = &d.file_mode {
+            j["fileMode"] = json!(m.value);
+        }
+        if let Some(u) = &d.uid {
+            j["uid"] = json!(u.value);
+        }
+        if let Some(g) = &d.gid {
+            j["gid"] = json!(g.value);
+        }
+        list.push(j);
+        // Usable in the container: a cgroup rule allowing it, as CRI devices get.
+        let res = obj(&mut linux, "resources");
+        let mut res = Value::Object(std::mem::take(res));
+        arr(&mut res, "devices").push(json!({
+            "allow": true, "type": d.r#type, "major": d.major, "minor": d.minor, "access": "rwm"
+        }));
+        linux["resources"] = res;
+    }
+    if let Some(sp) = &l.seccomp_policy {
+        let mut j = json!({
+            "defaultAction": sp.default_action,
+            "architectures": sp.architectures,
+            "flags": sp.flags,
+        });
+        if let Some(e) = &sp.default_errno {
+            j["defaultErrnoRet"] = json!(e.value);
+        }
+        if !sp.listener_path.is_empty() {
+            j["listenerPath"] = json!(sp.listener_path);
+            j["listenerMetadata"] = json!(sp.listener_metadata);
+        }
+        j["syscalls"] = sp
+            .syscalls
+            .iter()
+            .map(|sc| {
+                let mut s = json!({"names": sc.names, "action": sc.action});
+                if let Some(e) = &sc.errno_ret {
+                    s["errnoRet"] = json!(e.value);
+                }
+                if !sc.args.is_empty() {
+                    s["args"] = sc
+                        .args
+                        .iter()
+                        .map(|a| {
+                            json!({"index": a.index, "value": a.value, "valueTwo": a.value_two, "op": a.op})
+                        })
+                        .collect();
+                }
+                s
+            })
+            .collect();
+        linux["seccomp"] = j;
+    }
+    spec["linux"] = linux;
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {
@@ -687,6 +832,41 @@ pub fn describe_spec(spec: &Value, c: &mut api::Container) {
             .and_then(|l| l["cgroupsPath"].as_str())
             .unwrap_or_default()
             .into(),
+        sysctl: linux
+            .and_then(|l| l.get("sysctl"))
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        devices: linux
+            .and_then(|l| l.get("devices"))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|d| api::LinuxDevice {
+                        path: d["path"].as_str().unwrap_or_default().into(),
+                        r#type: d["type"].as_str().unwrap_or_default().into(),
+                        major: d["major"].as_i64().unwrap_or(0),
+                        minor: d["minor"].as_i64().unwrap_or(0),
+                        file_mode: d["fileMode"]
+                            .as_u64()
+                            .and_then(|v| u32::try_from(v).ok())
+                            .map(|value| api::OptionalFileMode { value }),
+                        uid: d["uid"]
+                            .as_u64()
+                            .and_then(|v| u32::try_from(v).ok())
+                            .map(|value| api::OptionalUInt32 { value }),
+                        gid: d["gid"]
+                            .as_u64()
+                            .and_then(|v| u32::try_from(v).ok())
+                            .map(|value| api::OptionalUInt32 { value }),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
         ..Default::default()
     });
 }
@@ -785,7 +965,7 @@ mod tests {
                 "20-b",
                 api::ContainerAdjustment {
                     linux: Some(api::LinuxContainerAdjustment {
-                        sysctl: [("net.core.somaxconn".to_string(), "1".to_string())].into(),
+                        cgroups_path: "/elsewhere".into(),
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -793,7 +973,7 @@ mod tests {
                 &mut shown,
             )
             .unwrap_err();
-        assert!(e.contains("sysctls are not supported"), "{e}");
+        assert!(e.contains("the cgroups path are not supported"), "{e}");
     }
 
     #[test]
@@ -869,5 +1049,85 @@ mod tests {
             l.resources.unwrap().memory.unwrap().limit.unwrap().value,
             4096
         );
+    }
+
+    #[test]
+    fn sysctls_namespaces_devices_and_the_seccomp_policy_reach_the_spec() {
+        let mut spec = json!({
+            "process": {},
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "network", "path": "/run/netns/x"}],
+                      "sysctl": {"kernel.shm_rmid_forced": "1"}}
+        });
+        let mut m = Merged::default();
+        let mut shown = api::Container::default();
+        m.add(
+            "10-a",
+            api::ContainerAdjustment {
+                linux: Some(api::LinuxContainerAdjustment {
+                    sysctl: [
+                        (
+                            "net.ipv4.ip_unprivileged_port_start".to_string(),
+                            "333".to_string(),
+                        ),
+                        ("-kernel.shm_rmid_forced".to_string(), String::new()),
+                    ]
+                    .into(),
+                    namespaces: vec![api::LinuxNamespace {
+                        r#type: "-pid".into(),
+                        path: String::new(),
+                    }],
+                    devices: vec![api::LinuxDevice {
+                        path: "/dev/nri-null".into(),
+                        r#type: "c".into(),
+                        major: 1,
+                        minor: 3,
+                        file_mode: Some(api::OptionalFileMode { value: 0o666 }),
+                        ..Default::default()
+                    }],
+                    seccomp_policy: Some(api::LinuxSeccomp {
+                        default_action: "SCMP_ACT_ALLOW".into(),
+                        syscalls: vec![api::LinuxSyscall {
+                            names: vec!["mkdir".into()],
+                            action: "SCMP_ACT_ERRNO".into(),
+                            errno_ret: Some(api::OptionalUInt32 { value: 1 }),
+                            args: vec![],
+                        }],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            &mut shown,
+        )
+        .unwrap();
+        apply(&mut spec, &m.adjust, 0);
+        let l = &spec["linux"];
+        assert_eq!(
+            l["sysctl"],
+            json!({"net.ipv4.ip_unprivileged_port_start": "333"})
+        );
+        assert_eq!(
+            l["namespaces"],
+            json!([{"type": "network", "path": "/run/netns/x"}])
+        );
+        assert_eq!(l["devices"][0]["path"], "/dev/nri-null");
+        assert_eq!(l["devices"][0]["fileMode"], 0o666);
+        assert_eq!(
+            l["resources"]["devices"],
+            json!([{"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}])
+        );
+        assert_eq!(l["seccomp"]["syscalls"][0]["names"], json!(["mkdir"]));
+        assert_eq!(l["seccomp"]["syscalls"][0]["errnoRet"], 1);
+        // A valid OCI spec section: oci-spec parses it.
+        serde_json::from_value::<oci_spec::runtime::LinuxSeccomp>(l["seccomp"].clone()).unwrap();
+        assert_eq!(m.field_owners("Sysctl"), vec!["10-a"]);
+        let owners = m.owners("c1");
+        let fo = &owners.owners["c1"];
+        assert_eq!(
+            fo.compound[&(api::Field::Devices as i32)].owners["/dev/nri-null"],
+            "10-a"
+        );
+        assert_eq!(fo.simple[&(api::Field::SeccompPolicy as i32)], "10-a");
     }
 }

@@ -1,12 +1,13 @@
 //! NRI's default validator (containerd/nri's `00-default-validator`), built in: with
-//! `[nri.default_validator] enable`, a CreateContainer whose merged adjustment adds OCI hooks
-//! (`reject_oci_hook_adjustment`) or that lacks a required plugin is refused. Required plugins
+//! `[nri.default_validator] enable`, a CreateContainer whose merged adjustment adds OCI hooks,
+//! changes the seccomp policy, namespaces or sysctls (each behind its `reject_*` switch), or
+//! that lacks a required plugin, is refused. Required plugins
 //! come from `required_plugins` and from the pod annotation
 //! `required-plugins.noderesource.dev` (looked up as `<key>/container.<name>`, `<key>/pod`,
 //! `<key>`; a YAML or JSON list of names); a name matches a plugin's name or `NN-name`. A pod
 //! annotation named by `tolerate_missing_plugins_annotation` set to "true" skips that check.
-//! The validator's seccomp, namespace and sysctl switches have nothing to refuse here: ferrio
-//! refuses those adjustments itself (see `adjust.rs`).
+//! The seccomp switches go by the container's own profile: RuntimeDefault, Localhost
+//! ("custom"), or Unconfined/unset.
 
 use super::{adjust::Merged, api, PluginInfo};
 use crate::config::DefaultValidatorConfig;
@@ -55,6 +56,41 @@ pub fn default_validator(
             "validation error: OCI hook injection by plugin(s) {} is not allowed",
             merged.hook_owners().join(", ")
         ));
+    }
+    let by = |field: &str| merged.field_owners(field).join(", ");
+    if cfg.reject_namespace_adjustment && !by("Namespace").is_empty() {
+        return Err(format!(
+            "validation error: namespace adjustment by plugin(s) {} is not allowed",
+            by("Namespace")
+        ));
+    }
+    if cfg.reject_sysctl_adjustment && !by("Sysctl").is_empty() {
+        return Err(format!(
+            "validation error: sysctl adjustment by plugin(s) {} is not allowed",
+            by("Sysctl")
+        ));
+    }
+    if !by("SeccompPolicy").is_empty() {
+        use api::security_profile::ProfileType;
+        let profile = ctr
+            .linux
+            .as_ref()
+            .and_then(|l| l.seccomp_profile.as_ref())
+            .map(|p| p.profile_type);
+        let (refused, kind) = match profile.and_then(|t| ProfileType::try_from(t).ok()) {
+            Some(ProfileType::RuntimeDefault) => (
+                cfg.reject_runtime_default_seccomp_adjustment,
+                "runtime default",
+            ),
+            Some(ProfileType::Localhost) => (cfg.reject_custom_seccomp_adjustment, "custom"),
+            _ => (cfg.reject_unconfined_seccomp_adjustment, "unconfined"),
+        };
+        if refused {
+            return Err(format!(
+                "validation error: {kind} seccomp policy adjustment by plugin(s) {} is not allowed",
+                by("SeccompPolicy")
+            ));
+        }
     }
     let tolerated = !cfg.tolerate_missing_plugins_annotation.is_empty()
         && effective(pod, &cfg.tolerate_missing_plugins_annotation, &ctr.name)
@@ -141,5 +177,65 @@ mod tests {
     fn names_reads_yaml_and_json_lists() {
         assert_eq!(names("[a, \"b\"]"), vec!["a", "b"]);
         assert_eq!(names("- a\n- 10-b\n"), vec!["a", "10-b"]);
+    }
+
+    #[test]
+    fn sysctl_namespace_and_seccomp_switches_refuse_those_adjustments() {
+        let mut m = Merged::default();
+        let mut shown = api::Container::default();
+        m.add(
+            "10-a",
+            api::ContainerAdjustment {
+                linux: Some(api::LinuxContainerAdjustment {
+                    sysctl: [("net.core.somaxconn".to_string(), "10".to_string())].into(),
+                    seccomp_policy: Some(api::LinuxSeccomp::default()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            &mut shown,
+        )
+        .unwrap();
+        let pod = api::PodSandbox::default();
+        let rd = |t: api::security_profile::ProfileType| api::Container {
+            linux: Some(api::LinuxContainer {
+                seccomp_profile: Some(api::SecurityProfile {
+                    profile_type: t as i32,
+                    localhost_ref: String::new(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        use api::security_profile::ProfileType;
+        let on = DefaultValidatorConfig {
+            enable: true,
+            ..Default::default()
+        };
+        default_validator(&on, &pod, &rd(ProfileType::RuntimeDefault), &m, &[]).unwrap();
+        let cfg = DefaultValidatorConfig {
+            reject_sysctl_adjustment: true,
+            ..on.clone()
+        };
+        let e =
+            default_validator(&cfg, &pod, &rd(ProfileType::RuntimeDefault), &m, &[]).unwrap_err();
+        assert!(e.contains("sysctl adjustment by plugin(s) 10-a"), "{e}");
+        let cfg = DefaultValidatorConfig {
+            reject_runtime_default_seccomp_adjustment: true,
+            ..on.clone()
+        };
+        let e =
+            default_validator(&cfg, &pod, &rd(ProfileType::RuntimeDefault), &m, &[]).unwrap_err();
+        assert!(
+            e.contains("runtime default seccomp policy adjustment"),
+            "{e}"
+        );
+        // The same switch does not cover an unconfined container.
+        default_validator(&cfg, &pod, &rd(ProfileType::Unconfined), &m, &[]).unwrap();
+        let cfg = DefaultValidatorConfig {
+            reject_namespace_adjustment: true,
+            ..on
+        };
+        default_validator(&cfg, &pod, &rd(ProfileType::Unconfined), &m, &[]).unwrap();
     }
 }
