@@ -952,3 +952,68 @@ async fn resources_a_sysctl_a_device_and_a_seccomp_policy_from_a_plugin_apply_in
     );
     remove_pod(&mut rt, &pod.id).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cdi_devices_a_plugin_asks_for_are_resolved_and_reach_the_container() {
+    e2e!();
+    let specs = tempfile::tempdir().unwrap();
+    let spec = serde_json::json!({
+        "cdiVersion": "0.6.0",
+        "kind": "example.com/nri",
+        "devices": [{"name": "gpu0", "containerEdits": {
+            "env": ["NRI_CDI=gpu0"],
+            "deviceNodes": [{"path": "/dev/nri-cdi", "hostPath": "/dev/null"}],
+        }}],
+    });
+    std::fs::write(
+        specs.path().join("nri.json"),
+        serde_json::to_vec(&spec).unwrap(),
+    )
+    .unwrap();
+    let d = Daemon::start(DaemonOpts {
+        extra_config: format!(
+            "[runtime]\ncdi_spec_dirs = [{:?}]\n",
+            specs.path().display().to_string()
+        ),
+        ..Default::default()
+    });
+    let image = Registry::shared().image("ferrio-test/busybox:1.35");
+    pull(&mut d.images().await, &image).await.unwrap();
+    let socket = nri_socket(&d);
+    let _p = TestPlugin::connect(
+        &socket,
+        "cdi",
+        "10",
+        ferrio::nri::bit(nri::Event::CreateContainer),
+        Arc::new(|_| nri::CreateContainerResponse {
+            adjust: Some(nri::ContainerAdjustment {
+                cdi_devices: vec![nri::CdiDevice {
+                    name: "example.com/nri=gpu0".into(),
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        Duration::ZERO,
+    )
+    .await;
+    let mut rt = d.runtime().await;
+    let logs = d.dir.path().join("logs");
+    let pcfg = pod_config("nri-cdi", &logs);
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    let id = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sh_container("gpu", &image, "sleep 300"),
+    )
+    .await;
+    let (out, err, code) = sh_in(
+        &mut rt,
+        &id,
+        "echo $NRI_CDI; echo x > /dev/nri-cdi && echo wrote",
+    )
+    .await;
+    assert_eq!((out.as_str(), code), ("gpu0\nwrote", 0), "{err}");
+    remove_pod(&mut rt, &pod.id).await;
+}

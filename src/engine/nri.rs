@@ -212,6 +212,28 @@ impl Engine {
             .await
             .map_err(EngineError::domain)?;
         adjust::apply(&mut json, &merged.adjust, i64::from(self.min_oom_score_adj));
+        if !merged.adjust.cdi_devices.is_empty() {
+            // CDI devices plugins asked for, resolved like the request's own (spec files read
+            // now, device numbers from the host), off the async workers.
+            let names: Vec<String> = merged
+                .adjust
+                .cdi_devices
+                .iter()
+                .map(|d| d.name.clone())
+                .collect();
+            let dirs = self.cfg().runtime.cdi_spec_dirs.clone();
+            json = super::blocking(move || -> Result<serde_json::Value> {
+                let registry = crate::cdi::Registry::load(&dirs).map_err(EngineError::domain)?;
+                let mut edits = registry
+                    .resolve_supported(&names)
+                    .map_err(EngineError::domain)?;
+                edits.fill_device_info().map_err(EngineError::domain)?;
+                crate::spec::cdi::apply_to_spec(&mut json, &edits)
+                    .map_err(|e| EngineError::invalid(format!("CDI devices from NRI: {e}")))?;
+                Ok(json)
+            })
+            .await??;
+        }
         *spec = serde_json::from_value(json).map_err(|e| {
             EngineError::invalid(format!("the spec NRI plugins adjusted is not valid: {e}"))
         })?;

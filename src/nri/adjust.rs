@@ -140,6 +140,15 @@ impl Merged {
                 dst2.extend(src);
             }
         }
+        for d in a.cdi_devices {
+            self.claim(plugin, "CdiDevices", &d.name)?;
+            if !ctr.cdi_devices.iter().any(|x| x.name == d.name) {
+                ctr.cdi_devices.push(d.clone());
+            }
+            if !self.adjust.cdi_devices.iter().any(|x| x.name == d.name) {
+                self.adjust.cdi_devices.push(d);
+            }
+        }
         for r in a.rlimits {
             self.claim(plugin, "Rlimits", &r.r#type)?;
             ctr.rlimits.retain(|x| x.r#type != r.r#type);
@@ -389,9 +398,6 @@ pub fn overlay_resources(a: &mut api::LinuxResources, b: &api::LinuxResources) {
 /// Refuses the kinds of adjustment ferrio does not apply yet, by name.
 fn refuse_unsupported(a: &api::ContainerAdjustment) -> Result<(), String> {
     let mut unsupported = Vec::new();
-    if !a.cdi_devices.is_empty() {
-        unsupported.push("CDI devices");
-    }
     if let Some(l) = &a.linux {
         for (set, name) in [
             (!l.cgroups_path.is_empty(), "the cgroups path"),

@@ -170,3 +170,67 @@ pub(super) fn hooks(edits: &ContainerEdits) -> Result<Option<Value>, SpecError> 
     }
     Ok(Some(Value::Object(out)))
 }
+
+/// Applies resolved CDI edits to a finished spec's JSON tree (CDI devices an NRI plugin asked
+/// for, after the spec was generated): env (CDI wins), additional GIDs, mounts, device nodes
+/// with their allow rules, and hooks appended to those already there.
+pub fn apply_to_spec(spec: &mut Value, edits: &ContainerEdits) -> Result<(), SpecError> {
+    check_supported(edits)?;
+    let uid = spec["process"]["user"]["uid"].as_u64().unwrap_or(0);
+    let gid = spec["process"]["user"]["gid"].as_u64().unwrap_or(0);
+    let (uid, gid) = (
+        u32::try_from(uid).unwrap_or(0),
+        u32::try_from(gid).unwrap_or(0),
+    );
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut env = strings(&spec["process"]["env"]);
+    for e in &edits.env {
+        let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+        env.retain(|x| x.split_once('=').map_or(x.as_str(), |(k, _)| k) != key);
+        env.push(e.clone());
+    }
+    spec["process"]["env"] = json!(env);
+    let mut gids: Vec<u32> = spec["process"]["user"]["additionalGids"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|g| g.as_u64().and_then(|g| u32::try_from(g).ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    add_gids(&mut gids, edits);
+    if !gids.is_empty() {
+        spec["process"]["user"]["additionalGids"] = json!(gids);
+    }
+    let mut mounts = spec["mounts"].as_array().cloned().unwrap_or_default();
+    add_mounts(&mut mounts, edits);
+    spec["mounts"] = Value::Array(mounts);
+    let mut devices = spec["linux"]["devices"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut rules = spec["linux"]["resources"]["devices"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    add_devices(&mut devices, &mut rules, edits, uid, gid)?;
+    spec["linux"]["devices"] = Value::Array(devices);
+    spec["linux"]["resources"]["devices"] = Value::Array(rules);
+    if let Some(Value::Object(h)) = hooks(edits)? {
+        for (name, list) in h {
+            let have = &mut spec["hooks"][&name];
+            let mut all = have.as_array().cloned().unwrap_or_default();
+            all.extend(list.as_array().cloned().unwrap_or_default());
+            *have = Value::Array(all);
+        }
+    }
+    Ok(())
+}
