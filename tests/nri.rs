@@ -1017,3 +1017,56 @@ async fn cdi_devices_a_plugin_asks_for_are_resolved_and_reach_the_container() {
     assert_eq!((out.as_str(), code), ("gpu0\nwrote", 0), "{err}");
     remove_pod(&mut rt, &pod.id).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_io_priority_and_a_scheduler_from_a_plugin_apply_to_the_containers_init() {
+    e2e!();
+    let (d, image) = daemon_with_busybox().await;
+    let socket = nri_socket(&d);
+    let _p = TestPlugin::connect(
+        &socket,
+        "sched",
+        "10",
+        ferrio::nri::bit(nri::Event::CreateContainer),
+        Arc::new(|_| nri::CreateContainerResponse {
+            adjust: Some(nri::ContainerAdjustment {
+                linux: Some(nri::LinuxContainerAdjustment {
+                    io_priority: Some(nri::LinuxIoPriority {
+                        class: nri::IoPrioClass::IoprioClassIdle as i32,
+                        priority: 0,
+                    }),
+                    scheduler: Some(nri::LinuxScheduler {
+                        policy: nri::LinuxSchedulerPolicy::SchedBatch as i32,
+                        nice: 5,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        Duration::ZERO,
+    )
+    .await;
+    let mut rt = d.runtime().await;
+    let logs = d.dir.path().join("logs");
+    let pcfg = pod_config("nri-sched", &logs);
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    let id = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sh_container("sched", &image, "sleep 300"),
+    )
+    .await;
+    // PID 1 is the container's init (`sh -c sleep`): SCHED_BATCH is policy 3, nice 5.
+    let (out, err, _) = sh_in(
+        &mut rt,
+        &id,
+        "awk '{print $41, $19}' /proc/1/stat; ionice -p 1",
+    )
+    .await;
+    assert_eq!(out, "3 5\nidle", "{err}");
+    remove_pod(&mut rt, &pod.id).await;
+}

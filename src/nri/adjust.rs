@@ -201,6 +201,18 @@ impl Merged {
                 let ours = self.adjust.linux.get_or_insert_with(Default::default);
                 ours.devices.push(d);
             }
+            if let Some(io) = l.io_priority {
+                self.claim(plugin, "IoPriority", "")?;
+                theirs.io_priority = Some(io);
+                let ours = self.adjust.linux.get_or_insert_with(Default::default);
+                ours.io_priority = Some(io);
+            }
+            if let Some(sc) = l.scheduler {
+                self.claim(plugin, "LinuxSched", "")?;
+                theirs.scheduler = Some(sc.clone());
+                let ours = self.adjust.linux.get_or_insert_with(Default::default);
+                ours.scheduler = Some(sc);
+            }
             if let Some(sp) = l.seccomp_policy {
                 self.claim(plugin, "SeccompPolicy", "")?;
                 theirs.seccomp_policy = Some(sp.clone());
@@ -401,9 +413,7 @@ fn refuse_unsupported(a: &api::ContainerAdjustment) -> Result<(), String> {
     if let Some(l) = &a.linux {
         for (set, name) in [
             (!l.cgroups_path.is_empty(), "the cgroups path"),
-            (l.io_priority.is_some(), "the I/O priority"),
             (!l.net_devices.is_empty(), "network devices"),
-            (l.scheduler.is_some(), "the scheduler"),
             (l.rdt.is_some(), "RDT"),
             (l.memory_policy.is_some(), "the memory policy"),
         ] {
@@ -616,8 +626,43 @@ pub fn apply(spec: &mut Value, a: &api::ContainerAdjustment, min_oom_score_adj: 
     }
 }
 
-/// Sysctls, namespaces, devices (with a device cgroup rule each) and the seccomp policy.
+/// Sysctls, namespaces, devices (with a device cgroup rule each), the seccomp policy, and the
+/// process's I/O priority and scheduler.
 fn apply_linux(spec: &mut Value, l: &api::LinuxContainerAdjustment) {
+    if let Some(io) = &l.io_priority {
+        if let Ok(class) = api::IoPrioClass::try_from(io.class) {
+            if class != api::IoPrioClass::IoprioClassNone {
+                spec["process"]["ioPriority"] =
+                    json!({"class": class.as_str_name(), "priority": io.priority});
+            }
+        }
+    }
+    if let Some(sc) = &l.scheduler {
+        if let Ok(policy) = api::LinuxSchedulerPolicy::try_from(sc.policy) {
+            if policy != api::LinuxSchedulerPolicy::SchedNone {
+                let flags: Vec<&str> = sc
+                    .flags
+                    .iter()
+                    .filter_map(|f| api::LinuxSchedulerFlag::try_from(*f).ok())
+                    .map(|f| f.as_str_name())
+                    .collect();
+                let mut j = json!({"policy": policy.as_str_name(), "nice": sc.nice, "priority": sc.priority});
+                if !flags.is_empty() {
+                    j["flags"] = json!(flags);
+                }
+                for (k, v) in [
+                    ("runtime", sc.runtime),
+                    ("deadline", sc.deadline),
+                    ("period", sc.period),
+                ] {
+                    if v > 0 {
+                        j[k] = json!(v);
+                    }
+                }
+                spec["process"]["scheduler"] = j;
+            }
+        }
+    }
     let linux = obj(spec, "linux");
     let mut linux = Value::Object(std::mem::take(linux));
     for (k, v) in &l.sysctl {
