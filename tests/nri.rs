@@ -251,6 +251,8 @@ fn all_but_validation() -> u32 {
     ferrio::nri::ALL_EVENTS & !ferrio::nri::bit(nri::Event::ValidateContainerAdjustment)
 }
 
+type Rt = api::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;
+
 /// Waits until the container's log holds `want` (every line), or panics with what it holds.
 async fn log_has(path: &Path, want: &[&str]) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -268,10 +270,7 @@ async fn log_has(path: &Path, want: &[&str]) {
     }
 }
 
-async fn remove_pod(
-    rt: &mut api::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
-    id: &str,
-) {
+async fn remove_pod(rt: &mut Rt, id: &str) {
     rt.stop_pod_sandbox(api::StopPodSandboxRequest {
         pod_sandbox_id: id.into(),
     })
@@ -575,10 +574,7 @@ async fn a_pre_installed_plugin_is_started_with_its_config_and_stopped_with_the_
 }
 
 /// The memory limit of a container's cgroup, read inside it (cgroup v1 or v2).
-async fn memory_limit(
-    rt: &mut api::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
-    id: &str,
-) -> String {
+async fn memory_limit(rt: &mut Rt, id: &str) -> String {
     sh_in(
         rt,
         id,
@@ -953,6 +949,33 @@ async fn resources_a_sysctl_a_device_and_a_seccomp_policy_from_a_plugin_apply_in
     remove_pod(&mut rt, &pod.id).await;
 }
 
+/// A pod with one container `name` (`sleep 300`) created while the plugin `10-<name>` answers
+/// CreateContainer with `adjust`: the client, the pod, the container and the plugin.
+async fn adjusted_container(
+    d: &Daemon,
+    image: &str,
+    name: &str,
+    adjust: nri::ContainerAdjustment,
+) -> (Rt, TestPod, String, TestPlugin) {
+    let plugin = TestPlugin::connect(
+        &nri_socket(d),
+        name,
+        "10",
+        ferrio::nri::bit(nri::Event::CreateContainer),
+        Arc::new(move |_| nri::CreateContainerResponse {
+            adjust: Some(adjust.clone()),
+            ..Default::default()
+        }),
+        Duration::ZERO,
+    )
+    .await;
+    let mut rt = d.runtime().await;
+    let pcfg = pod_config(&format!("nri-{name}"), &d.dir.path().join("logs"));
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    let id = create_start(&mut rt, &pod, &pcfg, sh_container(name, image, "sleep 300")).await;
+    (rt, pod, id, plugin)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cdi_devices_a_plugin_asks_for_are_resolved_and_reach_the_container() {
     e2e!();
@@ -979,33 +1002,16 @@ async fn cdi_devices_a_plugin_asks_for_are_resolved_and_reach_the_container() {
     });
     let image = Registry::shared().image("ferrio-test/busybox:1.35");
     pull(&mut d.images().await, &image).await.unwrap();
-    let socket = nri_socket(&d);
-    let _p = TestPlugin::connect(
-        &socket,
+    let (mut rt, pod, id, _p) = adjusted_container(
+        &d,
+        &image,
         "cdi",
-        "10",
-        ferrio::nri::bit(nri::Event::CreateContainer),
-        Arc::new(|_| nri::CreateContainerResponse {
-            adjust: Some(nri::ContainerAdjustment {
-                cdi_devices: vec![nri::CdiDevice {
-                    name: "example.com/nri=gpu0".into(),
-                }],
-                ..Default::default()
-            }),
+        nri::ContainerAdjustment {
+            cdi_devices: vec![nri::CdiDevice {
+                name: "example.com/nri=gpu0".into(),
+            }],
             ..Default::default()
-        }),
-        Duration::ZERO,
-    )
-    .await;
-    let mut rt = d.runtime().await;
-    let logs = d.dir.path().join("logs");
-    let pcfg = pod_config("nri-cdi", &logs);
-    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
-    let id = create_start(
-        &mut rt,
-        &pod,
-        &pcfg,
-        sh_container("gpu", &image, "sleep 300"),
+        },
     )
     .await;
     let (out, err, code) = sh_in(
@@ -1022,42 +1028,25 @@ async fn cdi_devices_a_plugin_asks_for_are_resolved_and_reach_the_container() {
 async fn an_io_priority_and_a_scheduler_from_a_plugin_apply_to_the_containers_init() {
     e2e!();
     let (d, image) = daemon_with_busybox().await;
-    let socket = nri_socket(&d);
-    let _p = TestPlugin::connect(
-        &socket,
+    let (mut rt, pod, id, _p) = adjusted_container(
+        &d,
+        &image,
         "sched",
-        "10",
-        ferrio::nri::bit(nri::Event::CreateContainer),
-        Arc::new(|_| nri::CreateContainerResponse {
-            adjust: Some(nri::ContainerAdjustment {
-                linux: Some(nri::LinuxContainerAdjustment {
-                    io_priority: Some(nri::LinuxIoPriority {
-                        class: nri::IoPrioClass::IoprioClassIdle as i32,
-                        priority: 0,
-                    }),
-                    scheduler: Some(nri::LinuxScheduler {
-                        policy: nri::LinuxSchedulerPolicy::SchedBatch as i32,
-                        nice: 5,
-                        ..Default::default()
-                    }),
+        nri::ContainerAdjustment {
+            linux: Some(nri::LinuxContainerAdjustment {
+                io_priority: Some(nri::LinuxIoPriority {
+                    class: nri::IoPrioClass::IoprioClassIdle as i32,
+                    priority: 0,
+                }),
+                scheduler: Some(nri::LinuxScheduler {
+                    policy: nri::LinuxSchedulerPolicy::SchedBatch as i32,
+                    nice: 5,
                     ..Default::default()
                 }),
                 ..Default::default()
             }),
             ..Default::default()
-        }),
-        Duration::ZERO,
-    )
-    .await;
-    let mut rt = d.runtime().await;
-    let logs = d.dir.path().join("logs");
-    let pcfg = pod_config("nri-sched", &logs);
-    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
-    let id = create_start(
-        &mut rt,
-        &pod,
-        &pcfg,
-        sh_container("sched", &image, "sleep 300"),
+        },
     )
     .await;
     // PID 1 is the container's init (`sh -c sleep`): SCHED_BATCH is policy 3, nice 5.

@@ -241,44 +241,36 @@ impl Merged {
             .get_or_insert_with(Default::default)
             .resources
             .get_or_insert_with(Default::default);
+        // One optional value of `src`: claimed, then set in ours (`o`) and theirs (`t`).
+        macro_rules! take {
+            ($src:expr, $o:expr, $t:expr, $f:ident, $name:literal) => {
+                if let Some(v) = $src.$f {
+                    self.claim(plugin, $name, "")?;
+                    $o.$f = Some(v.clone());
+                    $t.$f = Some(v);
+                }
+            };
+        }
         if let Some(m) = r.memory {
             let o = ours.memory.get_or_insert_with(Default::default);
             let t = theirs.memory.get_or_insert_with(Default::default);
-            macro_rules! take {
-                ($f:ident, $name:literal) => {
-                    if let Some(v) = m.$f {
-                        self.claim(plugin, $name, "")?;
-                        o.$f = Some(v.clone());
-                        t.$f = Some(v);
-                    }
-                };
-            }
-            take!(limit, "MemLimit");
-            take!(reservation, "MemReservation");
-            take!(swap, "MemSwapLimit");
-            take!(kernel, "MemKernelLimit");
-            take!(kernel_tcp, "MemTCPLimit");
-            take!(swappiness, "MemSwappiness");
-            take!(disable_oom_killer, "MemDisableOomKiller");
-            take!(use_hierarchy, "MemUseHierarchy");
+            take!(m, o, t, limit, "MemLimit");
+            take!(m, o, t, reservation, "MemReservation");
+            take!(m, o, t, swap, "MemSwapLimit");
+            take!(m, o, t, kernel, "MemKernelLimit");
+            take!(m, o, t, kernel_tcp, "MemTCPLimit");
+            take!(m, o, t, swappiness, "MemSwappiness");
+            take!(m, o, t, disable_oom_killer, "MemDisableOomKiller");
+            take!(m, o, t, use_hierarchy, "MemUseHierarchy");
         }
         if let Some(c) = r.cpu {
             let o = ours.cpu.get_or_insert_with(Default::default);
             let t = theirs.cpu.get_or_insert_with(Default::default);
-            macro_rules! take {
-                ($f:ident, $name:literal) => {
-                    if let Some(v) = c.$f {
-                        self.claim(plugin, $name, "")?;
-                        o.$f = Some(v.clone());
-                        t.$f = Some(v);
-                    }
-                };
-            }
-            take!(shares, "CPUShares");
-            take!(quota, "CPUQuota");
-            take!(period, "CPUPeriod");
-            take!(realtime_runtime, "CPURealtimeRuntime");
-            take!(realtime_period, "CPURealtimePeriod");
+            take!(c, o, t, shares, "CPUShares");
+            take!(c, o, t, quota, "CPUQuota");
+            take!(c, o, t, period, "CPUPeriod");
+            take!(c, o, t, realtime_runtime, "CPURealtimeRuntime");
+            take!(c, o, t, realtime_period, "CPURealtimePeriod");
             if !c.cpus.is_empty() {
                 self.claim(plugin, "CPUSetCPUs", "")?;
                 o.cpus = c.cpus.clone();
