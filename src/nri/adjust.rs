@@ -287,6 +287,9 @@ impl Merged {
             ours.pids = Some(p);
             theirs.pids = Some(p);
         }
+        // Device cgroup rules add up, as in NRI (no owner).
+        theirs.devices.extend(r.devices.iter().cloned());
+        ours.devices.extend(r.devices);
         for h in r.hugepage_limits {
             self.claim(plugin, "HugepageLimits", &h.page_size)?;
             theirs
@@ -417,7 +420,6 @@ fn refuse_unsupported(a: &api::ContainerAdjustment) -> Result<(), String> {
             for (set, name) in [
                 (r.blockio_class.is_some(), "the block I/O class"),
                 (r.rdt_class.is_some(), "the RDT class"),
-                (!r.devices.is_empty(), "device cgroup rules"),
             ] {
                 if set {
                     unsupported.push(name);
@@ -601,6 +603,19 @@ pub fn apply(spec: &mut Value, a: &api::ContainerAdjustment, min_oom_score_adj: 
         }
         if let Some(p) = &r.pids {
             res["pids"] = json!({"limit": p.limit});
+        }
+        for d in &r.devices {
+            let mut j = json!({"allow": d.allow, "access": d.access});
+            if !d.r#type.is_empty() {
+                j["type"] = json!(d.r#type);
+            }
+            if let Some(m) = &d.major {
+                j["major"] = json!(m.value);
+            }
+            if let Some(m) = &d.minor {
+                j["minor"] = json!(m.value);
+            }
+            arr(&mut res, "devices").push(j);
         }
         for h in &r.hugepage_limits {
             let list = arr(&mut res, "hugepageLimits");
@@ -1052,6 +1067,13 @@ mod tests {
                             ..Default::default()
                         }),
                         pids: Some(api::LinuxPids { limit: 7 }),
+                        devices: vec![api::LinuxDeviceCgroup {
+                            allow: true,
+                            r#type: "c".into(),
+                            major: Some(api::OptionalInt64 { value: 10 }),
+                            minor: Some(api::OptionalInt64 { value: 200 }),
+                            access: "rw".into(),
+                        }],
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -1080,6 +1102,10 @@ mod tests {
         assert_eq!(spec["process"]["oomScoreAdj"], -500);
         assert_eq!(spec["linux"]["resources"]["memory"]["limit"], 4096);
         assert_eq!(spec["linux"]["resources"]["pids"]["limit"], 7);
+        assert_eq!(
+            spec["linux"]["resources"]["devices"],
+            json!([{"allow": true, "access": "rw", "type": "c", "major": 10, "minor": 200}])
+        );
         assert_eq!(spec["hooks"]["poststop"][0]["path"], "/bin/true");
         // What a plugin is shown of that spec.
         let mut c = api::Container::default();
