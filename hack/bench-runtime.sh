@@ -6,7 +6,9 @@
 # and then against ferrio (skipped with a note while ferrio answers Unimplemented for pods).
 # Usage: hack/bench-runtime.sh [ROUNDS]   (default 20; as root). ONLY=containerd|ferrio runs one
 # side. With every pod running, each daemon is restarted once (SIGTERM, then the same command) and
-# the bench times until all pods are listed again (RESTART=0 skips it). Prints numbers; asserts nothing. Everything lives under one temp dir, removed at the end.
+# the bench times until all pods are listed again (RESTART=0 skips it). With both runtimes, a last
+# table puts each figure side by side with the ratio (hack/bench-ratio.awk). Prints numbers;
+# asserts nothing. Everything lives under one temp dir, removed at the end.
 #
 # CNI=1: the pods get their own network namespace instead (`cri --cni`; no port mappings),
 # attached by both runtimes to the same network: one conflist from hack/cni-conf.sh in a temp
@@ -27,6 +29,8 @@ hack/build-test-images.sh >/dev/null
 PAUSE=1 hack/build-test-images.sh >/dev/null
 
 work=$(mktemp -d /tmp/ferrio-bench-runtime.XXXXXX)
+# Everything printed is also kept, for the side-by-side summary at the end.
+exec > >(tee "$work/output.txt")
 # containerd puts pod cgroups (cgroupfs, empty cgroup_parent) under /k8s.io in every hierarchy;
 # runc removes each pod's, we remove the parents if this run made them.
 k8s_cgroups_before=$(ls -d /sys/fs/cgroup/k8s.io /sys/fs/cgroup/*/k8s.io 2>/dev/null || true)
@@ -258,6 +262,12 @@ run_ferrio() {
 
 case ${ONLY:-} in containerd|"") run_containerd || status=1 ;; esac
 case ${ONLY:-} in ferrio|"") run_ferrio || status=1 ;; esac
+if [ -z "${ONLY:-}" ]; then
+  echo
+  echo "### side by side (medians; p50 for the calls with 20/110 pods running)"
+  echo
+  awk -f hack/bench-ratio.awk "$work/output.txt"
+fi
 if [ $cni = 1 ] && [ "$hostport_before" = 0 ] &&
   iptables-save -t nat 2>/dev/null | grep -q '^:CNI-HOSTPORT-'; then
   echo "note: portmap created its shared nat chains CNI-HOSTPORT-* (left in place)"
