@@ -100,7 +100,11 @@ impl Engine {
         depth: Depth,
         fs: Option<&FsInfo>,
     ) -> ContainerUsage {
-        let cgroup = crate::stats::read(&rec.cgroup).ok();
+        let cgroup = match depth {
+            Depth::Metrics => crate::stats::read(&rec.cgroup),
+            Depth::Stats => crate::stats::read_for_stats(&rec.cgroup),
+        }
+        .ok();
         let nano_cores = cgroup
             .as_ref()
             .and_then(|c| self.sampler.sample(&rec.id, c));
@@ -178,7 +182,11 @@ impl Engine {
                 .collect();
             par_map(&pods, |p| {
                 let p = p.clone();
-                let cgroup = crate::stats::read(&p.cgroup).ok();
+                let cgroup = match depth {
+                    Depth::Metrics => crate::stats::read(&p.cgroup),
+                    Depth::Stats => crate::stats::read_for_stats(&p.cgroup),
+                }
+                .ok();
                 let key = format!("pod:{}", p.id);
                 let nano_cores = cgroup.as_ref().and_then(|c| this.sampler.sample(&key, c));
                 // Through a process of the pod when one is in its namespace (a file read),

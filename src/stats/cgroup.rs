@@ -32,6 +32,13 @@ pub fn read(cgroup: &str) -> Result<CgroupStats, StatsError> {
     Hierarchies::host().read(&crate::cgroups::fs_path(cgroup))
 }
 
+/// [`read`] of only what the CRI stats RPCs report (no user/system split, CFS throttling or
+/// hugetlb figures: the CRI metrics read those): fewer files per cgroup, which counts when
+/// kubelet asks for a whole node's pods.
+pub fn read_for_stats(cgroup: &str) -> Result<CgroupStats, StatsError> {
+    Hierarchies::host().read_with(&crate::cgroups::fs_path(cgroup), false)
+}
+
 impl Hierarchies {
     /// This host's hierarchies, from /proc/self/mountinfo.
     pub fn host() -> Hierarchies {
@@ -78,6 +85,12 @@ impl Hierarchies {
     /// or whose directory for this cgroup does not exist, leaves its section `None`; a cgroup
     /// found in none of them is [`StatsError::CgroupNotFound`]. Blocking (a few small reads).
     pub fn read(&self, cgroup: &str) -> Result<CgroupStats, StatsError> {
+        self.read_with(cgroup, true)
+    }
+
+    /// [`Hierarchies::read`]; `full: false` leaves out what only the CRI metrics use (the
+    /// user/system split, CFS throttling, hugetlb).
+    pub fn read_with(&self, cgroup: &str, full: bool) -> Result<CgroupStats, StatsError> {
         let rel = relative(cgroup)?;
         let timestamp = SystemTime::now();
         let dir = |ctrl: &str| self.dir(ctrl, &rel).filter(|(d, _)| d.is_dir());
@@ -85,7 +98,7 @@ impl Hierarchies {
         let cpuacct_dir = dir("cpuacct");
         let memory_dir = dir("memory");
         let pids_dir = dir("pids");
-        let hugetlb_dir = dir("hugetlb");
+        let hugetlb_dir = if full { dir("hugetlb") } else { None };
         let io_dir = dir("io");
         if [
             &cpu_dir,
@@ -102,7 +115,7 @@ impl Hierarchies {
         }
         Ok(CgroupStats {
             timestamp,
-            cpu: cpu(cpuacct_dir.as_ref(), cpu_dir.as_ref())?,
+            cpu: cpu(cpuacct_dir.as_ref(), cpu_dir.as_ref(), full)?,
             memory: match &memory_dir {
                 Some((d, v)) => memory(d, *v)?,
                 None => None,
@@ -116,8 +129,8 @@ impl Hierarchies {
                 None => None,
             },
             hugetlb: match &hugetlb_dir {
-                Some((d, v)) => hugetlb(d, *v)?,
-                None => Vec::new(),
+                Some((d, v)) if full => hugetlb(d, *v)?,
+                _ => Vec::new(),
             },
             io: match &io_dir {
                 Some((d, _)) => read_psi(&d.join("io.pressure"))?.map(|p| IoStats { psi: Some(p) }),
@@ -151,6 +164,7 @@ pub(super) fn relative(cgroup: &str) -> Result<PathBuf, StatsError> {
 fn cpu(
     usage_dir: Option<&(PathBuf, Version)>,
     cpu_dir: Option<&(PathBuf, Version)>,
+    full: bool,
 ) -> Result<Option<CpuStats>, StatsError> {
     let Some((udir, uver)) = usage_dir else {
         return Ok(None);
@@ -160,11 +174,15 @@ fn cpu(
             let Some(usage) = read_u64(&udir.join("cpuacct.usage"))? else {
                 return Ok(None);
             };
-            (
-                usage,
-                read_u64(&udir.join("cpuacct.usage_user"))?,
-                read_u64(&udir.join("cpuacct.usage_sys"))?,
-            )
+            if full {
+                (
+                    usage,
+                    read_u64(&udir.join("cpuacct.usage_user"))?,
+                    read_u64(&udir.join("cpuacct.usage_sys"))?,
+                )
+            } else {
+                (usage, None, None)
+            }
         }
         Version::V2 => {
             let path = udir.join("cpu.stat");
@@ -188,7 +206,8 @@ fn cpu(
     let (throttling, psi) = match cpu_dir {
         Some((dir, ver)) => {
             let path = dir.join("cpu.stat");
-            let throttling = match Keyed::read(&path)? {
+            let stat = if full { Keyed::read(&path)? } else { None };
+            let throttling = match stat {
                 Some(stat) => {
                     let time = match ver {
                         Version::V1 => stat.get("throttled_time")?,

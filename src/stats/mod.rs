@@ -30,7 +30,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-pub use cgroup::{read, Hierarchies};
+pub use cgroup::{read, read_for_stats, Hierarchies};
 pub use detail::{detail, Detail, DeviceIo, MemoryDetail, Processes, SpecLimits};
 pub use net::{
     network, network_of_process, parse_net_dev, InterfaceStats, NetworkStats, DEFAULT_INTERFACE,

@@ -742,3 +742,21 @@ fn real_netns_loopback_counters_move() {
     assert_eq!(inside, PathBuf::from(format!("net:[{ino}]")));
     assert_eq!(std::fs::read_link("/proc/thread-self/ns/net").unwrap(), own);
 }
+
+#[test]
+fn v1_for_the_stats_rpcs_only_what_they_report() {
+    let (_tmp, h) = v1_full();
+    let full = h.read(CG).unwrap();
+    let s = h.read_with(CG, false).unwrap();
+    let cpu = s.cpu.unwrap();
+    assert_eq!(cpu.usage_ns, 2_500_000_000);
+    assert_eq!(
+        (cpu.user_ns, cpu.system_ns, cpu.throttling),
+        (None, None, None)
+    );
+    assert!(s.hugetlb.is_empty() && !full.hugetlb.is_empty());
+    // What the CRI reports is the same as a full read.
+    assert_eq!(s.memory, full.memory);
+    assert_eq!(s.swap, full.swap);
+    assert_eq!(s.pids, full.pids);
+}
