@@ -95,29 +95,9 @@ bench_side() {
 }
 
 run_containerd() {
-  local d=$work/containerd cri='plugins."io.containerd.grpc.v1.cri"'
+  local d=$work/containerd
   mkdir -p "$d"
-  cat > "$d/config.toml" <<TOML
-version = 2
-root = "$d/root"
-state = "$d/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = "$d/containerd.sock"
-[ttrpc]
-  address = "$d/containerd.sock.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$d/opt"
-[$cri]
-  [$cri.containerd]
-    snapshotter = "overlayfs"
-  [$cri.cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$d/cni"
-  [$cri.registry.mirrors."127.0.0.1:$port"]
-    endpoint = ["http://127.0.0.1:$port"]
-TOML
+  hack/containerd-conf.sh "$d" "$port" "$d/cni" >/dev/null
   containerd --config "$d/config.toml" > "$d/containerd.log" 2>&1 &
   daemon=$!
   if ! wait_socket "$d/containerd.sock" "$daemon"; then

@@ -161,40 +161,9 @@ memcgs() { awk '$1 == "memory" {print "memory cgroups on the host (live and dyin
 
 run_containerd() {
   local d=$work/containerd rc=0
-  local cri='plugins."io.containerd.grpc.v1.cri"'
   local conf_dir=$d/cni
   [ $cni = 1 ] && conf_dir=$netd
-  mkdir -p "$d" "$conf_dir"
-  cat > "$d/config.toml" <<TOML
-version = 2
-root = "$d/root"
-state = "$d/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = "$d/containerd.sock"
-[ttrpc]
-  address = "$d/containerd.sock.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$d/opt"
-[$cri]
-  sandbox_image = "127.0.0.1:$port/ferrio-test/pause:1"
-  restrict_oom_score_adj = true
-  [$cri.containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [$cri.containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [$cri.containerd.runtimes.runc.options]
-        BinaryName = "/usr/sbin/runc"
-        Root = "$d/runc"
-        SystemdCgroup = false
-  [$cri.cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$conf_dir"
-  [$cri.registry.mirrors."127.0.0.1:$port"]
-    endpoint = ["http://127.0.0.1:$port"]
-TOML
+  hack/containerd-conf.sh "$d" "$port" "$conf_dir" >/dev/null
   containerd --config "$d/config.toml" > "$d/containerd.log" 2>&1 &
   ctrd=$!
   if ! wait_socket "$d/containerd.sock" "$ctrd"; then

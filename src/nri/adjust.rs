@@ -55,6 +55,33 @@ impl Merged {
         Ok(())
     }
 
+    /// Merges a map-valued field (`Annotations`, `Sysctl`): each key claimed (a `-key` removes
+    /// it from what the next plugin is shown, `theirs`), and added to `ours`, which is returned.
+    fn merge_map(
+        &mut self,
+        plugin: &str,
+        field: &'static str,
+        entries: HashMap<String, String>,
+        theirs: &mut HashMap<String, String>,
+        mut ours: HashMap<String, String>,
+    ) -> Result<HashMap<String, String>, String> {
+        let mut keys: Vec<_> = entries.into_iter().collect();
+        keys.sort();
+        for (k, v) in keys {
+            self.claim(plugin, field, &k)?;
+            match k.strip_prefix('-') {
+                Some(name) => {
+                    theirs.remove(name);
+                }
+                None => {
+                    theirs.insert(k.clone(), v.clone());
+                }
+            }
+            ours.insert(k, v);
+        }
+        Ok(ours)
+    }
+
     /// Adds `plugin`'s adjustment, and updates `ctr` (what the next plugin is shown) to match.
     pub fn add(
         &mut self,
@@ -63,20 +90,14 @@ impl Merged {
         ctr: &mut api::Container,
     ) -> Result<(), String> {
         refuse_unsupported(&a)?;
-        let mut keys: Vec<_> = a.annotations.into_iter().collect();
-        keys.sort();
-        for (k, v) in keys {
-            self.claim(plugin, "Annotations", &k)?;
-            match k.strip_prefix('-') {
-                Some(name) => {
-                    ctr.annotations.remove(name);
-                }
-                None => {
-                    ctr.annotations.insert(k.clone(), v.clone());
-                }
-            }
-            self.adjust.annotations.insert(k, v);
-        }
+        let ours = std::mem::take(&mut self.adjust.annotations);
+        self.adjust.annotations = self.merge_map(
+            plugin,
+            "Annotations",
+            a.annotations,
+            &mut ctr.annotations,
+            ours,
+        )?;
         for m in a.mounts {
             self.claim(plugin, "Mounts", &m.destination)?;
             match m.destination.strip_prefix('-') {
@@ -166,21 +187,18 @@ impl Merged {
                 self.add_resources(plugin, r, ctr)?;
             }
             let theirs = ctr.linux.get_or_insert_with(Default::default);
-            let mut sysctl: Vec<_> = l.sysctl.into_iter().collect();
-            sysctl.sort();
-            for (k, v) in sysctl {
-                self.claim(plugin, "Sysctl", &k)?;
-                match k.strip_prefix('-') {
-                    Some(name) => {
-                        theirs.sysctl.remove(name);
-                    }
-                    None => {
-                        theirs.sysctl.insert(k.clone(), v.clone());
-                    }
-                }
-                let ours = self.adjust.linux.get_or_insert_with(Default::default);
-                ours.sysctl.insert(k, v);
-            }
+            let ours = std::mem::take(
+                &mut self
+                    .adjust
+                    .linux
+                    .get_or_insert_with(Default::default)
+                    .sysctl,
+            );
+            let merged = self.merge_map(plugin, "Sysctl", l.sysctl, &mut theirs.sysctl, ours)?;
+            self.adjust
+                .linux
+                .get_or_insert_with(Default::default)
+                .sysctl = merged;
             for n in l.namespaces {
                 self.claim(plugin, "Namespace", &n.r#type)?;
                 let t = n.r#type.trim_start_matches('-');
