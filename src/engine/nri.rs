@@ -133,9 +133,16 @@ impl Engine {
     }
 
     /// The pod and the container as NRI shows them, for an event of `c`.
-    fn nri_pair(&self, c: &ContainerRecord) -> Option<(api::PodSandbox, api::Container)> {
+    /// (The container's spec is read from its bundle: off the async workers.)
+    async fn nri_pair(
+        self: &Arc<Self>,
+        c: &ContainerRecord,
+    ) -> Option<(api::PodSandbox, api::Container)> {
         let pod = self.pods.read().ok()?.get(&c.pod_id).cloned()?;
-        Some((self.nri_pod(&pod), self.nri_container(c, None)))
+        let (this, c) = (self.clone(), c.clone());
+        super::blocking(move || (this.nri_pod(&pod), this.nri_container(&c, None)))
+            .await
+            .ok()
     }
 
     /// Tells the plugins about a pod event; an error is logged (the pod's own work is done).
@@ -167,7 +174,7 @@ impl Engine {
         let Some(rec) = self.containers.read().ok().and_then(|c| c.get(id).cloned()) else {
             return;
         };
-        let Some((pod, ctr)) = self.nri_pair(&rec) else {
+        let Some((pod, ctr)) = self.nri_pair(&rec).await else {
             return;
         };
         let r = match event {
@@ -304,7 +311,7 @@ impl Engine {
         else {
             return Ok(r.clone());
         };
-        let Some((pod, ctr)) = self.nri_pair(&rec) else {
+        let Some((pod, ctr)) = self.nri_pair(&rec).await else {
             return Ok(r.clone());
         };
         let (res, others) = nri

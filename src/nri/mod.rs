@@ -7,7 +7,8 @@
 //! - [`Nri`] accepts plugins on `[nri] socket_path`, launches the pre-installed ones of
 //!   `plugin_path`, registers, configures and synchronizes each, and calls them in index order
 //!   for the events they subscribed to; a plugin that times out or goes away is dropped and the
-//!   CRI request goes on; a plugin's error answer fails the request;
+//!   CRI request goes on; a plugin's error answer fails a create or an update (the engine
+//!   logs it for the other events);
 //! - [`adjust`] merges CreateContainer adjustments (conflicts refused as NRI does) and applies
 //!   them to the OCI spec.
 //!
@@ -265,8 +266,14 @@ impl Nri {
             crate::state::create_private_dir(dir)
                 .map_err(|e| NriError::Io(format!("creating {}: {e}", dir.display())))?;
         }
-        // A socket left by an earlier run: nobody answers on it.
-        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        // A socket left by an earlier run: nobody answers on it. (Bounded: a runtime that
+        // holds the socket but never accepts must not hold up the start.)
+        let probe = tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::net::UnixStream::connect(&path),
+        )
+        .await;
+        if matches!(probe, Ok(Ok(_)) | Err(_)) {
             return Err(NriError::Io(format!(
                 "{} is in use by another runtime; set [nri] socket_path or disable_connections",
                 path.display()
