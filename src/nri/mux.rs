@@ -26,6 +26,9 @@ pub const SEND_FRAME: usize = 4096;
 #[derive(Clone)]
 pub struct Trunk {
     w: Arc<Mutex<OwnedWriteHalf>>,
+    /// A duplicate of the socket, to shut it down without waiting for the writer's lock (a
+    /// write stuck on a peer that stopped reading holds it).
+    fd: Option<Arc<std::os::fd::OwnedFd>>,
 }
 
 impl Trunk {
@@ -44,9 +47,24 @@ impl Trunk {
         w.flush().await
     }
 
-    /// Shuts the trunk's sending side: the peer sees the end of both connections.
+    /// Shuts the trunk down both ways: the peer sees the end of both connections, our readers
+    /// end, and a write in progress fails at once. Never waits.
     pub async fn close(&self) {
-        let _ = self.w.lock().await.shutdown().await;
+        use std::os::fd::AsRawFd;
+        match &self.fd {
+            Some(fd) => {
+                let _ =
+                    nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+            }
+            // No duplicate (out of descriptors at connect): through the writer, bounded.
+            None => {
+                if let Ok(mut w) =
+                    tokio::time::timeout(std::time::Duration::from_secs(1), self.w.lock()).await
+                {
+                    let _ = w.shutdown().await;
+                }
+            }
+        }
     }
 }
 
@@ -79,6 +97,10 @@ impl ConnReader {
 /// reads the trunk until it ends or breaks the framing (a frame over [`MAX_FRAME`], or for a
 /// connection other than 1 and 2, which ends the trunk: nothing else is defined).
 pub fn split(stream: UnixStream) -> (Trunk, ConnReader, ConnReader) {
+    let fd = {
+        use std::os::fd::AsFd;
+        stream.as_fd().try_clone_to_owned().ok().map(Arc::new)
+    };
     let (r, w) = stream.into_split();
     let (tx1, rx1) = mpsc::channel(256);
     let (tx2, rx2) = mpsc::channel(256);
@@ -91,6 +113,7 @@ pub fn split(stream: UnixStream) -> (Trunk, ConnReader, ConnReader) {
     (
         Trunk {
             w: Arc::new(Mutex::new(w)),
+            fd,
         },
         reader(rx1),
         reader(rx2),
@@ -176,5 +199,26 @@ mod tests {
         assert_eq!(b1.read_exact(1).await, Some(vec![5]));
         ta.close().await;
         assert_eq!(b1.read_exact(1).await, None);
+    }
+
+    #[tokio::test]
+    async fn close_does_not_wait_for_a_write_stuck_on_a_peer_that_stopped_reading() {
+        let (a, _b) = UnixStream::pair().expect("pair");
+        let (ta, _, _) = split(a);
+        let stuck = {
+            let ta = ta.clone();
+            // Far more than the socket buffers hold; nobody reads `_b`.
+            tokio::spawn(async move { ta.send(PLUGIN_SERVICE_CONN, &vec![0u8; 16 << 20]).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!stuck.is_finished());
+        tokio::time::timeout(std::time::Duration::from_secs(2), ta.close())
+            .await
+            .expect("close waited");
+        let r = tokio::time::timeout(std::time::Duration::from_secs(2), stuck)
+            .await
+            .expect("the stuck write did not end")
+            .expect("join");
+        assert!(r.is_err());
     }
 }

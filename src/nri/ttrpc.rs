@@ -240,8 +240,12 @@ impl Client {
         .await;
         match sent {
             Ok(Ok(())) => {}
+            // The trunk broke: this connection is done for every call.
             Ok(Err(_)) => {
-                forget();
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
                 return Err(CallError::Closed);
             }
             Err(_) => {
