@@ -353,6 +353,9 @@ fn ensure_dir(root: &Path, rel: &Path) -> Result<PathBuf, EntryError> {
     Ok(cur)
 }
 
+/// Files at least this large start their writeback as soon as they are unpacked.
+const WRITEBACK_FROM: u64 = 256 << 10;
+
 fn apply_entry<R: Read>(
     entry: &mut tar::Entry<R>,
     raw: &Path,
@@ -388,6 +391,13 @@ fn apply_entry<R: Read>(
     // tar refuses to write outside `dest` (through `..` or symlinks) on its own.
     if !entry.unpack_in(dest)? {
         return Err(EntryError::Bad("refused: outside the layer root".into()));
+    }
+    // A large file's pages start for the disk now, while later entries and layers unpack: the
+    // syncfs before the image record (`Store::commit_image`) then waits for little. Best effort.
+    if entry.header().entry_type().is_file() && entry.size() >= WRITEBACK_FROM {
+        if let Err(e) = crate::sys::start_writeback(&dest.join(&rel)) {
+            tracing::debug!(path = %rel.display(), error = %e, "starting writeback");
+        }
     }
     Ok(())
 }
