@@ -45,6 +45,8 @@ struct Extra {
     /// Answer the notification events Unimplemented, as a plugin older than NRI 0.12 (which
     /// then gets them as StateChange).
     legacy: bool,
+    /// Answer RunPodSandbox with this error.
+    fail_run_pod: Option<String>,
 }
 
 impl TestPlugin {
@@ -172,6 +174,9 @@ impl TestPlugin {
                             ev.lock()
                                 .unwrap()
                                 .push(format!("{m} {}", r.pod.unwrap().name));
+                            if let (Some(why), "RunPodSandbox") = (&extra.fail_run_pod, m) {
+                                return Err(ttrpc::status(ttrpc::code::INTERNAL, why.clone()));
+                            }
                             Vec::new()
                         }
                         m => {
@@ -509,6 +514,81 @@ async fn a_plugin_that_times_out_is_dropped_and_the_create_goes_on() {
     .await;
     log_has(&logs.join("after-quit.log"), &["ran2"]).await;
     let _ = (ctr, ctr2);
+    remove_pod(&mut rt, &pod.id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_failing_run_pod_sandbox_fails_it_and_the_pod_is_removed() {
+    e2e!();
+    let d = Daemon::start(DaemonOpts::default());
+    let socket = nri_socket(&d);
+    let mask = ferrio::nri::bit(nri::Event::RunPodSandbox)
+        | ferrio::nri::bit(nri::Event::RemovePodSandbox);
+    let watcher =
+        TestPlugin::connect(&socket, "watcher", "10", mask, no_change(), Duration::ZERO).await;
+    let refuser = TestPlugin::connect_with(
+        &socket,
+        "refuser",
+        "20",
+        mask,
+        no_change(),
+        Duration::ZERO,
+        Extra {
+            fail_run_pod: Some("no pods on this node today".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut rt = d.runtime().await;
+    let logs = d.dir.path().join("logs");
+    let cfg = pod_config("nri-refused", &logs);
+    let refused = cfg.metadata.as_ref().unwrap().name.clone();
+    let err = rt
+        .run_pod_sandbox(api::RunPodSandboxRequest {
+            config: Some(cfg),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect_err("a plugin refused the pod");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("no pods on this node today"),
+        "{}",
+        err.message()
+    );
+    let pods = rt
+        .list_pod_sandbox(api::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
+    // Both plugins saw it start and go.
+    for p in [&watcher, &refuser] {
+        assert_eq!(
+            p.events(),
+            [
+                format!("RunPodSandbox {refused}"),
+                format!("RemovePodSandbox {refused}")
+            ]
+        );
+    }
+    // Without the refuser, pods run.
+    refuser.trunk.close().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while d.cli(&["status"]).contains("20-refuser") {
+        assert!(
+            Instant::now() < deadline,
+            "the refuser is still listed: {}\n{}",
+            d.cli(&["status"]),
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cfg = pod_config("nri-accepted", &logs);
+    let accepted = format!("RunPodSandbox {}", cfg.metadata.as_ref().unwrap().name);
+    let pod = run_pod(&mut rt, cfg, "").await;
+    assert!(watcher.events().contains(&accepted));
     remove_pod(&mut rt, &pod.id).await;
 }
 

@@ -165,6 +165,23 @@ impl Engine {
         }
     }
 
+    /// RunPodSandbox's NRI event. An error a plugin answers fails the request
+    /// (FailedPrecondition); the plugins are then told the pod is removed, so that those that
+    /// saw it start forget it.
+    pub(crate) async fn nri_run_pod(self: &Arc<Self>, rec: &PodRecord) -> Result<()> {
+        let Some(nri) = self.nri_active().cloned() else {
+            return Ok(());
+        };
+        let pod = self.nri_pod(rec);
+        if let Err(e) = nri.run_pod(&pod).await {
+            if let Err(e2) = nri.remove_pod(&pod).await {
+                tracing::warn!(pod = %rec.id, error = %e2, "NRI pod event");
+            }
+            return Err(EngineError::domain(e));
+        }
+        Ok(())
+    }
+
     /// Tells the plugins about a container event; updates they ask for are applied; an error
     /// is logged.
     pub(crate) async fn nri_container_event(self: &Arc<Self>, id: &str, event: api::Event) {

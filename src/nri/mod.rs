@@ -399,7 +399,7 @@ impl Nri {
         let reg_tx = Arc::new(Mutex::new(Some(reg_tx)));
         let weak = Arc::downgrade(self);
         let is_launched = launched.is_some();
-        tokio::spawn(ttrpc::serve(
+        let served = tokio::spawn(ttrpc::serve(
             trunk.clone(),
             mux::RUNTIME_SERVICE_CONN,
             c2,
@@ -558,10 +558,22 @@ impl Nri {
                 return Err(NriError::Io(format!("synchronizing {plugin_id}: {e}")));
             }
         }
-        let mut list = self.plugins.lock().unwrap_or_else(|e| e.into_inner());
-        list.push(plugin);
-        list.sort_by(|a, b| (&a.index, &a.name).cmp(&(&b.index, &b.name)));
+        {
+            let mut list = self.plugins.lock().unwrap_or_else(|e| e.into_inner());
+            list.push(plugin.clone());
+            list.sort_by(|a, b| (&a.index, &a.name).cmp(&(&b.index, &b.name)));
+        }
         tracing::info!(plugin = %plugin_id, events = format!("0x{events:x}"), "NRI: plugin registered");
+        // A plugin whose connection ends is dropped then, not at the next event sent to it.
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let _ = served.await;
+            if let Some(nri) = weak.upgrade() {
+                if nri.list().iter().any(|q| Arc::ptr_eq(q, &plugin)) {
+                    nri.drop_plugin(&plugin, &CallError::Closed).await;
+                }
+            }
+        });
         Ok(())
     }
 

@@ -274,13 +274,19 @@ impl Client {
 /// What a server's handler answers: the encoded response, or an error status.
 pub type Reply = Pin<Box<dyn Future<Output = Result<Vec<u8>, Status>> + Send>>;
 
+/// Most requests one connection may have in progress ([`serve`]).
+pub const MAX_IN_FLIGHT: usize = 16;
+
 /// Serves ttrpc requests arriving on `conn` of `trunk` until the connection ends: each is
-/// handed to `handler(service, method, payload)` in its own task and answered on its stream.
+/// handed to `handler(service, method, payload)` in its own task and answered on its stream,
+/// at most [`MAX_IN_FLIGHT`] at once.
 pub async fn serve<H>(trunk: Trunk, conn: u32, mut reader: ConnReader, handler: H)
 where
     H: Fn(String, String, Vec<u8>) -> Reply + Send + Sync + 'static,
 {
     let handler = Arc::new(handler);
+    // Requests answered at once on this connection; past it, its frames wait unread.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let mut last = 0u32;
     while let Some(msg) = read_message(&mut reader).await {
         let f = match msg {
@@ -308,7 +314,11 @@ where
             continue;
         }
         last = f.stream;
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
         tokio::spawn(async move {
+            let _permit = permit;
             let resp = match Request::decode(f.payload.as_slice()) {
                 Ok(req) => match handler(req.service, req.method, req.payload).await {
                     Ok(payload) => Response {
@@ -403,5 +413,37 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, CallError::Closed), "{e:?}");
         assert!(c.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_connection_has_at_most_max_in_flight_requests_in_progress() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let (a, b) = tokio::net::UnixStream::pair().expect("pair");
+        let (ta, a1, _a2) = split(a);
+        let (tb, b1, _b2) = split(b);
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (n2, m2) = (now.clone(), most.clone());
+        tokio::spawn(serve(tb, PLUGIN_SERVICE_CONN, b1, move |_, _, _| {
+            let (now, most) = (n2.clone(), m2.clone());
+            Box::pin(async move {
+                let n = now.fetch_add(1, SeqCst) + 1;
+                most.fetch_max(n, SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                now.fetch_sub(1, SeqCst);
+                Ok(Vec::new())
+            })
+        }));
+        let c = Arc::new(Client::new(ta, PLUGIN_SERVICE_CONN, a1));
+        let calls = (0..MAX_IN_FLIGHT * 3).map(|_| {
+            let c = c.clone();
+            async move {
+                c.call::<_, Text>("S", "Wait", &Text::default(), Duration::from_secs(10))
+                    .await
+            }
+        });
+        for r in futures::future::join_all(calls).await {
+            r.expect("every call is answered");
+        }
+        assert_eq!(most.load(SeqCst), MAX_IN_FLIGHT);
     }
 }

@@ -49,8 +49,6 @@ impl Engine {
                 },
             )
             .await?;
-        self.nri_pod_event(&id, crate::nri::api::Event::RunPodSandbox)
-            .await;
         Ok(id)
     }
 
@@ -97,6 +95,10 @@ impl Engine {
             self.save_pod(&rec)?;
             phases.mark("record");
             self.setup_pod(&mut rec, &mut phases).await?;
+            // NRI's RunPodSandbox, in this task (a cancelled request still tells the plugins)
+            // and before the pod is ready: an error a plugin answers fails the request, as in
+            // CRI-O and containerd, and what was made is removed below.
+            self.nri_run_pod(&rec).await?;
             rec.state = PodState::Ready;
             rec.complete = true;
             rec.unclaimed = handoff.unclaimed();
