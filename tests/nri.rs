@@ -1139,3 +1139,128 @@ async fn an_io_priority_and_a_scheduler_from_a_plugin_apply_to_the_containers_in
     assert_eq!(out, "3 5\nidle", "{err}");
     remove_pod(&mut rt, &pod.id).await;
 }
+
+/// A whole block device of this host as (its /dev path, "major:minor").
+fn a_block_device() -> Option<(String, String)> {
+    let mut names: Vec<_> = std::fs::read_dir("/sys/class/block")
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names.into_iter().find_map(|n| {
+        let sys = Path::new("/sys/class/block").join(&n);
+        // A disk of a real device (not a partition, loop, ram or zram device).
+        if sys.join("partition").exists() || !sys.join("device").exists() {
+            return None;
+        }
+        let dev = std::fs::read_to_string(sys.join("dev")).ok()?;
+        let path = format!("/dev/{n}");
+        Path::new(&path)
+            .exists()
+            .then(|| (path, dev.trim().to_string()))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn block_io_and_rdt_classes_from_a_plugin_or_annotations_reach_the_cgroup() {
+    e2e!();
+    let Some((disk, devno)) = a_block_device() else {
+        eprintln!("SKIPPED: no whole block device on this host");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let classes = dir.path().join("blockio.yaml");
+    std::fs::write(
+        &classes,
+        format!(
+            "Classes:\n  slow:\n    - Devices: [{disk}]\n      ThrottleReadBps: 1Mi\n  slower:\n    - Devices: [{disk}]\n      ThrottleReadBps: 512Ki\n"
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(DaemonOpts {
+        extra_config: format!(
+            "[runtime]\nblockio_config_file = {:?}\n",
+            classes.display().to_string()
+        ),
+        ..Default::default()
+    });
+    let image = Registry::shared().image("ferrio-test/busybox:1.35");
+    pull(&mut d.images().await, &image).await.unwrap();
+    // The plugin chooses by container name.
+    let _plugin = TestPlugin::connect(
+        &nri_socket(&d),
+        "classes",
+        "10",
+        ferrio::nri::bit(nri::Event::CreateContainer),
+        Arc::new(|r: &nri::CreateContainerRequest| {
+            let name = r.container.as_ref().map(|c| c.name.as_str()).unwrap_or("");
+            let (blockio, rdt) = match name {
+                "by-plugin" => (Some("slow"), None),
+                "unknown" => (Some("fast"), None),
+                "rdt" => (None, Some("gold")),
+                _ => (None, None),
+            };
+            let class = |c: Option<&str>| c.map(|v| nri::OptionalString { value: v.into() });
+            nri::CreateContainerResponse {
+                adjust: Some(nri::ContainerAdjustment {
+                    linux: Some(nri::LinuxContainerAdjustment {
+                        resources: Some(nri::LinuxResources {
+                            blockio_class: class(blockio),
+                            rdt_class: class(rdt),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        }),
+        Duration::ZERO,
+    )
+    .await;
+    let mut rt = d.runtime().await;
+    let pcfg = pod_config("nri-classes", &d.dir.path().join("logs"));
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    let read_limit = "cat /sys/fs/cgroup/blkio/blkio.throttle.read_bps_device 2>/dev/null || cat /sys/fs/cgroup/io.max";
+    let by_plugin = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sh_container("by-plugin", &image, "sleep 300"),
+    )
+    .await;
+    let (out, err, _) = sh_in(&mut rt, &by_plugin, read_limit).await;
+    assert!(
+        out.contains(&format!("{devno} ")) && out.contains("1048576"),
+        "{out}\n{err}"
+    );
+    let mut annotated = sh_container("by-annotation", &image, "sleep 300");
+    annotated.annotations = [(
+        "io.kubernetes.cri.blockio-class".to_string(),
+        "slower".to_string(),
+    )]
+    .into();
+    let by_annotation = create_start(&mut rt, &pod, &pcfg, annotated).await;
+    let (out, err, _) = sh_in(&mut rt, &by_annotation, read_limit).await;
+    assert!(
+        out.contains(&format!("{devno} ")) && out.contains("524288"),
+        "{out}\n{err}"
+    );
+    // A class that is not defined, and an RDT class without that resctrl group (or without
+    // resctrl at all, as here), fail the create with the reason.
+    for (name, want) in [("unknown", "\"fast\" is not defined"), ("rdt", "resctrl")] {
+        let err = rt
+            .create_container(api::CreateContainerRequest {
+                pod_sandbox_id: pod.id.clone(),
+                config: Some(sh_container(name, &image, "sleep 300")),
+                sandbox_config: Some(pcfg.clone()),
+            })
+            .await
+            .expect_err(name);
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().contains(want), "{}", err.message());
+    }
+    remove_pod(&mut rt, &pod.id).await;
+}

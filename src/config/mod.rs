@@ -217,6 +217,12 @@ pub struct RuntimeConfig {
     /// Directories of Container Device Interface spec files (`*.json`, `*.yaml`, `*.yml`);
     /// a device defined in a later directory overrides the same device in an earlier one.
     pub cdi_spec_dirs: Vec<PathBuf>,
+    /// Block I/O classes (goresctrl's blockio format, as CRI-O's and containerd's
+    /// `blockio_config_file`): what an NRI plugin's `blockio_class` and the annotations
+    /// `io.kubernetes.cri.blockio-class` (container) and
+    /// `blockio.resources.beta.kubernetes.io/{pod,container.<name>}` (pod) select. Empty (the
+    /// default): no classes; annotations are ignored and a plugin's class is refused.
+    pub blockio_config_file: PathBuf,
 }
 
 /// One runtime handler.
@@ -311,6 +317,7 @@ impl Default for Config {
                 seccomp_use_default_when_empty: false,
                 privileged_seccomp_profile: PathBuf::new(),
                 cdi_spec_dirs: vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")],
+                blockio_config_file: PathBuf::new(),
             },
             streaming: StreamingConfig {
                 address: "127.0.0.1".into(),

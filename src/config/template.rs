@@ -73,6 +73,11 @@ privileged_seccomp_profile = {privileged_seccomp}
 # Container Device Interface spec directories (*.json, *.yaml, *.yml), for CreateContainer's
 # cdi_devices. A device defined in a later directory overrides the same one in an earlier.
 cdi_spec_dirs = [{cdi_dirs}]
+# Block I/O classes (goresctrl's blockio YAML, as CRI-O's and containerd's blockio_config_file),
+# chosen by an NRI plugin or by the annotations io.kubernetes.cri.blockio-class (container) and
+# blockio.resources.beta.kubernetes.io/pod or .../container.<name> (pod). Read at each create
+# that names a class. Empty: no classes (annotations ignored, a plugin's class refused).
+blockio_config_file = {blockio}
 
 # Runtime handlers, selected by RunPodSandbox's runtime_handler.
 # runtime_type "builtin": youki's libcontainer inside ferrio (no external runtime).
@@ -183,6 +188,7 @@ tolerate_missing_plugins_annotation = {dv_tolerate}
             .map(|p| s(p))
             .collect::<Vec<_>>()
             .join(", "),
+        blockio = s(&c.runtime.blockio_config_file),
         cdi_dirs = c
             .runtime
             .cdi_spec_dirs

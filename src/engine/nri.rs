@@ -258,6 +258,18 @@ impl Engine {
             })
             .await??;
         }
+        // Classes plugins put the container in, resolved on this host.
+        let res = merged
+            .adjust
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.as_ref());
+        if let Some(c) = res.and_then(|r| r.blockio_class.as_ref()) {
+            json["linux"]["resources"]["blockIO"] = self.blockio_class(&c.value).await?;
+        }
+        if let Some(c) = res.and_then(|r| r.rdt_class.as_ref()) {
+            json["linux"]["intelRdt"] = self.rdt_class(&c.value).await?;
+        }
         *spec = serde_json::from_value(json).map_err(|e| {
             EngineError::invalid(format!("the spec NRI plugins adjusted is not valid: {e}"))
         })?;

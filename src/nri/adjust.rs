@@ -300,6 +300,9 @@ impl Merged {
                 t.mems = c.mems;
             }
         }
+        // Classes: applied by the engine (`Engine::nri_adjust`), which knows the host's.
+        take!(r, ours, theirs, blockio_class, "BlockioClass");
+        take!(r, ours, theirs, rdt_class, "RdtClass");
         if let Some(p) = r.pids {
             self.claim(plugin, "PidsLimit", "")?;
             ours.pids = Some(p);
@@ -432,16 +435,6 @@ fn refuse_unsupported(a: &api::ContainerAdjustment) -> Result<(), String> {
         ] {
             if set {
                 unsupported.push(name);
-            }
-        }
-        if let Some(r) = &l.resources {
-            for (set, name) in [
-                (r.blockio_class.is_some(), "the block I/O class"),
-                (r.rdt_class.is_some(), "the RDT class"),
-            ] {
-                if set {
-                    unsupported.push(name);
-                }
             }
         }
     }

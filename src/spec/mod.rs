@@ -12,6 +12,7 @@
 //! capabilities are `HashSet`s, so their order in `config.json` would change from run to run
 //! and the golden files could not pin it.
 
+pub mod blockio;
 pub mod cdi;
 pub mod seccomp;
 pub mod user;

@@ -731,6 +731,8 @@ impl Engine {
             })
             .collect();
         let mut spec = generated.spec;
+        self.apply_annotated_blockio_class(pod, rec, &mut spec)
+            .await?;
         // NRI plugins' adjustments, in plugin order (nothing to do with none registered).
         self.nri_adjust(pod, rec, &mut spec).await?;
         let seccomp_plan = match handler {
