@@ -1264,3 +1264,93 @@ async fn block_io_and_rdt_classes_from_a_plugin_or_annotations_reach_the_cgroup(
     }
     remove_pod(&mut rt, &pod.id).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_moves_a_container_to_another_cgroup_and_it_is_removed_from_there() {
+    e2e!();
+    let (d, image) = daemon_with_busybox().await;
+    let moved = format!("{}/nri-moved", d.cgroup_parent);
+    let to = moved.clone();
+    let _plugin = TestPlugin::connect(
+        &nri_socket(&d),
+        "mover",
+        "10",
+        ferrio::nri::bit(nri::Event::CreateContainer),
+        Arc::new(move |r: &nri::CreateContainerRequest| {
+            let name = r.container.as_ref().map(|c| c.name.as_str()).unwrap_or("");
+            let path = if name == "bad" {
+                "relative/x".to_string()
+            } else {
+                to.clone()
+            };
+            nri::CreateContainerResponse {
+                adjust: Some(nri::ContainerAdjustment {
+                    linux: Some(nri::LinuxContainerAdjustment {
+                        cgroups_path: path,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        }),
+        Duration::ZERO,
+    )
+    .await;
+    let mut rt = d.runtime().await;
+    let pcfg = pod_config("nri-mover", &d.dir.path().join("logs"));
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    let id = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sh_container("moved", &image, "sleep 300"),
+    )
+    .await;
+    // The container's processes are in the cgroup the plugin chose (v1: the memory controller's
+    // hierarchy; v2: the unified one).
+    let procs = [
+        format!("/sys/fs/cgroup/memory{moved}/cgroup.procs"),
+        format!("/sys/fs/cgroup{moved}/cgroup.procs"),
+    ];
+    let listed = procs
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    assert!(
+        !listed.trim().is_empty(),
+        "no process in {moved}: {procs:?}"
+    );
+    let (out, _, _) = sh_in(&mut rt, &id, "echo $$").await;
+    assert!(!out.is_empty());
+    // Its stats come from there.
+    let stats = rt
+        .container_stats(api::ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let mem = stats
+        .memory
+        .and_then(|m| m.working_set_bytes)
+        .map(|v| v.value);
+    assert!(mem.unwrap_or(0) > 0, "{mem:?}");
+    let err = rt
+        .create_container(api::CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(sh_container("bad", &image, "sleep 300")),
+            sandbox_config: Some(pcfg.clone()),
+        })
+        .await
+        .expect_err("a relative cgroups path");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("absolute"), "{}", err.message());
+    remove_pod(&mut rt, &pod.id).await;
+    for p in &procs {
+        let dir = Path::new(p).parent().unwrap();
+        assert!(!dir.exists(), "{} is left", dir.display());
+    }
+}

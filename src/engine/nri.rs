@@ -219,14 +219,15 @@ impl Engine {
 
     /// CreateContainer's NRI step: the plugins' merged adjustment applied to `spec`, and the
     /// updates of other containers they asked for applied. No plugin: `spec` is untouched.
+    /// Returns the container's cgroup when a plugin moved it.
     pub(crate) async fn nri_adjust(
         &self,
         pod: &PodRecord,
         rec: &ContainerRecord,
         spec: &mut oci_spec::runtime::Spec,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         let Some(nri) = self.nri_active().cloned() else {
-            return Ok(());
+            return Ok(None);
         };
         let mut json =
             serde_json::to_value(&*spec).map_err(|e| EngineError::internal(e.to_string()))?;
@@ -270,6 +271,14 @@ impl Engine {
         if let Some(c) = res.and_then(|r| r.rdt_class.as_ref()) {
             json["linux"]["intelRdt"] = self.rdt_class(&c.value).await?;
         }
+        let moved = match merged.adjust.linux.as_ref().map(|l| &l.cgroups_path) {
+            Some(p) if !p.is_empty() => {
+                super::validate::container_cgroups_path(crate::cgroups::driver_of(&pod.cgroup), p)?;
+                json["linux"]["cgroupsPath"] = serde_json::Value::String(p.clone());
+                Some(p.clone())
+            }
+            _ => None,
+        };
         *spec = serde_json::from_value(json).map_err(|e| {
             EngineError::invalid(format!("the spec NRI plugins adjusted is not valid: {e}"))
         })?;
@@ -279,7 +288,7 @@ impl Engine {
                 tracing::warn!(container = %rec.id, n = failed.len(), "NRI updates of other containers failed");
             }
         }
-        Ok(())
+        Ok(moved)
     }
 
     /// Applies NRI container updates through UpdateContainerResources' path; returns those

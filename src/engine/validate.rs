@@ -117,6 +117,39 @@ pub fn cgroup_parent(driver: crate::config::CgroupDriver, v: &str) -> Result<()>
     }
 }
 
+/// A container's own cgroups path (what an NRI plugin may set), in the form of the pod's
+/// driver: cgroupfs an absolute path without `..` other than the root; systemd
+/// `<slice>:<prefix>:<name>`, as runc and libcontainer take it.
+pub fn container_cgroups_path(driver: crate::config::CgroupDriver, v: &str) -> Result<()> {
+    use crate::config::CgroupDriver;
+    match driver {
+        CgroupDriver::Cgroupfs => {
+            absolute("the cgroups path", v)?;
+            if Path::new(v).components().count() < 2 {
+                return Err(EngineError::invalid(format!(
+                    "the cgroups path {v:?} must name a cgroup below the root"
+                )));
+            }
+            Ok(())
+        }
+        CgroupDriver::Systemd => {
+            let parts: Vec<&str> = v.split(':').collect();
+            let ok = v.len() <= 4096
+                && parts.len() == 3
+                && crate::cgroups::expand_slice(parts[0]).is_some()
+                && parts[1..]
+                    .iter()
+                    .all(|p| !p.is_empty() && !p.contains(['/', '\0']));
+            if !ok {
+                return Err(EngineError::invalid(format!(
+                    "the cgroups path {v:?} must be <slice>:<prefix>:<name> with the systemd driver"
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Bounded lists and maps: a request cannot make us allocate without limit.
 pub fn bounded(field: &str, n: usize, max: usize) -> Result<()> {
     if n > max {
@@ -622,6 +655,25 @@ mod tests {
                 .contains("unified"),
                 "{key:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_container_cgroups_path_has_its_driver_s_form() {
+        use crate::config::CgroupDriver::{Cgroupfs, Systemd};
+        assert!(container_cgroups_path(Cgroupfs, "/kubepods/pod1/c1").is_ok());
+        for bad in ["kubepods/c1", "/", "/a/../b", "/a\0b"] {
+            assert!(container_cgroups_path(Cgroupfs, bad).is_err(), "{bad}");
+        }
+        assert!(container_cgroups_path(Systemd, "kubepods-pod1.slice:cri:c1").is_ok());
+        for bad in [
+            "/kubepods/c1",
+            "kubepods.slice:cri",
+            "kubepods.slice::c1",
+            "x:cri:c1",
+            "kubepods.slice:a/b:c",
+        ] {
+            assert!(container_cgroups_path(Systemd, bad).is_err(), "{bad}");
         }
     }
 }

@@ -231,6 +231,13 @@ impl Merged {
                 let ours = self.adjust.linux.get_or_insert_with(Default::default);
                 ours.scheduler = Some(sc);
             }
+            if !l.cgroups_path.is_empty() {
+                // Checked and applied by the engine, which keeps the container's cgroup.
+                self.claim(plugin, "CgroupsPath", "")?;
+                theirs.cgroups_path = l.cgroups_path.clone();
+                let ours = self.adjust.linux.get_or_insert_with(Default::default);
+                ours.cgroups_path = l.cgroups_path;
+            }
             if let Some(sp) = l.seccomp_policy {
                 self.claim(plugin, "SeccompPolicy", "")?;
                 theirs.seccomp_policy = Some(sp.clone());
@@ -428,7 +435,6 @@ fn refuse_unsupported(a: &api::ContainerAdjustment) -> Result<(), String> {
     let mut unsupported = Vec::new();
     if let Some(l) = &a.linux {
         for (set, name) in [
-            (!l.cgroups_path.is_empty(), "the cgroups path"),
             (!l.net_devices.is_empty(), "network devices"),
             (l.rdt.is_some(), "RDT"),
             (l.memory_policy.is_some(), "the memory policy"),
@@ -1034,7 +1040,7 @@ mod tests {
                 "20-b",
                 api::ContainerAdjustment {
                     linux: Some(api::LinuxContainerAdjustment {
-                        cgroups_path: "/elsewhere".into(),
+                        memory_policy: Some(api::LinuxMemoryPolicy::default()),
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -1042,7 +1048,7 @@ mod tests {
                 &mut shown,
             )
             .unwrap_err();
-        assert!(e.contains("the cgroups path are not supported"), "{e}");
+        assert!(e.contains("the memory policy are not supported"), "{e}");
     }
 
     #[test]

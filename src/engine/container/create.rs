@@ -734,7 +734,9 @@ impl Engine {
         self.apply_annotated_blockio_class(pod, rec, &mut spec)
             .await?;
         // NRI plugins' adjustments, in plugin order (nothing to do with none registered).
-        self.nri_adjust(pod, rec, &mut spec).await?;
+        if let Some(cgroup) = self.nri_adjust(pod, rec, &mut spec).await? {
+            rec.cgroup = cgroup;
+        }
         let seccomp_plan = match handler {
             Handler::Builtin { .. } => seccomp_plan(&mut spec)?,
             Handler::Oci { .. } => None,
