@@ -289,6 +289,15 @@ pub struct ImageConfig {
     /// containers-certs.d(5): `<dir>/<host[:port]>/` holds `*.crt` CA certificates and a
     /// `*.cert`/`*.key` client certificate for that registry. Read for every pull.
     pub certs_dir: PathBuf,
+    /// containers-policy.json(5): which images may be pulled and run, checked at PullImage and
+    /// again at CreateContainer. A missing file: every image is accepted (a warning at start).
+    pub signature_policy: PathBuf,
+    /// Per-namespace policies, CRI-O's `signature_policy_dir`: `<dir>/<namespace>.json` applies
+    /// to pulls and creates for pods of that Kubernetes namespace instead of `signature_policy`.
+    pub signature_policy_dir: PathBuf,
+    /// containers-registries.d(5): where signatures of a repository live; ferrio reads
+    /// `use-sigstore-attachments` (sigstore signatures stored in the registry, as cosign does).
+    pub registries_d: PathBuf,
 }
 
 impl Default for Config {
@@ -337,6 +346,9 @@ impl Default for Config {
                 pinned_images: Vec::new(),
                 short_name_mode: String::new(),
                 certs_dir: PathBuf::from("/etc/containers/certs.d"),
+                signature_policy: PathBuf::from("/etc/containers/policy.json"),
+                signature_policy_dir: PathBuf::from("/etc/ferrio/policies"),
+                registries_d: PathBuf::from("/etc/containers/registries.d"),
             },
             network: NetworkConfig {
                 network_dir: PathBuf::from("/etc/cni/net.d"),

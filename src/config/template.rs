@@ -124,6 +124,15 @@ short_name_mode = ""
 # Per-registry TLS (containers-certs.d(5)): <certs_dir>/<host[:port]>/*.crt are CA certificates
 # for that registry, <name>.cert and <name>.key a client certificate. Read for every pull.
 certs_dir = {certs_dir}
+# Image trust (containers-policy.json(5)): checked at PullImage and again at CreateContainer
+# for the pod's namespace. Supported: insecureAcceptAnything, reject, sigstoreSigned with public
+# keys; signedBy (GPG) and Fulcio/Rekor are refused. A missing file accepts every image.
+signature_policy = {policy}
+# <dir>/<namespace>.json replaces signature_policy for pods of that namespace.
+signature_policy_dir = {policy_dir}
+# containers-registries.d(5): use-sigstore-attachments says a repository's sigstore
+# signatures are in the registry (cosign's sha256-<digest>.sig tags).
+registries_d = {registries_d}
 
 [network]
 # CNI network configs: .conflist files, and .conf/.json single-plugin files.
@@ -228,6 +237,9 @@ tolerate_missing_plugins_annotation = {dv_tolerate}
         stall = c.image.pull_progress_timeout,
         import_dir = s(&c.image.import_dir),
         certs_dir = s(&c.image.certs_dir),
+        policy = s(&c.image.signature_policy),
+        policy_dir = s(&c.image.signature_policy_dir),
+        registries_d = s(&c.image.registries_d),
         network_dir = s(&c.network.network_dir),
         plugin_dirs = c
             .network

@@ -111,6 +111,8 @@ impl ImageService for ImageApi {
                 "chainIDs": rec.layers.iter().map(|l| &l.chain_id).collect::<Vec<_>>(),
                 "layers": rec.layers,
                 "imageSpec": config,
+                "verified": rec.verified,
+                "signatures": rec.signatures.len(),
             });
             info.insert("info".to_string(), v.to_string());
         }
@@ -137,7 +139,16 @@ impl ImageService for ImageApi {
             .credentials()?,
             None => None,
         };
-        let rec = self.images.pull(&name, creds).await;
+        // The pod's namespace chooses its signature policy (CRI-O's signature_policy_dir).
+        let namespace = r
+            .sandbox_config
+            .as_ref()
+            .and_then(|c| c.metadata.as_ref())
+            .map(|m| m.namespace.as_str())
+            .unwrap_or("");
+        crate::engine::validate::name("sandbox_config.metadata.namespace", namespace, false)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let rec = self.images.pull(&name, creds, namespace).await;
         // A pull allocates buffers on many threads; give the memory back once it is done.
         crate::sys::process::trim_heap();
         Ok(Response::new(api::PullImageResponse { image_ref: rec?.id }))

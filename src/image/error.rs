@@ -49,6 +49,9 @@ pub enum ImageError {
     },
     #[error("{0}")]
     Internal(String),
+    /// The signature policy refuses the image (the message names the requirement).
+    #[error("{0}")]
+    Rejected(String),
     #[error("image {image} is in use by container {container}: remove the container first")]
     InUse { image: String, container: String },
 }
@@ -68,7 +71,7 @@ impl ErrorKind for ImageError {
             ImageError::InvalidReference { .. } | ImageError::InvalidArgument(_) => {
                 Kind::InvalidArgument
             }
-            ImageError::Blocked { .. } => Kind::PermissionDenied,
+            ImageError::Blocked { .. } | ImageError::Rejected(_) => Kind::PermissionDenied,
             ImageError::NotFound { .. } => Kind::NotFound,
             ImageError::Unauthenticated { .. } => Kind::Unauthenticated,
             ImageError::Registry { .. } => Kind::Unavailable,

@@ -205,6 +205,8 @@ pub fn build_record(p: RecordParts) -> ImageRecord {
         layers: p.layers,
         user: p.config.config.and_then(|c| c.user).unwrap_or_default(),
         stored_at,
+        signatures: Vec::new(),
+        verified: None,
     }
 }
 

@@ -11,6 +11,7 @@ mod error;
 pub mod http;
 pub mod manifest;
 pub mod pinned;
+pub mod policy;
 pub mod pull;
 pub mod reference;
 pub mod registries;
@@ -193,6 +194,17 @@ impl Images {
         registries.short_name_mode(&cfg.image.short_name_mode)?;
         let stall = (cfg.image.pull_progress_timeout > 0)
             .then(|| Duration::from_secs(cfg.image.pull_progress_timeout));
+        // A policy that does not parse refuses every pull and create: say so now.
+        match policy::load_for(&cfg.image.signature_policy, Path::new(""), "") {
+            Ok(Some(_)) => {}
+            Ok(None) => tracing::warn!(
+                policy = %cfg.image.signature_policy.display(),
+                "no signature policy file: every image is accepted"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "the signature policy is invalid: every pull and create will be refused until it is fixed")
+            }
+        }
         let puller = Puller {
             registries: std::sync::RwLock::new(registries),
             auth_file: std::sync::RwLock::new(auth_file),
@@ -204,6 +216,11 @@ impl Images {
             counters: Arc::default(),
             certs_dir: cfg.image.certs_dir.clone(),
             http: Default::default(),
+            trust: pull::Trust {
+                policy: cfg.image.signature_policy.clone(),
+                policy_dir: cfg.image.signature_policy_dir.clone(),
+                registries_d: cfg.image.registries_d.clone(),
+            },
         };
         let pinned = pinned::PinnedImages::new(&cfg.image.pinned_images)
             .map_err(ImageError::InvalidArgument)?;
@@ -300,22 +317,68 @@ impl Images {
         conf.short_name_candidates(name, mode, pull)
     }
 
+    /// The signature policy of pod namespace `namespace` applied again to a stored image, as
+    /// CreateContainer names it (`requested`), with the signatures found when it was pulled:
+    /// an image pulled under another namespace's policy, imported, or stored before the policy
+    /// changed runs only where the policy accepts it. The name checked is `requested` when it
+    /// is one of the image's names, else each of them (one accepted is enough).
+    pub async fn check_trust(
+        &self,
+        rec: &ImageRecord,
+        requested: &str,
+        namespace: &str,
+    ) -> Result<(), ImageError> {
+        let Some(policy) = self.puller.trust.load(namespace).await? else {
+            return Ok(());
+        };
+        let digest = rec.index_digest.as_ref().unwrap_or(&rec.manifest_digest);
+        let known = |n: &String| rec.repo_tags.contains(n) || rec.repo_digests.contains(n);
+        let names: Vec<String> = match reference::parse(requested).map(|r| r.whole()) {
+            Ok(n) if known(&n) => vec![n],
+            _ => rec
+                .repo_tags
+                .iter()
+                .chain(&rec.repo_digests)
+                .cloned()
+                .collect(),
+        };
+        let mut why = Vec::new();
+        for n in if names.is_empty() {
+            vec![String::new()]
+        } else {
+            names
+        } {
+            match policy.evaluate(&n, digest, &rec.signatures) {
+                Ok(_) => return Ok(()),
+                Err(e) => why.push(e),
+            }
+        }
+        Err(ImageError::Rejected(format!(
+            "image {requested} may not run in namespace {namespace:?}: {}",
+            why.join("; ")
+        )))
+    }
+
     /// Pulls an image. A short name is tried at each registry it may stand for, in order, until
     /// one has it. Concurrent pulls of the same reference share one download.
+    /// `namespace`: the pod namespace the pull is for (its signature policy), empty if none.
     pub async fn pull(
         &self,
         image: &str,
         creds: Option<Credentials>,
+        namespace: &str,
     ) -> Result<ImageRecord, ImageError> {
         if !reference::is_short(image) {
-            return self.pull_one(reference::parse(image)?, creds).await;
+            return self
+                .pull_one(reference::parse(image)?, creds, namespace)
+                .await;
         }
         // Checked as a reference first, so that a malformed short name says so.
         reference::parse(image)?;
         let mut failures = Vec::new();
         for r in self.candidates(image, true)? {
             let whole = r.whole();
-            match self.pull_one(r, creds.clone()).await {
+            match self.pull_one(r, creds.clone(), namespace).await {
                 Ok(rec) => return Ok(rec),
                 Err(e) => {
                     tracing::info!(image, candidate = %whole, error = %e, "short name: candidate failed");
@@ -330,11 +393,18 @@ impl Images {
         &self,
         r: oci_client::Reference,
         creds: Option<Credentials>,
+        namespace: &str,
     ) -> Result<ImageRecord, ImageError> {
-        // Pulls are merged only when they would authenticate alike: an anonymous caller (or
-        // one with other credentials) never gets an image through someone else's authorised
-        // pull. The key holds a digest of the credentials, never the secret.
-        let key = format!("{}#{}", r.whole(), auth::fingerprint(creds.as_ref()));
+        // Pulls are merged only when they would authenticate alike (an anonymous caller, or
+        // one with other credentials, never gets an image through someone else's authorised
+        // pull; the key holds a digest of the credentials, never the secret) and fall under
+        // the same namespace's signature policy.
+        let key = format!(
+            "{}#{}#{namespace}",
+            r.whole(),
+            auth::fingerprint(creds.as_ref())
+        );
+        let ns = namespace.to_string();
         let fut: PullFuture = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             match inflight.get(&key).and_then(|w| w.upgrade()) {
@@ -345,7 +415,7 @@ impl Images {
                 None => {
                     let store = self.store.clone();
                     let puller = self.puller.clone();
-                    let f = async move { puller.pull(&store, &r, creds).await }
+                    let f = async move { puller.pull(&store, &r, creds, &ns).await }
                         .boxed()
                         .shared();
                     if let Some(w) = f.downgrade() {

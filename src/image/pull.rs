@@ -6,6 +6,7 @@
 use super::auth::{AuthFile, Credentials};
 use super::http::{Authorization, RegistryHttp};
 use super::manifest::{self, Descriptor, Parsed, RecordParts};
+use super::policy::{self, Policy, SigstoreSignature};
 use super::registries::{Endpoint, RegistriesConf};
 use super::store::{ImageRecord, LayerRecord, Store};
 use super::unpack::{error_chain, sha256_digest, unpack_layer, LayerExpect};
@@ -38,7 +39,33 @@ pub struct Puller {
     pub certs_dir: std::path::PathBuf,
     /// The registry HTTP clients, kept between pulls.
     pub http: super::http::HttpClients,
+    /// The signature policy's files.
+    pub trust: Trust,
 }
+
+/// Where the signature policy lives (`image.signature_policy`, `signature_policy_dir`,
+/// `registries_d`); read for every pull and create, so an edit applies at once.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    pub policy: std::path::PathBuf,
+    pub policy_dir: std::path::PathBuf,
+    pub registries_d: std::path::PathBuf,
+}
+
+impl Trust {
+    /// The policy for pods of `namespace` (off the async workers), `None` without a policy file.
+    pub async fn load(&self, namespace: &str) -> Result<Option<Policy>, ImageError> {
+        let (t, ns) = (self.clone(), namespace.to_string());
+        tokio::task::spawn_blocking(move || policy::load_for(&t.policy, &t.policy_dir, &ns))
+            .await
+            .map_err(|e| ImageError::Internal(e.to_string()))?
+            .map_err(ImageError::Unsupported)
+    }
+}
+
+/// Most signatures read for one image, and the largest payload.
+const MAX_SIGNATURES: usize = 32;
+const MAX_PAYLOAD: u64 = 64 << 10;
 
 /// One endpoint that answered, with what is needed to fetch the rest from it.
 struct Source {
@@ -73,6 +100,7 @@ impl Puller {
         store: &Arc<Store>,
         r: &Reference,
         creds: Option<Credentials>,
+        namespace: &str,
     ) -> Result<ImageRecord, ImageError> {
         let mut phases = crate::telemetry::Phases::start("PullImage");
         let result: Result<ImageRecord, ImageError> = async {
@@ -127,6 +155,11 @@ impl Puller {
                 return Err(combine_failures(&name, failures));
             };
             phases.mark("auth_manifest");
+            // The signature policy, before any layer is fetched.
+            let trusted = self
+                .check_trust(&src, r, &top_digest, namespace, &name)
+                .await?;
+            phases.mark("trust");
 
             // An index: choose this host's platform and fetch its manifest.
             let (manifest_bytes, manifest_digest, index) = match manifest::parse(&name, &top_bytes)? {
@@ -195,7 +228,7 @@ impl Puller {
                 .await?;
             phases.mark("layers");
 
-            let rec = manifest::build_record(RecordParts {
+            let mut rec = manifest::build_record(RecordParts {
                 config_digest: m.config.digest.clone(),
                 config_size: config_bytes.len() as u64,
                 config,
@@ -205,6 +238,10 @@ impl Puller {
                 repo_tags: reference::tagged(r).into_iter().collect(),
                 repo_digests: vec![reference::digested(r, &top_digest)],
             });
+            if let Some((signatures, accepted)) = trusted {
+                rec.signatures = signatures;
+                rec.verified = Some(accepted.describe());
+            }
             // Disk writes and fsyncs: off the async workers.
             let st = store.clone();
             let config_digest = m.config.digest.clone();
@@ -228,6 +265,112 @@ impl Puller {
         .await;
         phases.finish(&result);
         result
+    }
+
+    /// The signature policy for `namespace` applied to the image `r` whose top-level manifest
+    /// is `digest`: its sigstore signatures fetched when a requirement needs them and
+    /// registries.d puts them in the registry. A refusal is PermissionDenied naming the
+    /// requirement. Returns the signatures and what accepted the image (`None`: no policy).
+    async fn check_trust(
+        &self,
+        src: &Source,
+        r: &Reference,
+        digest: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<(Vec<SigstoreSignature>, policy::Accepted)>, ImageError> {
+        let Some(policy) = self.trust.load(namespace).await? else {
+            return Ok(None);
+        };
+        let image = r.whole();
+        let needs = policy
+            .requirements_for(&image)
+            .1
+            .iter()
+            .any(policy::Requirement::needs_signatures);
+        let mut signatures = Vec::new();
+        let mut attachments_off = false;
+        if needs {
+            let dir = self.trust.registries_d.clone();
+            let rd = tokio::task::spawn_blocking(move || policy::RegistriesD::load(&dir))
+                .await
+                .map_err(|e| ImageError::Internal(e.to_string()))?
+                .map_err(ImageError::Unsupported)?;
+            if rd.uses_sigstore_attachments(&image) {
+                signatures = self.sigstore_signatures(src, digest, name).await?;
+            } else {
+                attachments_off = true;
+            }
+        }
+        match policy.evaluate(&image, digest, &signatures) {
+            Ok(a) => {
+                tracing::info!(image = %name, namespace, verified = %a.describe(), "image accepted by the signature policy");
+                Ok(Some((signatures, a)))
+            }
+            Err(mut why) => {
+                if attachments_off {
+                    why.push_str(" (registries.d does not set use-sigstore-attachments for this repository, so none was looked for)");
+                }
+                Err(ImageError::Rejected(why))
+            }
+        }
+    }
+
+    /// The sigstore signatures cosign stores beside manifest `digest` (the tag
+    /// `sha256-<hex>.sig`: a manifest whose layers are payloads, each with its signature in an
+    /// annotation). No such tag: none.
+    async fn sigstore_signatures(
+        &self,
+        src: &Source,
+        digest: &str,
+        name: &str,
+    ) -> Result<Vec<SigstoreSignature>, ImageError> {
+        use base64::Engine as _;
+        let tag = policy::signature_tag(digest);
+        let sig_ref = Reference::with_tag(
+            src.reference.registry().to_string(),
+            src.reference.repository().to_string(),
+            tag.clone(),
+        );
+        let bytes = match self
+            .within(
+                name,
+                src.http.manifest(&sig_ref, &src.authz, name, &src.location),
+            )
+            .await?
+        {
+            Ok(b) => b,
+            Err(ImageError::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let m: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ImageError::Corrupt(format!("{name}: signature manifest {tag}: {e}")))?;
+        let mut out = Vec::new();
+        for layer in m["layers"].as_array().into_iter().flatten() {
+            if layer["mediaType"].as_str() != Some(policy::COSIGN_LAYER_TYPE) {
+                continue;
+            }
+            let Some(sig) = layer["annotations"][policy::COSIGN_SIGNATURE_ANNOTATION].as_str()
+            else {
+                continue;
+            };
+            if out.len() == MAX_SIGNATURES {
+                tracing::warn!(image = %name, "more than {MAX_SIGNATURES} signatures; the rest are ignored");
+                break;
+            }
+            let desc: Descriptor = serde_json::from_value(layer.clone()).map_err(|e| {
+                ImageError::Corrupt(format!("{name}: signature manifest {tag}: {e}"))
+            })?;
+            if desc.size > MAX_PAYLOAD {
+                continue;
+            }
+            let payload = self.fetch_document(src, &desc, name).await?;
+            out.push(SigstoreSignature {
+                payload: base64::engine::general_purpose::STANDARD.encode(payload),
+                signature: sig.to_string(),
+            });
+        }
+        Ok(out)
     }
 
     /// The request's credentials, else what the auth file holds for this endpoint.

@@ -49,6 +49,13 @@ pub struct ImageRecord {
     pub user: String,
     /// When the image was stored (ns since the epoch).
     pub stored_at: i64,
+    /// The sigstore signatures found for it at pull time, kept for the policy's check at
+    /// CreateContainer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<super::policy::SigstoreSignature>,
+    /// What accepted it at its last pull under a signature policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<String>,
 }
 
 impl ImageRecord {
@@ -319,6 +326,14 @@ impl Store {
                     rec.repo_digests.push(d.clone());
                 }
             }
+            for s in &old.signatures {
+                if !rec.signatures.contains(s) {
+                    rec.signatures.push(s.clone());
+                }
+            }
+            if rec.verified.is_none() {
+                rec.verified.clone_from(&old.verified);
+            }
         }
         rec.repo_tags.sort();
         rec.repo_digests.sort();
@@ -511,6 +526,8 @@ mod tests {
                 .collect(),
             user: String::new(),
             stored_at: 0,
+            signatures: Vec::new(),
+            verified: None,
         }
     }
 

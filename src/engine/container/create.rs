@@ -428,6 +428,11 @@ impl Engine {
         let image = self.images.status(&config.image).ok_or_else(|| {
             EngineError::not_found(format!("image {:?} not found; pull it first", config.image))
         })?;
+        // The signature policy of the pod's namespace, again: not only at pull time.
+        self.images
+            .check_trust(&image, &config.image, &pod.config.namespace)
+            .await
+            .map_err(EngineError::domain)?;
         // The config is image content: read and parsed off the async workers, and bounded.
         let image_cfg = {
             let (images, image) = (self.images.clone(), image.clone());

@@ -1,0 +1,288 @@
+use super::*;
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+
+const IMAGE: &str = "registry.example.com:5000/team/app:1.0";
+const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn pem_of(der: &[u8]) -> String {
+    let body = b64(der);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        lines.join("\n")
+    )
+}
+
+struct Key {
+    pair: EcdsaKeyPair,
+    pem: String,
+}
+
+fn key() -> Key {
+    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap();
+    let der = pair.public_key().as_der().unwrap();
+    Key {
+        pem: pem_of(der.as_ref()),
+        pair,
+    }
+}
+
+fn payload(reference: &str, digest: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "critical": {
+            "identity": {"docker-reference": reference},
+            "image": {"docker-manifest-digest": digest},
+            "type": COSIGN_TYPE
+        },
+        "optional": null
+    }))
+    .unwrap()
+}
+
+fn sign(k: &Key, payload: &[u8]) -> SigstoreSignature {
+    let sig = k.pair.sign(&SystemRandom::new(), payload).unwrap();
+    SigstoreSignature {
+        payload: b64(payload),
+        signature: b64(sig.as_ref()),
+    }
+}
+
+fn policy(json: serde_json::Value, keys: &[(&str, &Key)]) -> Policy {
+    let files: BTreeMap<String, String> = keys
+        .iter()
+        .map(|(n, k)| (n.to_string(), k.pem.clone()))
+        .collect();
+    Policy::parse(
+        &serde_json::to_vec(&json).unwrap(),
+        "test.json",
+        &|p: &Path| {
+            files
+                .get(&p.display().to_string())
+                .map(|s| s.as_bytes().to_vec())
+                .ok_or_else(|| format!("{}: no such file", p.display()))
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn scopes_go_from_the_whole_reference_to_the_domain_wildcards() {
+    assert_eq!(
+        scopes_of(IMAGE),
+        [
+            IMAGE,
+            "registry.example.com:5000/team/app",
+            "registry.example.com:5000/team",
+            "registry.example.com:5000",
+            "*.example.com",
+            "*.com"
+        ]
+    );
+    assert_eq!(
+        scopes_of(&format!("docker.io/library/busybox@{DIGEST}")),
+        [
+            format!("docker.io/library/busybox@{DIGEST}"),
+            "docker.io/library/busybox".into(),
+            "docker.io/library".into(),
+            "docker.io".into(),
+            "*.io".into()
+        ]
+    );
+}
+
+#[test]
+fn the_most_specific_scope_wins_and_every_requirement_must_hold() {
+    let k = key();
+    let p = policy(
+        serde_json::json!({
+            "default": [{"type": "reject"}],
+            "transports": {"docker": {
+                "registry.example.com:5000": [{"type": "insecureAcceptAnything"}],
+                "registry.example.com:5000/team": [
+                    {"type": "insecureAcceptAnything"},
+                    {"type": "sigstoreSigned", "keyPath": "/k.pub"}
+                ],
+                "": [{"type": "reject"}]
+            }, "docker-daemon": {"": [{"type": "insecureAcceptAnything"}]}}
+        }),
+        &[("/k.pub", &k)],
+    );
+    // Unsigned under team/: the sigstore requirement fails, naming itself.
+    let e = p.evaluate(IMAGE, DIGEST, &[]).unwrap_err();
+    assert!(
+        e.contains("sigstoreSigned") && e.contains("registry.example.com:5000/team"),
+        "{e}"
+    );
+    let good = sign(&k, &payload(IMAGE, DIGEST));
+    let a = p.evaluate(IMAGE, DIGEST, std::slice::from_ref(&good)).unwrap();
+    assert_eq!(a.scope, "registry.example.com:5000/team");
+    assert_eq!(
+        a.by,
+        ["insecureAcceptAnything", "sigstoreSigned (key /k.pub)"]
+    );
+    // Elsewhere on that registry: accepted unsigned; other registries: the transport's "".
+    assert!(p
+        .evaluate("registry.example.com:5000/other/x:1", DIGEST, &[])
+        .is_ok());
+    let e = p
+        .evaluate("docker.io/library/busybox:1", DIGEST, &[])
+        .unwrap_err();
+    assert!(e.contains("reject"), "{e}");
+}
+
+#[test]
+fn wrong_key_tampered_payload_other_digest_and_other_identity_are_refused() {
+    let (k, other) = (key(), key());
+    let p = policy(
+        serde_json::json!({"default": [{"type": "sigstoreSigned", "keyPath": "/k.pub"}]}),
+        &[("/k.pub", &k)],
+    );
+    let wrong_key = sign(&other, &payload(IMAGE, DIGEST));
+    let e = p.evaluate(IMAGE, DIGEST, &[wrong_key]).unwrap_err();
+    assert!(e.contains("does not verify"), "{e}");
+    let mut tampered = sign(&k, &payload(IMAGE, DIGEST));
+    tampered.payload = b64(&payload("registry.example.com:5000/team/evil:1.0", DIGEST));
+    assert!(p.evaluate(IMAGE, DIGEST, &[tampered]).is_err());
+    let other_digest = sign(&k, &payload(IMAGE, &DIGEST.replace('1', "2")));
+    let e = p.evaluate(IMAGE, DIGEST, &[other_digest]).unwrap_err();
+    assert!(e.contains("not sha256:1111"), "{e}");
+    let other_tag = sign(
+        &k,
+        &payload("registry.example.com:5000/team/app:2.0", DIGEST),
+    );
+    let e = p.evaluate(IMAGE, DIGEST, std::slice::from_ref(&other_tag)).unwrap_err();
+    assert!(e.contains("does not match"), "{e}");
+    // By digest, matchRepoDigestOrExact takes any tag of the repository.
+    let by_digest = format!("registry.example.com:5000/team/app@{DIGEST}");
+    assert!(p.evaluate(&by_digest, DIGEST, &[other_tag]).is_ok());
+    // One good signature among bad ones is enough.
+    let good = sign(&k, &payload(IMAGE, DIGEST));
+    let bad = sign(&other, &payload(IMAGE, DIGEST));
+    assert!(p.evaluate(IMAGE, DIGEST, &[bad, good]).is_ok());
+}
+
+#[test]
+fn signed_identities() {
+    let img = "r.example/a/b:1";
+    let by_digest = format!("r.example/a/b@{DIGEST}");
+    let m = |id: Identity, image: &str, signed: &str| identity_matches(&id, image, signed);
+    assert!(m(Identity::MatchExact, img, img));
+    assert!(!m(Identity::MatchExact, img, "r.example/a/b:2"));
+    assert!(!m(Identity::MatchExact, &by_digest, &by_digest));
+    assert!(m(Identity::MatchRepository, img, "r.example/a/b:2"));
+    assert!(!m(Identity::MatchRepository, img, "r.example/a/c:1"));
+    assert!(m(
+        Identity::ExactReference("r.example/x/y:3".into()),
+        img,
+        "r.example/x/y:3"
+    ));
+    assert!(m(
+        Identity::ExactRepository("r.example/x/y".into()),
+        img,
+        "r.example/x/y:9"
+    ));
+    let remap = Identity::RemapIdentity {
+        prefix: "mirror.example/a".into(),
+        signed_prefix: "r.example/a".into(),
+    };
+    assert!(m(remap.clone(), "mirror.example/a/b:1", img));
+    assert!(!m(remap, "mirror.example/ab/b:1", "r.example/ab/b:1"));
+}
+
+#[test]
+fn unsupported_and_malformed_requirements() {
+    let p = policy(
+        serde_json::json!({"default": [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/k.gpg"}]}),
+        &[],
+    );
+    let e = p.evaluate(IMAGE, DIGEST, &[]).unwrap_err();
+    assert!(e.contains("signedBy") && e.contains("not supported"), "{e}");
+    for (json, want) in [
+        (serde_json::json!({"default": []}), "no requirement"),
+        (
+            serde_json::json!({"default": [{"type": "trustMe"}]}),
+            "unknown requirement type",
+        ),
+        (
+            serde_json::json!({"default": [{"type": "reject", "keyPath": "/x"}]}),
+            "unknown field",
+        ),
+        (
+            serde_json::json!({"default": [{"type": "sigstoreSigned"}]}),
+            "needs keyPath",
+        ),
+        (
+            serde_json::json!({"default": [{"type": "sigstoreSigned", "keyPath": "/missing.pub"}]}),
+            "no such file",
+        ),
+    ] {
+        let e = Policy::parse(&serde_json::to_vec(&json).unwrap(), "t", &|p: &Path| {
+            Err(format!("{}: no such file", p.display()))
+        })
+        .unwrap_err();
+        assert!(e.contains(want), "{json}: {e}");
+    }
+}
+
+#[test]
+fn per_namespace_policy_files_override_the_default_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let default = dir.path().join("policy.json");
+    let ns_dir = dir.path().join("policies");
+    std::fs::create_dir(&ns_dir).unwrap();
+    assert_eq!(load_for(&default, &ns_dir, "prod").unwrap(), None);
+    std::fs::write(
+        &default,
+        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        ns_dir.join("prod.json"),
+        r#"{"default":[{"type":"reject"}]}"#,
+    )
+    .unwrap();
+    let prod = load_for(&default, &ns_dir, "prod").unwrap().unwrap();
+    assert!(prod.evaluate(IMAGE, DIGEST, &[]).is_err());
+    let dev = load_for(&default, &ns_dir, "dev").unwrap().unwrap();
+    assert!(dev.evaluate(IMAGE, DIGEST, &[]).is_ok());
+    // A namespace is a file name, never a path.
+    let odd = load_for(&default, &ns_dir, "../policies/prod")
+        .unwrap()
+        .unwrap();
+    assert!(odd.evaluate(IMAGE, DIGEST, &[]).is_ok());
+}
+
+#[test]
+fn registries_d_turns_sigstore_attachments_on_by_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("default.yaml"),
+        "default-docker:\n  lookaside: file:///var/lib/containers/sigstore\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("team.yaml"),
+        "docker:\n  registry.example.com:5000/team:\n    use-sigstore-attachments: true\n",
+    )
+    .unwrap();
+    let r = RegistriesD::load(dir.path()).unwrap();
+    assert!(r.uses_sigstore_attachments(IMAGE));
+    assert!(!r.uses_sigstore_attachments("registry.example.com:5000/other:1"));
+    assert!(!RegistriesD::load(&dir.path().join("none"))
+        .unwrap()
+        .uses_sigstore_attachments(IMAGE));
+    assert_eq!(
+        signature_tag(DIGEST),
+        format!("sha256-{}.sig", &DIGEST[7..])
+    );
+}

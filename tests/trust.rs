@@ -1,0 +1,394 @@
+//! Image trust end to end: a containers-policy.json with sigstoreSigned requirements, images
+//! signed here with throwaway keys in cosign's format (the payload as a layer of the
+//! `sha256-<digest>.sig` tag, the signature in its annotation) and pushed to a local registry;
+//! accepted, unsigned, wrong key, tampered, per-namespace policies, and the check again at
+//! CreateContainer.
+
+#[macro_use]
+mod common;
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+use base64::Engine as _;
+use common::*;
+use ferrio::cri::api;
+use std::path::Path;
+use std::process::Command;
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+struct Key(EcdsaKeyPair);
+
+impl Key {
+    fn new() -> Key {
+        Key(EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap())
+    }
+
+    fn public_pem(&self) -> String {
+        let der = self.0.public_key().as_der().unwrap();
+        let body = b64(der.as_ref());
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            lines.join("\n")
+        )
+    }
+
+    fn sign(&self, payload: &[u8]) -> String {
+        b64(self.0.sign(&SystemRandom::new(), payload).unwrap().as_ref())
+    }
+}
+
+fn sh(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Copies the busybox test image to `<registry>/<repo>:<tag>`; returns its manifest digest.
+fn push_busybox(reg: &Registry, repo: &str, tag: &str) -> String {
+    let src = test_images().join("busybox.tar");
+    sh(Command::new("skopeo").args([
+        "--insecure-policy",
+        "copy",
+        "-q",
+        "--dest-tls-verify=false",
+        &format!("oci-archive:{}", src.display()),
+        &format!("docker://{}/{repo}:{tag}", reg.addr()),
+    ]));
+    let bytes = sh(Command::new("curl").args([
+        "-sf",
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+        &format!("http://{}/v2/{repo}/manifests/{tag}", reg.addr()),
+    ]));
+    ferrio::image::unpack::sha256_digest(&bytes)
+}
+
+fn put_blob(reg: &Registry, repo: &str, data: &[u8]) -> String {
+    let digest = ferrio::image::unpack::sha256_digest(data);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("blob");
+    std::fs::write(&f, data).unwrap();
+    // An upload session, then the blob in one PUT (distribution takes no monolithic POST).
+    let head = sh(Command::new("curl").args([
+        "-sf",
+        "-i",
+        "-X",
+        "POST",
+        &format!("http://{}/v2/{repo}/blobs/uploads/", reg.addr()),
+    ]));
+    let head = String::from_utf8_lossy(&head);
+    let location = head
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("location"))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .expect("an upload location");
+    let sep = if location.contains('?') { '&' } else { '?' };
+    sh(Command::new("curl").args([
+        "-sf",
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &format!("@{}", f.display()),
+        &format!("{location}{sep}digest={digest}"),
+    ]));
+    digest
+}
+
+/// cosign's simple-signing payload for `reference` at `digest`.
+fn payload(reference: &str, digest: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "critical": {
+            "identity": {"docker-reference": reference},
+            "image": {"docker-manifest-digest": digest},
+            "type": "cosign container image signature"
+        },
+        "optional": {"creator": "ferrio tests"}
+    }))
+    .unwrap()
+}
+
+/// Stores signatures (payload, base64 signature) of manifest `digest` in `repo` as cosign
+/// does: the tag `sha256-<hex>.sig`.
+fn push_signatures(reg: &Registry, repo: &str, digest: &str, sigs: &[(Vec<u8>, String)]) {
+    let config = put_blob(reg, repo, b"{}");
+    let layers: Vec<serde_json::Value> = sigs
+        .iter()
+        .map(|(p, s)| {
+            serde_json::json!({
+                "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                "size": p.len(),
+                "digest": put_blob(reg, repo, p),
+                "annotations": {"dev.cosignproject.cosign/signature": s}
+            })
+        })
+        .collect();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 2, "digest": config},
+        "layers": layers
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("m.json");
+    std::fs::write(&f, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let tag = format!("{}.sig", digest.replacen(':', "-", 1));
+    sh(Command::new("curl").args([
+        "-sf",
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.oci.image.manifest.v1+json",
+        "--data-binary",
+        &format!("@{}", f.display()),
+        &format!("http://{}/v2/{repo}/manifests/{tag}", reg.addr()),
+    ]));
+}
+
+async fn pull_in(
+    d: &Daemon,
+    image: &str,
+    namespace: Option<&str>,
+) -> Result<String, tonic::Status> {
+    d.images()
+        .await
+        .pull_image(api::PullImageRequest {
+            image: Some(spec(image)),
+            auth: None,
+            sandbox_config: namespace.map(|ns| {
+                let mut p = pod_config("trust", Path::new("/tmp"));
+                p.metadata.as_mut().unwrap().namespace = ns.into();
+                p
+            }),
+        })
+        .await
+        .map(|r| r.into_inner().image_ref)
+}
+
+fn write_policy(path: &Path, scope: &str, key: &Path) {
+    let policy = serde_json::json!({
+        "default": [{"type": "insecureAcceptAnything"}],
+        "transports": {"docker": {
+            scope: [{"type": "sigstoreSigned", "keyPath": key, "signedIdentity": {"type": "matchRepoDigestOrExact"}}]
+        }}
+    });
+    std::fs::write(path, serde_json::to_vec_pretty(&policy).unwrap()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstore_policy_at_pull_and_at_create() {
+    e2e!();
+    let reg = Registry::start(None);
+    let addr = reg.addr();
+    let (key, other_key) = (Key::new(), Key::new());
+    // Signed right; unsigned; signed by another key; a signature for another digest.
+    let digest = push_busybox(&reg, "trust/signed", "1");
+    for (repo, _) in [
+        ("trust/unsigned", 0),
+        ("trust/wrongkey", 1),
+        ("trust/tampered", 2),
+    ] {
+        assert_eq!(push_busybox(&reg, repo, "1"), digest);
+    }
+    let plain = push_busybox(&reg, "plain/busybox", "1");
+    let signed = format!("{addr}/trust/signed:1");
+    let p = payload(&signed, &digest);
+    push_signatures(&reg, "trust/signed", &digest, &[(p.clone(), key.sign(&p))]);
+    let wrong = format!("{addr}/trust/wrongkey:1");
+    let p = payload(&wrong, &digest);
+    push_signatures(
+        &reg,
+        "trust/wrongkey",
+        &digest,
+        &[(p.clone(), other_key.sign(&p))],
+    );
+    let tampered = format!("{addr}/trust/tampered:1");
+    let other_digest = format!("sha256:{}", "0".repeat(64));
+    let p = payload(&tampered, &other_digest);
+    push_signatures(
+        &reg,
+        "trust/tampered",
+        &digest,
+        &[(p.clone(), key.sign(&p))],
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("cosign.pub");
+    std::fs::write(&key_file, key.public_pem()).unwrap();
+    let policy = dir.path().join("policy.json");
+    write_policy(&policy, &format!("{addr}/trust"), &key_file);
+    let ns_dir = dir.path().join("policies");
+    std::fs::create_dir(&ns_dir).unwrap();
+    std::fs::write(
+        ns_dir.join("locked.json"),
+        r#"{"default": [{"type": "reject"}]}"#,
+    )
+    .unwrap();
+    let regd = dir.path().join("registries.d");
+    std::fs::create_dir(&regd).unwrap();
+    std::fs::write(
+        regd.join("default.yaml"),
+        "default-docker:\n  use-sigstore-attachments: true\n",
+    )
+    .unwrap();
+    let d = Daemon::start(DaemonOpts {
+        extra_config: format!(
+            "signature_policy = {:?}\nsignature_policy_dir = {:?}\nregistries_d = {:?}\n",
+            policy.display().to_string(),
+            ns_dir.display().to_string(),
+            regd.display().to_string()
+        ),
+        ..Default::default()
+    });
+
+    // Accepted, and what verified it is kept.
+    let id = pull_in(&d, &signed, None).await.expect("a signed image");
+    let st = d
+        .images()
+        .await
+        .image_status(api::ImageStatusRequest {
+            image: Some(spec(&id)),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+    let verified = info["verified"].as_str().unwrap_or_default();
+    assert!(
+        verified.contains("sigstoreSigned") && verified.contains(&key_file.display().to_string()),
+        "{info}"
+    );
+    assert_eq!(info["signatures"], 1);
+
+    // Refused, each naming the requirement and why.
+    for (image, why) in [
+        (format!("{addr}/trust/unsigned:1"), "no sigstore signature"),
+        (wrong.clone(), "does not verify with the key"),
+        (tampered.clone(), "not sha256:"),
+    ] {
+        let e = pull_in(&d, &image, None).await.expect_err(&image);
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{image}: {e:?}");
+        assert!(
+            e.message().contains("sigstoreSigned")
+                && e.message().contains(why)
+                && e.message().contains(&format!("{addr}/trust")),
+            "{image}: {}",
+            e.message()
+        );
+    }
+    // The namespace's own policy: `locked` rejects everything, even the signed image.
+    let e = pull_in(&d, &signed, Some("locked")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert!(e.message().contains("reject"), "{}", e.message());
+    assert!(pull_in(&d, &signed, Some("dev")).await.is_ok());
+    // Another client, the CLI: the same refusal.
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrio"))
+        .arg("--config")
+        .arg(&d.config)
+        .arg("--listen")
+        .arg(&d.socket)
+        .args(["image", "pull", &format!("{addr}/trust/unsigned:1")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no sigstore signature"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // At CreateContainer: the pod's namespace's policy again.
+    let plain_ref = format!("{addr}/plain/busybox:1");
+    assert_eq!(pull_in(&d, &plain_ref, None).await.unwrap().len(), 71);
+    let _ = plain;
+    let mut rt = d.runtime().await;
+    let logs = d.dir.path().join("logs");
+    let mut locked = pod_config("locked-pod", &logs);
+    locked.metadata.as_mut().unwrap().namespace = "locked".into();
+    let locked_pod = run_pod(&mut rt, locked.clone(), "").await;
+    for image in [&plain_ref, &signed] {
+        let e = rt
+            .create_container(api::CreateContainerRequest {
+                pod_sandbox_id: locked_pod.id.clone(),
+                config: Some(sh_container("c", image, "echo hi")),
+                sandbox_config: Some(locked.clone()),
+            })
+            .await
+            .expect_err("the locked namespace rejects every image");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+        assert!(
+            e.message().contains("may not run in namespace \"locked\"")
+                && e.message().contains("reject"),
+            "{}",
+            e.message()
+        );
+    }
+    // In another namespace the signed image runs: its stored signature verifies again.
+    let open = pod_config("open-pod", &logs);
+    let open_pod = run_pod(&mut rt, open.clone(), "").await;
+    let c = create_start(
+        &mut rt,
+        &open_pod,
+        &open,
+        sh_container("signed", &signed, "echo ran; sleep 60"),
+    )
+    .await;
+    assert!(!c.is_empty());
+    // A policy change applies to images already stored: under a key that did not sign it,
+    // the signed image no longer runs by that name.
+    let other_file = dir.path().join("other.pub");
+    std::fs::write(&other_file, other_key.public_pem()).unwrap();
+    write_policy(&policy, &format!("{addr}/trust"), &other_file);
+    {
+        let image = signed.as_str();
+        let e = rt
+            .create_container(api::CreateContainerRequest {
+                pod_sandbox_id: open_pod.id.clone(),
+                config: Some(sh_container("again", image, "echo hi")),
+                sandbox_config: Some(open.clone()),
+            })
+            .await
+            .expect_err("the new key did not sign it");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+        assert!(e.message().contains("does not verify"), "{}", e.message());
+    }
+    // By its ID it still runs: the same image is also stored as plain/busybox:1, which the
+    // policy accepts unsigned, and one accepted name is enough.
+    create_start(
+        &mut rt,
+        &open_pod,
+        &open,
+        sh_container("by-id", &id, "sleep 60"),
+    )
+    .await;
+    for p in [&locked_pod.id, &open_pod.id] {
+        rt.stop_pod_sandbox(api::StopPodSandboxRequest {
+            pod_sandbox_id: p.clone(),
+        })
+        .await
+        .unwrap();
+        rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
+            pod_sandbox_id: p.clone(),
+        })
+        .await
+        .unwrap();
+    }
+}
