@@ -124,7 +124,9 @@ fn the_most_specific_scope_wins_and_every_requirement_must_hold() {
         "{e}"
     );
     let good = sign(&k, &payload(IMAGE, DIGEST));
-    let a = p.evaluate(IMAGE, DIGEST, std::slice::from_ref(&good)).unwrap();
+    let a = p
+        .evaluate(IMAGE, DIGEST, std::slice::from_ref(&good))
+        .unwrap();
     assert_eq!(a.scope, "registry.example.com:5000/team");
     assert_eq!(
         a.by,
@@ -160,7 +162,9 @@ fn wrong_key_tampered_payload_other_digest_and_other_identity_are_refused() {
         &k,
         &payload("registry.example.com:5000/team/app:2.0", DIGEST),
     );
-    let e = p.evaluate(IMAGE, DIGEST, std::slice::from_ref(&other_tag)).unwrap_err();
+    let e = p
+        .evaluate(IMAGE, DIGEST, std::slice::from_ref(&other_tag))
+        .unwrap_err();
     assert!(e.contains("does not match"), "{e}");
     // By digest, matchRepoDigestOrExact takes any tag of the repository.
     let by_digest = format!("registry.example.com:5000/team/app@{DIGEST}");
