@@ -392,3 +392,177 @@ async fn sigstore_policy_at_pull_and_at_create() {
         .unwrap();
     }
 }
+
+/// A throwaway GnuPG home with one signing key; the agent is stopped when dropped.
+struct GpgHome {
+    dir: tempfile::TempDir,
+    fingerprint: String,
+}
+
+impl GpgHome {
+    fn new(name: &str) -> GpgHome {
+        let dir = tempfile::tempdir().unwrap();
+        let gpg = |args: &[&str]| {
+            sh(Command::new("gpg")
+                .env("GNUPGHOME", dir.path())
+                .args(["--batch", "--quiet"])
+                .args(args))
+        };
+        gpg(&[
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            &format!("{name} <{name}@ferrio.test>"),
+            "ed25519",
+            "sign",
+            "never",
+        ]);
+        let list = String::from_utf8(gpg(&["--list-keys", "--with-colons"])).unwrap();
+        let fingerprint = list
+            .lines()
+            .find_map(|l| l.strip_prefix("fpr:::::::::"))
+            .map(|f| f.trim_end_matches(':').to_string())
+            .expect("a fingerprint");
+        let public = gpg(&["--export", &fingerprint]);
+        std::fs::write(dir.path().join("public.gpg"), public).unwrap();
+        GpgHome { dir, fingerprint }
+    }
+
+    fn keyring(&self) -> std::path::PathBuf {
+        self.dir.path().join("public.gpg")
+    }
+}
+
+impl Drop for GpgHome {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", self.dir.path())
+            .args(["--kill", "all"])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_by_gpg_with_signatures_skopeo_wrote_to_a_lookaside() {
+    e2e!();
+    let reg = Registry::start(None);
+    let addr = reg.addr();
+    let (key, other) = (GpgHome::new("signer"), GpgHome::new("stranger"));
+    let dir = tempfile::tempdir().unwrap();
+    let lookaside = dir.path().join("sigstore");
+    // skopeo (containers/image, what CRI-O and Podman use) signs and writes the lookaside.
+    let staging = dir.path().join("registries.d-staging");
+    std::fs::create_dir(&staging).unwrap();
+    std::fs::write(
+        staging.join("staging.yaml"),
+        format!(
+            "docker:\n  {addr}/gpg:\n    lookaside-staging: file://{}\n",
+            lookaside.display()
+        ),
+    )
+    .unwrap();
+    let src = format!(
+        "oci-archive:{}",
+        test_images().join("busybox.tar").display()
+    );
+    for (repo, signer) in [
+        ("gpg/signed", Some(&key)),
+        ("gpg/stranger", Some(&other)),
+        ("gpg/unsigned", None),
+    ] {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["--insecure-policy", "--registries.d"])
+            .arg(&staging)
+            .args(["copy", "-q", "--dest-tls-verify=false"]);
+        if let Some(g) = signer {
+            cmd.env("GNUPGHOME", g.dir.path())
+                .args(["--sign-by", &g.fingerprint]);
+        }
+        sh(cmd.args([src.as_str(), &format!("docker://{addr}/{repo}:1")]));
+    }
+    let regd = dir.path().join("registries.d");
+    std::fs::create_dir(&regd).unwrap();
+    std::fs::write(
+        regd.join("gpg.yaml"),
+        format!(
+            "docker:\n  {addr}/gpg:\n    lookaside: file://{}\n",
+            lookaside.display()
+        ),
+    )
+    .unwrap();
+    let policy = dir.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        serde_json::to_vec(&serde_json::json!({
+            "default": [{"type": "insecureAcceptAnything"}],
+            "transports": {"docker": {format!("{addr}/gpg"): [
+                {"type": "signedBy", "keyType": "GPGKeys", "keyPath": key.keyring()}
+            ]}}
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let d = Daemon::start(DaemonOpts {
+        extra_config: format!(
+            "signature_policy = {:?}\nregistries_d = {:?}\n",
+            policy.display().to_string(),
+            regd.display().to_string()
+        ),
+        ..Default::default()
+    });
+    let signed = format!("{addr}/gpg/signed:1");
+    let id = pull_in(&d, &signed, None).await.expect("signed by the key");
+    let st = d
+        .images()
+        .await
+        .image_status(api::ImageStatusRequest {
+            image: Some(spec(&id)),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+    assert!(
+        info["verified"]
+            .as_str()
+            .is_some_and(|v| v.contains("signedBy")),
+        "{info}"
+    );
+    for (image, why) in [
+        (format!("{addr}/gpg/unsigned:1"), "found no signature"),
+        (
+            format!("{addr}/gpg/stranger:1"),
+            "does not verify with the keyring",
+        ),
+    ] {
+        let e = pull_in(&d, &image, None).await.expect_err(&image);
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+        assert!(
+            e.message().contains("signedBy") && e.message().contains(why),
+            "{image}: {}",
+            e.message()
+        );
+    }
+    // At create, the kept signature is checked again (gpgv runs again).
+    let mut rt = d.runtime().await;
+    let pcfg = pod_config("gpg-pod", &d.dir.path().join("logs"));
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sh_container("signed", &signed, "sleep 60"),
+    )
+    .await;
+    rt.stop_pod_sandbox(api::StopPodSandboxRequest {
+        pod_sandbox_id: pod.id.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.id.clone(),
+    })
+    .await
+    .unwrap();
+}

@@ -296,7 +296,8 @@ pub struct ImageConfig {
     /// to pulls and creates for pods of that Kubernetes namespace instead of `signature_policy`.
     pub signature_policy_dir: PathBuf,
     /// containers-registries.d(5): where signatures of a repository live; ferrio reads
-    /// `use-sigstore-attachments` (sigstore signatures stored in the registry, as cosign does).
+    /// `use-sigstore-attachments` (sigstore signatures stored in the registry, as cosign does)
+    /// and `lookaside`/`sigstore` (simple signatures: `file://`, `http://`, `https://`).
     pub registries_d: PathBuf,
 }
 

@@ -126,12 +126,14 @@ short_name_mode = ""
 certs_dir = {certs_dir}
 # Image trust (containers-policy.json(5)): checked at PullImage and again at CreateContainer
 # for the pod's namespace. Supported: insecureAcceptAnything, reject, sigstoreSigned with public
-# keys; signedBy (GPG) and Fulcio/Rekor are refused. A missing file accepts every image.
+# keys, signedBy with GPG keyrings (checked by the host's gpgv); Fulcio/Rekor are refused. A
+# missing file accepts every image.
 signature_policy = {policy}
 # <dir>/<namespace>.json replaces signature_policy for pods of that namespace.
 signature_policy_dir = {policy_dir}
 # containers-registries.d(5): use-sigstore-attachments says a repository's sigstore
-# signatures are in the registry (cosign's sha256-<digest>.sig tags).
+# signatures are in the registry (cosign's sha256-<digest>.sig tags); lookaside (or sigstore)
+# where its GPG signatures are (file://, http://, https://).
 registries_d = {registries_d}
 
 [network]

@@ -206,6 +206,7 @@ pub fn build_record(p: RecordParts) -> ImageRecord {
         user: p.config.config.and_then(|c| c.user).unwrap_or_default(),
         stored_at,
         signatures: Vec::new(),
+        simple_signatures: Vec::new(),
         verified: None,
     }
 }

@@ -8,6 +8,7 @@
 pub mod archive;
 pub mod auth;
 mod error;
+mod gpg;
 pub mod http;
 pub mod manifest;
 pub mod pinned;
@@ -342,16 +343,37 @@ impl Images {
                 .cloned()
                 .collect(),
         };
-        let mut why = Vec::new();
-        for n in if names.is_empty() {
+        let names = if names.is_empty() {
             vec![String::new()]
         } else {
             names
-        } {
-            match policy.evaluate(&n, digest, &rec.signatures) {
-                Ok(_) => return Ok(()),
-                Err(e) => why.push(e),
+        };
+        // Off the async workers: a signedBy requirement runs gpgv.
+        let (rec, digest) = (rec.clone(), digest.clone());
+        let why = tokio::task::spawn_blocking(move || {
+            use base64::Engine as _;
+            let simple: Vec<Vec<u8>> = rec
+                .simple_signatures
+                .iter()
+                .filter_map(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+                .collect();
+            let found = policy::Signatures {
+                sigstore: &rec.signatures,
+                simple: &simple,
+            };
+            let mut why = Vec::new();
+            for n in &names {
+                match policy.evaluate(n, &digest, found, &gpg::verify) {
+                    Ok(_) => return Vec::new(),
+                    Err(e) => why.push(e),
+                }
             }
+            why
+        })
+        .await
+        .map_err(|e| ImageError::Internal(e.to_string()))?;
+        if why.is_empty() {
+            return Ok(());
         }
         Err(ImageError::Rejected(format!(
             "image {requested} may not run in namespace {namespace:?}: {}",

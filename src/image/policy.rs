@@ -4,10 +4,11 @@
 //! A policy maps scopes of the `docker` transport (`host/repo:tag`, `host/repo`, its parent
 //! namespaces, `host`, `*.domain`, then `""`) to requirements, with `default` for the rest; every
 //! requirement of the most specific scope must be satisfied. Supported: `insecureAcceptAnything`,
-//! `reject` and `sigstoreSigned` with public keys (`keyPath`, `keyPaths`, `keyData`, `keyDatas`:
-//! ECDSA P-256/P-384, RSA, Ed25519 in PEM), verified offline over cosign's simple-signing
-//! payload, with every `signedIdentity` form. `signedBy` (GPG) and `sigstoreSigned` with Fulcio
-//! or Rekor are parsed and refused by name: an image under them is never accepted unverified.
+//! `reject`, `sigstoreSigned` with public keys (`keyPath`, `keyPaths`, `keyData`, `keyDatas`:
+//! ECDSA P-256/P-384, RSA, Ed25519 in PEM), verified offline over cosign's payload, and
+//! `signedBy` with GPG keyrings (simple signing: OpenPGP signed messages from a lookaside store,
+//! verified by the host's `gpgv`), each with every `signedIdentity` form. `sigstoreSigned` with
+//! Fulcio or Rekor is parsed and refused by name: an image under it is never accepted.
 //!
 //! Which policy applies: `<signature_policy_dir>/<namespace>.json` for a pod namespace that has
 //! one (CRI-O's `signature_policy_dir`), else `signature_policy`. No policy file: everything
@@ -22,6 +23,8 @@ use std::path::{Path, PathBuf};
 /// Largest policy or key file read.
 const MAX_FILE: u64 = 1 << 20;
 
+/// The payload type of simple signing (GPG).
+pub const SIMPLE_TYPE: &str = "atomic container signature";
 /// cosign's payload type.
 pub const COSIGN_TYPE: &str = "cosign container image signature";
 /// The annotation of a cosign signature layer that holds the signature (base64).
@@ -60,8 +63,25 @@ pub enum Requirement {
         keys: Vec<(String, Vec<u8>)>,
         identity: Identity,
     },
+    /// GPG keyrings (binary or armored), with where they came from.
+    SignedBy {
+        keyrings: Vec<(String, Vec<u8>)>,
+        identity: Identity,
+    },
     /// Known to the format, not verified by ferrio: never satisfied.
     Unsupported(String),
+}
+
+/// Verifies an OpenPGP signed message with a keyring and returns the signed content
+/// (`gpg::verify` on the host; injectable for tests).
+pub type GpgVerify<'a> = &'a dyn Fn(&[u8], &[u8]) -> Result<Vec<u8>, String>;
+
+/// The signatures found for an image, of both kinds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Signatures<'a> {
+    pub sigstore: &'a [SigstoreSignature],
+    /// Simple signing: OpenPGP signed messages (raw bytes).
+    pub simple: &'a [Vec<u8>],
 }
 
 impl Requirement {
@@ -70,12 +90,17 @@ impl Requirement {
             Requirement::InsecureAcceptAnything => "insecureAcceptAnything".into(),
             Requirement::Reject => "reject".into(),
             Requirement::SigstoreSigned { .. } => "sigstoreSigned".into(),
+            Requirement::SignedBy { .. } => "signedBy".into(),
             Requirement::Unsupported(what) => what.clone(),
         }
     }
 
-    pub fn needs_signatures(&self) -> bool {
+    pub fn needs_sigstore(&self) -> bool {
         matches!(self, Requirement::SigstoreSigned { .. })
+    }
+
+    pub fn needs_simple(&self) -> bool {
+        matches!(self, Requirement::SignedBy { .. })
     }
 }
 
@@ -216,8 +241,10 @@ impl Policy {
         &self,
         image: &str,
         digest: &str,
-        signatures: &[SigstoreSignature],
+        found: Signatures<'_>,
+        gpg: GpgVerify<'_>,
     ) -> Result<Accepted, String> {
+        let signatures = found.sigstore;
         let (scope, reqs) = self.requirements_for(image);
         let mut by = Vec::new();
         let scope_name = if scope.is_empty() {
@@ -260,6 +287,38 @@ impl Policy {
                     }
                     match ok {
                         Some(k) => by.push(format!("sigstoreSigned (key {k})")),
+                        None => {
+                            why.sort();
+                            why.dedup();
+                            return Err(what(format!(
+                                "found no valid signature: {}",
+                                why.join("; ")
+                            )));
+                        }
+                    }
+                }
+                Requirement::SignedBy { keyrings, identity } => {
+                    if found.simple.is_empty() {
+                        return Err(what("found no signature of the image".into()));
+                    }
+                    let mut why = Vec::new();
+                    let mut ok = None;
+                    'simple: for sig in found.simple {
+                        for (name, keyring) in keyrings {
+                            let checked = gpg(keyring, sig).and_then(|payload| {
+                                check_payload(&payload, SIMPLE_TYPE, image, digest, identity)
+                            });
+                            match checked {
+                                Ok(()) => {
+                                    ok = Some(name.clone());
+                                    break 'simple;
+                                }
+                                Err(e) => why.push(e),
+                            }
+                        }
+                    }
+                    match ok {
+                        Some(k) => by.push(format!("signedBy (keyring {k})")),
                         None => {
                             why.sort();
                             why.dedup();
@@ -321,9 +380,37 @@ fn requirement(
     match ty {
         "insecureAcceptAnything" => Ok(Requirement::InsecureAcceptAnything),
         "reject" => Ok(Requirement::Reject),
-        "signedBy" => Ok(Requirement::Unsupported(
-            "signedBy (GPG simple signing)".into(),
-        )),
+        "signedBy" => {
+            match obj
+                .get("keyType")
+                .and_then(Value::as_str)
+                .unwrap_or("GPGKeys")
+            {
+                "GPGKeys" => {}
+                other => return Err(format!("signedBy: unknown keyType {other:?}")),
+            }
+            let mut keyrings = Vec::new();
+            for p in str_list(obj, "keyPath")?
+                .into_iter()
+                .chain(str_list(obj, "keyPaths")?)
+            {
+                keyrings.push((p.clone(), read(Path::new(&p))?));
+            }
+            if let Some(d) = obj.get("keyData").and_then(Value::as_str) {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(d.trim())
+                    .map_err(|e| format!("keyData: {e}"))?;
+                keyrings.push(("keyData".into(), bytes));
+            }
+            if keyrings.is_empty() {
+                return Err("signedBy needs keyPath, keyPaths or keyData".into());
+            }
+            let identity = match obj.get("signedIdentity") {
+                None => Identity::MatchRepoDigestOrExact,
+                Some(v) => identity(v)?,
+            };
+            Ok(Requirement::SignedBy { keyrings, identity })
+        }
         _ => {
             if obj.contains_key("fulcio") || obj.contains_key("pki") {
                 return Ok(Requirement::Unsupported(
@@ -336,24 +423,9 @@ fn requirement(
                 ));
             }
             let mut keys = Vec::new();
-            let str_list = |k: &str| -> Result<Vec<String>, String> {
-                match obj.get(k) {
-                    None => Ok(Vec::new()),
-                    Some(Value::String(s)) => Ok(vec![s.clone()]),
-                    Some(Value::Array(a)) => a
-                        .iter()
-                        .map(|v| {
-                            v.as_str()
-                                .map(str::to_string)
-                                .ok_or_else(|| format!("{k}: not a list of strings"))
-                        })
-                        .collect(),
-                    Some(_) => Err(format!("{k}: not a string")),
-                }
-            };
-            for p in str_list("keyPath")?
+            for p in str_list(obj, "keyPath")?
                 .into_iter()
-                .chain(str_list("keyPaths")?)
+                .chain(str_list(obj, "keyPaths")?)
             {
                 let pem = read(Path::new(&p))?;
                 keys.push((
@@ -361,9 +433,9 @@ fn requirement(
                     public_key_der(&pem).map_err(|e| format!("{p}: {e}"))?,
                 ));
             }
-            for (i, d) in str_list("keyData")?
+            for (i, d) in str_list(obj, "keyData")?
                 .into_iter()
-                .chain(str_list("keyDatas")?)
+                .chain(str_list(obj, "keyDatas")?)
                 .enumerate()
             {
                 let pem = base64::engine::general_purpose::STANDARD
@@ -383,6 +455,23 @@ fn requirement(
             };
             Ok(Requirement::SigstoreSigned { keys, identity })
         }
+    }
+}
+
+/// A field that is one string or a list of strings.
+fn str_list(obj: &serde_json::Map<String, Value>, k: &str) -> Result<Vec<String>, String> {
+    match obj.get(k) {
+        None => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("{k}: not a list of strings"))
+            })
+            .collect(),
+        Some(_) => Err(format!("{k}: not a string")),
     }
 }
 
@@ -534,10 +623,22 @@ fn verify_sigstore(
     }) {
         return Err("a signature does not verify with the key".into());
     }
-    let p: Value = serde_json::from_slice(&payload)
+    check_payload(&payload, COSIGN_TYPE, image, digest, identity)
+}
+
+/// What a verified payload says: its type, the manifest digest and the identity, checked
+/// against the image.
+fn check_payload(
+    payload: &[u8],
+    kind: &str,
+    image: &str,
+    digest: &str,
+    identity: &Identity,
+) -> Result<(), String> {
+    let p: Value = serde_json::from_slice(payload)
         .map_err(|e| format!("a signed payload is not JSON: {e}"))?;
     let critical = &p["critical"];
-    if critical["type"].as_str() != Some(COSIGN_TYPE) {
+    if critical["type"].as_str() != Some(kind) {
         return Err(format!("a signed payload's type is {}", critical["type"]));
     }
     let signed_digest = critical["image"]["docker-manifest-digest"]
@@ -565,9 +666,17 @@ fn verify_sigstore(
 /// most specific `docker` namespace entry, else `default-docker`.
 #[derive(Debug, Default, Clone)]
 pub struct RegistriesD {
-    /// `default-docker`, when a file has it (its `use-sigstore-attachments`, if set).
-    default: Option<Option<bool>>,
-    docker: BTreeMap<String, Option<bool>>,
+    /// `default-docker`, when a file has it.
+    default: Option<Namespace>,
+    docker: BTreeMap<String, Namespace>,
+}
+
+/// One entry's settings that ferrio reads.
+#[derive(Debug, Default, Clone)]
+struct Namespace {
+    use_sigstore_attachments: Option<bool>,
+    /// `lookaside` (or its older name `sigstore`): where simple signatures are read.
+    lookaside: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -582,10 +691,20 @@ struct RawRegistriesD {
 struct RawNs {
     #[serde(rename = "use-sigstore-attachments")]
     use_sigstore_attachments: Option<bool>,
-    // lookaside, lookaside-staging, sigstore, sigstore-staging: where GPG signatures live,
-    // not used (signedBy is not supported).
+    lookaside: Option<String>,
+    sigstore: Option<String>,
+    // lookaside-staging, sigstore-staging: where signing tools write; not read here.
     #[serde(flatten)]
     _rest: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+impl From<RawNs> for Namespace {
+    fn from(r: RawNs) -> Namespace {
+        Namespace {
+            use_sigstore_attachments: r.use_sigstore_attachments,
+            lookaside: r.lookaside.or(r.sigstore),
+        }
+    }
 }
 
 impl RegistriesD {
@@ -609,26 +728,47 @@ impl RegistriesD {
                 if out.default.is_some() {
                     return Err(format!("{}: a second default-docker", f.display()));
                 }
-                out.default = Some(d.use_sigstore_attachments);
+                out.default = Some(d.into());
             }
             for (ns, v) in raw.docker {
                 if out.docker.contains_key(&ns) {
                     return Err(format!("{}: {ns} is configured twice", f.display()));
                 }
-                out.docker.insert(ns, v.use_sigstore_attachments);
+                out.docker.insert(ns, v.into());
             }
         }
         Ok(out)
     }
 
-    pub fn uses_sigstore_attachments(&self, image: &str) -> bool {
-        for scope in scopes_of(image) {
-            if let Some(v) = self.docker.get(&scope) {
-                return v.unwrap_or(false);
-            }
-        }
-        self.default.flatten().unwrap_or(false)
+    /// The most specific entry that sets a field, else `default-docker`'s (as
+    /// containers/image reads registries.d).
+    fn setting<T>(&self, image: &str, field: impl Fn(&Namespace) -> Option<T>) -> Option<T> {
+        scopes_of(image)
+            .iter()
+            .filter_map(|s| self.docker.get(s))
+            .chain(self.default.iter())
+            .find_map(field)
     }
+
+    pub fn uses_sigstore_attachments(&self, image: &str) -> bool {
+        self.setting(image, |n| n.use_sigstore_attachments)
+            .unwrap_or(false)
+    }
+
+    /// The lookaside base URL for `image` (`file:///…`, `http(s)://…`), if any.
+    pub fn lookaside(&self, image: &str) -> Option<String> {
+        self.setting(image, |n| n.lookaside.clone())
+    }
+}
+
+/// Where simple signature `index` (from 1) of manifest `digest` of `repository` (its path in
+/// the registry, no host) lives under a lookaside base URL.
+pub fn lookaside_url(base: &str, repository: &str, digest: &str, index: usize) -> String {
+    format!(
+        "{}/{repository}@{}/signature-{index}",
+        base.trim_end_matches('/'),
+        digest.replacen(':', "=", 1)
+    )
 }
 
 /// The tag cosign stores the signatures of manifest `digest` under.

@@ -63,6 +63,32 @@ impl Trust {
     }
 }
 
+/// What accepted an image at pull time, with the signatures that were found.
+struct Trusted {
+    sigstore: Vec<SigstoreSignature>,
+    simple: Vec<Vec<u8>>,
+    accepted: policy::Accepted,
+}
+
+/// A file of at most `max` bytes; `None` when it does not exist.
+fn read_bounded(path: &std::path::Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut buf = Vec::new();
+    f.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(std::io::Error::other(format!(
+            "{}: larger than {max} bytes",
+            path.display()
+        )));
+    }
+    Ok(Some(buf))
+}
+
 /// Most signatures read for one image, and the largest payload.
 const MAX_SIGNATURES: usize = 32;
 const MAX_PAYLOAD: u64 = 64 << 10;
@@ -238,9 +264,15 @@ impl Puller {
                 repo_tags: reference::tagged(r).into_iter().collect(),
                 repo_digests: vec![reference::digested(r, &top_digest)],
             });
-            if let Some((signatures, accepted)) = trusted {
-                rec.signatures = signatures;
-                rec.verified = Some(accepted.describe());
+            if let Some(t) = trusted {
+                use base64::Engine as _;
+                rec.signatures = t.sigstore;
+                rec.simple_signatures = t
+                    .simple
+                    .iter()
+                    .map(|s| base64::engine::general_purpose::STANDARD.encode(s))
+                    .collect();
+                rec.verified = Some(t.accepted.describe());
             }
             // Disk writes and fsyncs: off the async workers.
             let st = store.clone();
@@ -268,9 +300,9 @@ impl Puller {
     }
 
     /// The signature policy for `namespace` applied to the image `r` whose top-level manifest
-    /// is `digest`: its sigstore signatures fetched when a requirement needs them and
-    /// registries.d puts them in the registry. A refusal is PermissionDenied naming the
-    /// requirement. Returns the signatures and what accepted the image (`None`: no policy).
+    /// is `digest`: its signatures fetched when a requirement needs them (sigstore ones from
+    /// the registry when registries.d sets `use-sigstore-attachments`, simple ones from its
+    /// `lookaside`). A refusal is PermissionDenied naming the requirement. `None`: no policy.
     async fn check_trust(
         &self,
         src: &Source,
@@ -278,42 +310,136 @@ impl Puller {
         digest: &str,
         namespace: &str,
         name: &str,
-    ) -> Result<Option<(Vec<SigstoreSignature>, policy::Accepted)>, ImageError> {
+    ) -> Result<Option<Trusted>, ImageError> {
         let Some(policy) = self.trust.load(namespace).await? else {
             return Ok(None);
         };
         let image = r.whole();
-        let needs = policy
-            .requirements_for(&image)
-            .1
-            .iter()
-            .any(policy::Requirement::needs_signatures);
-        let mut signatures = Vec::new();
-        let mut attachments_off = false;
-        if needs {
+        let reqs = policy.requirements_for(&image).1;
+        let (needs_sigstore, needs_simple) = (
+            reqs.iter().any(policy::Requirement::needs_sigstore),
+            reqs.iter().any(policy::Requirement::needs_simple),
+        );
+        let rd = if needs_sigstore || needs_simple {
             let dir = self.trust.registries_d.clone();
-            let rd = tokio::task::spawn_blocking(move || policy::RegistriesD::load(&dir))
+            tokio::task::spawn_blocking(move || policy::RegistriesD::load(&dir))
                 .await
                 .map_err(|e| ImageError::Internal(e.to_string()))?
-                .map_err(ImageError::Unsupported)?;
+                .map_err(ImageError::Unsupported)?
+        } else {
+            policy::RegistriesD::default()
+        };
+        let mut sigstore = Vec::new();
+        let mut simple = Vec::new();
+        let mut hints = Vec::new();
+        if needs_sigstore {
             if rd.uses_sigstore_attachments(&image) {
-                signatures = self.sigstore_signatures(src, digest, name).await?;
+                sigstore = self.sigstore_signatures(src, digest, name).await?;
             } else {
-                attachments_off = true;
+                hints.push("registries.d does not set use-sigstore-attachments for this repository, so no sigstore signature was looked for");
             }
         }
-        match policy.evaluate(&image, digest, &signatures) {
+        if needs_simple {
+            match rd.lookaside(&image) {
+                Some(base) => {
+                    simple = self
+                        .simple_signatures(&base, r.repository(), digest, name)
+                        .await?;
+                }
+                None => hints.push("registries.d names no lookaside for this repository, so no GPG signature was looked for"),
+            }
+        }
+        let (img, dg) = (image.clone(), digest.to_string());
+        let (sigstore, simple, verdict) = tokio::task::spawn_blocking(move || {
+            let found = policy::Signatures {
+                sigstore: &sigstore,
+                simple: &simple,
+            };
+            let v = policy.evaluate(&img, &dg, found, &super::gpg::verify);
+            (sigstore, simple, v)
+        })
+        .await
+        .map_err(|e| ImageError::Internal(e.to_string()))?;
+        match verdict {
             Ok(a) => {
                 tracing::info!(image = %name, namespace, verified = %a.describe(), "image accepted by the signature policy");
-                Ok(Some((signatures, a)))
+                Ok(Some(Trusted {
+                    sigstore,
+                    simple,
+                    accepted: a,
+                }))
             }
             Err(mut why) => {
-                if attachments_off {
-                    why.push_str(" (registries.d does not set use-sigstore-attachments for this repository, so none was looked for)");
+                for h in hints {
+                    why.push_str(&format!(" ({h})"));
                 }
                 Err(ImageError::Rejected(why))
             }
         }
+    }
+
+    /// The simple signatures (`signature-1`, `signature-2`, … until one is missing) of manifest
+    /// `digest` in the lookaside store `base` (`file://` or `http(s)://`).
+    async fn simple_signatures(
+        &self,
+        base: &str,
+        repository: &str,
+        digest: &str,
+        name: &str,
+    ) -> Result<Vec<Vec<u8>>, ImageError> {
+        let fail = |e: String| ImageError::Registry {
+            reference: name.to_string(),
+            detail: format!("reading signatures from {base}: {e}"),
+        };
+        let mut out = Vec::new();
+        let client = if base.starts_with("http://") || base.starts_with("https://") {
+            Some(
+                reqwest::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .user_agent(USER_AGENT)
+                    .build()
+                    .map_err(|e| fail(e.to_string()))?,
+            )
+        } else if base.starts_with("file://") {
+            None
+        } else {
+            return Err(ImageError::Unsupported(format!(
+                "lookaside {base:?}: only file://, http:// and https:// are supported"
+            )));
+        };
+        for i in 1..=MAX_SIGNATURES {
+            let url = policy::lookaside_url(base, repository, digest, i);
+            let got = match &client {
+                None => {
+                    let path = std::path::PathBuf::from(url.trim_start_matches("file://"));
+                    tokio::task::spawn_blocking(move || read_bounded(&path, MAX_PAYLOAD))
+                        .await
+                        .map_err(|e| ImageError::Internal(e.to_string()))?
+                        .map_err(|e| fail(e.to_string()))?
+                }
+                Some(c) => {
+                    let resp = c.get(&url).send().await.map_err(|e| fail(e.to_string()))?;
+                    match resp.status() {
+                        reqwest::StatusCode::NOT_FOUND => None,
+                        s if s.is_success() => {
+                            let b = resp.bytes().await.map_err(|e| fail(e.to_string()))?;
+                            if b.len() as u64 > MAX_PAYLOAD {
+                                return Err(fail(format!(
+                                    "{url}: larger than {MAX_PAYLOAD} bytes"
+                                )));
+                            }
+                            Some(b.to_vec())
+                        }
+                        s => return Err(fail(format!("{url}: HTTP {s}"))),
+                    }
+                }
+            };
+            match got {
+                Some(b) => out.push(b),
+                None => break,
+            }
+        }
+        Ok(out)
     }
 
     /// The sigstore signatures cosign stores beside manifest `digest` (the tag

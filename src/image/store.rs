@@ -53,6 +53,9 @@ pub struct ImageRecord {
     /// CreateContainer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signatures: Vec<super::policy::SigstoreSignature>,
+    /// The simple (GPG) signatures found for it at pull time (base64 of each OpenPGP message).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub simple_signatures: Vec<String>,
     /// What accepted it at its last pull under a signature policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<String>,
@@ -331,6 +334,11 @@ impl Store {
                     rec.signatures.push(s.clone());
                 }
             }
+            for s in &old.simple_signatures {
+                if !rec.simple_signatures.contains(s) {
+                    rec.simple_signatures.push(s.clone());
+                }
+            }
             if rec.verified.is_none() {
                 rec.verified.clone_from(&old.verified);
             }
@@ -527,6 +535,7 @@ mod tests {
             user: String::new(),
             stored_at: 0,
             signatures: Vec::new(),
+            simple_signatures: Vec::new(),
             verified: None,
         }
     }

@@ -6,6 +6,28 @@ use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING
 const IMAGE: &str = "registry.example.com:5000/team/app:1.0";
 const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
+fn no_gpg(_: &[u8], _: &[u8]) -> Result<Vec<u8>, String> {
+    Err("no GPG here".into())
+}
+
+/// Evaluates with sigstore signatures only.
+fn ev(
+    p: &Policy,
+    image: &str,
+    digest: &str,
+    sigs: &[SigstoreSignature],
+) -> Result<Accepted, String> {
+    p.evaluate(
+        image,
+        digest,
+        Signatures {
+            sigstore: sigs,
+            simple: &[],
+        },
+        &no_gpg,
+    )
+}
+
 fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
@@ -118,27 +140,21 @@ fn the_most_specific_scope_wins_and_every_requirement_must_hold() {
         &[("/k.pub", &k)],
     );
     // Unsigned under team/: the sigstore requirement fails, naming itself.
-    let e = p.evaluate(IMAGE, DIGEST, &[]).unwrap_err();
+    let e = ev(&p, IMAGE, DIGEST, &[]).unwrap_err();
     assert!(
         e.contains("sigstoreSigned") && e.contains("registry.example.com:5000/team"),
         "{e}"
     );
     let good = sign(&k, &payload(IMAGE, DIGEST));
-    let a = p
-        .evaluate(IMAGE, DIGEST, std::slice::from_ref(&good))
-        .unwrap();
+    let a = ev(&p, IMAGE, DIGEST, std::slice::from_ref(&good)).unwrap();
     assert_eq!(a.scope, "registry.example.com:5000/team");
     assert_eq!(
         a.by,
         ["insecureAcceptAnything", "sigstoreSigned (key /k.pub)"]
     );
     // Elsewhere on that registry: accepted unsigned; other registries: the transport's "".
-    assert!(p
-        .evaluate("registry.example.com:5000/other/x:1", DIGEST, &[])
-        .is_ok());
-    let e = p
-        .evaluate("docker.io/library/busybox:1", DIGEST, &[])
-        .unwrap_err();
+    assert!(ev(&p, "registry.example.com:5000/other/x:1", DIGEST, &[]).is_ok());
+    let e = ev(&p, "docker.io/library/busybox:1", DIGEST, &[]).unwrap_err();
     assert!(e.contains("reject"), "{e}");
 }
 
@@ -150,29 +166,27 @@ fn wrong_key_tampered_payload_other_digest_and_other_identity_are_refused() {
         &[("/k.pub", &k)],
     );
     let wrong_key = sign(&other, &payload(IMAGE, DIGEST));
-    let e = p.evaluate(IMAGE, DIGEST, &[wrong_key]).unwrap_err();
+    let e = ev(&p, IMAGE, DIGEST, &[wrong_key]).unwrap_err();
     assert!(e.contains("does not verify"), "{e}");
     let mut tampered = sign(&k, &payload(IMAGE, DIGEST));
     tampered.payload = b64(&payload("registry.example.com:5000/team/evil:1.0", DIGEST));
-    assert!(p.evaluate(IMAGE, DIGEST, &[tampered]).is_err());
+    assert!(ev(&p, IMAGE, DIGEST, &[tampered]).is_err());
     let other_digest = sign(&k, &payload(IMAGE, &DIGEST.replace('1', "2")));
-    let e = p.evaluate(IMAGE, DIGEST, &[other_digest]).unwrap_err();
+    let e = ev(&p, IMAGE, DIGEST, &[other_digest]).unwrap_err();
     assert!(e.contains("not sha256:1111"), "{e}");
     let other_tag = sign(
         &k,
         &payload("registry.example.com:5000/team/app:2.0", DIGEST),
     );
-    let e = p
-        .evaluate(IMAGE, DIGEST, std::slice::from_ref(&other_tag))
-        .unwrap_err();
+    let e = ev(&p, IMAGE, DIGEST, std::slice::from_ref(&other_tag)).unwrap_err();
     assert!(e.contains("does not match"), "{e}");
     // By digest, matchRepoDigestOrExact takes any tag of the repository.
     let by_digest = format!("registry.example.com:5000/team/app@{DIGEST}");
-    assert!(p.evaluate(&by_digest, DIGEST, &[other_tag]).is_ok());
+    assert!(ev(&p, &by_digest, DIGEST, &[other_tag]).is_ok());
     // One good signature among bad ones is enough.
     let good = sign(&k, &payload(IMAGE, DIGEST));
     let bad = sign(&other, &payload(IMAGE, DIGEST));
-    assert!(p.evaluate(IMAGE, DIGEST, &[bad, good]).is_ok());
+    assert!(ev(&p, IMAGE, DIGEST, &[bad, good]).is_ok());
 }
 
 #[test]
@@ -206,11 +220,11 @@ fn signed_identities() {
 #[test]
 fn unsupported_and_malformed_requirements() {
     let p = policy(
-        serde_json::json!({"default": [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/k.gpg"}]}),
+        serde_json::json!({"default": [{"type": "sigstoreSigned", "fulcio": {"caPath": "/ca.pem"}}]}),
         &[],
     );
-    let e = p.evaluate(IMAGE, DIGEST, &[]).unwrap_err();
-    assert!(e.contains("signedBy") && e.contains("not supported"), "{e}");
+    let e = ev(&p, IMAGE, DIGEST, &[]).unwrap_err();
+    assert!(e.contains("Fulcio") && e.contains("not supported"), "{e}");
     for (json, want) in [
         (serde_json::json!({"default": []}), "no requirement"),
         (
@@ -256,14 +270,14 @@ fn per_namespace_policy_files_override_the_default_one() {
     )
     .unwrap();
     let prod = load_for(&default, &ns_dir, "prod").unwrap().unwrap();
-    assert!(prod.evaluate(IMAGE, DIGEST, &[]).is_err());
+    assert!(ev(&prod, IMAGE, DIGEST, &[]).is_err());
     let dev = load_for(&default, &ns_dir, "dev").unwrap().unwrap();
-    assert!(dev.evaluate(IMAGE, DIGEST, &[]).is_ok());
+    assert!(ev(&dev, IMAGE, DIGEST, &[]).is_ok());
     // A namespace is a file name, never a path.
     let odd = load_for(&default, &ns_dir, "../policies/prod")
         .unwrap()
         .unwrap();
-    assert!(odd.evaluate(IMAGE, DIGEST, &[]).is_ok());
+    assert!(ev(&odd, IMAGE, DIGEST, &[]).is_ok());
 }
 
 #[test]
@@ -288,5 +302,84 @@ fn registries_d_turns_sigstore_attachments_on_by_namespace() {
     assert_eq!(
         signature_tag(DIGEST),
         format!("sha256-{}.sig", &DIGEST[7..])
+    );
+}
+
+#[test]
+fn signed_by_checks_what_the_keyring_verified() {
+    // A fake gpgv: "signatures" are `keyring-name|payload`, valid for that keyring only.
+    let gpg = |keyring: &[u8], sig: &[u8]| -> Result<Vec<u8>, String> {
+        let sig = std::str::from_utf8(sig).unwrap();
+        let (ring, payload) = sig.split_once('|').unwrap();
+        if ring.as_bytes() == keyring {
+            Ok(payload.as_bytes().to_vec())
+        } else {
+            Err("a GPG signature does not verify with the keyring: NO_PUBKEY".into())
+        }
+    };
+    let p = Policy::parse(
+        br#"{"default": [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/ring"}]}"#,
+        "t",
+        &|_: &Path| Ok(b"ring-a".to_vec()),
+    )
+    .unwrap();
+    let simple_payload = |r: &str, d: &str| {
+        String::from_utf8(payload(r, d))
+            .unwrap()
+            .replace(COSIGN_TYPE, SIMPLE_TYPE)
+    };
+    let check = |sigs: &[Vec<u8>]| {
+        p.evaluate(
+            IMAGE,
+            DIGEST,
+            Signatures {
+                sigstore: &[],
+                simple: sigs,
+            },
+            &gpg,
+        )
+    };
+    let good = format!("ring-a|{}", simple_payload(IMAGE, DIGEST)).into_bytes();
+    let a = check(&[good]).unwrap();
+    assert_eq!(a.by, ["signedBy (keyring /ring)"]);
+    let e = check(&[]).unwrap_err();
+    assert!(e.contains("signedBy found no signature"), "{e}");
+    let other_ring = format!("ring-b|{}", simple_payload(IMAGE, DIGEST)).into_bytes();
+    let e = check(&[other_ring]).unwrap_err();
+    assert!(e.contains("NO_PUBKEY"), "{e}");
+    // A cosign payload is not a simple signing one.
+    let cosign = format!(
+        "ring-a|{}",
+        String::from_utf8(payload(IMAGE, DIGEST)).unwrap()
+    )
+    .into_bytes();
+    assert!(check(&[cosign]).unwrap_err().contains("type"));
+    let other_image = format!("ring-a|{}", simple_payload("r.example/x:1", DIGEST)).into_bytes();
+    assert!(check(&[other_image])
+        .unwrap_err()
+        .contains("does not match"));
+}
+
+#[test]
+fn registries_d_lookaside_by_the_most_specific_entry_that_sets_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        "default-docker:\n  sigstore: https://sigs.example/default\ndocker:\n  registry.example.com:5000/team:\n    use-sigstore-attachments: true\n  registry.example.com:5000:\n    lookaside: file:///srv/sigs\n",
+    )
+    .unwrap();
+    let r = RegistriesD::load(dir.path()).unwrap();
+    // team/ sets only use-sigstore-attachments: its lookaside comes from the registry's entry.
+    assert_eq!(r.lookaside(IMAGE).as_deref(), Some("file:///srv/sigs"));
+    assert_eq!(
+        r.lookaside("docker.io/library/busybox:1").as_deref(),
+        Some("https://sigs.example/default")
+    );
+    assert_eq!(
+        lookaside_url("file:///srv/sigs/", "team/app", DIGEST, 2),
+        format!(
+            "file:///srv/sigs/team/app@sha256={}/signature-2",
+            &DIGEST[7..]
+        )
     );
 }
