@@ -16,6 +16,7 @@ pkgs=(
   containernetworking-plugins # CNI plugins (bridge, host-local, loopback, portmap) in /usr/lib/cni
   iptables iputils-ping       # iptables-save and ping: the CNI tests check what portmap and bridge leave
   openssl                     # the streaming TLS test makes a throwaway certificate
+  gnupg gpgv                  # tests/trust.rs: throwaway GPG keys (gpg, skopeo --sign-by); gpgv checks signedBy
   python3-venv                # a venv for grpcio (PyPI), the gRPC C-core client of tests/interop.rs
 )
 missing=()
