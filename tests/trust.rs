@@ -315,6 +315,23 @@ async fn sigstore_policy_at_pull_and_at_create() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // And gRPC C-core (Python grpcio): the same status.
+    let py = std::env::var_os("FERRIO_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/cache/ferrio/pyenv/bin/python".into());
+    let out = sh(Command::new(&py)
+        .arg(repo_root().join("tests/clients/grpcio_pull.py"))
+        .arg(format!("unix:{}", d.socket.display()))
+        .arg(format!("{addr}/trust/unsigned:1")));
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["code"], "PERMISSION_DENIED", "{v}");
+    assert!(
+        v["details"]
+            .as_str()
+            .is_some_and(|d| d.contains("no sigstore signature")),
+        "{v}"
+    );
+
     // At CreateContainer: the pod's namespace's policy again.
     let plain_ref = format!("{addr}/plain/busybox:1");
     assert_eq!(pull_in(&d, &plain_ref, None).await.unwrap().len(), 71);
