@@ -51,6 +51,8 @@ if [ "$("$py/bin/python" -c 'import grpc; print(grpc.__version__)' 2>/dev/null)"
   /usr/bin/python3 -m venv "$py"
   "$py/bin/pip" install -q --disable-pip-version-check "grpcio==$grpcio"
 fi
+# CRIU 4 for CheckpointContainer's tests (tests/checkpoint.rs), from Debian's source package.
+"$(dirname "$0")/build-criu.sh" >/dev/null
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
 for c in clippy fmt; do
   cargo $c --version >/dev/null 2>&1 || { echo "cargo $c not found: add the Rust component (rustup component add ${c/fmt/rustfmt})" >&2; exit 1; }

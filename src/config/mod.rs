@@ -223,6 +223,9 @@ pub struct RuntimeConfig {
     /// `blockio.resources.beta.kubernetes.io/{pod,container.<name>}` (pod) select. Empty (the
     /// default): no classes; annotations are ignored and a plugin's class is refused.
     pub blockio_config_file: PathBuf,
+    /// The CRIU binary CheckpointContainer runs (a name is looked up in PATH). CRIU 3.17
+    /// works with kernels up to 6.1's vDSO layout; newer kernels need CRIU 4.
+    pub criu_path: PathBuf,
 }
 
 /// One runtime handler.
@@ -328,6 +331,7 @@ impl Default for Config {
                 privileged_seccomp_profile: PathBuf::new(),
                 cdi_spec_dirs: vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")],
                 blockio_config_file: PathBuf::new(),
+                criu_path: PathBuf::from("criu"),
             },
             streaming: StreamingConfig {
                 address: "127.0.0.1".into(),

@@ -78,6 +78,8 @@ cdi_spec_dirs = [{cdi_dirs}]
 # blockio.resources.beta.kubernetes.io/pod or .../container.<name> (pod). Read at each create
 # that names a class. Empty: no classes (annotations ignored, a plugin's class refused).
 blockio_config_file = {blockio}
+# The CRIU binary for CheckpointContainer (a bare name is looked up in PATH).
+criu_path = {criu}
 
 # Runtime handlers, selected by RunPodSandbox's runtime_handler.
 # runtime_type "builtin": youki's libcontainer inside ferrio (no external runtime).
@@ -200,6 +202,7 @@ tolerate_missing_plugins_annotation = {dv_tolerate}
             .collect::<Vec<_>>()
             .join(", "),
         blockio = s(&c.runtime.blockio_config_file),
+        criu = s(&c.runtime.criu_path),
         cdi_dirs = c
             .runtime
             .cdi_spec_dirs

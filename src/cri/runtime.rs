@@ -1,6 +1,6 @@
 //! RuntimeService: pods, containers, ExecSync, and the runtime's status. Each handler is thin:
 //! convert the request, call the engine, convert the answer. Exec/Attach/PortForward answer
-//! URLs of `streaming/`; CheckpointContainer answers `Unimplemented` (the generated default).
+//! URLs of `streaming/`; CheckpointContainer runs CRIU (`engine/container/checkpoint.rs`).
 
 use super::api::{self, runtime_service_server::RuntimeService};
 use super::convert;
@@ -432,6 +432,17 @@ impl RuntimeService for Runtime {
             .update_resources(&r.container_id, &convert::resources(res))
             .await?;
         Ok(Response::new(api::UpdateContainerResourcesResponse {}))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        req: Request<api::CheckpointContainerRequest>,
+    ) -> Result<Response<api::CheckpointContainerResponse>, Status> {
+        let r = req.into_inner();
+        self.engine
+            .checkpoint_container(&r.container_id, &r.location, r.timeout)
+            .await?;
+        Ok(Response::new(api::CheckpointContainerResponse {}))
     }
 
     async fn reopen_container_log(

@@ -2,6 +2,7 @@
 //! `update`), as the CRI names them; what several verbs share is here: the runtime handler, the
 //! monitor client of a container, its record refreshed from the exit file, the exit applied.
 
+mod checkpoint;
 mod classes;
 mod create;
 mod exec;

@@ -1,0 +1,279 @@
+//! CheckpointContainer: the running container dumped by CRIU (left running) into an archive at
+//! the request's `location`, in the layout CRI-O and kubelet use: `checkpoint/` (CRIU's
+//! images and `dump.log`), `spec.dump` (the OCI config), `config.dump` (what the container was
+//! made from), `rootfs-diff.tar` (its writable layer) and `deleted.files` (what it deleted from
+//! the image).
+//!
+//! CRIU is run on the container's init directly, whatever the runtime handler: the process tree
+//! is the same under libcontainer, runc or crun. Bind mounts from the host (the spec's) and
+//! cgroup mounts are declared external, as runc does; a network namespace the container shares
+//! with its pod is external too, so that a restore can join another pod's.
+
+use crate::engine::{blocking, ContainerState, Engine, EngineError, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// CRI's `timeout` is in seconds; 0 means this.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(240);
+
+impl Engine {
+    pub async fn checkpoint_container(
+        self: &Arc<Self>,
+        s: &str,
+        location: &str,
+        timeout_secs: i64,
+    ) -> Result<()> {
+        let started = Instant::now();
+        crate::engine::validate::absolute("location", location)?;
+        let location = PathBuf::from(location);
+        if location.is_dir() {
+            return Err(EngineError::invalid(format!(
+                "location {} is a directory; CheckpointContainer writes an archive file",
+                location.display()
+            )));
+        }
+        let id = self.container_id(s)?;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let rec = self
+            .refreshed(&id)
+            .ok_or_else(|| EngineError::not_found(format!("container {s:?} not found")))?;
+        if rec.state != ContainerState::Running || rec.pid <= 0 {
+            return Err(EngineError::precondition(format!(
+                "container {id} is not running"
+            )));
+        }
+        let criu = self.cfg().runtime.criu_path.clone();
+        let timeout = match u64::try_from(timeout_secs) {
+            Ok(0) | Err(_) => DEFAULT_TIMEOUT,
+            Ok(n) => Duration::from_secs(n),
+        };
+        let paths = self.ctr_paths(&id);
+        let work_root = self.cfg().run_root.join("checkpoints");
+        let record = serde_json::json!({
+            "id": rec.id,
+            "name": rec.config.name,
+            "podId": rec.pod_id,
+            "rootfsImage": rec.image,
+            "rootfsImageRef": rec.image_id,
+            "runtimeHandler": rec.handler,
+            "createdTime": rec.created_at_ns,
+            "checkpointedTime": crate::engine::now_ns(),
+            "config": rec.config,
+        });
+        let pid = rec.pid;
+        let dest = location.clone();
+        blocking(move || -> Result<()> {
+            std::fs::create_dir_all(&work_root)
+                .map_err(EngineError::io("creating the checkpoint directory"))?;
+            let work = tempfile::Builder::new()
+                .prefix(&format!("{id}-"))
+                .tempdir_in(&work_root)
+                .map_err(EngineError::io("creating the checkpoint directory"))?;
+            let images = work.path().join("checkpoint");
+            std::fs::create_dir(&images)
+                .map_err(EngineError::io("creating the checkpoint directory"))?;
+            let spec = std::fs::read(paths.bundle().join("config.json"))
+                .map_err(EngineError::io("reading the container's config.json"))?;
+            dump(&criu, pid, &images, &spec, timeout)?;
+            std::fs::write(work.path().join("spec.dump"), &spec)
+                .map_err(EngineError::io("writing spec.dump"))?;
+            std::fs::write(
+                work.path().join("config.dump"),
+                serde_json::to_vec_pretty(&record).unwrap_or_default(),
+            )
+            .map_err(EngineError::io("writing config.dump"))?;
+            let deleted = rootfs_diff(&paths.upper(), &work.path().join("rootfs-diff.tar"))?;
+            std::fs::write(
+                work.path().join("deleted.files"),
+                serde_json::to_vec(&deleted).unwrap_or_default(),
+            )
+            .map_err(EngineError::io("writing deleted.files"))?;
+            archive(work.path(), &dest)
+        })
+        .await??;
+        tracing::info!(container = %s, location = %location.display(), ms = started.elapsed().as_millis(), "container checkpointed");
+        Ok(())
+    }
+}
+
+/// `criu dump` of the process tree at `pid`, left running, into `images`.
+fn dump(criu: &Path, pid: i32, images: &Path, spec: &[u8], timeout: Duration) -> Result<()> {
+    let spec: serde_json::Value = serde_json::from_slice(spec)
+        .map_err(|e| EngineError::internal(format!("the container's config.json: {e}")))?;
+    let mut args: Vec<String> = [
+        "dump",
+        "--tree",
+        &pid.to_string(),
+        "--images-dir",
+        &images.display().to_string(),
+        "--leave-running",
+        "--manage-cgroups",
+        "--tcp-established",
+        "--file-locks",
+        "--log-file",
+        "dump.log",
+        "-v4",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for dest in external_mounts(&spec, pid) {
+        args.push("--ext-mount-map".into());
+        args.push(format!("{dest}:{dest}"));
+    }
+    // A network namespace given by path (the pod's) is not the container's to dump.
+    let shared_net = spec["linux"]["namespaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|n| n["type"] == "network" && n["path"].is_string());
+    if shared_net {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = std::fs::metadata(format!("/proc/{pid}/ns/net")) {
+            args.push("--external".into());
+            args.push(format!("net[{}]:extNetNs", m.ino()));
+        }
+    }
+    let mut child = std::process::Command::new(criu)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            EngineError::precondition(format!(
+                "CheckpointContainer needs CRIU: cannot run {} (runtime.criu_path): {e}",
+                criu.display()
+            ))
+        })?;
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(EngineError::new(
+                    crate::error::Kind::DeadlineExceeded,
+                    format!("criu dump did not finish within {timeout:?}"),
+                ));
+            }
+        }
+    };
+    if !status.success() {
+        let log = std::fs::read_to_string(images.join("dump.log")).unwrap_or_default();
+        let errors: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("Error") && !l.contains("RLIMIT_NOFILE"))
+            .take(5)
+            .collect();
+        return Err(EngineError::internal(format!(
+            "criu dump failed ({status}): {}",
+            errors.join("; ")
+        )));
+    }
+    Ok(())
+}
+
+/// Mount points CRIU must treat as external: the spec's bind mounts and the cgroup mounts the
+/// container has (their sources are outside its root).
+fn external_mounts(spec: &serde_json::Value, pid: i32) -> Vec<String> {
+    let mut out: Vec<String> = spec["mounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| {
+            m["type"] == "bind"
+                || m["options"]
+                    .as_array()
+                    .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"))
+        })
+        .filter_map(|m| m["destination"].as_str().map(str::to_string))
+        .collect();
+    if let Ok(mi) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) {
+        for l in mi.lines() {
+            let f: Vec<&str> = l.split(' ').collect();
+            let fstype = f.iter().position(|x| *x == "-").and_then(|i| f.get(i + 1));
+            if matches!(fstype, Some(&"cgroup") | Some(&"cgroup2")) {
+                if let Some(mp) = f.get(4) {
+                    out.push((*mp).to_string());
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The writable layer as a tar (whiteouts left out), and the paths it deleted from the image
+/// (its overlayfs whiteouts), relative to the root.
+fn rootfs_diff(upper: &Path, tar_path: &Path) -> Result<Vec<String>> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let f = std::fs::File::create(tar_path).map_err(EngineError::io("writing rootfs-diff.tar"))?;
+    let mut tar = tar::Builder::new(f);
+    tar.follow_symlinks(false);
+    let mut deleted = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = upper.join(&rel);
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut entries: Vec<_> = rd.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let r = rel.join(e.file_name());
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if m.file_type().is_char_device() && m.rdev() == 0 {
+                deleted.push(r.display().to_string());
+                continue;
+            }
+            tar.append_path_with_name(e.path(), &r)
+                .map_err(EngineError::io("writing rootfs-diff.tar"))?;
+            if m.is_dir() {
+                stack.push(r);
+            }
+        }
+    }
+    tar.finish()
+        .map_err(EngineError::io("writing rootfs-diff.tar"))?;
+    Ok(deleted)
+}
+
+/// Everything in `dir` as an uncompressed tar at `dest` (written beside it, then renamed; 0600).
+fn archive(dir: &Path, dest: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = dest.with_file_name(format!(
+        ".{}.tmp",
+        dest.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(EngineError::io(format_args!("creating {}", tmp.display())))?;
+    let mut tar = tar::Builder::new(f);
+    tar.follow_symlinks(false);
+    let result = tar
+        .append_dir_all(".", dir)
+        .and_then(|()| tar.into_inner())
+        .and_then(|f| f.sync_all());
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(EngineError::io("writing the checkpoint archive")(e));
+    }
+    std::fs::rename(&tmp, dest).map_err(EngineError::io(format_args!(
+        "moving the checkpoint archive to {}",
+        dest.display()
+    )))
+}

@@ -1,0 +1,179 @@
+//! CheckpointContainer end to end: a container counting in memory and writing to its log and
+//! its writable layer, dumped by CRIU (`runtime.criu_path`; hack/setup.sh builds CRIU 4 from
+//! Debian's source where the distribution's is too old for the kernel) into an archive in
+//! CRI-O's layout while it keeps running, with the builtin handler and with runc.
+
+#[macro_use]
+mod common;
+
+use common::*;
+use ferrio::cri::api;
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+fn criu() -> String {
+    std::env::var("FERRIO_TEST_CRIU").unwrap_or_else(|_| "/var/cache/ferrio/criu/criu".into())
+}
+
+/// The archive's entries, and the contents of the small ones.
+fn entries(path: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut ar = tar::Archive::new(std::fs::File::open(path).unwrap());
+    ar.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().display().to_string();
+            let mut data = Vec::new();
+            if e.size() < (1 << 20) {
+                e.read_to_end(&mut data).unwrap();
+            }
+            (name.trim_start_matches("./").to_string(), data)
+        })
+        .collect()
+}
+
+fn last_count(log: &std::path::Path) -> u64 {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .rev()
+        .find_map(|l| l.rsplit(' ').next()?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_container_is_checkpointed_into_an_archive_and_keeps_running() {
+    e2e!();
+    let d = Daemon::start(DaemonOpts {
+        extra_config: format!("[runtime]\ncriu_path = {:?}\n", criu()),
+        ..Default::default()
+    });
+    let image = Registry::shared().image("ferrio-test/busybox:1.35");
+    pull(&mut d.images().await, &image).await.unwrap();
+    let mut rt = d.runtime().await;
+    let logs = d.dir.path().join("logs");
+    for handler in ["", "runc"] {
+        let pcfg = pod_config(&format!("ckpt{handler}"), &logs);
+        let pod = run_pod(&mut rt, pcfg.clone(), handler).await;
+        let name = format!("counter{handler}");
+        let id = create_start(
+            &mut rt,
+            &pod,
+            &pcfg,
+            sh_container(
+                &name,
+                &image,
+                "rm /bin/ls; i=0; while :; do i=$((i+1)); echo $i; echo $i > /state; sleep 0.1; done",
+            ),
+        )
+        .await;
+        let log = logs.join(format!("{name}.log"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while last_count(&log) < 5 {
+            assert!(Instant::now() < deadline, "the counter did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let location = d.dir.path().join(format!("checkpoint-{name}.tar"));
+        let t = Instant::now();
+        rt.checkpoint_container(api::CheckpointContainerRequest {
+            container_id: id.clone(),
+            location: location.display().to_string(),
+            timeout: 60,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("handler {handler:?}: {e:?}\n{}", d.log_text()));
+        eprintln!("handler {handler:?}: checkpointed in {:?}", t.elapsed());
+        let got = entries(&location);
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        for want in [
+            "checkpoint/inventory.img",
+            "checkpoint/pstree.img",
+            "checkpoint/dump.log",
+            "spec.dump",
+            "config.dump",
+            "rootfs-diff.tar",
+            "deleted.files",
+        ] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        let file = |n: &str| &got.iter().find(|(x, _)| x == n).unwrap().1;
+        let config: serde_json::Value = serde_json::from_slice(file("config.dump")).unwrap();
+        assert_eq!(config["id"], id.as_str());
+        assert_eq!(config["rootfsImage"], image.as_str());
+        let spec: serde_json::Value = serde_json::from_slice(file("spec.dump")).unwrap();
+        assert!(spec["process"]["args"].is_array());
+        let deleted: Vec<String> = serde_json::from_slice(file("deleted.files")).unwrap();
+        assert_eq!(deleted, ["bin/ls"]);
+        let mut diff = tar::Archive::new(file("rootfs-diff.tar").as_slice());
+        let diff_names: Vec<String> = diff
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert!(diff_names.contains(&"state".to_string()), "{diff_names:?}");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&location).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // It was left running, and counts on.
+        let before = last_count(&log);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(last_count(&log) > before, "the container stopped counting");
+        let st = rt
+            .container_status(api::ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        assert_eq!(st.state, api::ContainerState::ContainerRunning as i32);
+        // Bad requests: a relative location, an unknown container, a stopped one.
+        let e = rt
+            .checkpoint_container(api::CheckpointContainerRequest {
+                container_id: id.clone(),
+                location: "relative.tar".into(),
+                timeout: 10,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        let e = rt
+            .checkpoint_container(api::CheckpointContainerRequest {
+                container_id: "nope".into(),
+                location: location.display().to_string(),
+                timeout: 10,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+        rt.stop_container(api::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+        let e = rt
+            .checkpoint_container(api::CheckpointContainerRequest {
+                container_id: id.clone(),
+                location: location.display().to_string(),
+                timeout: 10,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+        rt.stop_pod_sandbox(api::StopPodSandboxRequest {
+            pod_sandbox_id: pod.id.clone(),
+        })
+        .await
+        .unwrap();
+        rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.id.clone(),
+        })
+        .await
+        .unwrap();
+    }
+}
