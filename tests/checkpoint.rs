@@ -165,15 +165,6 @@ async fn a_running_container_is_checkpointed_into_an_archive_and_keeps_running()
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
-        rt.stop_pod_sandbox(api::StopPodSandboxRequest {
-            pod_sandbox_id: pod.id.clone(),
-        })
-        .await
-        .unwrap();
-        rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-            pod_sandbox_id: pod.id.clone(),
-        })
-        .await
-        .unwrap();
+        finish_pod(&d, &pod).await;
     }
 }

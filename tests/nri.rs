@@ -1140,6 +1140,17 @@ async fn an_io_priority_and_a_scheduler_from_a_plugin_apply_to_the_containers_in
     remove_pod(&mut rt, &pod.id).await;
 }
 
+/// A CreateContainer answer adjusting only the Linux part.
+fn linux_adjustment(l: nri::LinuxContainerAdjustment) -> nri::CreateContainerResponse {
+    nri::CreateContainerResponse {
+        adjust: Some(nri::ContainerAdjustment {
+            linux: Some(l),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// A whole block device of this host as (its /dev path, "major:minor").
 fn a_block_device() -> Option<(String, String)> {
     let mut names: Vec<_> = std::fs::read_dir("/sys/class/block")
@@ -1202,20 +1213,14 @@ async fn block_io_and_rdt_classes_from_a_plugin_or_annotations_reach_the_cgroup(
                 _ => (None, None),
             };
             let class = |c: Option<&str>| c.map(|v| nri::OptionalString { value: v.into() });
-            nri::CreateContainerResponse {
-                adjust: Some(nri::ContainerAdjustment {
-                    linux: Some(nri::LinuxContainerAdjustment {
-                        resources: Some(nri::LinuxResources {
-                            blockio_class: class(blockio),
-                            rdt_class: class(rdt),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
+            linux_adjustment(nri::LinuxContainerAdjustment {
+                resources: Some(nri::LinuxResources {
+                    blockio_class: class(blockio),
+                    rdt_class: class(rdt),
                     ..Default::default()
                 }),
                 ..Default::default()
-            }
+            })
         }),
         Duration::ZERO,
     )
@@ -1283,16 +1288,10 @@ async fn a_plugin_moves_a_container_to_another_cgroup_and_it_is_removed_from_the
             } else {
                 to.clone()
             };
-            nri::CreateContainerResponse {
-                adjust: Some(nri::ContainerAdjustment {
-                    linux: Some(nri::LinuxContainerAdjustment {
-                        cgroups_path: path,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
+            linux_adjustment(nri::LinuxContainerAdjustment {
+                cgroups_path: path,
                 ..Default::default()
-            }
+            })
         }),
         Duration::ZERO,
     )

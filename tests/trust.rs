@@ -182,6 +182,21 @@ async fn pull_in(
         .map(|r| r.into_inner().image_ref)
 }
 
+/// ImageStatus's verbose info of image `id`.
+async fn status_info(d: &Daemon, id: &str) -> serde_json::Value {
+    let st = d
+        .images()
+        .await
+        .image_status(api::ImageStatusRequest {
+            image: Some(spec(id)),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    serde_json::from_str(&st.info["info"]).unwrap()
+}
+
 fn write_policy(path: &Path, scope: &str, key: &Path) {
     let policy = serde_json::json!({
         "default": [{"type": "insecureAcceptAnything"}],
@@ -260,17 +275,7 @@ async fn sigstore_policy_at_pull_and_at_create() {
 
     // Accepted, and what verified it is kept.
     let id = pull_in(&d, &signed, None).await.expect("a signed image");
-    let st = d
-        .images()
-        .await
-        .image_status(api::ImageStatusRequest {
-            image: Some(spec(&id)),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+    let info = status_info(&d, &id).await;
     let verified = info["verified"].as_str().unwrap_or_default();
     assert!(
         verified.contains("sigstoreSigned") && verified.contains(&key_file.display().to_string()),
@@ -396,17 +401,8 @@ async fn sigstore_policy_at_pull_and_at_create() {
         sh_container("by-id", &id, "sleep 60"),
     )
     .await;
-    for p in [&locked_pod.id, &open_pod.id] {
-        rt.stop_pod_sandbox(api::StopPodSandboxRequest {
-            pod_sandbox_id: p.clone(),
-        })
-        .await
-        .unwrap();
-        rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-            pod_sandbox_id: p.clone(),
-        })
-        .await
-        .unwrap();
+    for p in [&open_pod, &locked_pod] {
+        finish_pod(&d, p).await;
     }
 }
 
@@ -529,17 +525,7 @@ async fn signed_by_gpg_with_signatures_skopeo_wrote_to_a_lookaside() {
     });
     let signed = format!("{addr}/gpg/signed:1");
     let id = pull_in(&d, &signed, None).await.expect("signed by the key");
-    let st = d
-        .images()
-        .await
-        .image_status(api::ImageStatusRequest {
-            image: Some(spec(&id)),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+    let info = status_info(&d, &id).await;
     assert!(
         info["verified"]
             .as_str()
@@ -572,14 +558,5 @@ async fn signed_by_gpg_with_signatures_skopeo_wrote_to_a_lookaside() {
         sh_container("signed", &signed, "sleep 60"),
     )
     .await;
-    rt.stop_pod_sandbox(api::StopPodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.id.clone(),
-    })
-    .await
-    .unwrap();
+    finish_pod(&d, &pod).await;
 }

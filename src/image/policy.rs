@@ -272,62 +272,23 @@ impl Policy {
                     if signatures.is_empty() {
                         return Err(what("found no sigstore signature of the image".into()));
                     }
-                    let mut why = Vec::new();
-                    let mut ok = None;
-                    'sigs: for s in signatures {
-                        for (key_name, key) in keys {
-                            match verify_sigstore(s, key, image, digest, identity) {
-                                Ok(()) => {
-                                    ok = Some(key_name.clone());
-                                    break 'sigs;
-                                }
-                                Err(e) => why.push(e),
-                            }
-                        }
-                    }
-                    match ok {
-                        Some(k) => by.push(format!("sigstoreSigned (key {k})")),
-                        None => {
-                            why.sort();
-                            why.dedup();
-                            return Err(what(format!(
-                                "found no valid signature: {}",
-                                why.join("; ")
-                            )));
-                        }
-                    }
+                    let k = first_valid(signatures, keys, |s, key| {
+                        verify_sigstore(s, key, image, digest, identity)
+                    })
+                    .map_err(&what)?;
+                    by.push(format!("sigstoreSigned (key {k})"));
                 }
                 Requirement::SignedBy { keyrings, identity } => {
                     if found.simple.is_empty() {
                         return Err(what("found no signature of the image".into()));
                     }
-                    let mut why = Vec::new();
-                    let mut ok = None;
-                    'simple: for sig in found.simple {
-                        for (name, keyring) in keyrings {
-                            let checked = gpg(keyring, sig).and_then(|payload| {
-                                check_payload(&payload, SIMPLE_TYPE, image, digest, identity)
-                            });
-                            match checked {
-                                Ok(()) => {
-                                    ok = Some(name.clone());
-                                    break 'simple;
-                                }
-                                Err(e) => why.push(e),
-                            }
-                        }
-                    }
-                    match ok {
-                        Some(k) => by.push(format!("signedBy (keyring {k})")),
-                        None => {
-                            why.sort();
-                            why.dedup();
-                            return Err(what(format!(
-                                "found no valid signature: {}",
-                                why.join("; ")
-                            )));
-                        }
-                    }
+                    let k = first_valid(found.simple, keyrings, |sig, keyring| {
+                        gpg(keyring, sig).and_then(|payload| {
+                            check_payload(&payload, SIMPLE_TYPE, image, digest, identity)
+                        })
+                    })
+                    .map_err(&what)?;
+                    by.push(format!("signedBy (keyring {k})"));
                 }
             }
         }
@@ -456,6 +417,26 @@ fn requirement(
             Ok(Requirement::SigstoreSigned { keys, identity })
         }
     }
+}
+
+/// The name of the first key that `check` accepts one of `signatures` with; else why none did.
+fn first_valid<S, K>(
+    signatures: &[S],
+    keys: &[(String, K)],
+    check: impl Fn(&S, &K) -> Result<(), String>,
+) -> Result<String, String> {
+    let mut why = Vec::new();
+    for s in signatures {
+        for (name, key) in keys {
+            match check(s, key) {
+                Ok(()) => return Ok(name.clone()),
+                Err(e) => why.push(e),
+            }
+        }
+    }
+    why.sort();
+    why.dedup();
+    Err(format!("found no valid signature: {}", why.join("; ")))
 }
 
 /// A field that is one string or a list of strings.
