@@ -8,7 +8,7 @@
 
 use std::io::Read;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long one `gpgv` may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,17 +50,8 @@ pub fn verify(keyring: &[u8], signature: &[u8]) -> Result<Vec<u8>, String> {
         .map_err(|e| {
             format!("cannot run gpgv (GnuPG's verifier, needed for signedBy requirements): {e}")
         })?;
-    let deadline = Instant::now() + TIMEOUT;
-    let code = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break st,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("gpgv did not finish within {TIMEOUT:?}"));
-            }
-        }
+    let Some(code) = crate::sys::process::wait_or_kill(&mut child, TIMEOUT) else {
+        return Err(format!("gpgv did not finish within {TIMEOUT:?}"));
     };
     let mut status = String::new();
     if let Ok(f) = std::fs::File::open(&status_file) {

@@ -399,6 +399,28 @@ pub fn take_inherited_socket(fd: i32) -> io::Result<std::os::unix::net::UnixStre
     Ok(std::os::unix::net::UnixStream::from(OwnedFd::from(file)))
 }
 
+/// Waits for `child` at most `timeout` (polling: for short-lived helper programs run from a
+/// blocking thread); past it the child is killed and reaped, and `None` is returned.
+pub fn wait_or_kill(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => return Some(st),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -148,20 +148,11 @@ fn dump(criu: &Path, pid: i32, images: &Path, spec: &[u8], timeout: Duration) ->
                 criu.display()
             ))
         })?;
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break st,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(EngineError::new(
-                    crate::error::Kind::DeadlineExceeded,
-                    format!("criu dump did not finish within {timeout:?}"),
-                ));
-            }
-        }
+    let Some(status) = crate::sys::process::wait_or_kill(&mut child, timeout) else {
+        return Err(EngineError::new(
+            crate::error::Kind::DeadlineExceeded,
+            format!("criu dump did not finish within {timeout:?}"),
+        ));
     };
     if !status.success() {
         let log = std::fs::read_to_string(images.join("dump.log")).unwrap_or_default();
