@@ -89,6 +89,7 @@ async fn a_running_container_is_checkpointed_into_an_archive_and_keeps_running()
             "checkpoint/inventory.img",
             "checkpoint/pstree.img",
             "checkpoint/dump.log",
+            "checkpoint/descriptors.json",
             "spec.dump",
             "config.dump",
             "rootfs-diff.tar",
@@ -102,6 +103,12 @@ async fn a_running_container_is_checkpointed_into_an_archive_and_keeps_running()
         assert_eq!(config["rootfsImage"], image.as_str());
         let spec: serde_json::Value = serde_json::from_slice(file("spec.dump")).unwrap();
         assert!(spec["process"]["args"].is_array());
+        let stdio: Vec<String> =
+            serde_json::from_slice(file("checkpoint/descriptors.json")).unwrap();
+        assert!(
+            stdio.len() == 3 && stdio[1].starts_with("pipe:["),
+            "{stdio:?}"
+        );
         let deleted: Vec<String> = serde_json::from_slice(file("deleted.files")).unwrap();
         assert_eq!(deleted, ["bin/ls"]);
         let mut diff = tar::Archive::new(file("rootfs-diff.tar").as_slice());

@@ -133,7 +133,8 @@ fn dump(criu: &Path, pid: i32, images: &Path, spec: &[u8], timeout: Duration) ->
         use std::os::unix::fs::MetadataExt;
         if let Ok(m) = std::fs::metadata(format!("/proc/{pid}/ns/net")) {
             args.push("--external".into());
-            args.push(format!("net[{}]:extNetNs", m.ino()));
+            // runc's key: `runc restore` hands the new pod's namespace in under it.
+            args.push(format!("net[{}]:extRootNetNS", m.ino()));
         }
     }
     let mut child = std::process::Command::new(criu)
@@ -154,6 +155,15 @@ fn dump(criu: &Path, pid: i32, images: &Path, spec: &[u8], timeout: Duration) ->
             format!("criu dump did not finish within {timeout:?}"),
         ));
     };
+    // What the init's stdio were, as runc records them (`descriptors.json`), so that a restore
+    // can hand in new pipes for them.
+    let descriptors: Vec<String> = (0..3)
+        .map(|n| {
+            std::fs::read_link(format!("/proc/{pid}/fd/{n}"))
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "/dev/null".into())
+        })
+        .collect();
     if !status.success() {
         let log = std::fs::read_to_string(images.join("dump.log")).unwrap_or_default();
         let errors: Vec<&str> = log
@@ -166,7 +176,11 @@ fn dump(criu: &Path, pid: i32, images: &Path, spec: &[u8], timeout: Duration) ->
             errors.join("; ")
         )));
     }
-    Ok(())
+    std::fs::write(
+        images.join("descriptors.json"),
+        serde_json::to_vec(&descriptors).unwrap_or_default(),
+    )
+    .map_err(EngineError::io("writing descriptors.json"))
 }
 
 /// Mount points CRIU must treat as external: the spec's bind mounts and the cgroup mounts the
