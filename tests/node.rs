@@ -490,6 +490,117 @@ async fn systemd_driver_slices_and_scopes() {
 }
 
 /// kubelet's cgroupfs driver on a cgroup v2 host: its pod paths, resources, pod resources.
+/// A minimal NRI plugin on the node's default NRI socket: it registers as `idx-name`,
+/// subscribes to CreateContainer and answers it with `adjust`. Dropping the trunk ends it.
+async fn nri_plugin(
+    name: &str,
+    idx: &str,
+    adjust: ferrio::nri::api::ContainerAdjustment,
+) -> ferrio::nri::mux::Trunk {
+    use ferrio::nri::api as nri;
+    use ferrio::nri::{mux, ttrpc};
+    use prost::Message;
+    let stream = tokio::net::UnixStream::connect("/var/run/nri/nri.sock")
+        .await
+        .expect("the NRI socket");
+    let (trunk, c1, c2) = mux::split(stream);
+    tokio::spawn(ttrpc::serve(
+        trunk.clone(),
+        mux::PLUGIN_SERVICE_CONN,
+        c1,
+        move |_service, method, _payload| {
+            let adjust = adjust.clone();
+            Box::pin(async move {
+                Ok(match method.as_str() {
+                    "Configure" => nri::ConfigureResponse {
+                        events: i32::try_from(ferrio::nri::bit(nri::Event::CreateContainer))
+                            .unwrap(),
+                    }
+                    .encode_to_vec(),
+                    "Synchronize" => nri::SynchronizeResponse::default().encode_to_vec(),
+                    "CreateContainer" => nri::CreateContainerResponse {
+                        adjust: Some(adjust),
+                        ..Default::default()
+                    }
+                    .encode_to_vec(),
+                    _ => Vec::new(),
+                })
+            })
+        },
+    ));
+    let client = ttrpc::Client::new(trunk.clone(), mux::RUNTIME_SERVICE_CONN, c2);
+    let _: nri::Empty = client
+        .call(
+            ferrio::nri::RUNTIME_SERVICE,
+            "RegisterPlugin",
+            &nri::RegisterPluginRequest {
+                plugin_name: name.into(),
+                plugin_idx: idx.into(),
+                nri_version: ferrio::nri::NRI_VERSION.into(),
+            },
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("RegisterPlugin");
+    // Registered once `ferrio status` lists it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !must(&format!("{} status", bin().display())).contains(&format!("{idx}-{name}")) {
+        assert!(Instant::now() < deadline, "{idx}-{name} never registered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    trunk
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "the node suite runs in the node VM: hack/node-vm.sh test"]
+async fn nri_plugin_adjusts_a_container_under_systemd_on_cgroup_v2() {
+    use ferrio::nri::api as nri;
+    let _g = SERIAL.lock().await;
+    node("[runtime]\ncgroup_driver = \"systemd\"\n");
+    let image = busybox();
+    let plugin = nri_plugin(
+        "node-test",
+        "50",
+        nri::ContainerAdjustment {
+            env: vec![nri::KeyValue {
+                key: "NRI_NODE".into(),
+                value: "adjusted".into(),
+            }],
+            linux: Some(nri::LinuxContainerAdjustment {
+                resources: Some(nri::LinuxResources {
+                    memory: Some(nri::LinuxMemory {
+                        limit: Some(nri::OptionalInt64 { value: 48 << 20 }),
+                        ..Default::default()
+                    }),
+                    unified: [("memory.high".to_string(), "41943040".to_string())].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut rt = runtime().await;
+    let slice = format!("kubepods-besteffort-podnri{}.slice", std::process::id());
+    let pcfg = pod_with("nri", &slice);
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    let id = create_start(&mut rt, &pod, &pcfg, sh_container("c", &image, "sleep 600")).await;
+    let (code, out) = exec(&mut rt, &id, "echo $NRI_NODE").await;
+    assert_eq!((code, out.trim()), (0, "adjusted"));
+    let own = cgroup_of(init_pid(&mut rt, &id).await);
+    assert!(own.ends_with(&format!("ferrio-{id}.scope")), "{own}");
+    let dir = format!("/sys/fs/cgroup{own}");
+    assert_eq!(
+        must(&format!("cat {dir}/memory.max")).trim(),
+        (48u64 << 20).to_string()
+    );
+    assert_eq!(must(&format!("cat {dir}/memory.high")).trim(), "41943040");
+    plugin.close().await;
+    remove_pod(&mut rt, &pod.id).await;
+    assert!(!Path::new(&dir).exists(), "{dir} left");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "the node suite runs in the node VM: hack/node-vm.sh test"]
 async fn cgroupfs_driver_on_cgroup_v2() {
