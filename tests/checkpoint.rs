@@ -175,3 +175,103 @@ async fn a_running_container_is_checkpointed_into_an_archive_and_keeps_running()
         finish_pod(&d, &pod).await;
     }
 }
+
+/// The first count in a log.
+fn first_count(log: &std::path::Path) -> u64 {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.rsplit(' ').next()?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
+    e2e!();
+    let d = Daemon::start(DaemonOpts {
+        extra_config: format!("[runtime]\ncriu_path = {:?}\n", criu()),
+        ..Default::default()
+    });
+    let image = Registry::shared().image("ferrio-test/busybox:1.35");
+    pull(&mut d.images().await, &image).await.unwrap();
+    let mut rt = d.runtime().await;
+    let logs = d.dir.path().join("logs");
+    let pcfg = pod_config("before", &logs);
+    let pod = run_pod(&mut rt, pcfg.clone(), "runc").await;
+    let id = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sh_container(
+            "counter",
+            &image,
+            "rm /bin/ls; i=0; while :; do i=$((i+1)); echo $i; echo $i > /state; sleep 0.1; done",
+        ),
+    )
+    .await;
+    let log = logs.join("counter.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while last_count(&log) < 20 {
+        assert!(Instant::now() < deadline, "the counter did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let archive = d.dir.path().join("counter.tar");
+    rt.checkpoint_container(api::CheckpointContainerRequest {
+        container_id: id.clone(),
+        location: archive.display().to_string(),
+        timeout: 60,
+    })
+    .await
+    .unwrap();
+    let at_checkpoint = last_count(&log);
+    finish_pod(&d, &pod).await;
+
+    // A pod with the built-in handler cannot restore (libcontainer has no restore).
+    let builtin = pod_config("builtin", &logs);
+    let bpod = run_pod(&mut rt, builtin.clone(), "").await;
+    let e = rt
+        .create_container(api::CreateContainerRequest {
+            pod_sandbox_id: bpod.id.clone(),
+            config: Some(sh_container("restored", &archive.display().to_string(), "")),
+            sandbox_config: Some(builtin.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    finish_pod(&d, &bpod).await;
+
+    let after = pod_config("after", &logs);
+    let apod = run_pod(&mut rt, after.clone(), "runc").await;
+    let t = Instant::now();
+    let mut c = sh_container("restored", &archive.display().to_string(), "");
+    c.command.clear();
+    let rid = create_start(&mut rt, &apod, &after, c).await;
+    eprintln!("restored in {:?}", t.elapsed());
+    let rlog = logs.join("restored.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while last_count(&rlog) < at_checkpoint + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the restored container does not count on: {:?}\n{}",
+            std::fs::read_to_string(&rlog),
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // It went on from its memory: the first count it logged follows the checkpoint's.
+    let first = first_count(&rlog);
+    assert!(
+        first > at_checkpoint.saturating_sub(5) && first <= at_checkpoint + 5,
+        "first {first}, checkpointed at {at_checkpoint}"
+    );
+    // Its writable layer came back: the file it wrote, and the file it deleted stays deleted.
+    let (out, _, code) = sh_in(
+        &mut rt,
+        &rid,
+        "cat /state; test -e /bin/ls && echo ls-back; true",
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(!out.contains("ls-back") && !out.trim().is_empty(), "{out}");
+    finish_pod(&d, &apod).await;
+}

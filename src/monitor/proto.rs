@@ -36,6 +36,10 @@ pub struct MonitorConfig {
     /// False from older daemons: the runtime's kill-all then, as before.
     #[serde(default)]
     pub own_pid_ns: bool,
+    /// CRIU images to restore the container from instead of creating it (a checkpoint's
+    /// `checkpoint/`): the runtime's restore runs it at once, and Start has nothing to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<crate::runtime::RestoreFrom>,
 }
 
 /// After an `Attach` request is answered, the connection carries frames both ways:

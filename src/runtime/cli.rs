@@ -28,6 +28,78 @@ impl OciCli {
         self.path.display().to_string()
     }
 
+    /// `create`, or with `restore` runc's `restore` (running at once).
+    fn create_or_restore(
+        &self,
+        id: &str,
+        bundle: &Path,
+        restore: Option<&super::RestoreFrom>,
+        stdio: Stdio,
+    ) -> Result<i32, RuntimeError> {
+        let pid_file = bundle.join("init.pid");
+        let log = bundle.join("runtime.log");
+        let _ = std::fs::remove_file(&log);
+        let op = if restore.is_some() {
+            "restore"
+        } else {
+            "create"
+        };
+        let mut cmd = self.cmd();
+        if let Some(from) = restore {
+            cmd.arg("--criu").arg(&from.criu);
+        }
+        if super::bundle_uses_systemd(bundle) {
+            // runc and crun record the driver in their state; later commands need no flag.
+            cmd.arg("--systemd-cgroup");
+        }
+        cmd.arg("--log")
+            .arg(&log)
+            .arg("--log-format")
+            .arg("json")
+            .arg(op);
+        if let Some(from) = restore {
+            // runc's restore: its images, a work directory beside them, the container left
+            // running; CRIU from `from.criu` (a global option, so set before the command).
+            cmd.arg("--detach")
+                .arg("--image-path")
+                .arg(&from.images)
+                .arg("--work-path")
+                .arg(from.images.with_file_name("restore-work"));
+        }
+        cmd.arg("--bundle")
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(&pid_file);
+        if let Some(console) = &stdio.console {
+            cmd.arg("--console-socket").arg(console);
+        }
+        cmd.arg(id)
+            .stdin(PStdio::from(stdio.stdin))
+            .stdout(PStdio::from(stdio.stdout))
+            .stderr(PStdio::from(stdio.stderr));
+        let status = cmd.status().map_err(|e| {
+            RuntimeError::new(
+                &self.name_str(),
+                op,
+                id,
+                format!("running {}: {e}", self.path.display()),
+            )
+        })?;
+        if !status.success() {
+            return Err(RuntimeError::new(
+                &self.name_str(),
+                op,
+                id,
+                format!("{status}: {}", read_log(&log)),
+            ));
+        }
+        let pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .ok_or_else(|| RuntimeError::new(&self.name_str(), op, id, "no pid file after it"))?;
+        Ok(pid)
+    }
+
     /// Runs a runtime command to completion; a failure carries its stderr.
     fn run(&self, op: &'static str, id: &str, mut cmd: Command) -> Result<Vec<u8>, RuntimeError> {
         let out = cmd.stdin(PStdio::null()).output().map_err(|e| {
@@ -78,53 +150,17 @@ impl OciRuntime for OciCli {
     }
 
     fn create(&self, id: &str, bundle: &Path, stdio: Stdio) -> Result<i32, RuntimeError> {
-        let pid_file = bundle.join("init.pid");
-        let log = bundle.join("runtime.log");
-        let _ = std::fs::remove_file(&log);
-        let mut cmd = self.cmd();
-        if super::bundle_uses_systemd(bundle) {
-            // runc and crun record the driver in their state; later commands need no flag.
-            cmd.arg("--systemd-cgroup");
-        }
-        cmd.arg("--log")
-            .arg(&log)
-            .arg("--log-format")
-            .arg("json")
-            .arg("create")
-            .arg("--bundle")
-            .arg(bundle)
-            .arg("--pid-file")
-            .arg(&pid_file);
-        if let Some(console) = &stdio.console {
-            cmd.arg("--console-socket").arg(console);
-        }
-        cmd.arg(id)
-            .stdin(PStdio::from(stdio.stdin))
-            .stdout(PStdio::from(stdio.stdout))
-            .stderr(PStdio::from(stdio.stderr));
-        let status = cmd.status().map_err(|e| {
-            RuntimeError::new(
-                &self.name_str(),
-                "create",
-                id,
-                format!("running {}: {e}", self.path.display()),
-            )
-        })?;
-        if !status.success() {
-            return Err(RuntimeError::new(
-                &self.name_str(),
-                "create",
-                id,
-                format!("{status}: {}", read_log(&log)),
-            ));
-        }
-        let pid = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-            .ok_or_else(|| {
-                RuntimeError::new(&self.name_str(), "create", id, "no pid file after create")
-            })?;
-        Ok(pid)
+        self.create_or_restore(id, bundle, None, stdio)
+    }
+
+    fn restore(
+        &self,
+        id: &str,
+        bundle: &Path,
+        from: &super::RestoreFrom,
+        stdio: Stdio,
+    ) -> Result<i32, RuntimeError> {
+        self.create_or_restore(id, bundle, Some(from), stdio)
     }
 
     fn start(&self, id: &str) -> Result<(), RuntimeError> {

@@ -36,6 +36,15 @@ impl RuntimeError {
     }
 }
 
+/// Where a restore takes its process state from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestoreFrom {
+    /// CRIU's images (a checkpoint archive's `checkpoint/`).
+    pub images: PathBuf,
+    /// The CRIU binary the runtime runs.
+    pub criu: PathBuf,
+}
+
 /// Which handler runs a container, as the monitor and exec helper receive it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -168,6 +177,23 @@ pub trait OciRuntime {
     fn create(&self, id: &str, bundle: &Path, stdio: Stdio) -> Result<i32, RuntimeError>;
     /// Starts the user process of a created container.
     fn start(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Restores the container from CRIU `images` with `<bundle>/config.json`, running at once;
+    /// returns the init's pid, as `create` does. Only OCI CLIs can (libcontainer 0.7 has no
+    /// restore).
+    fn restore(
+        &self,
+        id: &str,
+        _bundle: &Path,
+        _from: &RestoreFrom,
+        _stdio: Stdio,
+    ) -> Result<i32, RuntimeError> {
+        Err(RuntimeError::new(
+            &self.name(),
+            "restore",
+            id,
+            "this runtime cannot restore a checkpoint; use an OCI runtime handler (runc, crun)",
+        ))
+    }
     /// Signals the init (`all`: every process of the container).
     fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), RuntimeError>;
     /// Removes the runtime's state and the container's cgroup; an unknown container is fine.

@@ -282,3 +282,157 @@ fn archive(dir: &Path, dest: &Path) -> Result<()> {
         dest.display()
     )))
 }
+
+/// A checkpoint archive a CreateContainer names as its image: what it was made from.
+pub(in crate::engine) struct Restore {
+    pub archive: PathBuf,
+}
+
+impl Engine {
+    /// When `config.image` is a checkpoint archive (an absolute path to a file with a
+    /// `config.dump`), the container to make is the checkpointed one: its config, with the
+    /// request's name, attempt, log path, labels and annotations, from the image it was made
+    /// from. Otherwise `config` as it is.
+    pub(in crate::engine) async fn restore_request(
+        &self,
+        mut config: crate::model::ContainerConfig,
+    ) -> Result<(crate::model::ContainerConfig, Option<Restore>)> {
+        let path = PathBuf::from(&config.image);
+        if !path.is_absolute() || !path.is_file() {
+            return Ok((config, None));
+        }
+        let p = path.clone();
+        let dump: serde_json::Value = blocking(move || read_member(&p, "config.dump"))
+            .await??
+            .ok_or_else(|| {
+                EngineError::invalid(format!(
+                    "image {}: a file, but not a checkpoint archive (no config.dump)",
+                    path.display()
+                ))
+            })
+            .and_then(|b| {
+                serde_json::from_slice(&b).map_err(|e| {
+                    EngineError::invalid(format!("{}: config.dump: {e}", path.display()))
+                })
+            })?;
+        let mut restored: crate::model::ContainerConfig =
+            serde_json::from_value(dump["config"].clone()).map_err(|e| {
+                EngineError::invalid(format!("{}: config.dump: {e}", path.display()))
+            })?;
+        restored.image = dump["rootfsImageRef"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        restored.name = std::mem::take(&mut config.name);
+        restored.attempt = config.attempt;
+        restored.log_path = std::mem::take(&mut config.log_path);
+        restored.labels = std::mem::take(&mut config.labels);
+        restored.annotations = std::mem::take(&mut config.annotations);
+        Ok((restored, Some(Restore { archive: path })))
+    }
+}
+
+/// The bytes of member `name` of a tar archive (at most 4 MiB), if it has one.
+fn read_member(archive: &Path, name: &str) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let f = std::fs::File::open(archive).map_err(EngineError::io(format_args!(
+        "opening {}",
+        archive.display()
+    )))?;
+    let mut ar = tar::Archive::new(f);
+    let entries = ar.entries().map_err(EngineError::io(format_args!(
+        "reading {}",
+        archive.display()
+    )))?;
+    for e in entries {
+        let e = e.map_err(EngineError::io(format_args!(
+            "reading {}",
+            archive.display()
+        )))?;
+        let path = e
+            .path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        if path.trim_start_matches("./") == name {
+            let mut buf = Vec::new();
+            e.take(4 << 20)
+                .read_to_end(&mut buf)
+                .map_err(EngineError::io(format_args!(
+                    "reading {}",
+                    archive.display()
+                )))?;
+            return Ok(Some(buf));
+        }
+    }
+    Ok(None)
+}
+
+/// Unpacks a checkpoint archive for a restore: CRIU's images into `images`, the writable
+/// layer into `upper` (before the overlay is mounted) with the deleted files as whiteouts.
+pub(in crate::engine) fn unpack_for_restore(
+    archive: &Path,
+    images: &Path,
+    upper: &Path,
+) -> Result<()> {
+    let io = |what: &str| EngineError::io(format!("restoring from {}: {what}", archive.display()));
+    std::fs::create_dir_all(images).map_err(io("images"))?;
+    let f = std::fs::File::open(archive).map_err(io("open"))?;
+    let mut ar = tar::Archive::new(f);
+    let mut deleted: Vec<String> = Vec::new();
+    for e in ar.entries().map_err(io("read"))? {
+        let mut e = e.map_err(io("read"))?;
+        let path = e.path().map_err(io("read"))?.display().to_string();
+        let path = path.trim_start_matches("./").to_string();
+        if let Some(rest) = path.strip_prefix("checkpoint/") {
+            if rest.is_empty() {
+                continue;
+            }
+            e.unpack_in(images.parent().unwrap_or(images))
+                .map_err(io("images"))?;
+        } else if path == "rootfs-diff.tar" {
+            let mut diff = tar::Archive::new(&mut e);
+            diff.set_preserve_permissions(true);
+            diff.set_preserve_ownerships(true);
+            diff.set_preserve_mtime(true);
+            diff.set_overwrite(true);
+            for d in diff.entries().map_err(io("rootfs-diff.tar"))? {
+                let mut d = d.map_err(io("rootfs-diff.tar"))?;
+                if !d.unpack_in(upper).map_err(io("rootfs-diff.tar"))? {
+                    return Err(EngineError::invalid(format!(
+                        "{}: rootfs-diff.tar reaches outside the root",
+                        archive.display()
+                    )));
+                }
+            }
+        } else if path == "deleted.files" {
+            use std::io::Read;
+            let mut b = Vec::new();
+            e.take(4 << 20)
+                .read_to_end(&mut b)
+                .map_err(io("deleted.files"))?;
+            deleted = serde_json::from_slice(&b).map_err(|err| {
+                EngineError::invalid(format!("{}: deleted.files: {err}", archive.display()))
+            })?;
+        }
+    }
+    for d in deleted {
+        let rel = Path::new(&d);
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(EngineError::invalid(format!(
+                "{}: deleted.files names {d:?}",
+                archive.display()
+            )));
+        }
+        let target = upper.join(rel);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(io("deleted.files"))?;
+        }
+        let _ = std::fs::remove_file(&target);
+        crate::sys::make_whiteout(&target).map_err(io("a whiteout"))?;
+    }
+    Ok(())
+}

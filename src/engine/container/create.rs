@@ -224,6 +224,8 @@ pub(in crate::engine) struct Resolved {
     image_cfg: ImageConfig,
     handler: Handler,
     seccomp: Option<serde_json::Value>,
+    /// A checkpoint archive to restore the container from.
+    restore: Option<super::checkpoint::Restore>,
 }
 
 /// For the built-in handler: takes `linux.seccomp` out of the spec into a plan that the helpers
@@ -396,6 +398,8 @@ impl Engine {
         config: ContainerConfig,
     ) -> Result<String> {
         let mut phases = crate::telemetry::Phases::start("CreateContainer");
+        // An image that is a checkpoint archive: the checkpointed container, restored.
+        let (config, restore) = self.restore_request(config).await?;
         validate::container_config(&config)?;
         let pod_id = self
             .resolve_pod(pod_s)?
@@ -445,6 +449,12 @@ impl Engine {
         };
         check_image_config(&config.image, &image_cfg)?;
         let handler = self.handler(&pod.runtime_handler)?;
+        if restore.is_some() && matches!(handler, Handler::Builtin { .. }) {
+            return Err(EngineError::precondition(format!(
+                "restoring a checkpoint needs an OCI runtime handler (runc, crun): the pod's {:?} is libcontainer, which cannot restore",
+                pod.runtime_handler
+            )));
+        }
         if matches!(handler, Handler::Oci { .. })
             && config.mounts.iter().any(|m| m.recursive_read_only)
         {
@@ -477,6 +487,7 @@ impl Engine {
                         image_cfg,
                         handler,
                         seccomp,
+                        restore,
                     };
                     engine
                         .make_container(id, name, config, resolved, handoff, phases)
@@ -612,7 +623,9 @@ impl Engine {
             image_cfg,
             handler,
             seccomp,
+            restore,
         } = resolved;
+        let restore_archive = restore.map(|r| r.archive);
         let (pod, image, image_cfg, handler) = (&pod, &image, &image_cfg, &handler);
         let paths = self.ctr_paths(&rec.id);
         let (bundle, rootfs) = (paths.bundle(), paths.rootfs());
@@ -625,6 +638,7 @@ impl Engine {
         let config = rec.config.clone();
         let cdi_dirs = self.cfg().runtime.cdi_spec_dirs.clone();
         let top = self.cfg().run_root.clone();
+        let restoring = restore_archive.is_some();
         let (passwd, group, sources, devices, cdi) = {
             let (rootfs, paths) = (rootfs.clone(), paths.clone());
             blocking(move || -> Result<_> {
@@ -633,6 +647,16 @@ impl Engine {
                 for d in [&paths.run, &rootfs, &paths.upper(), &paths.work()] {
                     std::fs::create_dir_all(d)
                         .map_err(EngineError::io(format_args!("creating {}", d.display())))?;
+                }
+                if let Some(archive) = &restore_archive {
+                    // Before the overlay is mounted: the images and the writable layer.
+                    super::checkpoint::unpack_for_restore(
+                        archive,
+                        &paths.data.join("checkpoint"),
+                        &paths.upper(),
+                    )?;
+                    std::fs::create_dir_all(paths.data.join("restore-work"))
+                        .map_err(EngineError::io("creating the restore work directory"))?;
                 }
                 let lower: Vec<&Path> = layers.iter().map(|p| p.as_path()).collect();
                 if lower.is_empty() {
@@ -772,6 +796,10 @@ impl Engine {
                         n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none()
                     })
                 }),
+            restore_from: restoring.then(|| crate::runtime::RestoreFrom {
+                images: paths.data.join("checkpoint"),
+                criu: self.cfg().runtime.criu_path.clone(),
+            }),
         };
         phases.mark("spec");
         {
