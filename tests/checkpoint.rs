@@ -52,7 +52,7 @@ async fn a_running_container_is_checkpointed_into_an_archive_and_keeps_running()
     pull(&mut d.images().await, &image).await.unwrap();
     let mut rt = d.runtime().await;
     let logs = d.dir.path().join("logs");
-    for handler in ["", "runc"] {
+    for handler in ["", "runc", "crun"] {
         let pcfg = pod_config(&format!("ckpt{handler}"), &logs);
         let pod = run_pod(&mut rt, pcfg.clone(), handler).await;
         let name = format!("counter{handler}");

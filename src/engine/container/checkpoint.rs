@@ -183,8 +183,8 @@ fn dump(criu: &Path, pid: i32, images: &Path, spec: &[u8], timeout: Duration) ->
     .map_err(EngineError::io("writing descriptors.json"))
 }
 
-/// Mount points CRIU must treat as external: the spec's bind mounts and the cgroup mounts the
-/// container has (their sources are outside its root).
+/// Mount points CRIU must treat as external: the spec's bind mounts, masked files and the
+/// cgroup mounts the container has (their sources are outside its root).
 fn external_mounts(spec: &serde_json::Value, pid: i32) -> Vec<String> {
     let mut out: Vec<String> = spec["mounts"]
         .as_array()
@@ -198,14 +198,38 @@ fn external_mounts(spec: &serde_json::Value, pid: i32) -> Vec<String> {
         })
         .filter_map(|m| m["destination"].as_str().map(str::to_string))
         .collect();
-    if let Ok(mi) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) {
-        for l in mi.lines() {
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+    // (mount point, device, root in its filesystem) of each of the container's mounts.
+    let mounts: Vec<(&str, &str, &str)> = mountinfo
+        .lines()
+        .filter_map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
-            let fstype = f.iter().position(|x| *x == "-").and_then(|i| f.get(i + 1));
-            if matches!(fstype, Some(&"cgroup") | Some(&"cgroup2")) {
-                if let Some(mp) = f.get(4) {
-                    out.push((*mp).to_string());
-                }
+            Some((*f.get(4)?, *f.get(2)?, *f.get(3)?))
+        })
+        .collect();
+    // Masked files bound from a filesystem the container does not mount itself (crun binds
+    // the host's /dev/null; libcontainer and runc the container's own) are external too, under
+    // their path as runc names them.
+    for p in spec["linux"]["maskedPaths"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let Some(p) = p.as_str() else { continue };
+        let Some((_, dev, _)) = mounts.iter().rev().find(|(mp, _, _)| mp == &p) else {
+            continue;
+        };
+        let own = mounts.iter().any(|(_, d, root)| d == dev && *root == "/");
+        if !own {
+            out.push(p.to_string());
+        }
+    }
+    for l in mountinfo.lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        let fstype = f.iter().position(|x| *x == "-").and_then(|i| f.get(i + 1));
+        if matches!(fstype, Some(&"cgroup") | Some(&"cgroup2")) {
+            if let Some(mp) = f.get(4) {
+                out.push((*mp).to_string());
             }
         }
     }
