@@ -215,14 +215,10 @@ async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
         assert!(Instant::now() < deadline, "the counter did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // This time through the CLI (`ferrio checkpoint`), by an ID prefix.
     let archive = d.dir.path().join("counter.tar");
-    rt.checkpoint_container(api::CheckpointContainerRequest {
-        container_id: id.clone(),
-        location: archive.display().to_string(),
-        timeout: 60,
-    })
-    .await
-    .unwrap();
+    let printed = d.cli(&["checkpoint", &id[..12], &archive.display().to_string()]);
+    assert_eq!(printed.trim(), archive.display().to_string());
     let at_checkpoint = last_count(&log);
     finish_pod(&d, &pod).await;
 

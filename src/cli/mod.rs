@@ -67,6 +67,18 @@ pub enum Command {
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
+    /// Checkpoint a running container with CRIU into an archive (CRI CheckpointContainer, as
+    /// `crictl checkpoint --export`); it keeps running. Restore: create a container whose
+    /// image is the archive's path, in a pod whose handler is runc.
+    Checkpoint {
+        /// The container (ID, unique ID prefix or name)
+        container: String,
+        /// The archive to write (an absolute path)
+        location: std::path::PathBuf,
+        /// Seconds CRIU may take; 0: the daemon's default
+        #[arg(long, default_value_t = 0)]
+        timeout: i64,
+    },
     /// What the running daemon is doing: conditions, handlers, pod and container counts;
     /// `status config`, `status containers [ID]`
     Status {
@@ -239,6 +251,18 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Checkpoint {
+            container,
+            location,
+            timeout,
+        } => {
+            let cfg = cli.global.load_config()?;
+            let location = std::path::absolute(&location)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(checkpoint_client(&cfg, &container, &location, timeout))
+        }
         Command::Image(cmd) => {
             let cfg = cli.global.load_config()?;
             if let ImageCommand::Import { files } = &cmd {
@@ -271,6 +295,30 @@ pub async fn connect(socket: &Path) -> Result<tonic::transport::Channel, tonic::
 
 /// `ferrio image pull|ls|rm`: a small CRI client, like `crictl pull|images|rmi`.
 /// `ferrio run`: one pod, one container, its log printed; returns the exit code.
+/// `ferrio checkpoint`: CheckpointContainer through the running daemon.
+async fn checkpoint_client(
+    cfg: &Config,
+    container: &str,
+    location: &Path,
+    timeout: i64,
+) -> Result<()> {
+    use crate::cri::api::{self, runtime_service_client::RuntimeServiceClient};
+    let socket = cfg.socket_path();
+    let ch = connect(&socket)
+        .await
+        .with_context(|| format!("connecting to the daemon on {}", socket.display()))?;
+    RuntimeServiceClient::new(ch)
+        .checkpoint_container(api::CheckpointContainerRequest {
+            container_id: container.to_string(),
+            location: location.display().to_string(),
+            timeout,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?;
+    println!("{}", location.display());
+    Ok(())
+}
+
 async fn run_client(cfg: &Config, handler: &str, image: &str, command: Vec<String>) -> Result<i32> {
     use crate::cri::api::runtime_service_client::RuntimeServiceClient;
     use crate::cri::api::{self, image_service_client::ImageServiceClient};
