@@ -421,6 +421,12 @@ pub(in crate::engine) fn unpack_for_restore(
             diff.set_overwrite(true);
             for d in diff.entries().map_err(io("rootfs-diff.tar"))? {
                 let mut d = d.map_err(io("rootfs-diff.tar"))?;
+                // No device nodes from an archive: a container's devices come from its spec.
+                let kind = d.header().entry_type();
+                if kind.is_character_special() || kind.is_block_special() {
+                    tracing::warn!(archive = %archive.display(), path = ?d.path().ok(), "a device node in rootfs-diff.tar, skipped");
+                    continue;
+                }
                 if !d.unpack_in(upper).map_err(io("rootfs-diff.tar"))? {
                     return Err(EngineError::invalid(format!(
                         "{}: rootfs-diff.tar reaches outside the root",
