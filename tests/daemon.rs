@@ -211,7 +211,7 @@ async fn runtime_service_version_status_config_and_unimplemented() {
         "{out}"
     );
 
-    // Later milestones answer Unimplemented; a request without its config is InvalidArgument.
+    // A request without its config, ID or location is InvalidArgument.
     let e = rt
         .container_stats(api::ContainerStatsRequest::default())
         .await
@@ -221,7 +221,7 @@ async fn runtime_service_version_status_config_and_unimplemented() {
         .checkpoint_container(api::CheckpointContainerRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented);
+    assert_eq!(e.code(), Code::InvalidArgument, "no location");
     let e = rt.attach(api::AttachRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "an empty container ID");
     let e = rt
