@@ -236,8 +236,28 @@ async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     finish_pod(&d, &bpod).await;
 
+    // Without the checkpointed container's image the restore says which one to pull.
+    d.images()
+        .await
+        .remove_image(api::RemoveImageRequest {
+            image: Some(spec(&image)),
+        })
+        .await
+        .unwrap();
     let after = pod_config("after", &logs);
     let apod = run_pod(&mut rt, after.clone(), "runc").await;
+    let e = rt
+        .create_container(api::CreateContainerRequest {
+            pod_sandbox_id: apod.id.clone(),
+            config: Some(sh_container("restored", &archive.display().to_string(), "")),
+            sandbox_config: Some(after.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    assert!(e.message().contains(&image), "{}", e.message());
+    pull(&mut d.images().await, &image).await.unwrap();
+
     let t = Instant::now();
     let mut c = sh_container("restored", &archive.display().to_string(), "");
     c.command.clear();

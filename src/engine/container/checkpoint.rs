@@ -347,6 +347,14 @@ impl Engine {
             .as_str()
             .unwrap_or_default()
             .to_string();
+        if self.images.status(&restored.image).is_none() {
+            return Err(EngineError::not_found(format!(
+                "{}: the checkpointed container's image {} ({}) is not on this node; pull it first",
+                path.display(),
+                dump["rootfsImage"].as_str().unwrap_or("?"),
+                restored.image
+            )));
+        }
         restored.name = std::mem::take(&mut config.name);
         restored.attempt = config.attempt;
         restored.log_path = std::mem::take(&mut config.log_path);
