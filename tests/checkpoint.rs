@@ -32,13 +32,17 @@ fn entries(path: &std::path::Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn last_count(log: &std::path::Path) -> u64 {
+/// The numbers a counting container logged, in order.
+fn counts(log: &std::path::Path) -> Vec<u64> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
-        .rev()
-        .find_map(|l| l.rsplit(' ').next()?.trim().parse().ok())
-        .unwrap_or(0)
+        .filter_map(|l| l.rsplit(' ').next()?.trim().parse().ok())
+        .collect()
+}
+
+fn last_count(log: &std::path::Path) -> u64 {
+    counts(log).last().copied().unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,15 +180,6 @@ async fn a_running_container_is_checkpointed_into_an_archive_and_keeps_running()
     }
 }
 
-/// The first count in a log.
-fn first_count(log: &std::path::Path) -> u64 {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.rsplit(' ').next()?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
     e2e!();
@@ -275,7 +270,7 @@ async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // It went on from its memory: the first count it logged follows the checkpoint's.
-    let first = first_count(&rlog);
+    let first = counts(&rlog).first().copied().unwrap_or(0);
     assert!(
         first > at_checkpoint.saturating_sub(5) && first <= at_checkpoint + 5,
         "first {first}, checkpointed at {at_checkpoint}"
