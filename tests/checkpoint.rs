@@ -41,6 +41,17 @@ fn counts(log: &std::path::Path) -> Vec<u64> {
         .collect()
 }
 
+/// A daemon using the test CRIU, with the busybox image pulled.
+async fn daemon_with_criu() -> (Daemon, String) {
+    let d = Daemon::start(DaemonOpts {
+        extra_config: format!("[runtime]\ncriu_path = {:?}\n", criu()),
+        ..Default::default()
+    });
+    let image = Registry::shared().image("ferrio-test/busybox:1.35");
+    pull(&mut d.images().await, &image).await.unwrap();
+    (d, image)
+}
+
 fn last_count(log: &std::path::Path) -> u64 {
     counts(log).last().copied().unwrap_or(0)
 }
@@ -48,12 +59,7 @@ fn last_count(log: &std::path::Path) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_container_is_checkpointed_into_an_archive_and_keeps_running() {
     e2e!();
-    let d = Daemon::start(DaemonOpts {
-        extra_config: format!("[runtime]\ncriu_path = {:?}\n", criu()),
-        ..Default::default()
-    });
-    let image = Registry::shared().image("ferrio-test/busybox:1.35");
-    pull(&mut d.images().await, &image).await.unwrap();
+    let (d, image) = daemon_with_criu().await;
     let mut rt = d.runtime().await;
     let logs = d.dir.path().join("logs");
     for handler in ["", "runc", "crun"] {
@@ -183,12 +189,7 @@ async fn a_running_container_is_checkpointed_into_an_archive_and_keeps_running()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
     e2e!();
-    let d = Daemon::start(DaemonOpts {
-        extra_config: format!("[runtime]\ncriu_path = {:?}\n", criu()),
-        ..Default::default()
-    });
-    let image = Registry::shared().image("ferrio-test/busybox:1.35");
-    pull(&mut d.images().await, &image).await.unwrap();
+    let (d, image) = daemon_with_criu().await;
     let mut rt = d.runtime().await;
     let logs = d.dir.path().join("logs");
     let pcfg = pod_config("before", &logs);

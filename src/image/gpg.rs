@@ -32,7 +32,10 @@ pub fn verify(keyring: &[u8], signature: &[u8]) -> Result<Vec<u8>, String> {
     std::fs::create_dir(&home).map_err(|e| format!("gpgv: {e}"))?;
     std::fs::write(&ring, keyring).map_err(|e| format!("gpgv: {e}"))?;
     std::fs::write(&sig, signature).map_err(|e| format!("gpgv: {e}"))?;
-    let mut child = Command::new("gpgv")
+    let mut cmd = Command::new("gpgv");
+    // The signed message is compressed: gpgv writes what it inflates to, bounded here.
+    crate::sys::process::limit_file_size(&mut cmd, MAX_PAYLOAD + 1);
+    let mut child = cmd
         .arg("--homedir")
         .arg(&home)
         .args(["--status-fd", "1", "--keyring"])
@@ -80,14 +83,7 @@ pub fn verify(keyring: &[u8], signature: &[u8]) -> Result<Vec<u8>, String> {
             "a GPG signature does not verify with the keyring: {why}"
         ));
     }
-    let mut payload = Vec::new();
-    std::fs::File::open(&out)
-        .and_then(|f| f.take(MAX_PAYLOAD + 1).read_to_end(&mut payload))
-        .map_err(|e| format!("gpgv's output: {e}"))?;
-    if payload.len() as u64 > MAX_PAYLOAD {
-        return Err(format!(
-            "a signed payload is larger than {MAX_PAYLOAD} bytes"
-        ));
-    }
+    let payload =
+        crate::state::read_capped(&out, MAX_PAYLOAD).map_err(|e| format!("gpgv's output: {e}"))?;
     Ok(payload)
 }

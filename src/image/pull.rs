@@ -70,23 +70,14 @@ struct Trusted {
     accepted: policy::Accepted,
 }
 
-/// A file of at most `max` bytes; `None` when it does not exist.
+/// A regular file of at most `max` bytes (a FIFO is not waited on); `None` when it does not
+/// exist.
 fn read_bounded(path: &std::path::Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
-    use std::io::Read;
-    let f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let mut buf = Vec::new();
-    f.take(max + 1).read_to_end(&mut buf)?;
-    if buf.len() as u64 > max {
-        return Err(std::io::Error::other(format!(
-            "{}: larger than {max} bytes",
-            path.display()
-        )));
+    match crate::state::read_capped(path, max) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
-    Ok(Some(buf))
 }
 
 /// Most signatures read for one image, and the largest payload.
@@ -422,13 +413,20 @@ impl Puller {
                     match resp.status() {
                         reqwest::StatusCode::NOT_FOUND => None,
                         s if s.is_success() => {
-                            let b = resp.bytes().await.map_err(|e| fail(e.to_string()))?;
-                            if b.len() as u64 > MAX_PAYLOAD {
-                                return Err(fail(format!(
-                                    "{url}: larger than {MAX_PAYLOAD} bytes"
-                                )));
+                            // Read in chunks, stopping past the cap: never the whole body.
+                            let mut resp = resp;
+                            let mut b = Vec::new();
+                            while let Some(chunk) =
+                                resp.chunk().await.map_err(|e| fail(e.to_string()))?
+                            {
+                                b.extend_from_slice(&chunk);
+                                if b.len() as u64 > MAX_PAYLOAD {
+                                    return Err(fail(format!(
+                                        "{url}: larger than {MAX_PAYLOAD} bytes"
+                                    )));
+                                }
                             }
-                            Some(b.to_vec())
+                            Some(b)
                         }
                         s => return Err(fail(format!("{url}: HTTP {s}"))),
                     }

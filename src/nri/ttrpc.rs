@@ -279,13 +279,13 @@ pub const MAX_IN_FLIGHT: usize = 16;
 
 /// Serves ttrpc requests arriving on `conn` of `trunk` until the connection ends: each is
 /// handed to `handler(service, method, payload)` in its own task and answered on its stream,
-/// at most [`MAX_IN_FLIGHT`] at once.
+/// at most [`MAX_IN_FLIGHT`] at once (more are answered RESOURCE_EXHAUSTED).
 pub async fn serve<H>(trunk: Trunk, conn: u32, mut reader: ConnReader, handler: H)
 where
     H: Fn(String, String, Vec<u8>) -> Reply + Send + Sync + 'static,
 {
     let handler = Arc::new(handler);
-    // Requests answered at once on this connection; past it, its frames wait unread.
+    // Requests in progress on this connection.
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let mut last = 0u32;
     while let Some(msg) = read_message(&mut reader).await {
@@ -314,8 +314,15 @@ where
             continue;
         }
         last = f.stream;
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
+        // Past the bound the request is refused at once: the connection's reader never stops,
+        // so the answers to our own calls on the same socket keep flowing.
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            let r = answer(
+                code::RESOURCE_EXHAUSTED,
+                format!("more than {MAX_IN_FLIGHT} requests in progress"),
+            );
+            let _ = write_message(&trunk, conn, f.stream, TYPE_RESPONSE, &r.encode_to_vec()).await;
+            continue;
         };
         tokio::spawn(async move {
             let _permit = permit;
@@ -441,9 +448,19 @@ mod tests {
                     .await
             }
         });
+        let (mut ok, mut refused) = (0, 0);
         for r in futures::future::join_all(calls).await {
-            r.expect("every call is answered");
+            match r {
+                Ok(_) => ok += 1,
+                Err(CallError::Status { code, .. }) if code == code::RESOURCE_EXHAUSTED => {
+                    refused += 1
+                }
+                Err(e) => panic!("{e:?}"),
+            }
         }
+        // Every call is answered: at most MAX_IN_FLIGHT run at once, the rest are refused.
+        assert_eq!(ok + refused, MAX_IN_FLIGHT * 3);
+        assert!(ok >= MAX_IN_FLIGHT && refused > 0, "{ok} {refused}");
         assert_eq!(most.load(SeqCst), MAX_IN_FLIGHT);
     }
 }

@@ -399,13 +399,36 @@ pub fn take_inherited_socket(fd: i32) -> io::Result<std::os::unix::net::UnixStre
     Ok(std::os::unix::net::UnixStream::from(OwnedFd::from(file)))
 }
 
+/// Limits the files `cmd`'s process may write to `bytes` each (RLIMIT_FSIZE; a larger write
+/// fails with EFBIG), for helper programs that write what untrusted input expands to.
+pub fn limit_file_size(cmd: &mut std::process::Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and calls only setrlimit,
+    // which is async-signal-safe; it touches no memory shared with the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Waits for `child` at most `timeout` (polling: for short-lived helper programs run from a
 /// blocking thread); past it the child is killed and reaped, and `None` is returned.
 pub fn wait_or_kill(
     child: &mut std::process::Child,
     timeout: std::time::Duration,
 ) -> Option<std::process::ExitStatus> {
-    let deadline = std::time::Instant::now() + timeout;
+    // A huge timeout waits "forever" rather than overflowing.
+    let deadline = std::time::Instant::now()
+        .checked_add(timeout)
+        .unwrap_or_else(|| std::time::Instant::now() + std::time::Duration::from_secs(86400 * 365));
     loop {
         match child.try_wait() {
             Ok(Some(st)) => return Some(st),

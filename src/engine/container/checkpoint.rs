@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 /// CRI's `timeout` is in seconds; 0 means this.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(240);
+/// The longest a client may ask CRIU to take.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
 impl Engine {
     pub async fn checkpoint_container(
@@ -27,7 +29,8 @@ impl Engine {
         let started = Instant::now();
         crate::engine::validate::absolute("location", location)?;
         let location = PathBuf::from(location);
-        if location.is_dir() {
+        let l = location.clone();
+        if blocking(move || l.is_dir()).await? {
             return Err(EngineError::invalid(format!(
                 "location {} is a directory; CheckpointContainer writes an archive file",
                 location.display()
@@ -45,9 +48,10 @@ impl Engine {
             )));
         }
         let criu = self.cfg().runtime.criu_path.clone();
+        // A client's timeout is bounded: the container's lock is held meanwhile.
         let timeout = match u64::try_from(timeout_secs) {
             Ok(0) | Err(_) => DEFAULT_TIMEOUT,
-            Ok(n) => Duration::from_secs(n),
+            Ok(n) => Duration::from_secs(n.min(MAX_TIMEOUT.as_secs())),
         };
         let paths = self.ctr_paths(&id);
         let work_root = self.cfg().run_root.join("checkpoints");
@@ -275,36 +279,31 @@ fn rootfs_diff(upper: &Path, tar_path: &Path) -> Result<Vec<String>> {
     Ok(deleted)
 }
 
-/// Everything in `dir` as an uncompressed tar at `dest` (written beside it, then renamed; 0600).
+/// Everything in `dir` as an uncompressed tar at `dest` (written to a new temporary file beside
+/// it, 0600, then renamed).
 fn archive(dir: &Path, dest: &Path) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = dest.with_file_name(format!(
-        ".{}.tmp",
-        dest.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(EngineError::io(format_args!("creating {}", tmp.display())))?;
-    let mut tar = tar::Builder::new(f);
+    let parent = dest.parent().unwrap_or(Path::new("/"));
+    let tmp = tempfile::Builder::new()
+        .prefix(".checkpoint-")
+        .tempfile_in(parent)
+        .map_err(EngineError::io(format_args!(
+            "creating a file in {}",
+            parent.display()
+        )))?;
+    let mut tar = tar::Builder::new(tmp.as_file());
     tar.follow_symlinks(false);
-    let result = tar
-        .append_dir_all(".", dir)
-        .and_then(|()| tar.into_inner())
-        .and_then(|f| f.sync_all());
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(EngineError::io("writing the checkpoint archive")(e));
-    }
-    std::fs::rename(&tmp, dest).map_err(EngineError::io(format_args!(
-        "moving the checkpoint archive to {}",
-        dest.display()
-    )))
+    tar.append_dir_all(".", dir)
+        .and_then(|()| tar.finish())
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(EngineError::io("writing the checkpoint archive"))?;
+    drop(tar);
+    tmp.persist(dest).map_err(|e| {
+        EngineError::io(format_args!(
+            "moving the checkpoint archive to {}",
+            dest.display()
+        ))(e.error)
+    })?;
+    Ok(())
 }
 
 /// A checkpoint archive a CreateContainer names as its image: what it was made from.
@@ -322,7 +321,12 @@ impl Engine {
         mut config: crate::model::ContainerConfig,
     ) -> Result<(crate::model::ContainerConfig, Option<Restore>)> {
         let path = PathBuf::from(&config.image);
-        if !path.is_absolute() || !path.is_file() {
+        if !path.is_absolute() {
+            return Ok((config, None));
+        }
+        let p = path.clone();
+        let is_file = blocking(move || p.is_file()).await?;
+        if !is_file {
             return Ok((config, None));
         }
         let p = path.clone();
@@ -419,6 +423,15 @@ pub(in crate::engine) fn unpack_for_restore(
             if rest.is_empty() {
                 continue;
             }
+            // CRIU's images are files and directories: a link could make the restore read a
+            // host file into the container.
+            let kind = e.header().entry_type();
+            if !(kind.is_file() || kind.is_dir()) {
+                return Err(EngineError::invalid(format!(
+                    "{}: {path} is neither a file nor a directory",
+                    archive.display()
+                )));
+            }
             e.unpack_in(images.parent().unwrap_or(images))
                 .map_err(io("images"))?;
         } else if path == "rootfs-diff.tar" {
@@ -465,12 +478,84 @@ pub(in crate::engine) fn unpack_for_restore(
                 archive.display()
             )));
         }
-        let target = upper.join(rel);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(io("deleted.files"))?;
+        // Each directory on the way must be a real one inside `upper`: rootfs-diff.tar may hold
+        // symlinks, which must not carry a whiteout (a removal, a mknod) out to the host.
+        let mut dir = upper.to_path_buf();
+        let comps: Vec<_> = rel.components().collect();
+        for c in &comps[..comps.len().saturating_sub(1)] {
+            dir.push(c);
+            match std::fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(EngineError::invalid(format!(
+                        "{}: deleted.files names {d:?}, below something that is not a directory",
+                        archive.display()
+                    )))
+                }
+                Err(_) => std::fs::create_dir(&dir).map_err(io("deleted.files"))?,
+            }
         }
-        let _ = std::fs::remove_file(&target);
+        let target = upper.join(rel);
+        match std::fs::symlink_metadata(&target) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&target).map_err(io("deleted.files"))?,
+            Ok(_) => std::fs::remove_file(&target).map_err(io("deleted.files"))?,
+            Err(_) => {}
+        }
         crate::sys::make_whiteout(&target).map_err(io("a whiteout"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An archive whose rootfs-diff.tar holds a symlink `x` to `target` and whose deleted.files
+    /// names `x/victim`.
+    fn hostile_archive(dir: &Path, target: &Path) -> PathBuf {
+        let mut diff = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        diff.append_link(&mut h, "x", target).unwrap();
+        let diff = diff.into_inner().unwrap();
+        let mut ar = tar::Builder::new(Vec::new());
+        for (name, data) in [
+            ("rootfs-diff.tar", diff),
+            ("deleted.files", br#"["x/victim"]"#.to_vec()),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o600);
+            h.set_cksum();
+            ar.append_data(&mut h, name, data.as_slice()).unwrap();
+        }
+        let path = dir.join("hostile.tar");
+        std::fs::write(&path, ar.into_inner().unwrap()).unwrap();
+        path
+    }
+
+    #[test]
+    fn deleted_files_never_reach_through_a_symlink_of_the_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("victim"), "keep").unwrap();
+        let upper = dir.path().join("upper");
+        std::fs::create_dir(&upper).unwrap();
+        let archive = hostile_archive(dir.path(), &outside);
+        let e = unpack_for_restore(&archive, &dir.path().join("images"), &upper).unwrap_err();
+        // As root the symlink is made and the whiteout refused; otherwise its chown fails first.
+        if nix::unistd::geteuid().is_root() {
+            assert!(e.to_string().contains("not a directory"), "{e:?}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(outside.join("victim")).unwrap(),
+            "keep"
+        );
+    }
 }

@@ -69,7 +69,8 @@ impl Engine {
     /// must exist (ferrio joins groups the node's operator or a resource manager made; it does
     /// not configure cache allocation itself).
     pub(crate) async fn rdt_class(&self, name: &str) -> Result<Value> {
-        rdt_class_in(Path::new(RESCTRL), name)
+        let name = name.to_string();
+        blocking(move || rdt_class_in(Path::new(RESCTRL), &name)).await?
     }
 }
 
