@@ -7,12 +7,11 @@
 #[macro_use]
 mod common;
 
-use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 use base64::Engine as _;
 use common::*;
 use ferrio::cri::api;
+use ring::rand::SystemRandom;
+use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 use std::path::Path;
 use std::process::Command;
 
@@ -24,12 +23,22 @@ struct Key(EcdsaKeyPair);
 
 impl Key {
     fn new() -> Key {
-        Key(EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap())
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        Key(
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+                .unwrap(),
+        )
     }
 
     fn public_pem(&self) -> String {
-        let der = self.0.public_key().as_der().unwrap();
-        let body = b64(der.as_ref());
+        // The SubjectPublicKeyInfo of a P-256 point: the fixed algorithm header, then the point.
+        let mut der = vec![
+            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
+            0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+        ];
+        der.extend_from_slice(self.0.public_key().as_ref());
+        let body = b64(&der);
         let lines: Vec<&str> = body
             .as_bytes()
             .chunks(64)

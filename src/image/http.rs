@@ -64,6 +64,17 @@ enum Challenge {
     Other,
 }
 
+/// A reqwest client builder whose TLS uses rustls with `ring`, installed as the process's
+/// provider on first use (reqwest is built without a provider of its own: `ring` is smaller
+/// than aws-lc and already verifies signatures here).
+pub fn client_builder() -> reqwest::ClientBuilder {
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    PROVIDER.call_once(|| {
+        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder()
+}
+
 /// The HTTP clients of [`RegistryHttp`], kept between pulls: building one costs about 10 ms
 /// (reqwest's rustls set-up loads the system's CA certificates), once per pull otherwise. A
 /// client holds no credentials (every request carries its own `Authorization`), only its TLS
@@ -137,7 +148,7 @@ impl RegistryHttp {
         user_agent: &str,
         tls: Option<&super::tls::RegistryTls>,
     ) -> Result<reqwest::Client, ImageError> {
-        let mut b = reqwest::Client::builder()
+        let mut b = client_builder()
             .user_agent(user_agent)
             .connect_timeout(Duration::from_secs(30));
         if let Some(t) = tls {

@@ -58,9 +58,9 @@ pub enum Identity {
 pub enum Requirement {
     InsecureAcceptAnything,
     Reject,
-    /// Public keys as SubjectPublicKeyInfo DER, with where they came from.
+    /// Public keys, with where they came from.
     SigstoreSigned {
-        keys: Vec<(String, Vec<u8>)>,
+        keys: Vec<(String, PublicKey)>,
         identity: Identity,
     },
     /// GPG keyrings (binary or armored), with where they came from.
@@ -391,7 +391,7 @@ fn requirement(
                 let pem = read(Path::new(&p))?;
                 keys.push((
                     p.clone(),
-                    public_key_der(&pem).map_err(|e| format!("{p}: {e}"))?,
+                    public_key(&pem).map_err(|e| format!("{p}: {e}"))?,
                 ));
             }
             for (i, d) in str_list(obj, "keyData")?
@@ -404,7 +404,7 @@ fn requirement(
                     .map_err(|e| format!("keyData: {e}"))?;
                 keys.push((
                     format!("keyData #{}", i + 1),
-                    public_key_der(&pem).map_err(|e| format!("keyData: {e}"))?,
+                    public_key(&pem).map_err(|e| format!("keyData: {e}"))?,
                 ));
             }
             if keys.is_empty() {
@@ -477,12 +477,80 @@ fn identity(v: &Value) -> Result<Identity, String> {
     }
 }
 
-/// The DER SubjectPublicKeyInfo in a PEM `PUBLIC KEY` block.
-fn public_key_der(pem: &[u8]) -> Result<Vec<u8>, String> {
+/// A public key a sigstore signature may be made with: its type (from its
+/// SubjectPublicKeyInfo) and the key bits in the form `ring` takes (the EC point, PKCS#1 RSA
+/// key or Ed25519 key).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublicKey {
+    kind: KeyKind,
+    raw: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum KeyKind {
+    EcdsaP256,
+    EcdsaP384,
+    Rsa,
+    Ed25519,
+}
+
+/// The key in a PEM `PUBLIC KEY` block (SubjectPublicKeyInfo): ECDSA P-256 or P-384, RSA, or
+/// Ed25519, the key types cosign signs with.
+fn public_key(pem: &[u8]) -> Result<PublicKey, String> {
     use rustls_pki_types::pem::PemObject;
-    rustls_pki_types::SubjectPublicKeyInfoDer::from_pem_slice(pem)
-        .map(|k| k.as_ref().to_vec())
-        .map_err(|e| format!("not a PEM public key: {e:?}"))
+    use spki::der::Decode;
+    use spki::ObjectIdentifier as Oid;
+    const EC: Oid = Oid::new_unwrap("1.2.840.10045.2.1");
+    const P256: Oid = Oid::new_unwrap("1.2.840.10045.3.1.7");
+    const P384: Oid = Oid::new_unwrap("1.3.132.0.34");
+    const RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.1");
+    const ED25519: Oid = Oid::new_unwrap("1.3.101.112");
+    let der = rustls_pki_types::SubjectPublicKeyInfoDer::from_pem_slice(pem)
+        .map_err(|e| format!("not a PEM public key: {e:?}"))?;
+    let info = spki::SubjectPublicKeyInfoRef::from_der(der.as_ref())
+        .map_err(|e| format!("not a SubjectPublicKeyInfo: {e}"))?;
+    let raw = info
+        .subject_public_key
+        .as_bytes()
+        .ok_or("the key's bit string is not whole bytes")?
+        .to_vec();
+    let kind = match info.algorithm.oid {
+        EC => {
+            let curve = info
+                .algorithm
+                .parameters_oid()
+                .map_err(|e| format!("an EC key without its curve: {e}"))?;
+            match curve {
+                P256 => KeyKind::EcdsaP256,
+                P384 => KeyKind::EcdsaP384,
+                other => return Err(format!("EC curve {other} is not supported")),
+            }
+        }
+        RSA => KeyKind::Rsa,
+        ED25519 => KeyKind::Ed25519,
+        other => return Err(format!("key algorithm {other} is not supported")),
+    };
+    Ok(PublicKey { kind, raw })
+}
+
+impl PublicKey {
+    /// Whether `signature` over `message` verifies with this key.
+    fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        use ring::signature::{self as sig, UnparsedPublicKey};
+        let ok = |alg: &'static dyn sig::VerificationAlgorithm| {
+            UnparsedPublicKey::new(alg, &self.raw)
+                .verify(message, signature)
+                .is_ok()
+        };
+        match self.kind {
+            KeyKind::EcdsaP256 => ok(&sig::ECDSA_P256_SHA256_ASN1),
+            KeyKind::EcdsaP384 => ok(&sig::ECDSA_P384_SHA384_ASN1),
+            KeyKind::Rsa => {
+                ok(&sig::RSA_PKCS1_2048_8192_SHA256) || ok(&sig::RSA_PSS_2048_8192_SHA256)
+            }
+            KeyKind::Ed25519 => ok(&sig::ED25519),
+        }
+    }
 }
 
 /// The scopes of `image` (`host[:port]/repo[:tag|@digest]`), most specific first.
@@ -577,12 +645,11 @@ fn identity_matches(id: &Identity, image: &str, signed: &str) -> bool {
 /// payload says (its type, the manifest digest, the identity).
 fn verify_sigstore(
     s: &SigstoreSignature,
-    key_der: &[u8],
+    key: &PublicKey,
     image: &str,
     digest: &str,
     identity: &Identity,
 ) -> Result<(), String> {
-    use aws_lc_rs::signature::{self as sig, UnparsedPublicKey};
     let b64 = base64::engine::general_purpose::STANDARD;
     let payload = b64
         .decode(&s.payload)
@@ -590,18 +657,7 @@ fn verify_sigstore(
     let signature = b64
         .decode(s.signature.trim())
         .map_err(|e| format!("signature encoding: {e}"))?;
-    let algs: [&'static dyn sig::VerificationAlgorithm; 5] = [
-        &sig::ECDSA_P256_SHA256_ASN1,
-        &sig::ECDSA_P384_SHA384_ASN1,
-        &sig::RSA_PKCS1_2048_8192_SHA256,
-        &sig::RSA_PSS_2048_8192_SHA256,
-        &sig::ED25519,
-    ];
-    if !algs.iter().any(|a| {
-        UnparsedPublicKey::new(*a, key_der)
-            .verify(&payload, &signature)
-            .is_ok()
-    }) {
+    if !key.verifies(&payload, &signature) {
         return Err("a signature does not verify with the key".into());
     }
     check_payload(&payload, COSIGN_TYPE, image, digest, identity)

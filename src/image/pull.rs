@@ -385,7 +385,7 @@ impl Puller {
         let mut out = Vec::new();
         let client = if base.starts_with("http://") || base.starts_with("https://") {
             Some(
-                reqwest::Client::builder()
+                super::http::client_builder()
                     .timeout(Duration::from_secs(30))
                     .user_agent(USER_AGENT)
                     .build()

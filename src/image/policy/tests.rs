@@ -1,7 +1,6 @@
 use super::*;
-use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+use ring::rand::SystemRandom;
+use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 
 const IMAGE: &str = "registry.example.com:5000/team/app:1.0";
 const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
@@ -50,11 +49,27 @@ struct Key {
     pem: String,
 }
 
+/// A throwaway P-256 key pair.
+fn p256_pair() -> EcdsaKeyPair {
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+    EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap()
+}
+
+/// The SubjectPublicKeyInfo of a P-256 point: the fixed algorithm header, then the point.
+fn p256_spki(point: &[u8]) -> Vec<u8> {
+    let mut der = vec![
+        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
+        0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    ];
+    der.extend_from_slice(point);
+    der
+}
+
 fn key() -> Key {
-    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap();
-    let der = pair.public_key().as_der().unwrap();
+    let pair = p256_pair();
     Key {
-        pem: pem_of(der.as_ref()),
+        pem: pem_of(&p256_spki(pair.public_key().as_ref())),
         pair,
     }
 }
@@ -382,4 +397,39 @@ fn registries_d_lookaside_by_the_most_specific_entry_that_sets_it() {
             &DIGEST[7..]
         )
     );
+}
+
+#[test]
+fn key_types_from_their_subject_public_key_info() {
+    // Ed25519: the SubjectPublicKeyInfo header, then the 32-byte key.
+    let rng = SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let ed = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let mut der = vec![
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    der.extend_from_slice(ed.public_key().as_ref());
+    let key = public_key(pem_of(&der).as_bytes()).unwrap();
+    assert_eq!(key.kind, KeyKind::Ed25519);
+    assert!(key.verifies(b"payload", ed.sign(b"payload").as_ref()));
+    assert!(!key.verifies(b"other", ed.sign(b"payload").as_ref()));
+    // A P-256 key does not verify an Ed25519 signature, nor the other way round.
+    let p256 = key_from(&p256_pair());
+    assert_eq!(p256.kind, KeyKind::EcdsaP256);
+    assert!(!p256.verifies(b"payload", ed.sign(b"payload").as_ref()));
+    // An EC key on a curve cosign does not use (secp256k1) is refused by name, and so is what
+    // is not a PEM key.
+    let mut k1 = vec![
+        0x30, 0x56, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05,
+        0x2b, 0x81, 0x04, 0x00, 0x0a, 0x03, 0x42, 0x00,
+    ];
+    k1.extend_from_slice(&[0x04; 65]);
+    let e = public_key(pem_of(&k1).as_bytes()).unwrap_err();
+    assert!(e.contains("curve 1.3.132.0.10"), "{e}");
+    let e = public_key(b"not a key").unwrap_err();
+    assert!(e.contains("not a PEM public key"), "{e}");
+}
+
+fn key_from(pair: &EcdsaKeyPair) -> PublicKey {
+    public_key(pem_of(&p256_spki(pair.public_key().as_ref())).as_bytes()).unwrap()
 }
