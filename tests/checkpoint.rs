@@ -8,8 +8,10 @@ mod common;
 
 use common::*;
 use ferrio::cri::api;
+use ferrio::cri::api::runtime_service_client::RuntimeServiceClient;
 use std::io::Read;
 use std::time::{Duration, Instant};
+use tonic::transport::Channel;
 
 fn criu() -> String {
     std::env::var("FERRIO_TEST_CRIU").unwrap_or_else(|_| "/var/cache/ferrio/criu/criu".into())
@@ -50,6 +52,22 @@ async fn daemon_with_criu() -> (Daemon, String) {
     let image = Registry::shared().image("ferrio-test/busybox:1.35");
     pull(&mut d.images().await, &image).await.unwrap();
     (d, image)
+}
+
+/// A copy of checkpoint archive `from` at `to` without CRIU's memory pages.
+fn without_pages(from: &std::path::Path, to: &std::path::Path) {
+    let mut ar = tar::Archive::new(std::fs::File::open(from).unwrap());
+    let mut out = tar::Builder::new(std::fs::File::create(to).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().display().to_string();
+        if path.contains("pages-") {
+            continue;
+        }
+        let header = e.header().clone();
+        out.append(&header, &mut e).unwrap();
+    }
+    out.finish().unwrap();
 }
 
 fn last_count(log: &std::path::Path) -> u64 {
@@ -186,14 +204,64 @@ async fn a_running_container_is_checkpointed_into_an_archive_and_keeps_running()
     }
 }
 
+/// Creates and starts the container checkpointed in `archive` in `pod`, as `name`; checks that it
+/// counts on from `at_checkpoint` (from its memory: the first number it logs follows the
+/// checkpoint's), that an exec into it works and sees its writable layer (the file it wrote,
+/// the file it deleted still gone). Returns its ID.
+async fn restore_and_check(
+    d: &Daemon,
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod: &TestPod,
+    pcfg: &api::PodSandboxConfig,
+    archive: &std::path::Path,
+    name: &str,
+    at_checkpoint: u64,
+) -> String {
+    let logs = d.dir.path().join("logs");
+    let t = Instant::now();
+    let mut c = sh_container(name, &archive.display().to_string(), "");
+    c.command.clear();
+    let rid = create_start(rt, pod, pcfg, c).await;
+    eprintln!("{name}: restored (create + start) in {:?}", t.elapsed());
+    let rlog = logs.join(format!("{name}.log"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while last_count(&rlog) < at_checkpoint + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "{name} does not count on: {:?}\n{}",
+            std::fs::read_to_string(&rlog),
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = counts(&rlog).first().copied().unwrap_or(0);
+    assert!(
+        first > at_checkpoint.saturating_sub(5) && first <= at_checkpoint + 5,
+        "{name}: first {first}, checkpointed at {at_checkpoint}"
+    );
+    let (out, _, code) = sh_in(
+        rt,
+        &rid,
+        "cat /state; test -e /bin/ls && echo ls-back; true",
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(
+        !out.contains("ls-back") && !out.trim().is_empty(),
+        "{name}: {out}"
+    );
+    rid
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
     e2e!();
     let (d, image) = daemon_with_criu().await;
     let mut rt = d.runtime().await;
     let logs = d.dir.path().join("logs");
+    // Made and checkpointed by the built-in handler.
     let pcfg = pod_config("before", &logs);
-    let pod = run_pod(&mut rt, pcfg.clone(), "runc").await;
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
     let id = create_start(
         &mut rt,
         &pod,
@@ -218,18 +286,62 @@ async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
     let at_checkpoint = last_count(&log);
     finish_pod(&d, &pod).await;
 
-    // A pod with the built-in handler cannot restore (libcontainer has no restore).
+    // Restored by the built-in handler (CRIU from the monitor, then libcontainer's state): it
+    // counts on, exec works, and stop and removal leave nothing (the harness checks).
     let builtin = pod_config("builtin", &logs);
     let bpod = run_pod(&mut rt, builtin.clone(), "").await;
+    // An archive whose memory pages are gone: CRIU fails, the error says why, and the cgroup
+    // made for it is removed (the harness checks that nothing is left).
+    let broken = d.dir.path().join("broken.tar");
+    without_pages(&archive, &broken);
     let e = rt
         .create_container(api::CreateContainerRequest {
             pod_sandbox_id: bpod.id.clone(),
-            config: Some(sh_container("restored", &archive.display().to_string(), "")),
+            config: Some(sh_container("broken", &broken.display().to_string(), "")),
             sandbox_config: Some(builtin.clone()),
         })
         .await
         .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("criu restore failed"), "{e:?}");
+    let rid = restore_and_check(
+        &d,
+        &mut rt,
+        &bpod,
+        &builtin,
+        &archive,
+        "restored-builtin",
+        at_checkpoint,
+    )
+    .await;
+    // Its status and stats come from the restored container's cgroup, as for any other.
+    let st = rt
+        .container_status(api::ContainerStatusRequest {
+            container_id: rid.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(st.state, api::ContainerState::ContainerRunning as i32);
+    let stats = rt
+        .container_stats(api::ContainerStatsRequest {
+            container_id: rid.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert!(
+        stats
+            .memory
+            .and_then(|m| m.working_set_bytes)
+            .map(|v| v.value)
+            > Some(0),
+        "no memory use in the restored container's cgroup"
+    );
     finish_pod(&d, &bpod).await;
 
     // Without the checkpointed container's image the restore says which one to pull.
@@ -254,36 +366,16 @@ async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
     assert!(e.message().contains(&image), "{}", e.message());
     pull(&mut d.images().await, &image).await.unwrap();
 
-    let t = Instant::now();
-    let mut c = sh_container("restored", &archive.display().to_string(), "");
-    c.command.clear();
-    let rid = create_start(&mut rt, &apod, &after, c).await;
-    eprintln!("restored in {:?}", t.elapsed());
-    let rlog = logs.join("restored.log");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while last_count(&rlog) < at_checkpoint + 3 {
-        assert!(
-            Instant::now() < deadline,
-            "the restored container does not count on: {:?}\n{}",
-            std::fs::read_to_string(&rlog),
-            d.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // It went on from its memory: the first count it logged follows the checkpoint's.
-    let first = counts(&rlog).first().copied().unwrap_or(0);
-    assert!(
-        first > at_checkpoint.saturating_sub(5) && first <= at_checkpoint + 5,
-        "first {first}, checkpointed at {at_checkpoint}"
-    );
-    // Its writable layer came back: the file it wrote, and the file it deleted stays deleted.
-    let (out, _, code) = sh_in(
+    // The same archive restored by runc.
+    restore_and_check(
+        &d,
         &mut rt,
-        &rid,
-        "cat /state; test -e /bin/ls && echo ls-back; true",
+        &apod,
+        &after,
+        &archive,
+        "restored-runc",
+        at_checkpoint,
     )
     .await;
-    assert_eq!(code, 0);
-    assert!(!out.contains("ls-back") && !out.trim().is_empty(), "{out}");
     finish_pod(&d, &apod).await;
 }

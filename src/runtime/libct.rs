@@ -135,6 +135,71 @@ impl OciRuntime for Libcontainer {
             .ok_or_else(|| RuntimeError::new(NAME, "create", id, "no init pid after create"))
     }
 
+    /// libcontainer 0.7 has no restore: CRIU restores the tree ([`super::criu`]) into the
+    /// container's cgroup, then the container gets the state libcontainer would have written,
+    /// so that every later operation loads it as usual.
+    fn restore(
+        &self,
+        id: &str,
+        bundle: &Path,
+        from: &super::RestoreFrom,
+        stdio: Stdio,
+    ) -> Result<i32, RuntimeError> {
+        let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).map_err(|e| {
+            RuntimeError::new(
+                NAME,
+                "restore",
+                id,
+                format!("reading the bundle's spec: {e}"),
+            )
+        })?;
+        let config = libcontainer::config::YoukiConfig::from_spec(&spec, id)
+            .map_err(|e| RuntimeError::new(NAME, "restore", id, e.to_string()))?;
+        let systemd = super::bundle_uses_systemd(bundle);
+        let cgroup = config.cgroup_path.to_string_lossy().to_string();
+        let manager = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+            cgroup_path: config.cgroup_path.clone(),
+            systemd_cgroup: systemd,
+            container_name: id.to_string(),
+        })
+        .map_err(|e| RuntimeError::new(NAME, "restore", id, e.to_string()))?;
+        let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+        let dir = self.root.join(id);
+        let pid = super::criu::restore(
+            id,
+            bundle,
+            from,
+            stdio,
+            &manager,
+            resources,
+            &crate::cgroups::fs_path(&cgroup),
+        )?;
+        let saved = std::fs::create_dir_all(&dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                config
+                    .save(&dir)
+                    .map_err(|e| format!("writing the container's config: {e}"))
+            })
+            .and_then(|()| {
+                let mut c = Container::new(id, ContainerStatus::Running, Some(pid), bundle, &dir)
+                    .map_err(|e| e.to_string())?;
+                c.set_systemd(systemd)
+                    .set_creator(nix::unistd::geteuid().as_raw());
+                c.save().map_err(|e| e.to_string())
+            });
+        if let Err(e) = saved {
+            // Nothing would know of the restored tree: do not leave it running.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = manager.remove();
+            return Err(RuntimeError::new(NAME, "restore", id, e));
+        }
+        Ok(pid)
+    }
+
     fn start(&self, id: &str) -> Result<(), RuntimeError> {
         let mut c = self
             .load(id, "start")?

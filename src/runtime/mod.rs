@@ -7,6 +7,7 @@
 //! dumpable flag, oom_score_adj), which is unsafe in the multi-threaded daemon.
 
 pub mod cli;
+pub mod criu;
 pub mod libct;
 pub mod seccomp;
 
@@ -178,8 +179,7 @@ pub trait OciRuntime {
     /// Starts the user process of a created container.
     fn start(&self, id: &str) -> Result<(), RuntimeError>;
     /// Restores the container from CRIU `images` with `<bundle>/config.json`, running at once;
-    /// returns the init's pid, as `create` does. Only OCI CLIs can (libcontainer 0.7 has no
-    /// restore).
+    /// returns the init's pid, as `create` does.
     fn restore(
         &self,
         id: &str,

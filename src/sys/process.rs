@@ -337,6 +337,34 @@ pub fn give_fd(cmd: &mut std::process::Command, fd: OwnedFd, target: i32) {
     }
 }
 
+/// In a child forked to exec something else: `fds[n]` becomes its descriptor `n` (0–2) and the
+/// descriptors in `keep` stay open across the exec (their close-on-exec flag cleared).
+pub fn child_stdio(fds: [i32; 3], keep: &[i32]) -> io::Result<()> {
+    let check = |r: libc::c_int| {
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    };
+    // Out of the way first (10 and up, close-on-exec), then onto 0–2: a source may itself be
+    // one of 0–2.
+    let mut high = [0; 3];
+    for (h, fd) in high.iter_mut().zip(fds) {
+        // SAFETY: fcntl(2) on a descriptor number; it only adds a descriptor to this process.
+        *h = check(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) })?;
+    }
+    for (n, h) in (0..).zip(high) {
+        // SAFETY: dup2(2) onto 0–2, which the caller gives up for these (it is about to exec).
+        check(unsafe { libc::dup2(h, n) })?;
+    }
+    for k in keep {
+        // SAFETY: fcntl(2) F_SETFD only changes the flags of a descriptor the caller owns.
+        check(unsafe { libc::fcntl(*k, libc::F_SETFD, 0) })?;
+    }
+    Ok(())
+}
+
 /// Gives the child `cmd` will start a lifeline: the read end of a pipe, as descriptor
 /// [`LIFELINE_FD`]. The returned write end is the parent's side: when it is closed — dropped,
 /// or the parent dies — the child sees the pipe hang up ([`take_lifeline`]) and knows nobody

@@ -449,12 +449,6 @@ impl Engine {
         };
         check_image_config(&config.image, &image_cfg)?;
         let handler = self.handler(&pod.runtime_handler)?;
-        if restore.is_some() && matches!(handler, Handler::Builtin { .. }) {
-            return Err(EngineError::precondition(format!(
-                "restoring a checkpoint needs an OCI runtime handler (runc, crun): the pod's {:?} is libcontainer, which cannot restore",
-                pod.runtime_handler
-            )));
-        }
         if matches!(handler, Handler::Oci { .. })
             && config.mounts.iter().any(|m| m.recursive_read_only)
         {
