@@ -204,7 +204,8 @@ async fn a_running_container_is_checkpointed_into_an_archive_and_keeps_running()
     }
 }
 
-/// Creates and starts the container checkpointed in `archive` in `pod`, as `name`; checks that it
+/// Creates and starts the container checkpointed in `image` (an archive's path or a checkpoint
+/// image) in `pod`, as `name`; checks that it
 /// counts on from `at_checkpoint` (from its memory: the first number it logs follows the
 /// checkpoint's), that an exec into it works and sees its writable layer (the file it wrote,
 /// the file it deleted still gone). Returns its ID.
@@ -213,13 +214,13 @@ async fn restore_and_check(
     rt: &mut RuntimeServiceClient<Channel>,
     pod: &TestPod,
     pcfg: &api::PodSandboxConfig,
-    archive: &std::path::Path,
+    image: &str,
     name: &str,
     at_checkpoint: u64,
 ) -> String {
     let logs = d.dir.path().join("logs");
     let t = Instant::now();
-    let mut c = sh_container(name, &archive.display().to_string(), "");
+    let mut c = sh_container(name, image, "");
     c.command.clear();
     let rid = create_start(rt, pod, pcfg, c).await;
     eprintln!("{name}: restored (create + start) in {:?}", t.elapsed());
@@ -308,7 +309,7 @@ async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
         &mut rt,
         &bpod,
         &builtin,
-        &archive,
+        &archive.display().to_string(),
         "restored-builtin",
         at_checkpoint,
     )
@@ -372,10 +373,82 @@ async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
         &mut rt,
         &apod,
         &after,
-        &archive,
+        &archive.display().to_string(),
         "restored-runc",
         at_checkpoint,
     )
     .await;
     finish_pod(&d, &apod).await;
+
+    // A checkpoint image, as CRI-O takes them (Podman's `--create-image`, or buildah adding the
+    // archive to a scratch image with the checkpoint annotation): pushed, pulled, restored by
+    // the built-in handler.
+    let reg = Registry::start(None);
+    let image_ref = push_checkpoint_image(&reg, &archive, "counter");
+    pull(&mut d.images().await, &image_ref).await.unwrap();
+    let ipod_cfg = pod_config("from-image", &logs);
+    let ipod = run_pod(&mut rt, ipod_cfg.clone(), "").await;
+    restore_and_check(
+        &d,
+        &mut rt,
+        &ipod,
+        &ipod_cfg,
+        &image_ref,
+        "restored-image",
+        at_checkpoint,
+    )
+    .await;
+    // An image without the annotation is an ordinary image, even holding a config.dump: its
+    // container runs its own (missing) command, nothing is restored.
+    let plain = push_checkpoint_image(&reg, &archive, "");
+    pull(&mut d.images().await, &plain).await.unwrap();
+    let r = rt
+        .create_container(api::CreateContainerRequest {
+            pod_sandbox_id: ipod.id.clone(),
+            config: Some(sh_container("plain", &plain, "")),
+            sandbox_config: Some(ipod_cfg.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert!(r.message().contains("executable 'sh' not found"), "{r:?}");
+    finish_pod(&d, &ipod).await;
+}
+
+/// Pushes checkpoint archive `archive` as a one-layer image (the archive is the layer, an
+/// uncompressed tar) to `reg`, annotated with the checkpointed container's `name` unless it is
+/// empty; returns the image's reference.
+fn push_checkpoint_image(reg: &Registry, archive: &std::path::Path, name: &str) -> String {
+    let layer = std::fs::read(archive).unwrap();
+    let repo = "checkpoints/counter";
+    let layer_digest = reg.put_blob(repo, &layer);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    }))
+    .unwrap();
+    let mut manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "size": config.len(),
+            "digest": reg.put_blob(repo, &config),
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "size": layer.len(),
+            "digest": layer_digest,
+        }],
+    });
+    let tag = if name.is_empty() {
+        "plain".to_string()
+    } else {
+        manifest["annotations"] =
+            serde_json::json!({"io.kubernetes.cri-o.annotations.checkpoint.name": name});
+        "v1".to_string()
+    };
+    reg.put_manifest(repo, &tag, &manifest);
+    reg.image(&format!("{repo}:{tag}"))
 }

@@ -85,42 +85,6 @@ fn push_busybox(reg: &Registry, repo: &str, tag: &str) -> String {
     ferrio::image::unpack::sha256_digest(&bytes)
 }
 
-fn put_blob(reg: &Registry, repo: &str, data: &[u8]) -> String {
-    let digest = ferrio::image::unpack::sha256_digest(data);
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("blob");
-    std::fs::write(&f, data).unwrap();
-    // An upload session, then the blob in one PUT (distribution takes no monolithic POST).
-    let head = sh(Command::new("curl").args([
-        "-sf",
-        "-i",
-        "-X",
-        "POST",
-        &format!("http://{}/v2/{repo}/blobs/uploads/", reg.addr()),
-    ]));
-    let head = String::from_utf8_lossy(&head);
-    let location = head
-        .lines()
-        .find_map(|l| {
-            l.split_once(':')
-                .filter(|(k, _)| k.eq_ignore_ascii_case("location"))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .expect("an upload location");
-    let sep = if location.contains('?') { '&' } else { '?' };
-    sh(Command::new("curl").args([
-        "-sf",
-        "-X",
-        "PUT",
-        "-H",
-        "Content-Type: application/octet-stream",
-        "--data-binary",
-        &format!("@{}", f.display()),
-        &format!("{location}{sep}digest={digest}"),
-    ]));
-    digest
-}
-
 /// cosign's simple-signing payload for `reference` at `digest`.
 fn payload(reference: &str, digest: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
@@ -137,14 +101,14 @@ fn payload(reference: &str, digest: &str) -> Vec<u8> {
 /// Stores signatures (payload, base64 signature) of manifest `digest` in `repo` as cosign
 /// does: the tag `sha256-<hex>.sig`.
 fn push_signatures(reg: &Registry, repo: &str, digest: &str, sigs: &[(Vec<u8>, String)]) {
-    let config = put_blob(reg, repo, b"{}");
+    let config = reg.put_blob(repo, b"{}");
     let layers: Vec<serde_json::Value> = sigs
         .iter()
         .map(|(p, s)| {
             serde_json::json!({
                 "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
                 "size": p.len(),
-                "digest": put_blob(reg, repo, p),
+                "digest": reg.put_blob(repo, p),
                 "annotations": {"dev.cosignproject.cosign/signature": s}
             })
         })
@@ -155,20 +119,8 @@ fn push_signatures(reg: &Registry, repo: &str, digest: &str, sigs: &[(Vec<u8>, S
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 2, "digest": config},
         "layers": layers
     });
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("m.json");
-    std::fs::write(&f, serde_json::to_vec(&manifest).unwrap()).unwrap();
     let tag = format!("{}.sig", digest.replacen(':', "-", 1));
-    sh(Command::new("curl").args([
-        "-sf",
-        "-X",
-        "PUT",
-        "-H",
-        "Content-Type: application/vnd.oci.image.manifest.v1+json",
-        "--data-binary",
-        &format!("@{}", f.display()),
-        &format!("http://{}/v2/{repo}/manifests/{tag}", reg.addr()),
-    ]));
+    reg.put_manifest(repo, &tag, &manifest);
 }
 
 async fn pull_in(

@@ -113,6 +113,59 @@ impl Registry {
         ))
     }
 
+    /// Uploads `data` as a blob of `repo` (plain HTTP, curl); returns its digest.
+    pub fn put_blob(&self, repo: &str, data: &[u8]) -> String {
+        let digest = ferrio::image::unpack::sha256_digest(data);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("blob");
+        std::fs::write(&f, data).unwrap();
+        // An upload session, then the blob in one PUT (distribution takes no monolithic POST).
+        let head = run(Command::new("curl").args([
+            "-sf",
+            "-i",
+            "-X",
+            "POST",
+            &format!("http://{}/v2/{repo}/blobs/uploads/", self.addr()),
+        ]));
+        let location = head
+            .lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.eq_ignore_ascii_case("location"))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .expect("an upload location");
+        let sep = if location.contains('?') { '&' } else { '?' };
+        run(Command::new("curl").args([
+            "-sf",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &format!("@{}", f.display()),
+            &format!("{location}{sep}digest={digest}"),
+        ]));
+        digest
+    }
+
+    /// Stores an OCI image manifest as `repo:tag` (plain HTTP, curl).
+    pub fn put_manifest(&self, repo: &str, tag: &str, manifest: &serde_json::Value) {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("m.json");
+        std::fs::write(&f, serde_json::to_vec(manifest).unwrap()).unwrap();
+        run(Command::new("curl").args([
+            "-sf",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.oci.image.manifest.v1+json",
+            "--data-binary",
+            &format!("@{}", f.display()),
+            &format!("http://{}/v2/{repo}/manifests/{tag}", self.addr()),
+        ]));
+    }
+
     /// Fetches a manifest from the registry (plain HTTP) with curl.
     pub fn manifest(&self, repo: &str, reference: &str) -> serde_json::Value {
         let out = run(Command::new("curl").args([

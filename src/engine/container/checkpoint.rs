@@ -306,9 +306,17 @@ fn archive(dir: &Path, dest: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A checkpoint archive a CreateContainer names as its image: what it was made from.
-pub(in crate::engine) struct Restore {
-    pub archive: PathBuf,
+/// The manifest annotation that marks an image holding a checkpoint (CRI-O's and Podman's
+/// `--create-image`); its value is the checkpointed container's name.
+pub const CHECKPOINT_IMAGE_ANNOTATION: &str = "io.kubernetes.cri-o.annotations.checkpoint.name";
+
+/// Where a CreateContainer's checkpoint is.
+#[derive(Clone)]
+pub(in crate::engine) enum Restore {
+    /// A checkpoint archive, by its path.
+    Archive(PathBuf),
+    /// A checkpoint image's layer (the archive's contents as files), by its directory.
+    Layer(PathBuf),
 }
 
 impl Engine {
@@ -321,40 +329,45 @@ impl Engine {
         mut config: crate::model::ContainerConfig,
     ) -> Result<(crate::model::ContainerConfig, Option<Restore>)> {
         let path = PathBuf::from(&config.image);
-        if !path.is_absolute() {
-            return Ok((config, None));
-        }
-        let p = path.clone();
-        let is_file = blocking(move || p.is_file()).await?;
-        if !is_file {
-            return Ok((config, None));
-        }
-        let p = path.clone();
-        let dump: serde_json::Value = blocking(move || read_member(&p, "config.dump"))
-            .await??
-            .ok_or_else(|| {
-                EngineError::invalid(format!(
-                    "image {}: a file, but not a checkpoint archive (no config.dump)",
-                    path.display()
-                ))
-            })
-            .and_then(|b| {
-                serde_json::from_slice(&b).map_err(|e| {
-                    EngineError::invalid(format!("{}: config.dump: {e}", path.display()))
-                })
-            })?;
+        let source = if path.is_absolute() {
+            let p = path.clone();
+            if !blocking(move || p.is_file()).await? {
+                return Ok((config, None));
+            }
+            Restore::Archive(path.clone())
+        } else {
+            match self.checkpoint_image_layer(&config.image).await? {
+                Some(dir) => Restore::Layer(dir),
+                None => return Ok((config, None)),
+            }
+        };
+        let what = match &source {
+            Restore::Archive(p) => p.display().to_string(),
+            Restore::Layer(_) => format!("checkpoint image {}", config.image),
+        };
+        let src = source.clone();
+        let dump: serde_json::Value = blocking(move || match &src {
+            Restore::Archive(p) => read_member(p, "config.dump"),
+            Restore::Layer(d) => read_layer_file(d, "config.dump"),
+        })
+        .await??
+        .ok_or_else(|| {
+            EngineError::invalid(format!("image {what}: not a checkpoint (no config.dump)"))
+        })
+        .and_then(|b| {
+            serde_json::from_slice(&b)
+                .map_err(|e| EngineError::invalid(format!("{what}: config.dump: {e}")))
+        })?;
         let mut restored: crate::model::ContainerConfig =
-            serde_json::from_value(dump["config"].clone()).map_err(|e| {
-                EngineError::invalid(format!("{}: config.dump: {e}", path.display()))
-            })?;
+            serde_json::from_value(dump["config"].clone())
+                .map_err(|e| EngineError::invalid(format!("{what}: config.dump: {e}")))?;
         restored.image = dump["rootfsImageRef"]
             .as_str()
             .unwrap_or_default()
             .to_string();
         if self.images.status(&restored.image).is_none() {
             return Err(EngineError::not_found(format!(
-                "{}: the checkpointed container's image {} ({}) is not on this node; pull it first",
-                path.display(),
+                "{what}: the checkpointed container's image {} ({}) is not on this node; pull it first",
                 dump["rootfsImage"].as_str().unwrap_or("?"),
                 restored.image
             )));
@@ -364,8 +377,79 @@ impl Engine {
         restored.log_path = std::mem::take(&mut config.log_path);
         restored.labels = std::mem::take(&mut config.labels);
         restored.annotations = std::mem::take(&mut config.annotations);
-        Ok((restored, Some(Restore { archive: path })))
+        Ok((restored, Some(source)))
     }
+
+    /// When `image` is a stored image whose manifest carries [`CHECKPOINT_IMAGE_ANNOTATION`],
+    /// the directory of its layer holding the checkpoint (the topmost with a `config.dump`).
+    async fn checkpoint_image_layer(&self, image: &str) -> Result<Option<PathBuf>> {
+        let Some(rec) = self.images.status(image) else {
+            return Ok(None);
+        };
+        let (images, image) = (self.images.clone(), image.to_string());
+        blocking(move || -> Result<Option<PathBuf>> {
+            let store = images.store();
+            let Ok(manifest) = store.blob(&rec.manifest_digest) else {
+                return Ok(None);
+            };
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&manifest).unwrap_or_default();
+            if !manifest["annotations"][CHECKPOINT_IMAGE_ANNOTATION].is_string() {
+                return Ok(None);
+            }
+            let layer = rec.layers.iter().rev().map(|l| store.layer_diff_path(&l.chain_id)).find(|d| {
+                d.join("config.dump")
+                    .symlink_metadata()
+                    .is_ok_and(|m| m.is_file())
+            });
+            match layer {
+                Some(d) => Ok(Some(d)),
+                None => Err(EngineError::invalid(format!(
+                    "image {image} is marked as a checkpoint ({CHECKPOINT_IMAGE_ANNOTATION}) but no layer holds a config.dump"
+                ))),
+            }
+        })
+        .await?
+    }
+}
+
+/// The bytes of file `name` of a checkpoint image's layer (a regular file, not a link, of at
+/// most 4 MiB), if it has one.
+fn read_layer_file(layer: &Path, name: &str) -> Result<Option<Vec<u8>>> {
+    let path = layer.join(name);
+    match path.symlink_metadata() {
+        Ok(m) if m.is_file() => {}
+        _ => return Ok(None),
+    }
+    crate::state::read_capped(&path, 4 << 20)
+        .map(Some)
+        .map_err(EngineError::io(format_args!("reading {}", path.display())))
+}
+
+/// Unpacks a checkpoint image's layer for a restore, as [`unpack_for_restore`] does an archive:
+/// through a temporary archive of the layer (links kept as links, so the same checks apply).
+pub(in crate::engine) fn unpack_layer_for_restore(
+    layer: &Path,
+    images: &Path,
+    upper: &Path,
+) -> Result<()> {
+    let parent = images.parent().unwrap_or(images);
+    std::fs::create_dir_all(parent).map_err(EngineError::io("creating the restore directory"))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".checkpoint-image-")
+        .tempfile_in(parent)
+        .map_err(EngineError::io("creating the restore directory"))?;
+    {
+        let mut tar = tar::Builder::new(tmp.as_file());
+        tar.follow_symlinks(false);
+        tar.append_dir_all(".", layer)
+            .and_then(|()| tar.finish())
+            .map_err(EngineError::io(format_args!(
+                "reading the checkpoint image's layer {}",
+                layer.display()
+            )))?;
+    }
+    unpack_for_restore(tmp.path(), images, upper)
 }
 
 /// The bytes of member `name` of a tar archive (at most 4 MiB), if it has one.

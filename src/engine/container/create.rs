@@ -224,7 +224,7 @@ pub(in crate::engine) struct Resolved {
     image_cfg: ImageConfig,
     handler: Handler,
     seccomp: Option<serde_json::Value>,
-    /// A checkpoint archive to restore the container from.
+    /// A checkpoint (archive or image) to restore the container from.
     restore: Option<super::checkpoint::Restore>,
 }
 
@@ -619,7 +619,7 @@ impl Engine {
             seccomp,
             restore,
         } = resolved;
-        let restore_archive = restore.map(|r| r.archive);
+        let restore_archive = restore;
         let (pod, image, image_cfg, handler) = (&pod, &image, &image_cfg, &handler);
         let paths = self.ctr_paths(&rec.id);
         let (bundle, rootfs) = (paths.bundle(), paths.rootfs());
@@ -642,13 +642,17 @@ impl Engine {
                     std::fs::create_dir_all(d)
                         .map_err(EngineError::io(format_args!("creating {}", d.display())))?;
                 }
-                if let Some(archive) = &restore_archive {
+                if let Some(source) = &restore_archive {
                     // Before the overlay is mounted: the images and the writable layer.
-                    super::checkpoint::unpack_for_restore(
-                        archive,
-                        &paths.data.join("checkpoint"),
-                        &paths.upper(),
-                    )?;
+                    let (images, upper) = (paths.data.join("checkpoint"), paths.upper());
+                    match source {
+                        super::checkpoint::Restore::Archive(a) => {
+                            super::checkpoint::unpack_for_restore(a, &images, &upper)?
+                        }
+                        super::checkpoint::Restore::Layer(l) => {
+                            super::checkpoint::unpack_layer_for_restore(l, &images, &upper)?
+                        }
+                    }
                     std::fs::create_dir_all(paths.data.join("restore-work"))
                         .map_err(EngineError::io("creating the restore work directory"))?;
                 }
