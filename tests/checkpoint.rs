@@ -70,6 +70,15 @@ fn without_pages(from: &std::path::Path, to: &std::path::Path) {
     out.finish().unwrap();
 }
 
+/// A read-write bind mount of `host` at /data.
+fn data_mount(host: &std::path::Path) -> api::Mount {
+    api::Mount {
+        container_path: "/data".into(),
+        host_path: host.display().to_string(),
+        ..Default::default()
+    }
+}
+
 fn last_count(log: &std::path::Path) -> u64 {
     counts(log).last().copied().unwrap_or(0)
 }
@@ -218,10 +227,14 @@ async fn restore_and_check(
     name: &str,
     at_checkpoint: u64,
 ) -> String {
+    let data = d.dir.path().join(format!("data-{name}"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("who"), name).unwrap();
     let logs = d.dir.path().join("logs");
     let t = Instant::now();
     let mut c = sh_container(name, image, "");
     c.command.clear();
+    c.mounts = vec![data_mount(&data)];
     let rid = create_start(rt, pod, pcfg, c).await;
     eprintln!("{name}: restored (create + start) in {:?}", t.elapsed());
     let rlog = logs.join(format!("{name}.log"));
@@ -263,17 +276,15 @@ async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
     // Made and checkpointed by the built-in handler.
     let pcfg = pod_config("before", &logs);
     let pod = run_pod(&mut rt, pcfg.clone(), "").await;
-    let id = create_start(
-        &mut rt,
-        &pod,
-        &pcfg,
-        sh_container(
-            "counter",
-            &image,
-            "rm /bin/ls; i=0; while :; do i=$((i+1)); echo $i; echo $i > /state; sleep 0.1; done",
-        ),
-    )
-    .await;
+    let before = d.dir.path().join("data-before");
+    std::fs::create_dir_all(&before).unwrap();
+    let mut counter = sh_container(
+        "counter",
+        &image,
+        "rm /bin/ls; i=0; while :; do i=$((i+1)); echo $i; echo $i > /state; sleep 0.1; done",
+    );
+    counter.mounts = vec![data_mount(&before)];
+    let id = create_start(&mut rt, &pod, &pcfg, counter).await;
     let log = logs.join("counter.log");
     let deadline = Instant::now() + Duration::from_secs(10);
     while last_count(&log) < 20 {
@@ -298,12 +309,27 @@ async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
     let e = rt
         .create_container(api::CreateContainerRequest {
             pod_sandbox_id: bpod.id.clone(),
-            config: Some(sh_container("broken", &broken.display().to_string(), "")),
+            config: Some(api::ContainerConfig {
+                mounts: vec![data_mount(&before)],
+                ..sh_container("broken", &broken.display().to_string(), "")
+            }),
             sandbox_config: Some(builtin.clone()),
         })
         .await
         .unwrap_err();
     assert!(e.message().contains("criu restore failed"), "{e:?}");
+    // The checkpointed container had a bind mount at /data: a restore must ask for it (with
+    // its own host path), as CRI-O requires.
+    let e = rt
+        .create_container(api::CreateContainerRequest {
+            pod_sandbox_id: bpod.id.clone(),
+            config: Some(sh_container("no-mount", &archive.display().to_string(), "")),
+            sandbox_config: Some(builtin.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("lacks /data"), "{e:?}");
     let rid = restore_and_check(
         &d,
         &mut rt,
@@ -405,7 +431,10 @@ async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
     let r = rt
         .create_container(api::CreateContainerRequest {
             pod_sandbox_id: ipod.id.clone(),
-            config: Some(sh_container("plain", &plain, "")),
+            config: Some(api::ContainerConfig {
+                mounts: vec![data_mount(&before)],
+                ..sh_container("plain", &plain, "")
+            }),
             sandbox_config: Some(ipod_cfg.clone()),
         })
         .await

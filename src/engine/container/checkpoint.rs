@@ -372,6 +372,38 @@ impl Engine {
                 restored.image
             )));
         }
+        // As CRI-O: the request's security context and resources (the mount layout — masked
+        // and read-only paths — stays the checkpoint's, which CRIU's images describe), and
+        // every bind mount the checkpointed container had must be one the request asks for,
+        // by its container path, with the request's host path: an archive never picks host
+        // paths to mount by itself.
+        let (masked, readonly) = (
+            std::mem::take(&mut restored.security.masked_paths),
+            std::mem::take(&mut restored.security.readonly_paths),
+        );
+        restored.security = std::mem::take(&mut config.security);
+        restored.security.masked_paths = masked;
+        restored.security.readonly_paths = readonly;
+        restored.resources = config.resources.take();
+        restored.devices = std::mem::take(&mut config.devices);
+        restored.cdi_devices = std::mem::take(&mut config.cdi_devices);
+        let mut missing = Vec::new();
+        for m in &mut restored.mounts {
+            match config
+                .mounts
+                .iter()
+                .find(|r| r.container_path == m.container_path)
+            {
+                Some(r) => *m = r.clone(),
+                None => missing.push(m.container_path.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(EngineError::invalid(format!(
+                "restoring {what} needs the mounts it was checkpointed with; the request lacks {}",
+                missing.join(", ")
+            )));
+        }
         restored.name = std::mem::take(&mut config.name);
         restored.attempt = config.attempt;
         restored.log_path = std::mem::take(&mut config.log_path);
