@@ -393,6 +393,46 @@ async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
     assert!(e.message().contains(&image), "{}", e.message());
     pull(&mut d.images().await, &image).await.unwrap();
 
+    // crun restores only when built with CRIU (`+CRIU` in `crun --version`); Debian 12's is
+    // not, and the create says so before making anything.
+    let crun_version = String::from_utf8_lossy(
+        &std::process::Command::new("crun")
+            .arg("--version")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .to_string();
+    let cpod_cfg = pod_config("crun", &logs);
+    let cpod = run_pod(&mut rt, cpod_cfg.clone(), "crun").await;
+    if crun_version.contains("+CRIU") {
+        restore_and_check(
+            &d,
+            &mut rt,
+            &cpod,
+            &cpod_cfg,
+            &archive.display().to_string(),
+            "restored-crun",
+            at_checkpoint,
+        )
+        .await;
+    } else {
+        let e = rt
+            .create_container(api::CreateContainerRequest {
+                pod_sandbox_id: cpod.id.clone(),
+                config: Some(api::ContainerConfig {
+                    mounts: vec![data_mount(&before)],
+                    ..sh_container("crun", &archive.display().to_string(), "")
+                }),
+                sandbox_config: Some(cpod_cfg.clone()),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("built without CRIU"), "{e:?}");
+    }
+    finish_pod(&d, &cpod).await;
+
     // The same archive restored by runc.
     restore_and_check(
         &d,

@@ -46,7 +46,24 @@ impl OciCli {
         };
         let mut cmd = self.cmd();
         if let Some(from) = restore {
-            cmd.arg("--criu").arg(&from.criu);
+            match restore_support(&self.path)
+                .map_err(|e| RuntimeError::new(&self.name_str(), op, id, e))?
+            {
+                Restorer::CriuFlag => {
+                    cmd.arg("--criu").arg(&from.criu);
+                }
+                // libcriu runs `criu` from PATH: the configured one's directory first.
+                Restorer::Libcriu => {
+                    if let Some(dir) = from.criu.parent().filter(|d| !d.as_os_str().is_empty()) {
+                        let path = std::env::var_os("PATH").unwrap_or_default();
+                        let mut dirs = vec![dir.to_path_buf()];
+                        dirs.extend(std::env::split_paths(&path));
+                        if let Ok(joined) = std::env::join_paths(dirs) {
+                            cmd.env("PATH", joined);
+                        }
+                    }
+                }
+            }
         }
         if super::bundle_uses_systemd(bundle) {
             // runc and crun record the driver in their state; later commands need no flag.
@@ -123,6 +140,41 @@ impl OciCli {
             ));
         }
         Ok(out.stdout)
+    }
+}
+
+/// How an OCI runtime CLI restores a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restorer {
+    /// runc: it runs the CRIU binary given by its global `--criu`.
+    CriuFlag,
+    /// crun built with CRIU (`+CRIU` among its features): libcriu, which runs `criu` from PATH.
+    Libcriu,
+}
+
+/// Whether the runtime at `path` can restore, from what `--version` says: crun lists its
+/// features and restores only with `+CRIU`; others (runc) take `--criu`.
+pub fn restore_support(path: &Path) -> Result<Restorer, String> {
+    let out = Command::new(path)
+        .arg("--version")
+        .stdin(PStdio::null())
+        .stderr(PStdio::null())
+        .output()
+        .map_err(|e| format!("running {} --version: {e}", path.display()))?;
+    restorer_of(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn restorer_of(version: &str) -> Result<Restorer, String> {
+    let first = version.lines().next().unwrap_or("").trim();
+    if !first.starts_with("crun") {
+        return Ok(Restorer::CriuFlag);
+    }
+    if version.split_whitespace().any(|f| f == "+CRIU") {
+        Ok(Restorer::Libcriu)
+    } else {
+        Err(format!(
+            "{first} is built without CRIU (its features lack +CRIU), so it cannot restore a checkpoint; use the built-in handler or runc"
+        ))
     }
 }
 
@@ -356,5 +408,25 @@ impl OciRuntime for OciCli {
                 format!("bad stats JSON: {e}"),
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_runtimes_restore_and_how() {
+        let runc = "runc version 1.1.5+ds1\ncommit: 1.1.5+ds1-1+deb12u1\nspec: 1.0.2-dev\n";
+        assert_eq!(restorer_of(runc), Ok(Restorer::CriuFlag));
+        let crun = "crun version 1.8.1\ncommit: f8a0\nrundir: /run/crun\nspec: 1.0.0\n+SYSTEMD +SELINUX +APPARMOR +CAP +SECCOMP +EBPF +YAJL\n";
+        let e = restorer_of(crun).unwrap_err();
+        assert!(
+            e.contains("crun version 1.8.1 is built without CRIU"),
+            "{e}"
+        );
+        let with = crun.replace("+YAJL", "+CRIU +YAJL");
+        assert_eq!(restorer_of(&with), Ok(Restorer::Libcriu));
+        assert!(restorer_of(&crun.replace("+YAJL", "-CRIU +YAJL")).is_err());
     }
 }

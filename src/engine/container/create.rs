@@ -449,6 +449,13 @@ impl Engine {
         };
         check_image_config(&config.image, &image_cfg)?;
         let handler = self.handler(&pod.runtime_handler)?;
+        if let (Some(_), Handler::Oci { path, .. }) = (&restore, &handler) {
+            // A runtime that cannot restore says so before anything is made.
+            let path = path.clone();
+            blocking(move || crate::runtime::cli::restore_support(&path))
+                .await?
+                .map_err(EngineError::precondition)?;
+        }
         if matches!(handler, Handler::Oci { .. })
             && config.mounts.iter().any(|m| m.recursive_read_only)
         {
