@@ -53,7 +53,23 @@ pub struct Images {
     imported: std::sync::RwLock<std::collections::HashSet<String>>,
     /// `image.short_name_mode` (empty: registries.conf's), reloaded on SIGHUP.
     short_name_mode: std::sync::RwLock<String>,
+    /// CreateContainer's signature-policy acceptances ([`Images::check_trust`]).
+    trust_verdicts: Mutex<HashMap<VerdictKey, Accepted>>,
 }
+
+/// What a policy accepted at CreateContainer: (namespace, image ID, digest, names checked).
+type VerdictKey = (String, String, String, Vec<String>);
+
+/// An acceptance, valid while the policy (requirements and key material, as loaded) and the
+/// image's signatures are the same.
+struct Accepted {
+    policy: policy::Policy,
+    sigstore: Vec<policy::SigstoreSignature>,
+    simple: Vec<String>,
+}
+
+/// Most acceptances kept; past it they are all dropped and made again as creates come.
+const MAX_TRUST_VERDICTS: usize = 1024;
 
 /// What image pulls did since the daemon started (read by the metrics endpoint).
 #[derive(Debug, Default)]
@@ -235,6 +251,7 @@ impl Images {
             pinned: std::sync::RwLock::new(Arc::new(pinned)),
             imported: std::sync::RwLock::new(imported),
             short_name_mode: std::sync::RwLock::new(cfg.image.short_name_mode.clone()),
+            trust_verdicts: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -348,6 +365,31 @@ impl Images {
         } else {
             names
         };
+        // An acceptance made before with the same policy and signatures stands: a signedBy
+        // requirement would run gpgv again for every create of the image.
+        let key: VerdictKey = (
+            namespace.to_string(),
+            rec.id.clone(),
+            digest.clone(),
+            names.clone(),
+        );
+        let same = |a: &Accepted| {
+            a.policy == policy && a.sigstore == rec.signatures && a.simple == rec.simple_signatures
+        };
+        if self
+            .trust_verdicts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .is_some_and(same)
+        {
+            return Ok(());
+        }
+        let accepted = Accepted {
+            policy: policy.clone(),
+            sigstore: rec.signatures.clone(),
+            simple: rec.simple_signatures.clone(),
+        };
         // Off the async workers: a signedBy requirement runs gpgv.
         let (rec, digest) = (rec.clone(), digest.clone());
         let why = tokio::task::spawn_blocking(move || {
@@ -373,6 +415,14 @@ impl Images {
         .await
         .map_err(|e| ImageError::Internal(e.to_string()))?;
         if why.is_empty() {
+            let mut verdicts = self
+                .trust_verdicts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if verdicts.len() >= MAX_TRUST_VERDICTS {
+                verdicts.clear();
+            }
+            verdicts.insert(key, accepted);
             return Ok(());
         }
         Err(ImageError::Rejected(format!(
