@@ -44,14 +44,20 @@ fn counts(log: &std::path::Path) -> Vec<u64> {
 }
 
 /// A daemon using the test CRIU, with the busybox image pulled.
-async fn daemon_with_criu() -> (Daemon, String) {
+async fn daemon_with_criu() -> (Daemon, String, Policy) {
+    let policy = Policy(tempfile::tempdir().unwrap());
+    policy.write("");
     let d = Daemon::start(DaemonOpts {
-        extra_config: format!("[runtime]\ncriu_path = {:?}\n", criu()),
+        extra_config: format!(
+            "signature_policy = {:?}\n[runtime]\ncriu_path = {:?}\n",
+            policy.path(),
+            criu()
+        ),
         ..Default::default()
     });
     let image = Registry::shared().image("ferrio-test/busybox:1.35");
     pull(&mut d.images().await, &image).await.unwrap();
-    (d, image)
+    (d, image, policy)
 }
 
 /// A copy of checkpoint archive `from` at `to` without CRIU's memory pages.
@@ -79,6 +85,24 @@ fn data_mount(host: &std::path::Path) -> api::Mount {
     }
 }
 
+/// The daemon's signature policy file (containers-policy.json), in a directory of its own.
+struct Policy(tempfile::TempDir);
+
+impl Policy {
+    fn path(&self) -> std::path::PathBuf {
+        self.0.path().join("policy.json")
+    }
+
+    /// Anything is accepted, except images in `reject_scope` (when not empty).
+    fn write(&self, reject_scope: &str) {
+        let mut p = serde_json::json!({"default": [{"type": "insecureAcceptAnything"}]});
+        if !reject_scope.is_empty() {
+            p["transports"] = serde_json::json!({"docker": {reject_scope: [{"type": "reject"}]}});
+        }
+        std::fs::write(self.path(), serde_json::to_vec(&p).unwrap()).unwrap();
+    }
+}
+
 fn last_count(log: &std::path::Path) -> u64 {
     counts(log).last().copied().unwrap_or(0)
 }
@@ -86,7 +110,7 @@ fn last_count(log: &std::path::Path) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_container_is_checkpointed_into_an_archive_and_keeps_running() {
     e2e!();
-    let (d, image) = daemon_with_criu().await;
+    let (d, image, _policy) = daemon_with_criu().await;
     let mut rt = d.runtime().await;
     let logs = d.dir.path().join("logs");
     for handler in ["", "runc", "crun"] {
@@ -270,7 +294,7 @@ async fn restore_and_check(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
     e2e!();
-    let (d, image) = daemon_with_criu().await;
+    let (d, image, policy) = daemon_with_criu().await;
     let mut rt = d.runtime().await;
     let logs = d.dir.path().join("logs");
     // Made and checkpointed by the built-in handler.
@@ -464,6 +488,23 @@ async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
         at_checkpoint,
     )
     .await;
+    // A checkpoint image is held to the signature policy at create too, like any image: the
+    // pod's namespace now rejects the checkpoint repository (its base image stays accepted).
+    policy.write(&format!("{}/checkpoints", reg.addr()));
+    let e = rt
+        .create_container(api::CreateContainerRequest {
+            pod_sandbox_id: ipod.id.clone(),
+            config: Some(api::ContainerConfig {
+                mounts: vec![data_mount(&before)],
+                ..sh_container("rejected", &image_ref, "")
+            }),
+            sandbox_config: Some(ipod_cfg.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("checkpoints"), "{e:?}");
+    policy.write("");
     // An image without the annotation is an ordinary image, even holding a config.dump: its
     // container runs its own (missing) command, nothing is restored.
     let plain = push_checkpoint_image(&reg, &archive, "");

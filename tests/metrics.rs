@@ -18,8 +18,22 @@ fn daemon_with_metrics() -> (Daemon, String) {
     (d, format!("http://127.0.0.1:{port}/metrics"))
 }
 
+/// A GET with ferrio's own HTTP client set-up (rustls on ring, the provider it installs).
+async fn get_result(url: &str) -> reqwest::Result<reqwest::Response> {
+    ferrio::image::http::client_builder()
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+}
+
+async fn get(url: &str) -> reqwest::Response {
+    get_result(url).await.unwrap()
+}
+
 async fn scrape(url: &str) -> prometheus_parse::Scrape {
-    let res = reqwest::get(url).await.unwrap();
+    let res = get(url).await;
     assert_eq!(res.status(), 200);
     let ctype = res
         .headers()
@@ -158,7 +172,7 @@ async fn prometheus_endpoint_serves_parseable_ferrio_metrics() {
         other => panic!("not a histogram: {other:?}"),
     }
     // Only /metrics is served.
-    let other = reqwest::get(url.replace("/metrics", "/other"))
+    let other = get_result(&url.replace("/metrics", "/other"))
         .await
         .unwrap();
     assert_eq!(other.status(), 404);

@@ -63,13 +63,14 @@ type VerdictKey = (String, String, String, Vec<String>);
 /// An acceptance, valid while the policy (requirements and key material, as loaded) and the
 /// image's signatures are the same.
 struct Accepted {
-    policy: policy::Policy,
+    /// Shared by the acceptances under one policy.
+    policy: Arc<policy::Policy>,
     sigstore: Vec<policy::SigstoreSignature>,
     simple: Vec<String>,
 }
 
 /// Most acceptances kept; past it they are all dropped and made again as creates come.
-const MAX_TRUST_VERDICTS: usize = 1024;
+const MAX_TRUST_VERDICTS: usize = 512;
 
 /// What image pulls did since the daemon started (read by the metrics endpoint).
 #[derive(Debug, Default)]
@@ -374,7 +375,7 @@ impl Images {
             names.clone(),
         );
         let same = |a: &Accepted| {
-            a.policy == policy && a.sigstore == rec.signatures && a.simple == rec.simple_signatures
+            *a.policy == policy && a.sigstore == rec.signatures && a.simple == rec.simple_signatures
         };
         if self
             .trust_verdicts
@@ -386,7 +387,7 @@ impl Images {
             return Ok(());
         }
         let accepted = Accepted {
-            policy: policy.clone(),
+            policy: Arc::new(policy.clone()),
             sigstore: rec.signatures.clone(),
             simple: rec.simple_signatures.clone(),
         };
@@ -421,6 +422,15 @@ impl Images {
                 .unwrap_or_else(|p| p.into_inner());
             if verdicts.len() >= MAX_TRUST_VERDICTS {
                 verdicts.clear();
+            }
+            // One copy of a policy (its keyrings may be large) for all its acceptances.
+            let mut accepted = accepted;
+            if let Some(p) = verdicts
+                .values()
+                .find(|a| a.policy == accepted.policy)
+                .map(|a| a.policy.clone())
+            {
+                accepted.policy = p;
             }
             verdicts.insert(key, accepted);
             return Ok(());

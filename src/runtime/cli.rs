@@ -46,22 +46,19 @@ impl OciCli {
         };
         let mut cmd = self.cmd();
         if let Some(from) = restore {
-            match restore_support(&self.path)
-                .map_err(|e| RuntimeError::new(&self.name_str(), op, id, e))?
-            {
-                Restorer::CriuFlag => {
-                    cmd.arg("--criu").arg(&from.criu);
-                }
-                // libcriu runs `criu` from PATH: the configured one's directory first.
-                Restorer::Libcriu => {
-                    if let Some(dir) = from.criu.parent().filter(|d| !d.as_os_str().is_empty()) {
-                        let path = std::env::var_os("PATH").unwrap_or_default();
-                        let mut dirs = vec![dir.to_path_buf()];
-                        dirs.extend(std::env::split_paths(&path));
-                        if let Ok(joined) = std::env::join_paths(dirs) {
-                            cmd.env("PATH", joined);
-                        }
-                    }
+            let restorer = restore_support(&self.path)
+                .map_err(|e| RuntimeError::new(&self.name_str(), op, id, e))?;
+            if restorer == Restorer::CriuFlag {
+                cmd.arg("--criu").arg(&from.criu);
+            }
+            // libcriu (crun) and runc from 1.2 on (which ignores `--criu`) run `criu` from
+            // PATH: the configured one's directory goes first.
+            if let Some(dir) = from.criu.parent().filter(|d| d.is_absolute()) {
+                let path = std::env::var_os("PATH").unwrap_or_default();
+                let mut dirs = vec![dir.to_path_buf()];
+                dirs.extend(std::env::split_paths(&path));
+                if let Ok(joined) = std::env::join_paths(dirs) {
+                    cmd.env("PATH", joined);
                 }
             }
         }
@@ -146,7 +143,8 @@ impl OciCli {
 /// How an OCI runtime CLI restores a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Restorer {
-    /// runc: it runs the CRIU binary given by its global `--criu`.
+    /// runc: it runs the CRIU binary given by its global `--criu` (before 1.2; later ones look
+    /// in PATH).
     CriuFlag,
     /// crun built with CRIU (`+CRIU` among its features): libcriu, which runs `criu` from PATH.
     Libcriu,
@@ -155,13 +153,28 @@ pub enum Restorer {
 /// Whether the runtime at `path` can restore, from what `--version` says: crun lists its
 /// features and restores only with `+CRIU`; others (runc) take `--criu`.
 pub fn restore_support(path: &Path) -> Result<Restorer, String> {
-    let out = Command::new(path)
+    use std::io::Read;
+    let mut child = Command::new(path)
         .arg("--version")
         .stdin(PStdio::null())
+        .stdout(PStdio::piped())
         .stderr(PStdio::null())
-        .output()
+        .spawn()
         .map_err(|e| format!("running {} --version: {e}", path.display()))?;
-    restorer_of(&String::from_utf8_lossy(&out.stdout))
+    // Waited for first (its few lines fit in the pipe), so a runtime that hangs is killed.
+    let status = crate::sys::process::wait_or_kill(&mut child, std::time::Duration::from_secs(10));
+    let mut out = String::new();
+    if let Some(o) = child.stdout.take() {
+        let _ = o.take(64 << 10).read_to_string(&mut out);
+    }
+    match status {
+        Some(st) if st.success() => restorer_of(&out),
+        Some(st) => Err(format!("{} --version: {st}", path.display())),
+        None => Err(format!(
+            "{} --version did not answer within 10 s",
+            path.display()
+        )),
+    }
 }
 
 fn restorer_of(version: &str) -> Result<Restorer, String> {

@@ -89,6 +89,20 @@ pub fn restore_args(spec: &serde_json::Value, plan: &RestorePlan) -> Vec<String>
     for (key, dir) in &plan.cgroup_mounts {
         map(key, &dir.display().to_string());
     }
+    // The LSM label the new spec gives, as runc's restore does, not the checkpoint's.
+    if let Some(p) = spec["process"]["apparmorProfile"]
+        .as_str()
+        .filter(|p| !p.is_empty())
+    {
+        args.push("--lsm-profile".into());
+        args.push(format!("apparmor:{p}"));
+    } else if let Some(l) = spec["process"]["selinuxLabel"]
+        .as_str()
+        .filter(|l| !l.is_empty())
+    {
+        args.push("--lsm-profile".into());
+        args.push(format!("selinux:{l}"));
+    }
     if let Some(fd) = plan.netns_fd {
         args.push("--inherit-fd".into());
         args.push(format!("fd[{fd}]:extRootNetNS"));
@@ -170,17 +184,32 @@ pub fn restore(
     let _ = std::fs::remove_file(&plan.pid_file);
     let status = run_in_cgroup(&from.criu, &args, stdio, netns.as_ref(), manager, resources)
         .map_err(|e| {
-            let _ = manager.remove();
+            remove_restored(manager);
             fail(e)
         })?;
     if !status {
-        let _ = manager.remove();
+        remove_restored(manager);
         return Err(fail(format!("criu restore failed: {}", log_errors(&work))));
     }
-    std::fs::read_to_string(&plan.pid_file)
+    match std::fs::read_to_string(&plan.pid_file)
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
-        .ok_or_else(|| fail("criu restore wrote no pid file".into()))
+    {
+        Some(pid) => Ok(pid),
+        None => {
+            remove_restored(manager);
+            Err(fail("criu restore wrote no pid file".into()))
+        }
+    }
+}
+
+/// After a restore that cannot be used: every process in the container's cgroup killed, then
+/// the cgroup removed (libcgroups retries while the killed ones exit).
+pub fn remove_restored(manager: &AnyCgroupManager) {
+    for pid in manager.get_all_pids().unwrap_or_default() {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    let _ = manager.remove();
 }
 
 /// The v1 controllers libcgroups puts a container's processes in.
@@ -226,16 +255,37 @@ fn cgroup_mounts_v1(
     cgroup: &str,
     own: &str,
 ) -> Vec<(String, PathBuf)> {
-    // `<id>:<controllers>:<path>` lines; the v2 tree's controllers are empty.
-    let own_path = |ctrls: &[String]| {
-        own.lines().find_map(|l| {
+    // `<id>:<hierarchy>:<path>` lines: a v1 hierarchy by its controllers (a named one as
+    // `name=<name>`, which is also its mount point's name), the v2 tree as `0::`.
+    let own_path = |root: &Path, ctrls: &[String]| -> Option<String> {
+        let sorted = |mut v: Vec<String>| {
+            v.sort_unstable();
+            v
+        };
+        let want = if ctrls.is_empty() {
+            sorted(vec![root.file_name()?.to_string_lossy().to_string()])
+        } else {
+            sorted(ctrls.to_vec())
+        };
+        let lines = own.lines().filter_map(|l| {
             let mut f = l.splitn(3, ':');
             let (_, c, p) = (f.next()?, f.next()?, f.next()?);
-            let mut listed: Vec<&str> = c.split(',').filter(|x| !x.is_empty()).collect();
-            let mut want: Vec<&str> = ctrls.iter().map(String::as_str).collect();
-            listed.sort_unstable();
-            want.sort_unstable();
-            (listed == want).then(|| p.to_string())
+            Some((c, p))
+        });
+        let named = lines.clone().find_map(|(c, p)| {
+            let listed: Vec<String> = c
+                .split(',')
+                .filter(|x| !x.is_empty())
+                .map(|x| x.trim_start_matches("name=").to_string())
+                .collect();
+            (!listed.is_empty() && sorted(listed) == want).then(|| p.to_string())
+        });
+        // Nothing by that name and no controllers: the v2 tree.
+        named.or_else(|| {
+            lines
+                .clone()
+                .find(|(c, _)| c.is_empty() && ctrls.is_empty())
+                .map(|(_, p)| p.to_string())
         })
     };
     hierarchies
@@ -245,7 +295,7 @@ fn cgroup_mounts_v1(
             let path = if ctrls.iter().any(|c| MANAGED_V1.contains(&c.as_str())) {
                 cgroup.to_string()
             } else {
-                own_path(ctrls)?
+                own_path(root, ctrls)?
             };
             Some((
                 format!("/sys/fs/cgroup/{name}"),
@@ -289,19 +339,23 @@ fn run_in_cgroup(
     for a in args {
         argv.push(cstr(a)?);
     }
-    // A bare name is looked up in PATH, as a Command would.
-    let prog_path = if criu.is_absolute() {
+    // A bare name is looked up in PATH (its default when unset), as a Command would; a
+    // path with a slash is used as it is.
+    let prog_path = if criu.components().count() > 1 {
         prog
     } else {
-        let found = std::env::var_os("PATH")
-            .into_iter()
-            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        let path = std::env::var_os("PATH").unwrap_or_else(|| {
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+        });
+        let found = std::env::split_paths(&path)
+            .filter(|d| d.is_absolute())
             .map(|d| d.join(criu))
             .find(|p| p.is_file())
             .ok_or_else(|| format!("{} not found in PATH (runtime.criu_path)", criu.display()))?;
         cstr(&found.display().to_string())?
     };
-    let (go_r, go_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (go_r, go_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let child = match fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
         Forked::Child => {
             drop(go_w);
@@ -363,6 +417,8 @@ fn exec_criu(
     if crate::sys::process::child_stdio(fds, &keep).is_err() {
         return 126;
     }
+    // The monitor ignores SIGPIPE; CRIU gets the default, as a Command would give it.
+    crate::sys::process::default_sigpipe();
     let _ = nix::unistd::execv(prog, argv);
     127
 }
@@ -381,6 +437,7 @@ mod tests {
                 {"destination": "/data", "source": "/srv/data", "options": ["bind"]},
             ],
             "linux": {"maskedPaths": ["/proc/kcore"]},
+            "process": {"apparmorProfile": "ferrio-default"},
         });
         let plan = RestorePlan {
             images: "/d/checkpoint".into(),
@@ -396,11 +453,12 @@ mod tests {
                         "/sys/fs/cgroup/cpu,cpuacct".into(),
                         vec!["cpu".into(), "cpuacct".into()],
                     ),
-                    ("/sys/fs/cgroup/systemd".into(), vec!["name=systemd".into()]),
+                    // As `cgroups::hierarchies()` has them: `name=` options are not controllers.
+                    ("/sys/fs/cgroup/systemd".into(), vec![]),
                     ("/sys/fs/cgroup/unified".into(), vec![]),
                 ],
                 "/ferrio/pod/ctr",
-                "12:memory:/\n4:cpuacct,cpu:/\n1:name=systemd:/user.slice\n0::/helpers\n",
+                "12:memory:/\n4:cpuacct,cpu:/\n0::/helpers\n1:name=systemd:/user.slice\n",
             ),
         };
         let args = restore_args(&spec, &plan).join(" ");
@@ -409,6 +467,7 @@ mod tests {
             "--pidfile /b/init.pid --restore-detached --restore-sibling --manage-cgroups=ignore",
             "--ext-mount-map /etc/hosts:/run/p/hosts --ext-mount-map /data:/srv/data",
             "--ext-mount-map /proc/kcore:/dev/null",
+            "--lsm-profile apparmor:ferrio-default",
             "--ext-mount-map /sys/fs/cgroup/memory:/sys/fs/cgroup/memory/ferrio/pod/ctr",
             "--ext-mount-map /sys/fs/cgroup/cpu,cpuacct:/sys/fs/cgroup/cpu,cpuacct/ferrio/pod/ctr",
             // The hierarchies libcgroups does not manage bind this process's own cgroup there.

@@ -185,16 +185,13 @@ impl OciRuntime for Libcontainer {
                 let mut c = Container::new(id, ContainerStatus::Running, Some(pid), bundle, &dir)
                     .map_err(|e| e.to_string())?;
                 c.set_systemd(systemd)
-                    .set_creator(nix::unistd::geteuid().as_raw());
+                    .set_creator(nix::unistd::geteuid().as_raw())
+                    .set_annotations(spec.annotations().clone());
                 c.save().map_err(|e| e.to_string())
             });
         if let Err(e) = saved {
             // Nothing would know of the restored tree: do not leave it running.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = manager.remove();
+            super::criu::remove_restored(&manager);
             return Err(RuntimeError::new(NAME, "restore", id, e));
         }
         Ok(pid)

@@ -315,8 +315,9 @@ pub const CHECKPOINT_IMAGE_ANNOTATION: &str = "io.kubernetes.cri-o.annotations.c
 pub(in crate::engine) enum Restore {
     /// A checkpoint archive, by its path.
     Archive(PathBuf),
-    /// A checkpoint image's layer (the archive's contents as files), by its directory.
-    Layer(PathBuf),
+    /// A checkpoint image's layer (the archive's contents as files), by its directory, and
+    /// the image as the request named it.
+    Layer { dir: PathBuf, image: String },
 }
 
 impl Engine {
@@ -337,18 +338,21 @@ impl Engine {
             Restore::Archive(path.clone())
         } else {
             match self.checkpoint_image_layer(&config.image).await? {
-                Some(dir) => Restore::Layer(dir),
+                Some(dir) => Restore::Layer {
+                    dir,
+                    image: config.image.clone(),
+                },
                 None => return Ok((config, None)),
             }
         };
         let what = match &source {
             Restore::Archive(p) => p.display().to_string(),
-            Restore::Layer(_) => format!("checkpoint image {}", config.image),
+            Restore::Layer { .. } => format!("checkpoint image {}", config.image),
         };
         let src = source.clone();
         let dump: serde_json::Value = blocking(move || match &src {
             Restore::Archive(p) => read_member(p, "config.dump"),
-            Restore::Layer(d) => read_layer_file(d, "config.dump"),
+            Restore::Layer { dir, .. } => read_layer_file(dir, "config.dump"),
         })
         .await??
         .ok_or_else(|| {

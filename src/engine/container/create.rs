@@ -437,6 +437,17 @@ impl Engine {
             .check_trust(&image, &config.image, &pod.config.namespace)
             .await
             .map_err(EngineError::domain)?;
+        // A checkpoint image is image content too (CRIU restores processes, credentials and
+        // all from it): the same policy applies to it.
+        if let Some(super::checkpoint::Restore::Layer { image: ck, .. }) = &restore {
+            let rec = self.images.status(ck).ok_or_else(|| {
+                EngineError::not_found(format!("checkpoint image {ck:?} not found"))
+            })?;
+            self.images
+                .check_trust(&rec, ck, &pod.config.namespace)
+                .await
+                .map_err(EngineError::domain)?;
+        }
         // The config is image content: read and parsed off the async workers, and bounded.
         let image_cfg = {
             let (images, image) = (self.images.clone(), image.clone());
@@ -449,6 +460,11 @@ impl Engine {
         };
         check_image_config(&config.image, &image_cfg)?;
         let handler = self.handler(&pod.runtime_handler)?;
+        if restore.is_some() && config.tty && matches!(handler, Handler::Builtin { .. }) {
+            return Err(EngineError::precondition(
+                "the built-in handler cannot restore a container with a terminal (tty); use runc",
+            ));
+        }
         if let (Some(_), Handler::Oci { path, .. }) = (&restore, &handler) {
             // A runtime that cannot restore says so before anything is made.
             let path = path.clone();
@@ -656,8 +672,8 @@ impl Engine {
                         super::checkpoint::Restore::Archive(a) => {
                             super::checkpoint::unpack_for_restore(a, &images, &upper)?
                         }
-                        super::checkpoint::Restore::Layer(l) => {
-                            super::checkpoint::unpack_layer_for_restore(l, &images, &upper)?
+                        super::checkpoint::Restore::Layer { dir, .. } => {
+                            super::checkpoint::unpack_layer_for_restore(dir, &images, &upper)?
                         }
                     }
                     std::fs::create_dir_all(paths.data.join("restore-work"))
