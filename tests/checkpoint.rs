@@ -103,6 +103,15 @@ impl Policy {
     }
 }
 
+/// Whether this host's crun is built with CRIU (`+CRIU` among the features it lists).
+fn crun_has_criu() -> bool {
+    let out = std::process::Command::new("crun")
+        .arg("--version")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("+CRIU")
+}
+
 fn last_count(log: &std::path::Path) -> u64 {
     counts(log).last().copied().unwrap_or(0)
 }
@@ -144,6 +153,21 @@ async fn a_running_container_is_checkpointed_into_an_archive_and_keeps_running()
         .await
         .unwrap_or_else(|e| panic!("handler {handler:?}: {e:?}\n{}", d.log_text()));
         eprintln!("handler {handler:?}: checkpointed in {:?}", t.elapsed());
+        // runc dumps through its own `checkpoint` (crun too when it has CRIU); the built-in
+        // handler and a crun without CRIU through CRIU directly.
+        let via = match handler {
+            "runc" => "runc checkpoint",
+            "crun" if crun_has_criu() => "crun checkpoint",
+            _ => "criu dump",
+        };
+        assert!(
+            d.log_text()
+                .lines()
+                .any(|l| l.contains("container checkpointed")
+                    && l.contains(&id)
+                    && l.contains(via)),
+            "handler {handler:?}: not through {via}"
+        );
         let got = entries(&location);
         let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
         for want in [
@@ -234,6 +258,27 @@ async fn a_running_container_is_checkpointed_into_an_archive_and_keeps_running()
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
         finish_pod(&d, &pod).await;
+        // What `runc checkpoint` made, `runc restore` takes: the counter goes on in a new pod.
+        if handler == "runc" {
+            let rcfg = pod_config("ckpt-restored", &logs);
+            let rpod = run_pod(&mut rt, rcfg.clone(), "runc").await;
+            let mut c = sh_container("restored-runc", &location.display().to_string(), "");
+            c.command.clear();
+            create_start(&mut rt, &rpod, &rcfg, c).await;
+            let rlog = logs.join("restored-runc.log");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while counts(&rlog).len() < 3 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the runc-restored counter does not count: {:?}",
+                    std::fs::read_to_string(&rlog)
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // From its memory: not from 1.
+            assert!(counts(&rlog)[0] > 5, "{:?}", counts(&rlog));
+            finish_pod(&d, &rpod).await;
+        }
     }
 }
 
@@ -419,17 +464,9 @@ async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
 
     // crun restores only when built with CRIU (`+CRIU` in `crun --version`); Debian 12's is
     // not, and the create says so before making anything.
-    let crun_version = String::from_utf8_lossy(
-        &std::process::Command::new("crun")
-            .arg("--version")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .to_string();
     let cpod_cfg = pod_config("crun", &logs);
     let cpod = run_pod(&mut rt, cpod_cfg.clone(), "crun").await;
-    if crun_version.contains("+CRIU") {
+    if crun_has_criu() {
         restore_and_check(
             &d,
             &mut rt,

@@ -46,21 +46,12 @@ impl OciCli {
         };
         let mut cmd = self.cmd();
         if let Some(from) = restore {
-            let restorer = restore_support(&self.path)
+            let restorer = criu_support(&self.path)
                 .map_err(|e| RuntimeError::new(&self.name_str(), op, id, e))?;
             if restorer == Restorer::CriuFlag {
                 cmd.arg("--criu").arg(&from.criu);
             }
-            // libcriu (crun) and runc from 1.2 on (which ignores `--criu`) run `criu` from
-            // PATH: the configured one's directory goes first.
-            if let Some(dir) = from.criu.parent().filter(|d| d.is_absolute()) {
-                let path = std::env::var_os("PATH").unwrap_or_default();
-                let mut dirs = vec![dir.to_path_buf()];
-                dirs.extend(std::env::split_paths(&path));
-                if let Ok(joined) = std::env::join_paths(dirs) {
-                    cmd.env("PATH", joined);
-                }
-            }
+            criu_first_in_path(&mut cmd, &from.criu);
         }
         if super::bundle_uses_systemd(bundle) {
             // runc and crun record the driver in their state; later commands need no flag.
@@ -140,7 +131,20 @@ impl OciCli {
     }
 }
 
-/// How an OCI runtime CLI restores a checkpoint.
+/// libcriu (crun) and runc from 1.2 on (which ignores `--criu`) run `criu` from PATH: the
+/// configured one's directory goes first.
+pub fn criu_first_in_path(cmd: &mut Command, criu: &Path) {
+    if let Some(dir) = criu.parent().filter(|d| d.is_absolute()) {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs = vec![dir.to_path_buf()];
+        dirs.extend(std::env::split_paths(&path));
+        if let Ok(joined) = std::env::join_paths(dirs) {
+            cmd.env("PATH", joined);
+        }
+    }
+}
+
+/// How an OCI runtime CLI checkpoints and restores (through CRIU).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Restorer {
     /// runc: it runs the CRIU binary given by its global `--criu` (before 1.2; later ones look
@@ -150,9 +154,9 @@ pub enum Restorer {
     Libcriu,
 }
 
-/// Whether the runtime at `path` can restore, from what `--version` says: crun lists its
-/// features and restores only with `+CRIU`; others (runc) take `--criu`.
-pub fn restore_support(path: &Path) -> Result<Restorer, String> {
+/// Whether the runtime at `path` can checkpoint and restore, from what `--version` says: crun
+/// lists its features and has CRIU only with `+CRIU`; others (runc) take `--criu`.
+pub fn criu_support(path: &Path) -> Result<Restorer, String> {
     use std::io::Read;
     let mut child = Command::new(path)
         .arg("--version")

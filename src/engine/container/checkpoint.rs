@@ -4,10 +4,11 @@
 //! made from), `rootfs-diff.tar` (its writable layer) and `deleted.files` (what it deleted from
 //! the image).
 //!
-//! CRIU is run on the container's init directly, whatever the runtime handler: the process tree
-//! is the same under libcontainer, runc or crun. Bind mounts from the host (the spec's) and
-//! cgroup mounts are declared external, as runc does; a network namespace the container shares
-//! with its pod is external too, so that a restore can join another pod's.
+//! runc, and crun built with CRIU, dump through their own `checkpoint` command. For the built-in
+//! handler (and a crun without CRIU) CRIU is run on the container's init directly: bind mounts
+//! from the host (the spec's) and cgroup mounts are declared external, as runc does; a network
+//! namespace the container shares with its pod is external too, so that a restore can join
+//! another pod's.
 
 use crate::engine::{blocking, ContainerState, Engine, EngineError, Result};
 use std::path::{Path, PathBuf};
@@ -68,7 +69,14 @@ impl Engine {
         });
         let pid = rec.pid;
         let dest = location.clone();
-        blocking(move || -> Result<()> {
+        // runc, and crun with CRIU, checkpoint through their own command; the built-in handler
+        // (libcontainer 0.7's checkpoint needs its own CRIU RPC build) and a crun without CRIU
+        // through CRIU directly.
+        let runtime = match self.handler(&rec.handler) {
+            Ok(crate::runtime::Handler::Oci { path, root }) => Some((path, root)),
+            _ => None,
+        };
+        let via = blocking(move || -> Result<String> {
             std::fs::create_dir_all(&work_root)
                 .map_err(EngineError::io("creating the checkpoint directory"))?;
             let work = tempfile::Builder::new()
@@ -80,7 +88,27 @@ impl Engine {
                 .map_err(EngineError::io("creating the checkpoint directory"))?;
             let spec = std::fs::read(paths.bundle().join("config.json"))
                 .map_err(EngineError::io("reading the container's config.json"))?;
-            dump(&criu, pid, &images, &spec, timeout)?;
+            let by_runtime = runtime.and_then(|(path, root)| {
+                crate::runtime::cli::criu_support(&path)
+                    .ok()
+                    .map(|how| (path, root, how))
+            });
+            let via = match by_runtime {
+                Some((path, root, how)) => {
+                    let rt = RuntimeCheckpoint {
+                        runtime: &path,
+                        root: &root,
+                        how,
+                        criu: &criu,
+                    };
+                    rt.checkpoint(&id, &images, timeout)?;
+                    format!("{} checkpoint", path.display())
+                }
+                None => {
+                    dump(&criu, pid, &images, &spec, timeout)?;
+                    format!("{} dump", criu.display())
+                }
+            };
             std::fs::write(work.path().join("spec.dump"), &spec)
                 .map_err(EngineError::io("writing spec.dump"))?;
             std::fs::write(
@@ -94,12 +122,77 @@ impl Engine {
                 serde_json::to_vec(&deleted).unwrap_or_default(),
             )
             .map_err(EngineError::io("writing deleted.files"))?;
-            archive(work.path(), &dest)
+            archive(work.path(), &dest)?;
+            Ok(via)
         })
         .await??;
-        tracing::info!(container = %s, location = %location.display(), ms = started.elapsed().as_millis(), "container checkpointed");
+        tracing::info!(container = %s, location = %location.display(), via = %via, ms = started.elapsed().as_millis(), "container checkpointed");
         Ok(())
     }
+}
+
+/// An OCI runtime CLI that checkpoints with CRIU.
+struct RuntimeCheckpoint<'a> {
+    runtime: &'a Path,
+    root: &'a Path,
+    how: crate::runtime::cli::Restorer,
+    criu: &'a Path,
+}
+
+impl RuntimeCheckpoint<'_> {
+    /// `<runtime> checkpoint --leave-running` of container `id` into `images` (its work
+    /// directory too, so that `dump.log` is in the archive as CRIU's own dump puts it).
+    fn checkpoint(&self, id: &str, images: &Path, timeout: Duration) -> Result<()> {
+        let mut cmd = std::process::Command::new(self.runtime);
+        cmd.arg("--root").arg(self.root);
+        if self.how == crate::runtime::cli::Restorer::CriuFlag {
+            cmd.arg("--criu").arg(self.criu);
+        }
+        crate::runtime::cli::criu_first_in_path(&mut cmd, self.criu);
+        let stderr_path = images.with_file_name("runtime.stderr");
+        let stderr = std::fs::File::create(&stderr_path)
+            .map_err(EngineError::io("creating the checkpoint directory"))?;
+        cmd.arg("checkpoint")
+            .arg("--image-path")
+            .arg(images)
+            .arg("--work-path")
+            .arg(images)
+            .args(["--leave-running", "--tcp-established", "--file-locks"])
+            .arg(id)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr);
+        let name = self.runtime.display();
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| EngineError::precondition(format!("running {name} checkpoint: {e}")))?;
+        let Some(status) = crate::sys::process::wait_or_kill(&mut child, timeout) else {
+            return Err(EngineError::new(
+                crate::error::Kind::DeadlineExceeded,
+                format!("{name} checkpoint did not finish within {timeout:?}"),
+            ));
+        };
+        if !status.success() {
+            let said = crate::state::read_capped(&stderr_path, 64 << 10).unwrap_or_default();
+            return Err(EngineError::internal(format!(
+                "{name} checkpoint failed ({status}): {} {}",
+                String::from_utf8_lossy(&said).trim(),
+                dump_log_errors(images)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The first errors of CRIU's dump log in `images`.
+fn dump_log_errors(images: &Path) -> String {
+    let log = std::fs::read_to_string(images.join("dump.log")).unwrap_or_default();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Error") && !l.contains("RLIMIT_NOFILE"))
+        .take(5)
+        .collect();
+    errors.join("; ")
 }
 
 /// `criu dump` of the process tree at `pid`, left running, into `images`.
@@ -169,15 +262,9 @@ fn dump(criu: &Path, pid: i32, images: &Path, spec: &[u8], timeout: Duration) ->
         })
         .collect();
     if !status.success() {
-        let log = std::fs::read_to_string(images.join("dump.log")).unwrap_or_default();
-        let errors: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains("Error") && !l.contains("RLIMIT_NOFILE"))
-            .take(5)
-            .collect();
         return Err(EngineError::internal(format!(
             "criu dump failed ({status}): {}",
-            errors.join("; ")
+            dump_log_errors(images)
         )));
     }
     std::fs::write(

@@ -468,7 +468,7 @@ impl Engine {
         if let (Some(_), Handler::Oci { path, .. }) = (&restore, &handler) {
             // A runtime that cannot restore says so before anything is made.
             let path = path.clone();
-            blocking(move || crate::runtime::cli::restore_support(&path))
+            blocking(move || crate::runtime::cli::criu_support(&path))
                 .await?
                 .map_err(EngineError::precondition)?;
         }
