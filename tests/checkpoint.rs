@@ -76,6 +76,21 @@ fn without_pages(from: &std::path::Path, to: &std::path::Path) {
     out.finish().unwrap();
 }
 
+/// A CheckpointContainer that must fail; its status.
+async fn checkpoint_err(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: String,
+    location: String,
+) -> tonic::Status {
+    rt.checkpoint_container(api::CheckpointContainerRequest {
+        container_id: id,
+        location,
+        timeout: 10,
+    })
+    .await
+    .unwrap_err()
+}
+
 /// A read-write bind mount of `host` at /data.
 fn data_mount(host: &std::path::Path) -> api::Mount {
     api::Mount {
@@ -212,35 +227,12 @@ async fn a_running_container_is_checkpointed_into_an_archive_and_keeps_running()
         let before = last_count(&log);
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert!(last_count(&log) > before, "the container stopped counting");
-        let st = rt
-            .container_status(api::ContainerStatusRequest {
-                container_id: id.clone(),
-                verbose: false,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap();
+        let st = ctr_status(&mut rt, &id).await;
         assert_eq!(st.state, api::ContainerState::ContainerRunning as i32);
         // Bad requests: a relative location, an unknown container, a stopped one.
-        let e = rt
-            .checkpoint_container(api::CheckpointContainerRequest {
-                container_id: id.clone(),
-                location: "relative.tar".into(),
-                timeout: 10,
-            })
-            .await
-            .unwrap_err();
+        let e = checkpoint_err(&mut rt, id.clone(), "relative.tar".into()).await;
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
-        let e = rt
-            .checkpoint_container(api::CheckpointContainerRequest {
-                container_id: "nope".into(),
-                location: location.display().to_string(),
-                timeout: 10,
-            })
-            .await
-            .unwrap_err();
+        let e = checkpoint_err(&mut rt, "nope".into(), location.display().to_string()).await;
         assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
         rt.stop_container(api::StopContainerRequest {
             container_id: id.clone(),
@@ -248,14 +240,7 @@ async fn a_running_container_is_checkpointed_into_an_archive_and_keeps_running()
         })
         .await
         .unwrap();
-        let e = rt
-            .checkpoint_container(api::CheckpointContainerRequest {
-                container_id: id.clone(),
-                location: location.display().to_string(),
-                timeout: 10,
-            })
-            .await
-            .unwrap_err();
+        let e = checkpoint_err(&mut rt, id.clone(), location.display().to_string()).await;
         assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
         finish_pod(&d, &pod).await;
         // What `runc checkpoint` made, `runc restore` takes: the counter goes on in a new pod.
@@ -375,28 +360,24 @@ async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
     // made for it is removed (the harness checks that nothing is left).
     let broken = d.dir.path().join("broken.tar");
     without_pages(&archive, &broken);
-    let e = rt
-        .create_container(api::CreateContainerRequest {
-            pod_sandbox_id: bpod.id.clone(),
-            config: Some(api::ContainerConfig {
-                mounts: vec![data_mount(&before)],
-                ..sh_container("broken", &broken.display().to_string(), "")
-            }),
-            sandbox_config: Some(builtin.clone()),
-        })
-        .await
-        .unwrap_err();
+    let e = create_err(
+        &mut rt,
+        &bpod.id,
+        api::ContainerConfig {
+            mounts: vec![data_mount(&before)],
+            ..sh_container("broken", &broken.display().to_string(), "")
+        },
+    )
+    .await;
     assert!(e.message().contains("criu restore failed"), "{e:?}");
     // The checkpointed container had a bind mount at /data: a restore must ask for it (with
     // its own host path), as CRI-O requires.
-    let e = rt
-        .create_container(api::CreateContainerRequest {
-            pod_sandbox_id: bpod.id.clone(),
-            config: Some(sh_container("no-mount", &archive.display().to_string(), "")),
-            sandbox_config: Some(builtin.clone()),
-        })
-        .await
-        .unwrap_err();
+    let e = create_err(
+        &mut rt,
+        &bpod.id,
+        sh_container("no-mount", &archive.display().to_string(), ""),
+    )
+    .await;
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("lacks /data"), "{e:?}");
     let rid = restore_and_check(
@@ -410,16 +391,7 @@ async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
     )
     .await;
     // Its status and stats come from the restored container's cgroup, as for any other.
-    let st = rt
-        .container_status(api::ContainerStatusRequest {
-            container_id: rid.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let st = ctr_status(&mut rt, &rid).await;
     assert_eq!(st.state, api::ContainerState::ContainerRunning as i32);
     let stats = rt
         .container_stats(api::ContainerStatsRequest {
@@ -450,14 +422,12 @@ async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
         .unwrap();
     let after = pod_config("after", &logs);
     let apod = run_pod(&mut rt, after.clone(), "runc").await;
-    let e = rt
-        .create_container(api::CreateContainerRequest {
-            pod_sandbox_id: apod.id.clone(),
-            config: Some(sh_container("restored", &archive.display().to_string(), "")),
-            sandbox_config: Some(after.clone()),
-        })
-        .await
-        .unwrap_err();
+    let e = create_err(
+        &mut rt,
+        &apod.id,
+        sh_container("restored", &archive.display().to_string(), ""),
+    )
+    .await;
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
     assert!(e.message().contains(&image), "{}", e.message());
     pull(&mut d.images().await, &image).await.unwrap();
@@ -478,17 +448,15 @@ async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
         )
         .await;
     } else {
-        let e = rt
-            .create_container(api::CreateContainerRequest {
-                pod_sandbox_id: cpod.id.clone(),
-                config: Some(api::ContainerConfig {
-                    mounts: vec![data_mount(&before)],
-                    ..sh_container("crun", &archive.display().to_string(), "")
-                }),
-                sandbox_config: Some(cpod_cfg.clone()),
-            })
-            .await
-            .unwrap_err();
+        let e = create_err(
+            &mut rt,
+            &cpod.id,
+            api::ContainerConfig {
+                mounts: vec![data_mount(&before)],
+                ..sh_container("crun", &archive.display().to_string(), "")
+            },
+        )
+        .await;
         assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
         assert!(e.message().contains("built without CRIU"), "{e:?}");
     }
@@ -528,17 +496,15 @@ async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
     // A checkpoint image is held to the signature policy at create too, like any image: the
     // pod's namespace now rejects the checkpoint repository (its base image stays accepted).
     policy.write(&format!("{}/checkpoints", reg.addr()));
-    let e = rt
-        .create_container(api::CreateContainerRequest {
-            pod_sandbox_id: ipod.id.clone(),
-            config: Some(api::ContainerConfig {
-                mounts: vec![data_mount(&before)],
-                ..sh_container("rejected", &image_ref, "")
-            }),
-            sandbox_config: Some(ipod_cfg.clone()),
-        })
-        .await
-        .unwrap_err();
+    let e = create_err(
+        &mut rt,
+        &ipod.id,
+        api::ContainerConfig {
+            mounts: vec![data_mount(&before)],
+            ..sh_container("rejected", &image_ref, "")
+        },
+    )
+    .await;
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
     assert!(e.message().contains("checkpoints"), "{e:?}");
     policy.write("");
@@ -546,17 +512,15 @@ async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
     // container runs its own (missing) command, nothing is restored.
     let plain = push_checkpoint_image(&reg, &archive, "");
     pull(&mut d.images().await, &plain).await.unwrap();
-    let r = rt
-        .create_container(api::CreateContainerRequest {
-            pod_sandbox_id: ipod.id.clone(),
-            config: Some(api::ContainerConfig {
-                mounts: vec![data_mount(&before)],
-                ..sh_container("plain", &plain, "")
-            }),
-            sandbox_config: Some(ipod_cfg.clone()),
-        })
-        .await
-        .unwrap_err();
+    let r = create_err(
+        &mut rt,
+        &ipod.id,
+        api::ContainerConfig {
+            mounts: vec![data_mount(&before)],
+            ..sh_container("plain", &plain, "")
+        },
+    )
+    .await;
     assert!(r.message().contains("executable 'sh' not found"), "{r:?}");
     finish_pod(&d, &ipod).await;
 }

@@ -307,17 +307,24 @@ fn cgroup_mounts_v1(
 
 /// The first errors of CRIU's restore log.
 fn log_errors(work: &Path) -> String {
-    let log = std::fs::read_to_string(work.join("restore.log")).unwrap_or_default();
+    let errors = log_file_errors(&work.join("restore.log"));
+    if errors.is_empty() {
+        "see restore.log".into()
+    } else {
+        errors
+    }
+}
+
+/// The first five errors of a CRIU log file (not the RLIMIT_NOFILE one, which root without
+/// CAP_SYS_RESOURCE gets and which is harmless), joined.
+pub fn log_file_errors(log: &Path) -> String {
+    let log = std::fs::read_to_string(log).unwrap_or_default();
     let errors: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("Error") && !l.contains("RLIMIT_NOFILE"))
         .take(5)
         .collect();
-    if errors.is_empty() {
-        "see restore.log".into()
-    } else {
-        errors.join("; ")
-    }
+    errors.join("; ")
 }
 
 /// Runs CRIU with `args`, as a child that waits until libcgroups has put it into the

@@ -186,13 +186,7 @@ impl RuntimeCheckpoint<'_> {
 
 /// The first errors of CRIU's dump log in `images`.
 fn dump_log_errors(images: &Path) -> String {
-    let log = std::fs::read_to_string(images.join("dump.log")).unwrap_or_default();
-    let errors: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("Error") && !l.contains("RLIMIT_NOFILE"))
-        .take(5)
-        .collect();
-    errors.join("; ")
+    crate::runtime::criu::log_file_errors(&images.join("dump.log"))
 }
 
 /// `criu dump` of the process tree at `pid`, left running, into `images`.
