@@ -154,25 +154,22 @@ pub enum Restorer {
     Libcriu,
 }
 
-/// Whether the runtime at `path` can checkpoint and restore, from what `--version` says: crun
-/// lists its features and has CRIU only with `+CRIU`; others (runc) take `--criu`.
+/// Whether the runtime at `path` can checkpoint and restore, from what `--version` says: runc
+/// takes `--criu`; crun lists its features and has CRIU only with `+CRIU`; other runtimes are
+/// not driven for this (their checkpoint flags differ).
 pub fn criu_support(path: &Path) -> Result<Restorer, String> {
-    use std::io::Read;
+    // Into an anonymous file, not a pipe: a runtime (or a wrapper's child) that kept a pipe
+    // open would leave its reader waiting.
+    let out_file = tempfile::tempfile().map_err(|e| format!("a temporary file: {e}"))?;
     let mut child = Command::new(path)
         .arg("--version")
         .stdin(PStdio::null())
-        .stdout(PStdio::piped())
+        .stdout(out_file.try_clone().map_err(|e| e.to_string())?)
         .stderr(PStdio::null())
         .spawn()
         .map_err(|e| format!("running {} --version: {e}", path.display()))?;
-    // Waited for first (its few lines fit in the pipe), so a runtime that hangs is killed.
-    let status = crate::sys::process::wait_or_kill(&mut child, std::time::Duration::from_secs(10));
-    let mut out = String::new();
-    if let Some(o) = child.stdout.take() {
-        let _ = o.take(64 << 10).read_to_string(&mut out);
-    }
-    match status {
-        Some(st) if st.success() => restorer_of(&out),
+    match crate::sys::process::wait_or_kill(&mut child, std::time::Duration::from_secs(10)) {
+        Some(st) if st.success() => restorer_of(&read_start(out_file, 64 << 10)),
         Some(st) => Err(format!("{} --version: {st}", path.display())),
         None => Err(format!(
             "{} --version did not answer within 10 s",
@@ -181,10 +178,25 @@ pub fn criu_support(path: &Path) -> Result<Restorer, String> {
     }
 }
 
+/// The first `max` bytes of an anonymous file a child wrote, as text.
+pub fn read_start(mut f: std::fs::File, max: u64) -> String {
+    use std::io::{Read, Seek};
+    let mut b = Vec::new();
+    if f.rewind().is_ok() {
+        let _ = f.take(max).read_to_end(&mut b);
+    }
+    String::from_utf8_lossy(&b).into_owned()
+}
+
 fn restorer_of(version: &str) -> Result<Restorer, String> {
     let first = version.lines().next().unwrap_or("").trim();
-    if !first.starts_with("crun") {
+    if first.starts_with("runc") {
         return Ok(Restorer::CriuFlag);
+    }
+    if !first.starts_with("crun") {
+        return Err(format!(
+            "{first:?}: ferrio checkpoints and restores through runc and crun only"
+        ));
     }
     if version.split_whitespace().any(|f| f == "+CRIU") {
         Ok(Restorer::Libcriu)
@@ -445,5 +457,7 @@ mod tests {
         let with = crun.replace("+YAJL", "+CRIU +YAJL");
         assert_eq!(restorer_of(&with), Ok(Restorer::Libcriu));
         assert!(restorer_of(&crun.replace("+YAJL", "-CRIU +YAJL")).is_err());
+        let e = restorer_of("youki version 0.5.0\ncommit: abc\n").unwrap_err();
+        assert!(e.contains("runc and crun only"), "{e}");
     }
 }

@@ -89,9 +89,13 @@ impl Engine {
             let spec = std::fs::read(paths.bundle().join("config.json"))
                 .map_err(EngineError::io("reading the container's config.json"))?;
             let by_runtime = runtime.and_then(|(path, root)| {
-                crate::runtime::cli::criu_support(&path)
-                    .ok()
-                    .map(|how| (path, root, how))
+                match crate::runtime::cli::criu_support(&path) {
+                    Ok(how) => Some((path, root, how)),
+                    Err(why) => {
+                        tracing::info!(runtime = %path.display(), %why, "checkpointing with CRIU directly");
+                        None
+                    }
+                }
             });
             let via = match by_runtime {
                 Some((path, root, how)) => {
@@ -149,9 +153,13 @@ impl RuntimeCheckpoint<'_> {
             cmd.arg("--criu").arg(self.criu);
         }
         crate::runtime::cli::criu_first_in_path(&mut cmd, self.criu);
-        let stderr_path = images.with_file_name("runtime.stderr");
-        let stderr = std::fs::File::create(&stderr_path)
-            .map_err(EngineError::io("creating the checkpoint directory"))?;
+        // Its stderr in an anonymous file: nothing beside the archive's contents, no pipe to
+        // wait on.
+        let stderr = tempfile::tempfile()
+            .map_err(EngineError::io("creating a file for the runtime's stderr"))?;
+        let said = stderr
+            .try_clone()
+            .map_err(EngineError::io("creating a file for the runtime's stderr"))?;
         cmd.arg("checkpoint")
             .arg("--image-path")
             .arg(images)
@@ -162,22 +170,38 @@ impl RuntimeCheckpoint<'_> {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(stderr);
+        // Its own process group: on a timeout the CRIU it started goes with it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let name = self.runtime.display();
         let mut child = cmd
             .spawn()
             .map_err(|e| EngineError::precondition(format!("running {name} checkpoint: {e}")))?;
+        let pgid = i32::try_from(child.id()).unwrap_or(0);
         let Some(status) = crate::sys::process::wait_or_kill(&mut child, timeout) else {
+            if pgid > 0 {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pgid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
             return Err(EngineError::new(
                 crate::error::Kind::DeadlineExceeded,
                 format!("{name} checkpoint did not finish within {timeout:?}"),
             ));
         };
         if !status.success() {
-            let said = crate::state::read_capped(&stderr_path, 64 << 10).unwrap_or_default();
+            let said = crate::runtime::cli::read_start(said, 64 << 10);
+            let parts: Vec<String> = [said.trim().to_string(), dump_log_errors(images)]
+                .into_iter()
+                .filter(|p| !p.is_empty())
+                .collect();
+            let why = if parts.is_empty() {
+                "see dump.log".to_string()
+            } else {
+                parts.join("; ")
+            };
             return Err(EngineError::internal(format!(
-                "{name} checkpoint failed ({status}): {} {}",
-                String::from_utf8_lossy(&said).trim(),
-                dump_log_errors(images)
+                "{name} checkpoint failed ({status}): {why}"
             )));
         }
         Ok(())
