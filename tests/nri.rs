@@ -651,6 +651,8 @@ async fn a_pre_installed_plugin_is_started_with_its_config_and_stopped_with_the_
     remove_pod(&mut rt, &pod.id).await;
     // The daemon's Drop stops it; the leak check then finds no process of the temp dir, so the
     // plugin (`<dir>/nri-plugins/05-env`) was stopped with it.
+    // The daemon's leak check runs when the last holder of the directory goes.
+    drop(dir);
 }
 
 /// The memory limit of a container's cgroup, read inside it (cgroup v1 or v2).
