@@ -25,7 +25,7 @@ SMP=${FERRIO_VM_SMP:-2}
 BOOT_TIMEOUT=${FERRIO_VM_BOOT_TIMEOUT:-240}
 RUN_TIMEOUT=${FERRIO_VM_TIMEOUT:-900}
 
-PACKAGES=systemd,systemd-sysv,udev,kmod,linux-image-amd64,apparmor,dbus,iproute2,iptables,containernetworking-plugins,procps,util-linux,ca-certificates,libseccomp2,runc,crun
+PACKAGES=systemd,systemd-sysv,udev,kmod,linux-image-amd64,apparmor,dbus,iproute2,iptables,containernetworking-plugins,procps,util-linux,ca-certificates,libseccomp2,runc,crun,criu
 SUITE=bookworm
 
 log() { echo "node-vm: $*" >&2; }

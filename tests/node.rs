@@ -601,6 +601,94 @@ async fn nri_plugin_adjusts_a_container_under_systemd_on_cgroup_v2() {
     assert!(!Path::new(&dir).exists(), "{dir} left");
 }
 
+/// What `cat /state` prints in container `id` (a number the counter wrote).
+async fn state_of(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> u64 {
+    let (code, out) = exec(rt, id, "cat /state").await;
+    assert_eq!(code, 0, "{out}");
+    out.trim().parse().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "the node suite runs in the node VM: hack/node-vm.sh test"]
+async fn checkpoint_and_builtin_restore_under_systemd_on_cgroup_v2() {
+    let _g = SERIAL.lock().await;
+    // Debian's criu from PATH (`runtime.criu_path`'s default).
+    node("[runtime]\ncgroup_driver = \"systemd\"\n");
+    let image = busybox();
+    let mut rt = runtime().await;
+    let slice = format!("kubepods-besteffort-podckpt{}.slice", std::process::id());
+    let pcfg = pod_with("ckpt", &slice);
+    let pod = run_pod(&mut rt, pcfg.clone(), "").await;
+    let counter = "i=0; while :; do i=$((i+1)); echo $i > /state; sleep 0.1; done";
+    let id = create_start(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sh_container("counter", &image, counter),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while state_of(&mut rt, &id).await < 10 {
+        assert!(Instant::now() < deadline, "the counter did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let archive = "/var/tmp/ferrio-node-checkpoint.tar";
+    rt.checkpoint_container(api::CheckpointContainerRequest {
+        container_id: id.clone(),
+        location: archive.into(),
+        timeout: 120,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("checkpoint: {e:?}\n{}", journal(60)));
+    let at_checkpoint = state_of(&mut rt, &id).await;
+    remove_pod(&mut rt, &pod.id).await;
+
+    // Restored by the built-in handler in a new pod: a scope of its own under the new slice,
+    // counting on from its memory.
+    let slice2 = format!(
+        "kubepods-besteffort-podrestored{}.slice",
+        std::process::id()
+    );
+    let pcfg2 = pod_with("restored", &slice2);
+    let pod2 = run_pod(&mut rt, pcfg2.clone(), "").await;
+    let mut c = sh_container("restored", archive, "");
+    c.command.clear();
+    let rid = rt
+        .create_container(api::CreateContainerRequest {
+            pod_sandbox_id: pod2.id.clone(),
+            config: Some(c),
+            sandbox_config: Some(pcfg2.clone()),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("restore: {e:?}\n{}", journal(60)))
+        .into_inner()
+        .container_id;
+    rt.start_container(api::StartContainerRequest {
+        container_id: rid.clone(),
+    })
+    .await
+    .unwrap();
+    let first = state_of(&mut rt, &rid).await;
+    assert!(
+        first + 5 >= at_checkpoint,
+        "restored at {first}, checkpointed at {at_checkpoint}"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        state_of(&mut rt, &rid).await > first,
+        "it does not count on"
+    );
+    let own = cgroup_of(init_pid(&mut rt, &rid).await);
+    assert!(
+        own.contains(&slice2) && own.ends_with(&format!("ferrio-{rid}.scope")),
+        "{own}"
+    );
+    let dir = format!("/sys/fs/cgroup{own}");
+    remove_pod(&mut rt, &pod2.id).await;
+    assert!(!Path::new(&dir).exists(), "{dir} left");
+    let _ = std::fs::remove_file(archive);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "the node suite runs in the node VM: hack/node-vm.sh test"]
 async fn cgroupfs_driver_on_cgroup_v2() {
