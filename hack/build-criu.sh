@@ -15,15 +15,8 @@ fi
 deps=(libbsd-dev libcap-dev libnet1-dev libnl-3-dev libprotobuf-c-dev libprotobuf-dev
   protobuf-c-compiler protobuf-compiler uuid-dev libgnutls28-dev libnftables-dev python3-protobuf
   pkg-config gcc make xz-utils curl)
-missing=()
-for p in "${deps[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+. "$(dirname "$0")/apt.sh"
+apt_ensure "${deps[@]}"
 work=$(mktemp -d /tmp/ferrio-criu.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 curl -sSfL -o "$work/criu.tar.xz" "http://deb.debian.org/debian/pool/main/c/criu/criu_${version}.orig.tar.xz"

@@ -3,10 +3,7 @@
 # containerd (1.6, with its built-in CRI plugin) as the peer to compare with. As root.
 set -euo pipefail
 "$(dirname "$0")/setup.sh"
-if ! dpkg-query -W -f='${Status}' containerd 2>/dev/null | grep -q "install ok installed"; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends containerd >/dev/null
-fi
+. "$(dirname "$0")/apt.sh"
+apt_ensure containerd
 # The package enables a systemd unit; the benchmark starts its own instance on a temp root and
 # socket and never uses the system one.

@@ -19,29 +19,15 @@ pkgs=(
   gnupg gpgv                  # tests/trust.rs: throwaway GPG keys (gpg, skopeo --sign-by); gpgv checks signedBy
   python3-venv                # a venv for grpcio (PyPI), the gRPC C-core client of tests/interop.rs
 )
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+. "$(dirname "$0")/apt.sh"
+apt_ensure "${pkgs[@]}"
 # The node VM (hack/node-vm.sh): qemu, mmdebstrap and mkfs.ext4 build and boot a Debian node.
 # qemu-system-x86 needs the qemu-utils of its own release: a newer one (a backport) is removed,
 # ferrio uses raw disk images and needs none.
-vm=()
-for p in qemu-system-x86 mmdebstrap e2fsprogs; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || vm+=("$p")
-done
-if [ ${#vm[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  extra=()
-  if dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q bpo; then extra+=(qemu-utils-); fi
-  apt-get install -y -qq --no-install-recommends "${vm[@]}" "${extra[@]}" >/dev/null
-fi
+apt_extra=()
+if dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q bpo; then apt_extra+=(qemu-utils-); fi
+apt_ensure qemu-system-x86 mmdebstrap e2fsprogs
+apt_extra=()
 # gRPC C-core as a client (tests/interop.rs): grpcio from PyPI, in a venv of Debian's Python.
 # Debian's python3-grpcio (1.51) predates the authority change (1.57) the test is about.
 grpcio=1.68.1
