@@ -529,19 +529,7 @@ async fn nri_plugin(
         },
     ));
     let client = ttrpc::Client::new(trunk.clone(), mux::RUNTIME_SERVICE_CONN, c2);
-    let _: nri::Empty = client
-        .call(
-            ferrio::nri::RUNTIME_SERVICE,
-            "RegisterPlugin",
-            &nri::RegisterPluginRequest {
-                plugin_name: name.into(),
-                plugin_idx: idx.into(),
-                nri_version: ferrio::nri::NRI_VERSION.into(),
-            },
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("RegisterPlugin");
+    register_nri_plugin(&client, name, idx).await;
     // Registered once `ferrio status` lists it.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !must(&format!("{} status", bin().display())).contains(&format!("{idx}-{name}")) {

@@ -192,19 +192,7 @@ impl TestPlugin {
             },
         ));
         let client = ttrpc::Client::new(trunk.clone(), mux::RUNTIME_SERVICE_CONN, c2);
-        let _: nri::Empty = client
-            .call(
-                RUNTIME_SERVICE,
-                "RegisterPlugin",
-                &nri::RegisterPluginRequest {
-                    plugin_name: name.into(),
-                    plugin_idx: idx.into(),
-                    nri_version: ferrio::nri::NRI_VERSION.into(),
-                },
-                Duration::from_secs(5),
-            )
-            .await
-            .expect("RegisterPlugin");
+        register_nri_plugin(&client, name, idx).await;
         let p = TestPlugin {
             events,
             synced,

@@ -82,14 +82,7 @@ impl OciCli {
             .stdin(PStdio::from(stdio.stdin))
             .stdout(PStdio::from(stdio.stdout))
             .stderr(PStdio::from(stdio.stderr));
-        let status = cmd.status().map_err(|e| {
-            RuntimeError::new(
-                &self.name_str(),
-                op,
-                id,
-                format!("running {}: {e}", self.path.display()),
-            )
-        })?;
+        let status = cmd.status().map_err(self.spawn_failed(op, id))?;
         if !status.success() {
             return Err(RuntimeError::new(
                 &self.name_str(),
@@ -105,16 +98,28 @@ impl OciCli {
         Ok(pid)
     }
 
-    /// Runs a runtime command to completion; a failure carries its stderr.
-    fn run(&self, op: &'static str, id: &str, mut cmd: Command) -> Result<Vec<u8>, RuntimeError> {
-        let out = cmd.stdin(PStdio::null()).output().map_err(|e| {
+    /// The error for a runtime command that could not be started.
+    fn spawn_failed<'a>(
+        &'a self,
+        op: &'static str,
+        id: &'a str,
+    ) -> impl Fn(std::io::Error) -> RuntimeError + 'a {
+        move |e| {
             RuntimeError::new(
                 &self.name_str(),
                 op,
                 id,
                 format!("running {}: {e}", self.path.display()),
             )
-        })?;
+        }
+    }
+
+    /// Runs a runtime command to completion; a failure carries its stderr.
+    fn run(&self, op: &'static str, id: &str, mut cmd: Command) -> Result<Vec<u8>, RuntimeError> {
+        let out = cmd
+            .stdin(PStdio::null())
+            .output()
+            .map_err(self.spawn_failed(op, id))?;
         if !out.status.success() {
             let mut msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
             if msg.is_empty() {

@@ -369,3 +369,21 @@ pub async fn create_err(
     .await
     .unwrap_err()
 }
+
+/// Registers an NRI plugin over `client` (its runtime-service connection) as `<idx>-<name>`.
+pub async fn register_nri_plugin(client: &ferrio::nri::ttrpc::Client, name: &str, idx: &str) {
+    use ferrio::nri::api as nri;
+    let _: nri::Empty = client
+        .call(
+            ferrio::nri::RUNTIME_SERVICE,
+            "RegisterPlugin",
+            &nri::RegisterPluginRequest {
+                plugin_name: name.into(),
+                plugin_idx: idx.into(),
+                nri_version: ferrio::nri::NRI_VERSION.into(),
+            },
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("RegisterPlugin");
+}
