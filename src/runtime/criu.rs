@@ -396,7 +396,7 @@ fn run_in_cgroup(
         let _ = nix::unistd::write(&go_w, b"g");
     }
     drop(go_w);
-    let status = nix::sys::wait::waitpid(child_pid, None).map_err(|e| format!("waitpid: {e}"))?;
+    let status = wait_bounded(child_pid, RESTORE_TIMEOUT)?;
     placed?;
     match status {
         nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(true),
@@ -404,6 +404,32 @@ fn run_in_cgroup(
             Err(format!("cannot run {} (runtime.criu_path)", criu.display()))
         }
         _ => Ok(false),
+    }
+}
+
+/// The longest CRIU may take to restore; past it, it is killed and the create fails (and the
+/// caller kills what it made), so a restore that hangs cannot hold the monitor forever.
+const RESTORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Waits for child `pid` at most `timeout` (polling: this single-threaded helper has nothing
+/// else to do meanwhile); past it the child is killed, reaped, and that is the error.
+fn wait_bounded(
+    pid: nix::unistd::Pid,
+    timeout: std::time::Duration,
+) -> Result<nix::sys::wait::WaitStatus, String> {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)).map_err(|e| format!("waitpid: {e}"))? {
+            WaitStatus::StillAlive => {}
+            st => return Ok(st),
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            return Err(format!("criu restore did not finish within {timeout:?}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
